@@ -1,0 +1,35 @@
+# Petrel: the two commands of the README, and a few helpers.
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+PROMPT ?= The capital of France is
+MAX_TOKENS ?= 64
+RELEASE_FLAGS := -c release
+BIN := .build/release/petrel
+
+.PHONY: setup model build release generate test fixtures bench-cpu clean
+
+setup:
+	@scripts/setup.sh
+
+model: setup
+	@scripts/fetch-model.sh >/dev/null
+
+build: setup
+	swift build --product petrel
+
+release: setup
+	swift build $(RELEASE_FLAGS) --product petrel
+
+generate: model release
+	$(BIN) generate --prompt "$(PROMPT)" --max-tokens $(MAX_TOKENS)
+
+test: model
+	swift build --build-tests
+	swift test --skip-build --parallel --num-workers 2
+
+fixtures:
+	scripts/setup-reference.sh
+	python3 scripts/make_fixtures.py
+
+clean:
+	rm -rf .build

@@ -1,0 +1,420 @@
+// kernels.c: Petrel's CPU kernels. AVX2/FMA/F16C paths on x86-64, portable C elsewhere.
+#include "petrel_cpu.h"
+#include <math.h>
+#include <string.h>
+#include <stdlib.h>
+#include <float.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define PK_AVX2 1
+#endif
+
+// ---------------------------------------------------------------- half precision helpers
+
+static inline float fp16_to_f32(uint16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
+    if (exp == 0) {
+        if (man == 0) bits = sign;
+        else { exp = 127 - 15 + 1; while (!(man & 0x400)) { man <<= 1; exp--; } man &= 0x3FF; bits = sign | (exp << 23) | (man << 13); }
+    } else if (exp == 31) bits = sign | 0x7F800000 | (man << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float f; memcpy(&f, &bits, 4); return f;
+#endif
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16; float f; memcpy(&f, &bits, 4); return f;
+}
+
+// ---------------------------------------------------------------- GGML block layouts
+
+typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;              // 34 bytes
+typedef struct { uint16_t d; uint8_t qs[16]; } block_q4_0;             // 18 bytes
+typedef struct { uint16_t d, m; uint8_t qs[16]; } block_q4_1;          // 20 bytes
+// Activations quantized for the integer path: x ≈ d * qs; s = d * sum(qs).
+typedef struct { float d, s; int8_t qs[32]; } block_q8_act;
+
+int pk_block_size(int type) {
+    switch (type) { case PK_TYPE_Q8_0: case PK_TYPE_Q4_0: case PK_TYPE_Q4_1: return 32; default: return 1; }
+}
+
+size_t pk_row_bytes(int type, int64_t n) {
+    switch (type) {
+    case PK_TYPE_F32: return (size_t)n * 4;
+    case PK_TYPE_F16: case PK_TYPE_BF16: return (size_t)n * 2;
+    case PK_TYPE_Q8_0: return (size_t)(n / 32) * sizeof(block_q8_0);
+    case PK_TYPE_Q4_0: return (size_t)(n / 32) * sizeof(block_q4_0);
+    case PK_TYPE_Q4_1: return (size_t)(n / 32) * sizeof(block_q4_1);
+    default: return 0;
+    }
+}
+
+void pk_dequantize_row(int type, const void *src, float *dst, int64_t n) {
+    switch (type) {
+    case PK_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case PK_TYPE_F16: { const uint16_t *s = src; for (int64_t i = 0; i < n; i++) dst[i] = fp16_to_f32(s[i]); } break;
+    case PK_TYPE_BF16: { const uint16_t *s = src; for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(s[i]); } break;
+    case PK_TYPE_Q8_0: {
+        const block_q8_0 *b = src;
+        for (int64_t i = 0; i < n / 32; i++) { float d = fp16_to_f32(b[i].d); for (int j = 0; j < 32; j++) dst[i*32+j] = d * b[i].qs[j]; }
+    } break;
+    case PK_TYPE_Q4_0: {
+        const block_q4_0 *b = src;
+        for (int64_t i = 0; i < n / 32; i++) {
+            float d = fp16_to_f32(b[i].d);
+            for (int j = 0; j < 16; j++) { dst[i*32+j] = d * ((b[i].qs[j] & 0x0F) - 8); dst[i*32+j+16] = d * ((b[i].qs[j] >> 4) - 8); }
+        }
+    } break;
+    case PK_TYPE_Q4_1: {
+        const block_q4_1 *b = src;
+        for (int64_t i = 0; i < n / 32; i++) {
+            float d = fp16_to_f32(b[i].d), m = fp16_to_f32(b[i].m);
+            for (int j = 0; j < 16; j++) { dst[i*32+j] = d * (b[i].qs[j] & 0x0F) + m; dst[i*32+j+16] = d * (b[i].qs[j] >> 4) + m; }
+        }
+    } break;
+    default: break;
+    }
+}
+
+// ---------------------------------------------------------------- float dot products
+
+static inline float dot_f32(const float *a, const float *b, int64_t n) {
+#ifdef PK_AVX2
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+#else
+    float r = 0; for (int64_t i = 0; i < n; i++) r += a[i] * b[i]; return r;
+#endif
+}
+
+#ifdef PK_AVX2
+static inline float hsum256(__m256 s) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+#endif
+
+// Weight row of any type (dequantized on the fly) against float x: the exact path.
+static float dot_exact(int type, const void *w, const float *x, int64_t k) {
+    switch (type) {
+    case PK_TYPE_F32: return dot_f32(w, x, k);
+    case PK_TYPE_F16: {
+        const uint16_t *h = w;
+#if defined(PK_AVX2) && defined(__F16C__)
+        __m256 s = _mm256_setzero_ps(); int64_t i = 0;
+        for (; i + 8 <= k; i += 8) s = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))), _mm256_loadu_ps(x + i), s);
+        float r = hsum256(s); for (; i < k; i++) r += fp16_to_f32(h[i]) * x[i]; return r;
+#else
+        float r = 0; for (int64_t i = 0; i < k; i++) r += fp16_to_f32(h[i]) * x[i]; return r;
+#endif
+    }
+    case PK_TYPE_BF16: {
+        const uint16_t *h = w;
+#ifdef PK_AVX2
+        __m256 s = _mm256_setzero_ps(); int64_t i = 0;
+        for (; i + 8 <= k; i += 8) {
+            __m256i v = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i))), 16);
+            s = _mm256_fmadd_ps(_mm256_castsi256_ps(v), _mm256_loadu_ps(x + i), s);
+        }
+        float r = hsum256(s); for (; i < k; i++) r += bf16_to_f32(h[i]) * x[i]; return r;
+#else
+        float r = 0; for (int64_t i = 0; i < k; i++) r += bf16_to_f32(h[i]) * x[i]; return r;
+#endif
+    }
+    case PK_TYPE_Q8_0: {
+        const block_q8_0 *b = w; float r = 0;
+        for (int64_t i = 0; i < k / 32; i++) {
+#ifdef PK_AVX2
+            const __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
+            __m256 acc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm256_castsi256_si128(q))), _mm256_loadu_ps(x + i*32));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(_mm256_castsi256_si128(q), 8))), _mm256_loadu_ps(x + i*32 + 8), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))), _mm256_loadu_ps(x + i*32 + 16), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(_mm256_extracti128_si256(q, 1), 8))), _mm256_loadu_ps(x + i*32 + 24), acc);
+            r += fp16_to_f32(b[i].d) * hsum256(acc);
+#else
+            float s = 0; for (int j = 0; j < 32; j++) s += b[i].qs[j] * x[i*32+j]; r += fp16_to_f32(b[i].d) * s;
+#endif
+        }
+        return r;
+    }
+    case PK_TYPE_Q4_0: case PK_TYPE_Q4_1: {
+        float r = 0;
+        int is1 = type == PK_TYPE_Q4_1;
+        const uint8_t *base = w; size_t bs = is1 ? sizeof(block_q4_1) : sizeof(block_q4_0);
+        for (int64_t i = 0; i < k / 32; i++) {
+            const uint8_t *blk = base + i * bs;
+            uint16_t dh, mh = 0; memcpy(&dh, blk, 2); if (is1) memcpy(&mh, blk + 2, 2);
+            const uint8_t *qs = blk + (is1 ? 4 : 2);
+            float d = fp16_to_f32(dh), m = is1 ? fp16_to_f32(mh) : -8.0f * d;
+            const float *xb = x + i * 32;
+            float sq = 0, sx = 0;
+            for (int j = 0; j < 16; j++) { sq += (qs[j] & 0x0F) * xb[j] + (qs[j] >> 4) * xb[j + 16]; sx += xb[j] + xb[j + 16]; }
+            r += d * sq + m * sx;
+        }
+        return r;
+    }
+    default: return 0;
+    }
+}
+
+// ---------------------------------------------------------------- integer (fast) path
+
+static void quantize_act_row(const float *x, int64_t k, block_q8_act *out) {
+    for (int64_t i = 0; i < k / 32; i++) {
+        const float *xb = x + i * 32;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) { float a = fabsf(xb[j]); if (a > amax) amax = a; }
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < 32; j++) { int q = (int)lrintf(xb[j] * id); out[i].qs[j] = (int8_t)q; sum += q; }
+        out[i].d = d; out[i].s = d * (float)sum;
+    }
+}
+
+#ifdef PK_AVX2
+static inline __m256i unpack_nibbles(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i lo = _mm_and_si128(t, _mm_set1_epi8(0x0F));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(t, 4), _mm_set1_epi8(0x0F));
+    return _mm256_set_m128i(hi, lo);
+}
+// Sum of u8 x i8 products as 8 floats.
+static inline __m256 mul_sum_u8_i8(__m256i u, __m256i s) {
+    const __m256i p = _mm256_maddubs_epi16(u, s);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+#endif
+
+static float dot_q8act(int type, const void *w, const block_q8_act *xa, int64_t nb) {
+#ifdef PK_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    float extra = 0;
+    if (type == PK_TYPE_Q4_1) {
+        const block_q4_1 *b = w;
+        for (int64_t i = 0; i < nb; i++) {
+            const __m256i q = unpack_nibbles(b[i].qs);
+            const __m256i y = _mm256_loadu_si256((const __m256i *)xa[i].qs);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(b[i].d) * xa[i].d), mul_sum_u8_i8(q, y), acc);
+            extra += fp16_to_f32(b[i].m) * xa[i].s;
+        }
+    } else if (type == PK_TYPE_Q4_0) {
+        const block_q4_0 *b = w;
+        for (int64_t i = 0; i < nb; i++) {
+            const __m256i q = unpack_nibbles(b[i].qs);
+            const __m256i y = _mm256_loadu_si256((const __m256i *)xa[i].qs);
+            const float d = fp16_to_f32(b[i].d);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xa[i].d), mul_sum_u8_i8(q, y), acc);
+            extra -= 8.0f * d * xa[i].s;
+        }
+    } else { // Q8_0: |w| * sign(x, w)
+        const block_q8_0 *b = w;
+        for (int64_t i = 0; i < nb; i++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
+            const __m256i y = _mm256_loadu_si256((const __m256i *)xa[i].qs);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(b[i].d) * xa[i].d),
+                                  mul_sum_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)), acc);
+        }
+    }
+    return hsum256(acc) + extra;
+#else
+    float r = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int s = 0; float d, extra = 0;
+        if (type == PK_TYPE_Q4_1) { const block_q4_1 *b = (const block_q4_1 *)w + i; for (int j = 0; j < 16; j++) s += (b->qs[j] & 0xF) * xa[i].qs[j] + (b->qs[j] >> 4) * xa[i].qs[j+16]; d = fp16_to_f32(b->d); extra = fp16_to_f32(b->m) * xa[i].s; }
+        else if (type == PK_TYPE_Q4_0) { const block_q4_0 *b = (const block_q4_0 *)w + i; for (int j = 0; j < 16; j++) s += (b->qs[j] & 0xF) * xa[i].qs[j] + (b->qs[j] >> 4) * xa[i].qs[j+16]; d = fp16_to_f32(b->d); extra = -8.0f * d * xa[i].s; }
+        else { const block_q8_0 *b = (const block_q8_0 *)w + i; for (int j = 0; j < 32; j++) s += b->qs[j] * xa[i].qs[j]; d = fp16_to_f32(b->d); }
+        r += d * xa[i].d * (float)s + extra;
+    }
+    return r;
+#endif
+}
+
+// ---------------------------------------------------------------- matmul
+
+typedef struct {
+    const float *x; int64_t n, k; const char *w; int wtype; int64_t m; size_t row_bytes;
+    const float *bias; float *out; int exact; const block_q8_act *xa; int64_t nb;
+} matmul_ctx;
+
+#define PK_TOKEN_TILE 16
+
+static void matmul_rows(void *p, int64_t r0, int64_t r1) {
+    const matmul_ctx *c = p;
+    // Tile over tokens so a tile of activations stays in L1/L2 while weight rows stream.
+    for (int64_t t0 = 0; t0 < c->n; t0 += PK_TOKEN_TILE) {
+        int64_t t1 = t0 + PK_TOKEN_TILE < c->n ? t0 + PK_TOKEN_TILE : c->n;
+        for (int64_t r = r0; r < r1; r++) {
+            const void *wr = c->w + (size_t)r * c->row_bytes;
+            float b = c->bias ? c->bias[r] : 0.0f;
+            for (int64_t t = t0; t < t1; t++) {
+                float v = c->xa ? dot_q8act(c->wtype, wr, c->xa + t * c->nb, c->nb)
+                                : dot_exact(c->wtype, wr, c->x + t * c->k, c->k);
+                c->out[t * c->m + r] = v + b;
+            }
+        }
+    }
+}
+
+typedef struct { const float *x; int64_t k; block_q8_act *xa; int64_t nb; } quant_ctx;
+static void quant_rows(void *p, int64_t b, int64_t e) {
+    const quant_ctx *c = p;
+    for (int64_t t = b; t < e; t++) quantize_act_row(c->x + t * c->k, c->k, c->xa + t * c->nb);
+}
+
+void pk_matmul(const float *x, int64_t n, int64_t k, const void *w, int wtype, int64_t m,
+               const float *bias, float *out, int exact) {
+    matmul_ctx c = { x, n, k, w, wtype, m, pk_row_bytes(wtype, k), bias, out, exact, NULL, k / 32 };
+    block_q8_act *xa = NULL;
+    int quantized = wtype == PK_TYPE_Q8_0 || wtype == PK_TYPE_Q4_0 || wtype == PK_TYPE_Q4_1;
+    if (quantized && !exact) {
+        xa = malloc(sizeof(block_q8_act) * (size_t)(n * (k / 32)));
+        quant_ctx qc = { x, k, xa, k / 32 };
+        pk_parallel_for(n, 8, quant_rows, &qc);
+        c.xa = xa;
+    }
+    int threads = pk_get_threads();
+    int64_t grain = m / (threads * 8); if (grain < 4) grain = 4;
+    if (n * m * k < 32768) grain = m;  // too small to be worth waking the pool
+    pk_parallel_for(m, grain, matmul_rows, &c);
+    free(xa);
+}
+
+// ---------------------------------------------------------------- elementwise ops
+
+void pk_embed(const int32_t *ids, int64_t count, const void *table, int type, int64_t dim, float *out) {
+    size_t rb = pk_row_bytes(type, dim);
+    for (int64_t i = 0; i < count; i++) pk_dequantize_row(type, (const char *)table + (size_t)ids[i] * rb, out + i * dim, dim);
+}
+
+void pk_rmsnorm(const float *x, const float *w, int64_t n, int64_t d, float eps, float *out) {
+    for (int64_t t = 0; t < n; t++) {
+        const float *xr = x + t * d; float *o = out + t * d;
+        float ss = dot_f32(xr, xr, d);
+        float scale = 1.0f / sqrtf(ss / (float)d + eps);
+        for (int64_t i = 0; i < d; i++) o[i] = xr[i] * scale * w[i];
+    }
+}
+
+void pk_rope(float *x, int64_t n, int64_t row_stride, int64_t heads, int64_t head_dim,
+             const int32_t *positions, const float *inv_freq) {
+    int64_t half = head_dim / 2;
+    float *cs = malloc(sizeof(float) * (size_t)half * 2);
+    for (int64_t t = 0; t < n; t++) {
+        for (int64_t i = 0; i < half; i++) {
+            float a = (float)positions[t] * inv_freq[i];
+            cs[i] = cosf(a); cs[half + i] = sinf(a);
+        }
+        for (int64_t h = 0; h < heads; h++) {
+            float *v = x + t * row_stride + h * head_dim;
+            for (int64_t i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * cs[half + i];
+                v[i + half] = b * cs[i] + a * cs[half + i];
+            }
+        }
+    }
+    free(cs);
+}
+
+void pk_swiglu(const float *gu, int64_t n, int64_t f, float *out) {
+    for (int64_t t = 0; t < n; t++) {
+        const float *g = gu + t * 2 * f, *u = g + f; float *o = out + t * f;
+        for (int64_t i = 0; i < f; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+void pk_add(float *acc, const float *x, int64_t count) {
+    for (int64_t i = 0; i < count; i++) acc[i] += x[i];
+}
+
+// ---------------------------------------------------------------- paged attention
+
+typedef struct {
+    const float *qkv; int64_t heads, kv_heads, head_dim, stride;
+    const float *k_cache, *v_cache; int64_t block_size;
+    const pk_attn_seq *seqs; int64_t seq_count; float scale; float *out;
+    const int64_t *work_seq;   // for each work item (seq, head): the sequence index
+} attn_ctx;
+
+static void attn_items(void *p, int64_t b, int64_t e) {
+    const attn_ctx *c = p;
+    int64_t hd = c->head_dim, kvs = c->kv_heads * hd, group = c->heads / c->kv_heads;
+    for (int64_t it = b; it < e; it++) {
+        int64_t s = it / c->heads, h = it % c->heads, kvh = h / group;
+        const pk_attn_seq *sq = &c->seqs[s];
+        int64_t ctx_len = sq->context_before + sq->token_count;
+        float *scores = malloc(sizeof(float) * (size_t)ctx_len);
+        for (int64_t i = 0; i < sq->token_count; i++) {
+            int64_t row = sq->token_begin + i;
+            const float *q = c->qkv + row * c->stride + h * hd;
+            int64_t visible = sq->context_before + i + 1;   // causal
+            float mx = -FLT_MAX;
+            for (int64_t j = 0; j < visible; j++) {
+                int64_t blk = sq->block_table[j / c->block_size], off = j % c->block_size;
+                const float *kr = c->k_cache + ((size_t)blk * c->block_size + off) * kvs + kvh * hd;
+                float sc = dot_f32(q, kr, hd) * c->scale;
+                scores[j] = sc; if (sc > mx) mx = sc;
+            }
+            float sum = 0;
+            for (int64_t j = 0; j < visible; j++) { scores[j] = expf(scores[j] - mx); sum += scores[j]; }
+            float inv = 1.0f / sum;
+            float *o = c->out + row * (c->heads * hd) + h * hd;
+            for (int64_t d = 0; d < hd; d++) o[d] = 0;
+            for (int64_t j = 0; j < visible; j++) {
+                int64_t blk = sq->block_table[j / c->block_size], off = j % c->block_size;
+                const float *vr = c->v_cache + ((size_t)blk * c->block_size + off) * kvs + kvh * hd;
+                float wgt = scores[j] * inv;
+#ifdef PK_AVX2
+                int64_t d = 0; __m256 wv = _mm256_set1_ps(wgt);
+                for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(o + d, _mm256_fmadd_ps(wv, _mm256_loadu_ps(vr + d), _mm256_loadu_ps(o + d)));
+                for (; d < hd; d++) o[d] += wgt * vr[d];
+#else
+                for (int64_t d = 0; d < hd; d++) o[d] += wgt * vr[d];
+#endif
+            }
+        }
+        free(scores);
+    }
+}
+
+void pk_attention(const float *qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                  float *k_cache, float *v_cache, int64_t block_size,
+                  const pk_attn_seq *seqs, int64_t seq_count, float scale, float *out) {
+    int64_t stride = (heads + 2 * kv_heads) * head_dim, kvs = kv_heads * head_dim;
+    // 1. write the new K / V rows into their slots
+    for (int64_t s = 0; s < seq_count; s++) {
+        const pk_attn_seq *sq = &seqs[s];
+        for (int64_t i = 0; i < sq->token_count; i++) {
+            int64_t pos = sq->context_before + i;
+            int64_t blk = sq->block_table[pos / block_size], off = pos % block_size;
+            const float *row = qkv + (sq->token_begin + i) * stride;
+            memcpy(k_cache + ((size_t)blk * block_size + off) * kvs, row + heads * head_dim, sizeof(float) * (size_t)kvs);
+            memcpy(v_cache + ((size_t)blk * block_size + off) * kvs, row + (heads + kv_heads) * head_dim, sizeof(float) * (size_t)kvs);
+        }
+    }
+    // 2. attend: one work item per (sequence, query head)
+    attn_ctx c = { qkv, heads, kv_heads, head_dim, stride, k_cache, v_cache, block_size, seqs, seq_count, scale, out, NULL };
+    int64_t work = 0; for (int64_t s = 0; s < seq_count; s++) work += seqs[s].token_count * (seqs[s].context_before + seqs[s].token_count);
+    int64_t items = seq_count * heads;
+    if (work * heads * head_dim < 65536) attn_items(&c, 0, items);
+    else pk_parallel_for(items, 1, attn_items, &c);
+}

@@ -1,0 +1,11 @@
+// CheckpointError: every failure to read a checkpoint names the file and what is wrong.
+
+public struct CheckpointError: Error, CustomStringConvertible, Equatable {
+    public let path: String
+    public let message: String
+    public init(_ path: String, _ message: String) {
+        self.path = path
+        self.message = message
+    }
+    public var description: String { "\(path): \(message)" }
+}

@@ -1,0 +1,134 @@
+// Safetensors: reader for Hugging Face .safetensors files (F32, F16, BF16), single or sharded
+// through model.safetensors.index.json. Tensors are viewed in place in the mapped file.
+import Compute
+import Foundation
+
+public final class SafetensorsFile: @unchecked Sendable {
+    public struct Entry: Sendable {
+        public let dtype: DType
+        public let shape: [Int]
+        public let begin: Int   // absolute file offsets
+        public let end: Int
+    }
+
+    public let path: String
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    private let file: MappedFile
+
+    public init(path: String) throws {
+        let file = try MappedFile(path: path)
+        self.file = file
+        self.path = path
+        var c = ByteCursor(file.bytes, path: path)
+        let headerLength = try c.read(UInt64.self, "the header length")
+        guard headerLength <= UInt64(file.bytes.count - 8) else {
+            throw CheckpointError(path, "truncated or not safetensors: header claims \(headerLength) bytes but the file has \(file.bytes.count)")
+        }
+        let header = try c.readBytes(Int(headerLength), "the JSON header")
+        let dataStart = 8 + Int(headerLength)
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: Data(header)) } catch {
+            throw CheckpointError(path, "the JSON header is malformed (\(error.localizedDescription))")
+        }
+        guard let root = json as? [String: Any] else { throw CheckpointError(path, "the JSON header is not an object") }
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in root {
+            if name == "__metadata__" {
+                for (k, v) in value as? [String: Any] ?? [:] { metadata[k] = v as? String ?? "\(v)" }
+                continue
+            }
+            guard let obj = value as? [String: Any],
+                  let dtypeName = obj["dtype"] as? String,
+                  let shape = (obj["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  let offsets = (obj["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
+                  offsets.count == 2 else {
+                throw CheckpointError(path, "tensor '\(name)': header entry needs dtype, shape and data_offsets")
+            }
+            let dtype: DType
+            switch dtypeName {
+            case "F32": dtype = .f32
+            case "F16": dtype = .f16
+            case "BF16": dtype = .bf16
+            default: throw CheckpointError(path, "tensor '\(name)': dtype \(dtypeName) is not supported (F32, F16, BF16 are)")
+            }
+            let count = shape.reduce(1, *)
+            let begin = dataStart + offsets[0], end = dataStart + offsets[1]
+            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, end - begin == count * dtype.blockBytes else {
+                throw CheckpointError(path, "tensor '\(name)': data_offsets \(offsets) do not match shape \(shape) of \(dtypeName)")
+            }
+            guard end <= file.bytes.count else {
+                throw CheckpointError(path, "truncated: tensor '\(name)' ends at byte \(end) but the file has \(file.bytes.count)")
+            }
+            entries[name] = Entry(dtype: dtype, shape: shape, begin: begin, end: end)
+        }
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    public func tensor(_ name: String) throws -> HostTensor {
+        guard let e = entries[name] else { throw CheckpointError(path, "no tensor named '\(name)'") }
+        return HostTensor(dtype: e.dtype, shape: e.shape, bytes: UnsafeRawBufferPointer(rebasing: file.bytes[e.begin..<e.end]), owner: file)
+    }
+}
+
+/// A source of named weights: one GGUF file, or a folder of safetensors shards.
+public protocol WeightSource: AnyObject, Sendable {
+    var path: String { get }
+    var tensorNames: [String] { get }
+    func tensor(_ name: String) throws -> HostTensor
+}
+
+extension WeightSource {
+    public func has(_ name: String) -> Bool { tensorNames.contains(name) }
+}
+
+extension GGUFFile: WeightSource {
+    public var tensorNames: [String] { tensors.map(\.name) }
+}
+
+/// All safetensors of a Hugging Face checkpoint folder: `model.safetensors`, or the shards
+/// listed in `model.safetensors.index.json`.
+public final class SafetensorsCheckpoint: WeightSource, @unchecked Sendable {
+    public let path: String
+    private let files: [SafetensorsFile]
+    private let owner: [String: Int]
+    public let tensorNames: [String]
+
+    public init(directory: String) throws {
+        self.path = directory
+        let fm = FileManager.default
+        let indexPath = directory + "/model.safetensors.index.json"
+        var shardNames: [String] = []
+        if fm.fileExists(atPath: indexPath) {
+            guard let data = fm.contents(atPath: indexPath) else { throw CheckpointError(indexPath, "cannot read file") }
+            let json = try? JSONSerialization.jsonObject(with: data)
+            guard let map = (json as? [String: Any])?["weight_map"] as? [String: String] else {
+                throw CheckpointError(indexPath, "malformed index: expected an object with a \"weight_map\" of tensor name to file")
+            }
+            shardNames = Array(Set(map.values)).sorted()
+        } else if fm.fileExists(atPath: directory + "/model.safetensors") {
+            shardNames = ["model.safetensors"]
+        } else {
+            let all = (try? fm.contentsOfDirectory(atPath: directory)) ?? []
+            shardNames = all.filter { $0.hasSuffix(".safetensors") }.sorted()
+            if shardNames.isEmpty { throw CheckpointError(directory, "no model.safetensors, model.safetensors.index.json or *.safetensors found") }
+        }
+        var files: [SafetensorsFile] = []
+        var owner: [String: Int] = [:]
+        for name in shardNames {
+            let f = try SafetensorsFile(path: directory + "/" + name)
+            for key in f.entries.keys { owner[key] = files.count }
+            files.append(f)
+        }
+        self.files = files
+        self.owner = owner
+        self.tensorNames = owner.keys.sorted()
+    }
+
+    public func tensor(_ name: String) throws -> HostTensor {
+        guard let i = owner[name] else { throw CheckpointError(path, "no tensor named '\(name)' in any shard") }
+        return try files[i].tensor(name)
+    }
+}

@@ -1,0 +1,198 @@
+// TransformerConfig: the hyperparameters of a Llama-family model, read from a Hugging Face
+// config.json (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) or GGUF metadata.
+import Foundation
+
+public struct TransformerConfig: Sendable, Equatable {
+    public enum Architecture: String, Sendable { case llama, mistral, qwen2 }
+
+    /// Llama-3.1-style RoPE frequency scaling (`rope_scaling.rope_type == "llama3"`).
+    public struct RopeScaling: Sendable, Equatable {
+        public var factor: Double
+        public var lowFrequencyFactor: Double
+        public var highFrequencyFactor: Double
+        public var originalMaxPositions: Int
+    }
+
+    public var architecture: Architecture
+    public var vocabularySize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layerCount: Int
+    public var headCount: Int
+    public var kvHeadCount: Int
+    public var headDim: Int
+    public var ropeTheta: Double
+    public var ropeScaling: RopeScaling?
+    public var rmsNormEps: Double
+    public var maxPositions: Int
+    public var tieEmbeddings: Bool
+    /// Qwen2 has biases on the Q, K and V projections.
+    public var attentionBias: Bool
+    public var bosTokenID: Int?
+    public var eosTokenIDs: [Int]
+
+    public init(architecture: Architecture = .llama, vocabularySize: Int, hiddenSize: Int, intermediateSize: Int,
+                layerCount: Int, headCount: Int, kvHeadCount: Int, headDim: Int? = nil, ropeTheta: Double = 10000,
+                ropeScaling: RopeScaling? = nil, rmsNormEps: Double = 1e-5, maxPositions: Int = 4096,
+                tieEmbeddings: Bool = false, attentionBias: Bool = false, bosTokenID: Int? = 1, eosTokenIDs: [Int] = [2]) {
+        self.architecture = architecture
+        self.vocabularySize = vocabularySize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.layerCount = layerCount
+        self.headCount = headCount
+        self.kvHeadCount = kvHeadCount
+        self.headDim = headDim ?? hiddenSize / headCount
+        self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
+        self.rmsNormEps = rmsNormEps
+        self.maxPositions = maxPositions
+        self.tieEmbeddings = tieEmbeddings
+        self.attentionBias = attentionBias
+        self.bosTokenID = bosTokenID
+        self.eosTokenIDs = eosTokenIDs
+    }
+
+    /// Checks the shapes fit together; throws naming `path` and the offending field.
+    public func validate(path: String) throws {
+        func fail(_ field: String, _ why: String) -> CheckpointError { CheckpointError(path, "\(field): \(why)") }
+        for (name, v) in [("vocab_size", vocabularySize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                          ("num_hidden_layers", layerCount), ("num_attention_heads", headCount),
+                          ("num_key_value_heads", kvHeadCount), ("head_dim", headDim)] where v <= 0 {
+            throw fail(name, "must be positive, got \(v)")
+        }
+        if headCount % kvHeadCount != 0 { throw fail("num_key_value_heads", "\(kvHeadCount) does not divide num_attention_heads \(headCount)") }
+        if headDim % 2 != 0 { throw fail("head_dim", "must be even for RoPE, got \(headDim)") }
+        if rmsNormEps <= 0 { throw fail("rms_norm_eps", "must be positive") }
+        if ropeTheta <= 0 { throw fail("rope_theta", "must be positive") }
+    }
+
+    /// The RoPE inverse frequencies (headDim / 2 values), with Llama-3 scaling applied.
+    public func ropeInverseFrequencies() -> [Float] {
+        let half = headDim / 2
+        var inv = (0..<half).map { 1.0 / pow(ropeTheta, Double(2 * $0) / Double(headDim)) }
+        if let s = ropeScaling {
+            let lowWavelen = Double(s.originalMaxPositions) / s.lowFrequencyFactor
+            let highWavelen = Double(s.originalMaxPositions) / s.highFrequencyFactor
+            inv = inv.map { f in
+                let wavelen = 2 * Double.pi / f
+                if wavelen < highWavelen { return f }
+                if wavelen > lowWavelen { return f / s.factor }
+                let smooth = (Double(s.originalMaxPositions) / wavelen - s.lowFrequencyFactor) / (s.highFrequencyFactor - s.lowFrequencyFactor)
+                return (1 - smooth) * f / s.factor + smooth * f
+            }
+        }
+        return inv.map(Float.init)
+    }
+
+    // MARK: Hugging Face config.json
+
+    public init(huggingFaceConfigAt path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CheckpointError(path, "cannot read file") }
+        let json: Any
+        do { json = try JSONSerialization.jsonObject(with: data) } catch {
+            throw CheckpointError(path, "malformed JSON (\(error.localizedDescription))")
+        }
+        guard let o = json as? [String: Any] else { throw CheckpointError(path, "expected a JSON object") }
+        func int(_ key: String) throws -> Int {
+            guard let v = o[key] as? NSNumber else { throw CheckpointError(path, "\(key): missing or not a number") }
+            return v.intValue
+        }
+        func optInt(_ key: String) -> Int? { (o[key] as? NSNumber)?.intValue }
+        func double(_ key: String, _ fallback: Double) -> Double { (o[key] as? NSNumber)?.doubleValue ?? fallback }
+
+        let archs = o["architectures"] as? [String] ?? []
+        let modelType = o["model_type"] as? String ?? ""
+        let architecture: Architecture
+        if archs.contains("Qwen2ForCausalLM") || modelType == "qwen2" { architecture = .qwen2 }
+        else if archs.contains("MistralForCausalLM") || modelType == "mistral" { architecture = .mistral }
+        else if archs.contains("LlamaForCausalLM") || modelType == "llama" || archs.isEmpty { architecture = .llama }
+        else { throw CheckpointError(path, "architectures: \(archs) is not supported (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM are)") }
+
+        let hidden = try int("hidden_size")
+        let heads = try int("num_attention_heads")
+        var scaling: RopeScaling?
+        if let rs = o["rope_scaling"] as? [String: Any] {
+            let type = (rs["rope_type"] ?? rs["type"]) as? String ?? ""
+            if type == "llama3" {
+                scaling = RopeScaling(factor: (rs["factor"] as? NSNumber)?.doubleValue ?? 8,
+                                      lowFrequencyFactor: (rs["low_freq_factor"] as? NSNumber)?.doubleValue ?? 1,
+                                      highFrequencyFactor: (rs["high_freq_factor"] as? NSNumber)?.doubleValue ?? 4,
+                                      originalMaxPositions: (rs["original_max_position_embeddings"] as? NSNumber)?.intValue ?? 8192)
+            } else if type != "default" && !type.isEmpty {
+                throw CheckpointError(path, "rope_scaling.rope_type: \"\(type)\" is not supported (llama3 and default are)")
+            }
+        }
+        var eos: [Int] = []
+        if let n = o["eos_token_id"] as? NSNumber { eos = [n.intValue] }
+        else if let a = o["eos_token_id"] as? [NSNumber] { eos = a.map(\.intValue) }
+        self.init(architecture: architecture,
+                  vocabularySize: try int("vocab_size"),
+                  hiddenSize: hidden,
+                  intermediateSize: try int("intermediate_size"),
+                  layerCount: try int("num_hidden_layers"),
+                  headCount: heads,
+                  kvHeadCount: optInt("num_key_value_heads") ?? heads,
+                  headDim: optInt("head_dim") ?? (heads > 0 ? hidden / heads : 0),
+                  ropeTheta: double("rope_theta", 10000),
+                  ropeScaling: scaling,
+                  rmsNormEps: double("rms_norm_eps", 1e-6),
+                  maxPositions: optInt("max_position_embeddings") ?? 4096,
+                  tieEmbeddings: o["tie_word_embeddings"] as? Bool ?? (architecture == .qwen2 ? false : false),
+                  attentionBias: architecture == .qwen2 ? true : (o["attention_bias"] as? Bool ?? false),
+                  bosTokenID: optInt("bos_token_id"),
+                  eosTokenIDs: eos)
+        try validate(path: path)
+    }
+
+    // MARK: GGUF metadata
+
+    public init(gguf: GGUFFile) throws {
+        let m = gguf.metadata
+        let path = gguf.path
+        guard let arch = m["general.architecture"]?.string else { throw CheckpointError(path, "general.architecture: missing") }
+        let architecture: Architecture
+        switch arch {
+        case "llama": architecture = .llama
+        case "mistral": architecture = .mistral
+        case "qwen2": architecture = .qwen2
+        default: throw CheckpointError(path, "general.architecture: \"\(arch)\" is not supported (llama, mistral, qwen2 are)")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let v = m["\(arch).\(key)"]?.int else { throw CheckpointError(path, "\(arch).\(key): missing or not an integer") }
+            return v
+        }
+        let hidden = try int("embedding_length")
+        let heads = try int("attention.head_count")
+        let vocab = m["\(arch).vocab_size"]?.int ?? m["tokenizer.ggml.tokens"]?.array?.count
+            ?? gguf.tensorInfo("token_embd.weight")?.shape.first ?? 0
+        var scaling: RopeScaling?
+        if m["\(arch).rope.scaling.type"]?.string == "llama3" || m["\(arch).rope.scaling.factor"] != nil && gguf.tensorInfo("rope_freqs.weight") != nil {
+            // GGUF llama-3.1 files usually store precomputed rope_freqs; we recompute from the factors.
+            scaling = RopeScaling(factor: m["\(arch).rope.scaling.factor"]?.double ?? 8,
+                                  lowFrequencyFactor: m["\(arch).rope.scaling.low_freq_factor"]?.double ?? 1,
+                                  highFrequencyFactor: m["\(arch).rope.scaling.high_freq_factor"]?.double ?? 4,
+                                  originalMaxPositions: m["\(arch).rope.scaling.original_context_length"]?.int ?? 8192)
+        }
+        var eos: [Int] = []
+        if let e = m["tokenizer.ggml.eos_token_id"]?.int { eos.append(e) }
+        if let e = m["tokenizer.ggml.eot_token_id"]?.int, !eos.contains(e) { eos.append(e) }
+        self.init(architecture: architecture,
+                  vocabularySize: vocab,
+                  hiddenSize: hidden,
+                  intermediateSize: try int("feed_forward_length"),
+                  layerCount: try int("block_count"),
+                  headCount: heads,
+                  kvHeadCount: m["\(arch).attention.head_count_kv"]?.int ?? heads,
+                  headDim: m["\(arch).attention.key_length"]?.int ?? m["\(arch).rope.dimension_count"]?.int ?? hidden / max(heads, 1),
+                  ropeTheta: m["\(arch).rope.freq_base"]?.double ?? 10000,
+                  ropeScaling: scaling,
+                  rmsNormEps: m["\(arch).attention.layer_norm_rms_epsilon"]?.double ?? 1e-5,
+                  maxPositions: m["\(arch).context_length"]?.int ?? 4096,
+                  tieEmbeddings: gguf.tensorInfo("output.weight") == nil,
+                  attentionBias: gguf.tensorInfo("blk.0.attn_q.bias") != nil,
+                  bosTokenID: m["tokenizer.ggml.bos_token_id"]?.int,
+                  eosTokenIDs: eos)
+        try validate(path: path)
+    }
+}

@@ -1,0 +1,68 @@
+// HostTensor: a read-only view of tensor bytes in host memory (often an mmapped checkpoint),
+// with its element type and row-major shape (outermost dimension first).
+
+public struct HostTensor: @unchecked Sendable {
+    public let dtype: DType
+    /// Row-major shape, outermost first: a (rows, columns) matrix is [rows, columns].
+    public let shape: [Int]
+    /// The bytes; valid while `owner` is alive.
+    public let bytes: UnsafeRawBufferPointer
+    /// Keeps the memory behind `bytes` alive (an mmapped file, an owned buffer).
+    public let owner: AnyObject?
+
+    public init(dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer, owner: AnyObject?) {
+        self.dtype = dtype
+        self.shape = shape
+        self.bytes = bytes
+        self.owner = owner
+    }
+
+    public var elementCount: Int { shape.reduce(1, *) }
+    /// Columns of the innermost dimension.
+    public var rowLength: Int { shape.last ?? 1 }
+    public var rowCount: Int { elementCount / max(rowLength, 1) }
+    public var rowBytes: Int { dtype.byteCount(elements: rowLength) ?? 0 }
+
+    /// A tensor that owns a copy of the given floats.
+    public static func float32(_ values: [Float], shape: [Int]) -> HostTensor {
+        let buffer = OwnedBuffer(byteCount: values.count * 4)
+        values.withUnsafeBytes { buffer.mutableBytes.copyMemory(from: $0) }
+        return HostTensor(dtype: .f32, shape: shape, bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer)
+    }
+
+    /// The rows `order[0], order[1], …` of this tensor (viewed as rows × rowLength), copied.
+    /// Works for any dtype since every row is a whole number of blocks.
+    public func reorderingRows(_ order: [Int]) -> HostTensor {
+        let rb = rowBytes
+        let buffer = OwnedBuffer(byteCount: order.count * rb)
+        for (i, r) in order.enumerated() {
+            buffer.mutableBytes.baseAddress!.advanced(by: i * rb)
+                .copyMemory(from: bytes.baseAddress!.advanced(by: r * rb), byteCount: rb)
+        }
+        let newShape = shape.count > 1 ? [order.count, rowLength] : [order.count]
+        return HostTensor(dtype: dtype, shape: newShape, bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer)
+    }
+
+    /// Concatenates matrices with the same dtype and row length along rows.
+    public static func concatenatingRows(_ parts: [HostTensor]) -> HostTensor? {
+        guard let first = parts.first, parts.allSatisfy({ $0.dtype == first.dtype && $0.rowLength == first.rowLength }) else { return nil }
+        let total = parts.reduce(0) { $0 + $1.bytes.count }
+        let buffer = OwnedBuffer(byteCount: total)
+        var offset = 0
+        for p in parts {
+            buffer.mutableBytes.baseAddress!.advanced(by: offset).copyMemory(from: p.bytes.baseAddress!, byteCount: p.bytes.count)
+            offset += p.bytes.count
+        }
+        let rows = parts.reduce(0) { $0 + $1.rowCount }
+        return HostTensor(dtype: first.dtype, shape: [rows, first.rowLength], bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer)
+    }
+}
+
+/// Heap memory freed when the last reference goes away.
+public final class OwnedBuffer: @unchecked Sendable {
+    public let mutableBytes: UnsafeMutableRawBufferPointer
+    public init(byteCount: Int) {
+        mutableBytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+    }
+    deinit { mutableBytes.deallocate() }
+}

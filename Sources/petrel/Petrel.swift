@@ -1,0 +1,1 @@
+@main struct Petrel { static func main() {} }
