@@ -1,1 +1,11 @@
-@main struct Petrel { static func main() {} }
+// The petrel command: the composition root. Subcommands wire concrete types together.
+import ArgumentParser
+
+@main
+struct Petrel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "petrel",
+        abstract: "An LLM inference server compatible with Triton + TensorRT-LLM clients.",
+        version: "0.1.0",
+        subcommands: [Generate.self])
+}

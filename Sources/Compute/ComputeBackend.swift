@@ -1,0 +1,77 @@
+// ComputeBackend: the operations a Llama-family forward pass needs. Models are written only
+// against this protocol; CPUCompute is the reference implementation every other backend is
+// tested against, op by op. Activations are float32 (n tokens × features) unless stated.
+
+/// One sequence's slice of a ragged batch, as attention sees it.
+public struct AttentionSequence: Sendable, Equatable {
+    /// First row of this sequence in the batch's activations.
+    public var tokenBegin: Int
+    /// New tokens of this sequence in this step (a prefill chunk or 1 for a decode).
+    public var tokenCount: Int
+    /// Tokens already in the KV cache before this step.
+    public var contextBefore: Int
+    /// The sequence's KV-cache blocks, in order; must cover contextBefore + tokenCount.
+    public var blockTable: [Int32]
+
+    public init(tokenBegin: Int, tokenCount: Int, contextBefore: Int, blockTable: [Int32]) {
+        self.tokenBegin = tokenBegin
+        self.tokenCount = tokenCount
+        self.contextBefore = contextBefore
+        self.blockTable = blockTable
+    }
+}
+
+/// Shape of a paged KV cache: per layer, K and V of (blockCount, blockSize, kvHeads, headDim).
+public struct KVCacheLayout: Sendable, Equatable {
+    public var layerCount: Int
+    public var blockCount: Int
+    public var blockSize: Int
+    public var kvHeadCount: Int
+    public var headDim: Int
+
+    public init(layerCount: Int, blockCount: Int, blockSize: Int, kvHeadCount: Int, headDim: Int) {
+        self.layerCount = layerCount
+        self.blockCount = blockCount
+        self.blockSize = blockSize
+        self.kvHeadCount = kvHeadCount
+        self.headDim = headDim
+    }
+
+    /// Bytes of one block across all layers, K and V, at 4 bytes per element.
+    public var bytesPerBlock: Int { 2 * layerCount * blockSize * kvHeadCount * headDim * 4 }
+}
+
+public protocol KVCache: AnyObject {
+    var layout: KVCacheLayout { get }
+}
+
+public protocol ComputeBackend: AnyObject {
+    var name: String { get }
+
+    /// Copies (or adopts) a weight; quantized types stay quantized.
+    func upload(_ host: HostTensor) throws -> Tensor
+    /// A float32 activation tensor of the given shape (contents undefined).
+    func makeActivation(_ shape: [Int]) -> Tensor
+    func makeKVCache(_ layout: KVCacheLayout) throws -> KVCache
+    /// The tensor's values as float32, row-major.
+    func download(_ tensor: Tensor) -> [Float]
+
+    /// out (ids.count, dim) = rows `ids` of table (vocab, dim).
+    func embed(_ ids: [Int32], table: Tensor, into out: Tensor)
+    /// out = x * rsqrt(mean(x²) + eps) * weight, row by row. out may be x.
+    func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor)
+    /// out (n, m) = x (n, k) · w (m, k)ᵀ [+ bias (m)].
+    func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor)
+    /// Rotate-half RoPE, in place, on the first `headCount` heads of every row of x.
+    func rope(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float])
+    /// Writes new K/V (from the fused qkv rows) into the cache, then causal attention over
+    /// each sequence's context. qkv (n, (heads + 2 kvHeads) headDim) → out (n, heads headDim).
+    func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
+                   sequences: [AttentionSequence], scale: Float, into out: Tensor)
+    /// out (n, f) = silu(gateUp[:, :f]) * gateUp[:, f:].
+    func swiglu(_ gateUp: Tensor, into out: Tensor)
+    /// accumulator += x, elementwise.
+    func add(_ x: Tensor, into accumulator: Tensor)
+    /// out (rows.count, d) = the given rows of x (n, d).
+    func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor)
+}

@@ -1,0 +1,20 @@
+// Tensor: a buffer owned by one ComputeBackend (host memory for the CPU, device memory for
+// CUDA). Models hold Tensors and pass them back to the backend that made them.
+
+public final class Tensor: @unchecked Sendable {
+    public let dtype: DType
+    /// Row-major shape, outermost first.
+    public let shape: [Int]
+    /// Backend-specific storage (the backend that created the tensor downcasts it).
+    public let storage: AnyObject
+
+    public init(dtype: DType, shape: [Int], storage: AnyObject) {
+        self.dtype = dtype
+        self.shape = shape
+        self.storage = storage
+    }
+
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var rowLength: Int { shape.last ?? 1 }
+    public var rowCount: Int { elementCount / max(rowLength, 1) }
+}

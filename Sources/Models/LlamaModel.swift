@@ -1,0 +1,106 @@
+// LlamaModel: the Llama-family forward pass (Llama 2/3, TinyLlama, SmolLM2, Mistral, Qwen2)
+// over one ragged batch, written only against ComputeBackend.
+import Compute
+import Checkpoints
+
+/// One step's input: the new tokens of several sequences, back to back.
+public struct ForwardBatch: Sendable {
+    /// New token ids of all sequences, sequence after sequence.
+    public var tokens: [Int32]
+    /// Position of each token in its sequence.
+    public var positions: [Int32]
+    /// Where each sequence's tokens are and which KV blocks it reads and writes.
+    public var sequences: [AttentionSequence]
+    /// Rows (indices into tokens) whose logits are wanted, usually each sequence's last.
+    public var logitRows: [Int]
+
+    public init(tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], logitRows: [Int]) {
+        self.tokens = tokens
+        self.positions = positions
+        self.sequences = sequences
+        self.logitRows = logitRows
+    }
+}
+
+public final class LlamaModel {
+    struct Layer {
+        let attentionNorm: Tensor   // (hidden)
+        let qkv: Tensor             // ((heads + 2 kvHeads) headDim, hidden)
+        let qkvBias: Tensor?
+        let output: Tensor          // (hidden, heads headDim)
+        let ffnNorm: Tensor         // (hidden)
+        let gateUp: Tensor          // (2 intermediate, hidden)
+        let down: Tensor            // (hidden, intermediate)
+    }
+
+    public let config: TransformerConfig
+    public let backend: ComputeBackend
+    let embedding: Tensor           // (vocab, hidden)
+    let layers: [Layer]
+    let finalNorm: Tensor           // (hidden)
+    let head: Tensor                // (vocab, hidden)
+    let inverseFrequencies: [Float] // (headDim / 2)
+    /// Bytes of weights read by one decode step (every matrix once, the embedding row aside).
+    public let weightBytes: Int
+
+    public init(config: TransformerConfig, weights: LlamaWeights, backend: ComputeBackend) throws {
+        self.config = config
+        self.backend = backend
+        embedding = try backend.upload(weights.embedding)
+        layers = try weights.layers.map {
+            Layer(attentionNorm: try backend.upload($0.attentionNorm), qkv: try backend.upload($0.qkv),
+                  qkvBias: try $0.qkvBias.map { try backend.upload($0) }, output: try backend.upload($0.output),
+                  ffnNorm: try backend.upload($0.ffnNorm), gateUp: try backend.upload($0.gateUp), down: try backend.upload($0.down))
+        }
+        finalNorm = try backend.upload(weights.finalNorm)
+        head = try backend.upload(weights.head)
+        inverseFrequencies = config.ropeInverseFrequencies()
+        weightBytes = weights.layers.reduce(0) { $0 + $1.qkv.bytes.count + $1.output.bytes.count + $1.gateUp.bytes.count + $1.down.bytes.count }
+            + weights.head.bytes.count
+    }
+
+    public func kvCacheLayout(blockCount: Int, blockSize: Int) -> KVCacheLayout {
+        KVCacheLayout(layerCount: config.layerCount, blockCount: blockCount, blockSize: blockSize,
+                      kvHeadCount: config.kvHeadCount, headDim: config.headDim)
+    }
+
+    /// Runs the batch, writing its K/V into `cache`; returns logits (logitRows.count, vocab).
+    public func forward(_ batch: ForwardBatch, cache: KVCache) -> Tensor {
+        let b = backend, c = config
+        let n = batch.tokens.count
+        precondition(n > 0 && batch.positions.count == n)
+        let qkvWidth = (c.headCount + 2 * c.kvHeadCount) * c.headDim
+        let x = b.makeActivation([n, c.hiddenSize])          // residual stream
+        let h = b.makeActivation([n, c.hiddenSize])          // normed input / projection output
+        let qkv = b.makeActivation([n, qkvWidth])
+        let attn = b.makeActivation([n, c.headCount * c.headDim])
+        let gateUp = b.makeActivation([n, 2 * c.intermediateSize])
+        let act = b.makeActivation([n, c.intermediateSize])
+        let scale = 1 / Float(c.headDim).squareRoot()
+        let eps = Float(c.rmsNormEps)
+
+        b.embed(batch.tokens, table: embedding, into: x)
+        for (i, layer) in layers.enumerated() {
+            b.rmsNorm(x, weight: layer.attentionNorm, eps: eps, into: h)
+            b.matmul(h, weight: layer.qkv, bias: layer.qkvBias, into: qkv)
+            b.rope(qkv, headCount: c.headCount + c.kvHeadCount, headDim: c.headDim,
+                   positions: batch.positions, inverseFrequencies: inverseFrequencies)
+            b.attention(qkv: qkv, headCount: c.headCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
+                        cache: cache, layer: i, sequences: batch.sequences, scale: scale, into: attn)
+            b.matmul(attn, weight: layer.output, bias: nil, into: h)
+            b.add(h, into: x)
+            b.rmsNorm(x, weight: layer.ffnNorm, eps: eps, into: h)
+            b.matmul(h, weight: layer.gateUp, bias: nil, into: gateUp)
+            b.swiglu(gateUp, into: act)
+            b.matmul(act, weight: layer.down, bias: nil, into: h)
+            b.add(h, into: x)
+        }
+        let rows = batch.logitRows
+        let last = b.makeActivation([rows.count, c.hiddenSize])
+        b.gatherRows(x, rows: rows, into: last)
+        b.rmsNorm(last, weight: finalNorm, eps: eps, into: last)
+        let logits = b.makeActivation([rows.count, c.vocabularySize])
+        b.matmul(last, weight: head, bias: nil, into: logits)
+        return logits
+    }
+}

@@ -1,0 +1,49 @@
+// LlamaWeights: the Llama-family weights under Swift names, as HostTensors ready to upload.
+// Q, K, V are fused into one (q; k; v) matrix and gate, up into one (gate; up) matrix.
+// Q and K rows are always in Hugging Face's rotate-half order here: the GGUF weight map
+// undoes GGUF's interleaved permutation once, at load.
+import Compute
+import Checkpoints
+
+public struct LlamaLayerWeights {
+    public var attentionNorm: HostTensor   // (hidden)
+    public var qkv: HostTensor             // ((heads + 2 kvHeads) headDim, hidden)
+    public var qkvBias: HostTensor?        // ((heads + 2 kvHeads) headDim)
+    public var output: HostTensor          // (hidden, heads headDim)
+    public var ffnNorm: HostTensor         // (hidden)
+    public var gateUp: HostTensor          // (2 intermediate, hidden)
+    public var down: HostTensor            // (hidden, intermediate)
+}
+
+public struct LlamaWeights {
+    public var embedding: HostTensor       // (vocab, hidden)
+    public var layers: [LlamaLayerWeights]
+    public var finalNorm: HostTensor       // (hidden)
+    public var head: HostTensor            // (vocab, hidden); the embedding when tied
+}
+
+/// Fuses matrices by rows; mixed dtypes fall back to float32 so any file still loads.
+func fuseRows(_ parts: [HostTensor]) -> HostTensor {
+    if let fused = HostTensor.concatenatingRows(parts) { return fused }
+    return HostTensor.concatenatingRows(parts.map { $0.toFloat32() })!
+}
+
+/// Row order that undoes llama.cpp's Q/K permutation for interleaved RoPE: GGUF row
+/// h*hd + 2i + j holds Hugging Face row h*hd + j*(hd/2) + i.
+func unpermuteOrder(heads: Int, headDim: Int) -> [Int] {
+    let half = headDim / 2
+    var order = [Int](repeating: 0, count: heads * headDim)
+    for h in 0..<heads {
+        for j in 0..<2 {
+            for i in 0..<half { order[h * headDim + j * half + i] = h * headDim + 2 * i + j }
+        }
+    }
+    return order
+}
+
+/// Checks a tensor's shape against the config, naming the file and tensor on mismatch.
+func expect(_ t: HostTensor, _ shape: [Int], _ name: String, _ path: String) throws -> HostTensor {
+    // 1-D tensors sometimes arrive as (1, n); compare element counts for those.
+    if t.shape == shape || (shape.count == 1 && t.elementCount == shape[0]) { return t }
+    throw CheckpointError(path, "tensor '\(name)' has shape \(t.shape), expected \(shape) from the model config")
+}

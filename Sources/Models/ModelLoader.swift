@@ -1,0 +1,36 @@
+// ModelLoader: opens a checkpoint (a GGUF file or a Hugging Face folder) and builds the model.
+import Compute
+import Checkpoints
+import Foundation
+
+public enum CheckpointFormat: String, Sendable { case gguf, huggingFace }
+
+public struct LoadedCheckpoint {
+    public let path: String
+    public let format: CheckpointFormat
+    public let config: TransformerConfig
+    public let weights: LlamaWeights
+    /// The GGUF file when the checkpoint is one (its metadata holds the tokenizer).
+    public let gguf: GGUFFile?
+
+    public static func open(_ path: String) throws -> LoadedCheckpoint {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw CheckpointError(path, "no such file or directory")
+        }
+        if isDir.boolValue {
+            let configPath = path + "/config.json"
+            guard FileManager.default.fileExists(atPath: configPath) else {
+                throw CheckpointError(path, "a Hugging Face checkpoint folder needs config.json")
+            }
+            let config = try TransformerConfig(huggingFaceConfigAt: configPath)
+            let source = try SafetensorsCheckpoint(directory: path)
+            return LoadedCheckpoint(path: path, format: .huggingFace, config: config,
+                                    weights: try LlamaWeights(huggingFace: source, config: config), gguf: nil)
+        }
+        let gguf = try GGUFFile(path: path)
+        let config = try TransformerConfig(gguf: gguf)
+        return LoadedCheckpoint(path: path, format: .gguf, config: config,
+                                weights: try LlamaWeights(gguf: gguf, config: config), gguf: gguf)
+    }
+}

@@ -1,0 +1,23 @@
+// Where the default model (SmolLM2-135M-Instruct Q4_1, fetched by scripts/fetch-model.sh) lives.
+import Foundation
+
+enum DefaultModel {
+    static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    static var cacheDirectory: String {
+        if let c = ProcessInfo.processInfo.environment["PETREL_CACHE"], !c.isEmpty { return c }
+        return (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/petrel"
+    }
+
+    static var path: String { cacheDirectory + "/models/" + fileName }
+
+    /// The default model's path, or an error telling how to fetch it.
+    static func resolve() throws -> String {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("no --model given and the default model is not at \(path); run scripts/fetch-model.sh (or `make model`)")
+        }
+        return path
+    }
+}
+
+import ArgumentParser
