@@ -204,37 +204,50 @@ static inline __m256 mul_sum_u8_i8(__m256i u, __m256i s) {
 }
 #endif
 
+// One block's integer dot product as 8 partial float sums, scaled; `e` gets the offset term.
+#ifdef PK_AVX2
+static inline __m256 block_q4_1_dot(const block_q4_1 *b, const block_q8_act *a, float *e) {
+    const __m256i q = unpack_nibbles(b->qs);
+    const __m256i y = _mm256_loadu_si256((const __m256i *)a->qs);
+    *e += fp16_to_f32(b->m) * a->s;
+    return _mm256_mul_ps(_mm256_set1_ps(fp16_to_f32(b->d) * a->d), mul_sum_u8_i8(q, y));
+}
+static inline __m256 block_q4_0_dot(const block_q4_0 *b, const block_q8_act *a, float *e) {
+    const __m256i q = unpack_nibbles(b->qs);
+    const __m256i y = _mm256_loadu_si256((const __m256i *)a->qs);
+    const float d = fp16_to_f32(b->d);
+    *e -= 8.0f * d * a->s;
+    return _mm256_mul_ps(_mm256_set1_ps(d * a->d), mul_sum_u8_i8(q, y));
+}
+static inline __m256 block_q8_0_dot(const block_q8_0 *b, const block_q8_act *a, float *e) {
+    (void)e;
+    const __m256i q = _mm256_loadu_si256((const __m256i *)b->qs);
+    const __m256i y = _mm256_loadu_si256((const __m256i *)a->qs);
+    return _mm256_mul_ps(_mm256_set1_ps(fp16_to_f32(b->d) * a->d), mul_sum_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)));
+}
+// Four independent accumulators so the loop is bound by throughput, not FMA latency.
+#define PK_DOT_LOOP(BLOCK_T, FN)                                                              \
+    {                                                                                         \
+        const BLOCK_T *b = w;                                                                 \
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                           \
+        float e0 = 0, e1 = 0, e2 = 0, e3 = 0;                                                 \
+        int64_t i = 0;                                                                        \
+        for (; i + 4 <= nb; i += 4) {                                                         \
+            a0 = _mm256_add_ps(a0, FN(b + i, xa + i, &e0));                                  \
+            a1 = _mm256_add_ps(a1, FN(b + i + 1, xa + i + 1, &e1));                           \
+            a2 = _mm256_add_ps(a2, FN(b + i + 2, xa + i + 2, &e2));                           \
+            a3 = _mm256_add_ps(a3, FN(b + i + 3, xa + i + 3, &e3));                           \
+        }                                                                                     \
+        for (; i < nb; i++) a0 = _mm256_add_ps(a0, FN(b + i, xa + i, &e0));                   \
+        return hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + ((e0 + e1) + (e2 + e3)); \
+    }
+#endif
+
 static float dot_q8act(int type, const void *w, const block_q8_act *xa, int64_t nb) {
 #ifdef PK_AVX2
-    __m256 acc = _mm256_setzero_ps();
-    float extra = 0;
-    if (type == PK_TYPE_Q4_1) {
-        const block_q4_1 *b = w;
-        for (int64_t i = 0; i < nb; i++) {
-            const __m256i q = unpack_nibbles(b[i].qs);
-            const __m256i y = _mm256_loadu_si256((const __m256i *)xa[i].qs);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(b[i].d) * xa[i].d), mul_sum_u8_i8(q, y), acc);
-            extra += fp16_to_f32(b[i].m) * xa[i].s;
-        }
-    } else if (type == PK_TYPE_Q4_0) {
-        const block_q4_0 *b = w;
-        for (int64_t i = 0; i < nb; i++) {
-            const __m256i q = unpack_nibbles(b[i].qs);
-            const __m256i y = _mm256_loadu_si256((const __m256i *)xa[i].qs);
-            const float d = fp16_to_f32(b[i].d);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xa[i].d), mul_sum_u8_i8(q, y), acc);
-            extra -= 8.0f * d * xa[i].s;
-        }
-    } else { // Q8_0: |w| * sign(x, w)
-        const block_q8_0 *b = w;
-        for (int64_t i = 0; i < nb; i++) {
-            const __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
-            const __m256i y = _mm256_loadu_si256((const __m256i *)xa[i].qs);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16_to_f32(b[i].d) * xa[i].d),
-                                  mul_sum_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)), acc);
-        }
-    }
-    return hsum256(acc) + extra;
+    if (type == PK_TYPE_Q4_1) PK_DOT_LOOP(block_q4_1, block_q4_1_dot)
+    else if (type == PK_TYPE_Q4_0) PK_DOT_LOOP(block_q4_0, block_q4_0_dot)
+    else PK_DOT_LOOP(block_q8_0, block_q8_0_dot)
 #else
     float r = 0;
     for (int64_t i = 0; i < nb; i++) {

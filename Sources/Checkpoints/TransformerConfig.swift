@@ -111,8 +111,12 @@ public struct TransformerConfig: Sendable, Equatable {
 
         let hidden = try int("hidden_size")
         let heads = try int("num_attention_heads")
+        // transformers >= 5 writes "rope_parameters" (theta and scaling together); older
+        // files have top-level "rope_theta" and an optional "rope_scaling".
+        let ropeParameters = o["rope_parameters"] as? [String: Any]
+        let ropeTheta = (o["rope_theta"] as? NSNumber)?.doubleValue ?? (ropeParameters?["rope_theta"] as? NSNumber)?.doubleValue ?? 10000
         var scaling: RopeScaling?
-        if let rs = o["rope_scaling"] as? [String: Any] {
+        if let rs = (o["rope_scaling"] as? [String: Any]) ?? ropeParameters {
             let type = (rs["rope_type"] ?? rs["type"]) as? String ?? ""
             if type == "llama3" {
                 scaling = RopeScaling(factor: (rs["factor"] as? NSNumber)?.doubleValue ?? 8,
@@ -134,7 +138,7 @@ public struct TransformerConfig: Sendable, Equatable {
                   headCount: heads,
                   kvHeadCount: optInt("num_key_value_heads") ?? heads,
                   headDim: optInt("head_dim") ?? (heads > 0 ? hidden / heads : 0),
-                  ropeTheta: double("rope_theta", 10000),
+                  ropeTheta: ropeTheta,
                   ropeScaling: scaling,
                   rmsNormEps: double("rms_norm_eps", 1e-6),
                   maxPositions: optInt("max_position_embeddings") ?? 4096,
