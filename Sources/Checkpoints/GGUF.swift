@@ -47,7 +47,10 @@ public indirect enum GGUFValue: Sendable, Equatable {
 /// Where one tensor lives in a GGUF file.
 public struct GGUFTensorInfo: Sendable {
     public let name: String
-    public let dtype: DType
+    /// nil for GGML types Petrel cannot compute with (the file still opens; reading fails).
+    public let dtype: DType?
+    /// GGML's type id as stored.
+    public let ggmlType: Int
     /// Row-major shape, outermost first (GGUF stores dimensions innermost first).
     public let shape: [Int]
     /// Offset of the data from the start of the file.
@@ -93,7 +96,7 @@ public final class GGUFFile: @unchecked Sendable {
             metadata[key] = try Self.readValue(&c, type: type, key: key, depth: 0)
         }
         self.metadata = metadata
-        var infos: [(String, DType, [Int], UInt64)] = []
+        var infos: [(String, Int, [Int], UInt64)] = []
         for i in 0..<Int(tensorCount) {
             let name = try Self.readString(&c, "tensor name #\(i)")
             let dims = Int(try c.read(UInt32.self, "dimension count of '\(name)'"))
@@ -105,11 +108,8 @@ public final class GGUFFile: @unchecked Sendable {
                 shape.append(Int(v))
             }
             let rawType = try c.read(UInt32.self, "type of '\(name)'")
-            guard let dtype = DType(rawValue: Int(rawType)) else {
-                throw CheckpointError(path, "tensor '\(name)' has GGML type \(rawType), which Petrel does not support (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)")
-            }
             let offset = try c.read(UInt64.self, "data offset of '\(name)'")
-            infos.append((name, dtype, shape.reversed(), offset))
+            infos.append((name, Int(rawType), shape.reversed(), offset))
         }
         let alignment = metadata["general.alignment"]?.int ?? 32
         guard alignment > 0 else { throw CheckpointError(path, "general.alignment must be positive") }
@@ -117,17 +117,22 @@ public final class GGUFFile: @unchecked Sendable {
         let dataStart = (c.offset + alignment - 1) / alignment * alignment
         var tensors: [GGUFTensorInfo] = []
         var index: [String: Int] = [:]
-        for (name, dtype, shape, offset) in infos {
+        for (name, rawType, shape, offset) in infos {
             let count = shape.reduce(1, *)
-            guard let bytes = dtype.byteCount(elements: count), shape.last! % dtype.blockSize == 0 else {
-                throw CheckpointError(path, "tensor '\(name)' of type \(dtype) has row length \(shape.last!), not a multiple of the block size \(dtype.blockSize)")
+            let dtype = DType(rawValue: rawType)
+            guard let (blockSize, blockBytes) = dtype.map({ ($0.blockSize, $0.blockBytes) }) ?? Self.otherGGMLTypes[rawType] else {
+                throw CheckpointError(path, "tensor '\(name)' has unknown GGML type \(rawType)")
             }
+            guard shape.last! % blockSize == 0 else {
+                throw CheckpointError(path, "tensor '\(name)' of GGML type \(rawType) has row length \(shape.last!), not a multiple of the block size \(blockSize)")
+            }
+            let bytes = count / blockSize * blockBytes
             let start = dataStart + Int(offset)
             guard offset < UInt64(Int.max / 2), start + bytes <= file.bytes.count else {
                 throw CheckpointError(path, "truncated: tensor '\(name)' needs bytes \(start)..<\(start + bytes) but the file has \(file.bytes.count)")
             }
             index[name] = tensors.count
-            tensors.append(GGUFTensorInfo(name: name, dtype: dtype, shape: shape, fileOffset: start, byteCount: bytes))
+            tensors.append(GGUFTensorInfo(name: name, dtype: dtype, ggmlType: rawType, shape: shape, fileOffset: start, byteCount: bytes))
         }
         self.tensors = tensors
         self.index = index
@@ -138,9 +143,22 @@ public final class GGUFFile: @unchecked Sendable {
     /// The tensor's bytes, viewed in place in the mapped file.
     public func tensor(_ name: String) throws -> HostTensor {
         guard let info = tensorInfo(name) else { throw CheckpointError(path, "no tensor named '\(name)'") }
+        guard let dtype = info.dtype else {
+            throw CheckpointError(path, "tensor '\(name)' has GGML type \(info.ggmlType)\(Self.ggmlTypeNames[info.ggmlType].map { " (\($0))" } ?? ""), which Petrel does not support yet (F32, F16, BF16, Q8_0, Q4_0, Q4_1 are)")
+        }
         let slice = UnsafeRawBufferPointer(rebasing: file.bytes[info.fileOffset..<(info.fileOffset + info.byteCount)])
-        return HostTensor(dtype: info.dtype, shape: info.shape, bytes: slice, owner: file)
+        return HostTensor(dtype: dtype, shape: info.shape, bytes: slice, owner: file)
     }
+
+    /// Block size and bytes of GGML types Petrel does not compute with, so files holding
+    /// them still open (their offsets are checked) and errors can name them.
+    static let otherGGMLTypes: [Int: (Int, Int)] = [
+        6: (32, 22), 7: (32, 24), 9: (32, 36),                        // Q5_0, Q5_1, Q8_1
+        10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292), // Q2_K..Q8_K
+        24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),   // I8, I16, I32, I64, F64
+    ]
+    static let ggmlTypeNames: [Int: String] = [6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K",
+                                               13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64"]
 
     // MARK: parsing
 

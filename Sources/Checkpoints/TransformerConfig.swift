@@ -11,6 +11,13 @@ public struct TransformerConfig: Sendable, Equatable {
         public var lowFrequencyFactor: Double
         public var highFrequencyFactor: Double
         public var originalMaxPositions: Int
+
+        public init(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalMaxPositions: Int) {
+            self.factor = factor
+            self.lowFrequencyFactor = lowFrequencyFactor
+            self.highFrequencyFactor = highFrequencyFactor
+            self.originalMaxPositions = originalMaxPositions
+        }
     }
 
     public var architecture: Architecture

@@ -1,0 +1,178 @@
+// GGUF, safetensors and config.json readers against fixtures written by the Python
+// reference libraries (gguf, safetensors, transformers), plus corrupt and truncated files.
+import Checkpoints
+import Compute
+import Foundation
+import Testing
+
+@Suite struct GGUFTests {
+    static let expected = try! Fixtures.json("gguf-types.json")
+
+    @Test func metadataOfEveryValueType() throws {
+        let file = try GGUFFile(path: Fixtures.path("gguf-types.gguf"))
+        let meta = Self.expected["metadata"] as! [[String: Any]]
+        #expect(file.version == Self.expected["version"] as! Int)
+        #expect(file.metadata.count == meta.count)
+        for entry in meta {
+            let key = entry["key"] as! String
+            let type = entry["type"] as! String
+            guard let v = file.metadata[key] else { Issue.record("missing \(key)"); continue }
+            switch type {
+            case "STRING": #expect(v.string == entry["value"] as? String, "\(key)")
+            case "BOOL": #expect(v.bool == entry["value"] as? Bool, "\(key)")
+            case "FLOAT32": #expect(v == .float32(Float((entry["value"] as! NSNumber).doubleValue)), "\(key)")
+            case "FLOAT64": #expect(v == .float64((entry["value"] as! NSNumber).doubleValue), "\(key)")
+            case "UINT64": #expect(v == .uint64((entry["value"] as! NSNumber).uint64Value), "\(key)")
+            case "ARRAY":
+                let arr = try #require(v.array, "\(key)")
+                let want = entry["value"] as! [Any]
+                #expect(arr.count == want.count, "\(key)")
+                if key.hasSuffix("string") { #expect(v.stringArray == want as? [String]) }
+                if key.hasSuffix("nested") { #expect(arr.map { $0.intArray ?? [] } == [[1, 2], [3, 4, 5]]) }
+                if key.hasSuffix("int32") || key.hasSuffix("int64") || key.hasSuffix("uint8") {
+                    #expect(v.intArray == want.map { ($0 as! NSNumber).intValue }, "\(key)")
+                }
+            default:
+                #expect(v.int == (entry["value"] as! NSNumber).intValue, "\(key) \(type)")
+            }
+        }
+        // Typed cases, not just their integer view.
+        #expect(file.metadata["test.int8"] == .int8(-100))
+        #expect(file.metadata["test.uint32"] == .uint32(4_000_000_000))
+        #expect(file.metadata["test.int64"] == .int64(-9_000_000_000_000_000_000))
+    }
+
+    @Test func tensorsOfEveryTypeDequantizeLikeGGUFPython() throws {
+        let file = try GGUFFile(path: Fixtures.path("gguf-types.gguf"))
+        for t in Self.expected["tensors"] as! [[String: Any]] {
+            let name = t["name"] as! String
+            let shape = (t["shape"] as! [NSNumber]).map(\.intValue)
+            let info = try #require(file.tensorInfo(name))
+            #expect(info.shape == shape, "\(name)")
+            #expect(info.fileOffset == (t["data_offset"] as! NSNumber).intValue, "\(name)")
+            guard info.dtype != nil else {
+                // Q5_0 / Q5_1: the file opens, reading the tensor says what is unsupported.
+                #expect(throws: CheckpointError.self) { try file.tensor(name) }
+                continue
+            }
+            let values = try file.tensor(name).floatValues()
+            let want = (t["values"] as! [NSNumber]).map(\.floatValue)
+            #expect(values.count == want.count)
+            let worst = zip(values, want).map { abs($0 - $1) / max(abs($1), 1e-3) }.max() ?? 0
+            #expect(worst < 1e-5, "\(name) (\(t["type"]!)): worst relative difference \(worst)")
+        }
+    }
+
+    @Test func truncatedAndCorruptFilesThrowNamingTheFile() throws {
+        let original = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("tiny-llama-f32.gguf")))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-gguf-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("bad.gguf").path
+        // Every cut point in the header region and a spread through the tensor data.
+        var cuts = Array(stride(from: 0, to: min(original.count, 40_000), by: 97))
+        cuts += stride(from: 40_000, to: original.count, by: 10_007)
+        cuts.append(original.count - 1)
+        for cut in cuts {
+            try original.prefix(cut).write(to: URL(fileURLWithPath: path))
+            #expect(throws: CheckpointError.self, "cut at \(cut)") {
+                let f = try GGUFFile(path: path)
+                for t in f.tensors { _ = try f.tensor(t.name) }
+            }
+        }
+        var bad = original
+        bad[0] = UInt8(ascii: "X")
+        try bad.write(to: URL(fileURLWithPath: path))
+        let e = #expect(throws: CheckpointError.self) { try GGUFFile(path: path) }
+        #expect(e?.path == path && e?.message.contains("not a GGUF file") == true)
+        // A string length field blown up to a huge value.
+        bad = original
+        bad.replaceSubrange(24..<32, with: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F])
+        try bad.write(to: URL(fileURLWithPath: path))
+        #expect(throws: CheckpointError.self) { try GGUFFile(path: path) }
+        #expect(throws: CheckpointError.self) { try GGUFFile(path: dir.appendingPathComponent("missing.gguf").path) }
+    }
+}
+
+@Suite struct SafetensorsTests {
+    @Test func floatTypesMatch() throws {
+        let expected = try Fixtures.json("safetensors-types.json")
+        let file = try SafetensorsFile(path: Fixtures.path("safetensors-types.safetensors"))
+        for t in expected["tensors"] as! [[String: Any]] {
+            let name = t["name"] as! String
+            let tensor = try file.tensor(name)
+            #expect(tensor.shape == (t["shape"] as! [NSNumber]).map(\.intValue))
+            #expect(tensor.dtype.description == t["dtype"] as! String)
+            #expect(tensor.floatValues() == (t["values"] as! [NSNumber]).map(\.floatValue), "\(name)")
+        }
+        #expect(file.metadata["note"] == "petrel test fixture")
+    }
+
+    @Test func shardedCheckpointFindsEveryTensor() throws {
+        let ckpt = try SafetensorsCheckpoint(directory: Fixtures.path("tiny-llama-sharded"))
+        let single = try SafetensorsCheckpoint(directory: Fixtures.path("tiny-llama"))
+        #expect(ckpt.tensorNames == single.tensorNames)
+        #expect(try ckpt.tensor("model.norm.weight").dtype == .bf16)
+    }
+
+    @Test func truncatedAndCorruptFilesThrow() throws {
+        let original = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("tiny-llama/model.safetensors")))
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-st-\(getpid()).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for cut in [0, 4, 8, 100, 1000, original.count / 2, original.count - 1] {
+            try original.prefix(cut).write(to: URL(fileURLWithPath: path))
+            #expect(throws: CheckpointError.self, "cut at \(cut)") { try SafetensorsFile(path: path) }
+        }
+        var bad = original
+        bad[10] = UInt8(ascii: "}")
+        try bad.write(to: URL(fileURLWithPath: path))
+        #expect(throws: CheckpointError.self) { try SafetensorsFile(path: path) }
+    }
+}
+
+@Suite struct ConfigTests {
+    @Test func llama2And3() throws {
+        for name in ["llama-2-7b-config.json", "llama-2-7b-config.hub-v4.json"] {
+            let c = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("configs/" + name))
+            #expect(c.hiddenSize == 4096 && c.layerCount == 32 && c.headCount == 32 && c.kvHeadCount == 32)
+            #expect(c.intermediateSize == 11008 && c.vocabularySize == 32000 && c.headDim == 128 && c.ropeTheta == 10000)
+        }
+        for name in ["llama-3-8b-config.json", "llama-3-8b-config.hub-v4.json"] {
+            let c = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("configs/" + name))
+            #expect(c.kvHeadCount == 8 && c.vocabularySize == 128256 && c.ropeTheta == 500000 && c.intermediateSize == 14336)
+        }
+        let m = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("configs/mistral-config.json"))
+        #expect(m.architecture == .mistral)
+        let q = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("tiny-qwen2/config.json"))
+        #expect(q.architecture == .qwen2 && q.attentionBias && q.tieEmbeddings)
+    }
+
+    @Test func llama3RopeScaling() throws {
+        var c = TransformerConfig(vocabularySize: 10, hiddenSize: 4096, intermediateSize: 1, layerCount: 1, headCount: 32, kvHeadCount: 8,
+                                  ropeTheta: 500000)
+        let plain = c.ropeInverseFrequencies()
+        c.ropeScaling = .init(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalMaxPositions: 8192)
+        let scaled = c.ropeInverseFrequencies()
+        #expect(scaled.first == plain.first)                    // high frequencies unchanged
+        #expect(abs(scaled.last! - plain.last! / 8) < 1e-12)    // low frequencies divided by the factor
+    }
+
+    @Test func badConfigsNameTheField() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-cfg-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("config.json").path
+        let cases: [(String, String)] = [
+            (#"{"architectures": ["LlamaForCausalLM"], "vocab_size": 10}"#, "hidden_size"),
+            (#"{"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 3, "vocab_size": 8, "intermediate_size": 8, "num_hidden_layers": 1}"#, "num_key_value_heads"),
+            (#"{"architectures": ["GPT2LMHeadModel"]}"#, "architectures"),
+            (#"{"hidden_size": "#, "malformed JSON"),
+        ]
+        for (text, field) in cases {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let e = #expect(throws: CheckpointError.self) { try TransformerConfig(huggingFaceConfigAt: path) }
+            #expect(e?.message.contains(field) == true, "\(e?.description ?? "") should mention \(field)")
+            #expect(e?.path == path)
+        }
+    }
+}
