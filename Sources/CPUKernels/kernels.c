@@ -261,6 +261,43 @@ static float dot_q8act(int type, const void *w, const block_q8_act *xa, int64_t 
 #endif
 }
 
+#ifdef PK_AVX2
+// One weight row against four activation rows (prefill): each weight block is unpacked and its
+// scales converted once, then reused for the four tokens. out[j] = row · x_j.
+static void dot_q8act_x4(int type, const void *w, const block_q8_act *x0, const block_q8_act *x1,
+                         const block_q8_act *x2, const block_q8_act *x3, int64_t nb, float out[4]) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    float e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+    const block_q8_act *xs[4] = { x0, x1, x2, x3 };
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i q, qabs = _mm256_setzero_si256();
+        float d, m = 0;
+        if (type == PK_TYPE_Q4_1) {
+            const block_q4_1 *b = (const block_q4_1 *)w + i;
+            q = unpack_nibbles(b->qs); d = fp16_to_f32(b->d); m = fp16_to_f32(b->m);
+        } else if (type == PK_TYPE_Q4_0) {
+            const block_q4_0 *b = (const block_q4_0 *)w + i;
+            q = unpack_nibbles(b->qs); d = fp16_to_f32(b->d); m = -8.0f * d;
+        } else {
+            const block_q8_0 *b = (const block_q8_0 *)w + i;
+            q = _mm256_loadu_si256((const __m256i *)b->qs); d = fp16_to_f32(b->d);
+            qabs = _mm256_sign_epi8(q, q);
+        }
+        __m256 r[4];
+        for (int j = 0; j < 4; j++) {
+            const block_q8_act *a = xs[j] + i;
+            const __m256i y = _mm256_loadu_si256((const __m256i *)a->qs);
+            const __m256 p = type == PK_TYPE_Q8_0 ? mul_sum_u8_i8(qabs, _mm256_sign_epi8(y, q)) : mul_sum_u8_i8(q, y);
+            r[j] = _mm256_mul_ps(_mm256_set1_ps(d * a->d), p);
+        }
+        a0 = _mm256_add_ps(a0, r[0]); a1 = _mm256_add_ps(a1, r[1]);
+        a2 = _mm256_add_ps(a2, r[2]); a3 = _mm256_add_ps(a3, r[3]);
+        e0 += m * xs[0][i].s; e1 += m * xs[1][i].s; e2 += m * xs[2][i].s; e3 += m * xs[3][i].s;
+    }
+    out[0] = hsum256(a0) + e0; out[1] = hsum256(a1) + e1; out[2] = hsum256(a2) + e2; out[3] = hsum256(a3) + e3;
+}
+#endif
+
 // ---------------------------------------------------------------- matmul
 
 typedef struct {
@@ -278,7 +315,18 @@ static void matmul_rows(void *p, int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; r++) {
             const void *wr = c->w + (size_t)r * c->row_bytes;
             float b = c->bias ? c->bias[r] : 0.0f;
-            for (int64_t t = t0; t < t1; t++) {
+            int64_t t = t0;
+#ifdef PK_AVX2
+            if (c->xa) {
+                for (; t + 4 <= t1; t += 4) {
+                    float v[4];
+                    dot_q8act_x4(c->wtype, wr, c->xa + t * c->nb, c->xa + (t + 1) * c->nb, c->xa + (t + 2) * c->nb,
+                                 c->xa + (t + 3) * c->nb, c->nb, v);
+                    for (int j = 0; j < 4; j++) c->out[(t + j) * c->m + r] = v[j] + b;
+                }
+            }
+#endif
+            for (; t < t1; t++) {
                 float v = c->xa ? dot_q8act(c->wtype, wr, c->xa + t * c->nb, c->nb)
                                 : dot_exact(c->wtype, wr, c->x + t * c->k, c->k);
                 c->out[t * c->m + r] = v + b;

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <sched.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define PK_PAUSE() _mm_pause()
@@ -102,6 +103,9 @@ void pk_parallel_for(int64_t n, int64_t grain, pk_range_fn fn, void *ctx) {
     pthread_cond_broadcast(&sleep_cond);
     pthread_mutex_unlock(&sleep_lock);
     run_chunks();
-    while (atomic_load_explicit(&done_workers, memory_order_acquire) < threads - 1) PK_PAUSE();
+    // Spin briefly, then yield: on an oversubscribed machine the workers may need this core.
+    for (int spins = 0; atomic_load_explicit(&done_workers, memory_order_acquire) < threads - 1; spins++) {
+        if (spins < 4096) PK_PAUSE(); else sched_yield();
+    }
     pthread_mutex_unlock(&job_lock);
 }

@@ -1,0 +1,35 @@
+// ModelBundle: a checkpoint opened with its model and tokenizer — what a command or a
+// served model needs to turn text into text.
+import Checkpoints
+import Compute
+import Foundation
+import Models
+import Tokenization
+
+public final class ModelBundle {
+    public let checkpoint: LoadedCheckpoint
+    public let model: LlamaModel
+    public let tokenizer: Tokenizer
+
+    public init(path: String, backend: ComputeBackend) throws {
+        checkpoint = try LoadedCheckpoint.open(path)
+        model = try LlamaModel(config: checkpoint.config, weights: checkpoint.weights, backend: backend)
+        if let gguf = checkpoint.gguf {
+            tokenizer = try Tokenizer(gguf: gguf)
+        } else {
+            let json = path + "/tokenizer.json"
+            guard FileManager.default.fileExists(atPath: json) else {
+                throw CheckpointError(path, "no tokenizer.json in the checkpoint folder")
+            }
+            tokenizer = try Tokenizer(tokenizerJSONAt: json)
+        }
+        if tokenizer.vocabularySize > checkpoint.config.vocabularySize {
+            throw CheckpointError(path, "the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(checkpoint.config.vocabularySize)")
+        }
+    }
+
+    /// Token ids that end generation: the tokenizer's stop ids and the config's eos ids.
+    public var stopIDs: Set<Int32> {
+        tokenizer.stopIDs.union(checkpoint.config.eosTokenIDs.map(Int32.init))
+    }
+}
