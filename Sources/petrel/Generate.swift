@@ -5,6 +5,7 @@ import Checkpoints
 import Foundation
 import Models
 import Runtime
+import Tokenization
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt and stream it to stdout.")
@@ -22,6 +23,7 @@ struct Generate: ParsableCommand {
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
     @Flag(help: "Keep activations in float32 against quantized weights (slower reference math).") var exact = false
     @Flag(help: "Print token ids instead of text.") var ids = false
+    @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens (for benchmarks).") var ignoreEOS = false
 
     func validate() throws {
         if maxTokens < 0 { throw ValidationError("--max-tokens must be >= 0") }
@@ -33,28 +35,35 @@ struct Generate: ParsableCommand {
     func run() throws {
         let path = try model ?? DefaultModel.resolve()
         let backend = CPUBackend(exactQuantizedMath: exact, threads: threads)
-        let checkpoint = try LoadedCheckpoint.open(path)
-        let llama = try LlamaModel(config: checkpoint.config, weights: checkpoint.weights, backend: backend)
+        let bundle = try ModelBundle(path: path, backend: backend)
+        let tokenizer = bundle.tokenizer
         let promptIDs: [Int32]
         if let list = self.promptIDs {
             promptIDs = try list.split(separator: ",").map {
-                guard let v = Int32($0.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--prompt-ids: '\($0)' is not an integer") }
+                guard let v = Int32($0.trimmingCharacters(in: .whitespaces)), v >= 0, Int(v) < bundle.model.config.vocabularySize else {
+                    throw ValidationError("--prompt-ids: '\($0)' is not a token id of this model")
+                }
                 return v
             }
+        } else if let chat {
+            let rendered = try tokenizer.applyChatTemplate([ChatMessage(role: "user", content: chat)], addGenerationPrompt: true)
+            if let note = rendered.note { FileHandle.standardError.write("note: \(note)\n".data(using: .utf8)!) }
+            promptIDs = tokenizer.encode(rendered.text, addSpecialTokens: false)
         } else {
-            throw ValidationError("text prompts need the tokenizer (not wired yet)")
+            promptIDs = tokenizer.encode(prompt ?? "", addSpecialTokens: true)
         }
+        if promptIDs.isEmpty { throw ValidationError("the prompt is empty: give --prompt, --chat or --prompt-ids") }
         let params = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
-        let stop = Set(checkpoint.config.eosTokenIDs.map(Int32.init))
-        let generator = Generator(model: llama)
-        var out: [Int32] = []
-        let (stats, _) = try generator.generate(prompt: promptIDs, parameters: params, maxTokens: maxTokens, stopIDs: stop) { id in
-            out.append(id)
-            print(id, terminator: " ")
+        var detokenizer = tokenizer.makeDetokenizer(skipSpecialTokens: true)
+        let stopIDs = ignoreEOS ? [] : bundle.stopIDs
+        let (stats, _) = try Generator(model: bundle.model).generate(prompt: promptIDs, parameters: params,
+                                                                       maxTokens: maxTokens, stopIDs: stopIDs) { id in
+            if ids { print(id, terminator: " ") }
+            else if !stopIDs.contains(id) { print(detokenizer.append(id), terminator: "") }
             fflush(stdout)
             return true
         }
-        print()
+        print(ids ? "" : detokenizer.finish())
         FileHandle.standardError.write("""
             prompt tokens: \(stats.promptTokens), generated tokens: \(stats.generatedTokens), \
             prefill: \(String(format: "%.1f", stats.prefillTokensPerSecond)) tok/s, \
