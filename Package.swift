@@ -17,6 +17,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0", traits: []),
     ],
     targets: [
         .target(name: "Compute"),
@@ -25,9 +26,12 @@ let package = Package(
         .target(name: "Checkpoints", dependencies: ["Compute"]),
         .target(name: "Tokenization", dependencies: ["Checkpoints"]),
         .target(name: "Models", dependencies: ["Compute", "Checkpoints"]),
-        .target(name: "Runtime", dependencies: ["Compute", "CPUCompute", "Checkpoints", "Tokenization", "Models"]),
+        .target(name: "Engine"),
+        .target(name: "Runtime", dependencies: ["Engine", "Compute", "CPUCompute", "Checkpoints", "Tokenization", "Models"]),
+        // Triton / KServe v2 protocol messages, generated from protos/ by scripts/generate-protos.sh.
+        .target(name: "TritonProtos", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "petrel", dependencies: [
-            "Runtime", "CPUCompute", "Checkpoints", "Tokenization", "Models",
+            "Runtime", "Engine", "CPUCompute", "Checkpoints", "Tokenization", "Models",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute"]),
@@ -35,7 +39,9 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Compute"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoints"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CPUCompute", "Checkpoints", "Compute"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "CPUCompute", "Checkpoints", "Tokenization"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Tokenization"]),
+        .testTarget(name: "TritonProtosTests", dependencies: ["TritonProtos", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -161,6 +161,17 @@ public final class CPUBackend: ComputeBackend {
         pk_add(floats(accumulator), floats(x), Int64(x.elementCount))
     }
 
+    public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {
+        let c = cache as! CPUKVCache
+        let l = c.layout
+        precondition(from >= 0 && from < l.blockCount && to >= 0 && to < l.blockCount)
+        let blockFloats = l.blockSize * l.kvHeadCount * l.headDim
+        for layer in 0..<l.layerCount {
+            (c.keys[layer] + to * blockFloats).update(from: c.keys[layer] + from * blockFloats, count: blockFloats)
+            (c.values[layer] + to * blockFloats).update(from: c.values[layer] + from * blockFloats, count: blockFloats)
+        }
+    }
+
     public func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor) {
         let d = x.rowLength
         let src = floats(x), dst = floats(out)

@@ -225,21 +225,15 @@ static inline __m256 block_q8_0_dot(const block_q8_0 *b, const block_q8_act *a, 
     const __m256i y = _mm256_loadu_si256((const __m256i *)a->qs);
     return _mm256_mul_ps(_mm256_set1_ps(fp16_to_f32(b->d) * a->d), mul_sum_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)));
 }
-// Four independent accumulators so the loop is bound by throughput, not FMA latency.
+// One accumulator, blocks in order: dot_q8act_x4 below sums in exactly the same order, so a
+// token's result does not depend on how many tokens share the matmul (batch invariance).
 #define PK_DOT_LOOP(BLOCK_T, FN)                                                              \
     {                                                                                         \
         const BLOCK_T *b = w;                                                                 \
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                           \
-        float e0 = 0, e1 = 0, e2 = 0, e3 = 0;                                                 \
-        int64_t i = 0;                                                                        \
-        for (; i + 4 <= nb; i += 4) {                                                         \
-            a0 = _mm256_add_ps(a0, FN(b + i, xa + i, &e0));                                  \
-            a1 = _mm256_add_ps(a1, FN(b + i + 1, xa + i + 1, &e1));                           \
-            a2 = _mm256_add_ps(a2, FN(b + i + 2, xa + i + 2, &e2));                           \
-            a3 = _mm256_add_ps(a3, FN(b + i + 3, xa + i + 3, &e3));                           \
-        }                                                                                     \
-        for (; i < nb; i++) a0 = _mm256_add_ps(a0, FN(b + i, xa + i, &e0));                   \
-        return hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + ((e0 + e1) + (e2 + e3)); \
+        __m256 a0 = _mm256_setzero_ps();                                                      \
+        float e0 = 0;                                                                         \
+        for (int64_t i = 0; i < nb; i++) a0 = _mm256_add_ps(a0, FN(b + i, xa + i, &e0));     \
+        return hsum256(a0) + e0;                                                              \
     }
 #endif
 
@@ -292,7 +286,11 @@ static void dot_q8act_x4(int type, const void *w, const block_q8_act *x0, const 
         }
         a0 = _mm256_add_ps(a0, r[0]); a1 = _mm256_add_ps(a1, r[1]);
         a2 = _mm256_add_ps(a2, r[2]); a3 = _mm256_add_ps(a3, r[3]);
-        e0 += m * xs[0][i].s; e1 += m * xs[1][i].s; e2 += m * xs[2][i].s; e3 += m * xs[3][i].s;
+        if (type == PK_TYPE_Q4_0) {   // same expression as block_q4_0_dot
+            e0 -= 8.0f * d * xs[0][i].s; e1 -= 8.0f * d * xs[1][i].s; e2 -= 8.0f * d * xs[2][i].s; e3 -= 8.0f * d * xs[3][i].s;
+        } else {
+            e0 += m * xs[0][i].s; e1 += m * xs[1][i].s; e2 += m * xs[2][i].s; e3 += m * xs[3][i].s;
+        }
     }
     out[0] = hsum256(a0) + e0; out[1] = hsum256(a1) + e1; out[2] = hsum256(a2) + e2; out[3] = hsum256(a3) + e3;
 }

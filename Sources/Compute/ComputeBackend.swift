@@ -74,4 +74,6 @@ public protocol ComputeBackend: AnyObject {
     func add(_ x: Tensor, into accumulator: Tensor)
     /// out (rows.count, d) = the given rows of x (n, d).
     func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor)
+    /// Copies KV block `from` to block `to` in every layer (copy-on-write when beams fork).
+    func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
 }

@@ -2,6 +2,7 @@
 // its own small paged KV cache. The single-request path behind `petrel generate`; the
 // Engine (in-flight batching) drives the same model through the same ForwardBatch.
 import Compute
+import Engine
 import Models
 import Foundation
 
@@ -15,7 +16,11 @@ public struct GenerationStats: Sendable {
     public var decodeTokensPerSecond: Double { decodeSeconds > 0 ? Double(max(generatedTokens - 1, 0)) / decodeSeconds : 0 }
 }
 
-public enum FinishReason: String, Sendable { case stop, length }
+/// A request the model cannot run (too long for its context, …), with the reason.
+public struct RuntimeError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
 
 public final class Generator {
     public let model: LlamaModel
@@ -36,7 +41,7 @@ public final class Generator {
         precondition(!prompt.isEmpty, "the prompt must have at least one token")
         let total = prompt.count + maxTokens
         guard total <= model.config.maxPositions else {
-            throw SamplingError("prompt (\(prompt.count) tokens) plus max_tokens (\(maxTokens)) exceeds the model's context of \(model.config.maxPositions)")
+            throw RuntimeError("prompt (\(prompt.count) tokens) plus max_tokens (\(maxTokens)) exceeds the model's context of \(model.config.maxPositions)")
         }
         let blocks = (total + blockSize - 1) / blockSize
         let cache = try model.backend.makeKVCache(model.kvCacheLayout(blockCount: blocks, blockSize: blockSize))

@@ -1,38 +1,9 @@
-// Sampler: turns one row of logits into a token id. Greedy, temperature, top-k, top-p,
+// Sampler: one row of logits → the next token, for one sequence. Applies, in order:
+// suppressed ids and bad words, repetition / presence / frequency penalties, then greedy or
+// temperature → top-k → top-p → min-p sampling with the request's own seeded RNG (so the same
+// seed gives the same text at any batch composition). Also log probs and beam candidates.
+import Engine
 import Foundation
-// with a per-request seeded RNG so the same seed gives the same text at any batch shape.
-
-public struct SamplingParameters: Sendable, Equatable {
-    /// 0 means greedy (argmax).
-    public var temperature: Float
-    /// 0 means no top-k limit.
-    public var topK: Int
-    /// 1 means no nucleus limit.
-    public var topP: Float
-    /// nil: a seed drawn from the system RNG.
-    public var seed: UInt64?
-
-    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64? = nil) {
-        self.temperature = temperature
-        self.topK = topK
-        self.topP = topP
-        self.seed = seed
-    }
-
-    public static let greedy = SamplingParameters()
-
-    /// Throws a message naming the bad field.
-    public func validate() throws {
-        if !(temperature >= 0) || !temperature.isFinite { throw SamplingError("temperature must be a finite number >= 0, got \(temperature)") }
-        if topK < 0 { throw SamplingError("top_k must be >= 0, got \(topK)") }
-        if !(topP > 0 && topP <= 1) { throw SamplingError("top_p must be in (0, 1], got \(topP)") }
-    }
-}
-
-public struct SamplingError: Error, CustomStringConvertible {
-    public let description: String
-    init(_ d: String) { description = d }
-}
 
 /// xoshiro256** seeded through SplitMix64: small, fast, and reproducible across platforms.
 public struct Xoshiro256: RandomNumberGenerator, Sendable {
@@ -63,6 +34,24 @@ public struct Xoshiro256: RandomNumberGenerator, Sendable {
     public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
 }
 
+/// What a sampler needs to know about the sequence besides its logits.
+public struct SamplingContext: Sendable {
+    /// Prompt + generated tokens so far.
+    public var history: [Int32]
+    /// How many of history's last tokens were generated (penalties count only those, except
+    /// the repetition penalty, which, as in TensorRT-LLM and HF, counts the prompt too).
+    public var generatedCount: Int
+    public var badWords: [[Int32]]
+    public var suppressed: Set<Int32>
+
+    public init(history: [Int32] = [], generatedCount: Int = 0, badWords: [[Int32]] = [], suppressed: Set<Int32> = []) {
+        self.history = history
+        self.generatedCount = generatedCount
+        self.badWords = badWords
+        self.suppressed = suppressed
+    }
+}
+
 public struct Sampler: Sendable {
     public let parameters: SamplingParameters
     private var rng: Xoshiro256
@@ -83,19 +72,82 @@ public struct Sampler: Sendable {
         return Int32(best)
     }
 
+    /// Plain sampling with no history (the single-sequence generator and tests).
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
+        var copy = Array(logits)
+        return sample(&copy, SamplingContext()).token
+    }
+
+    /// Processes `logits` in place (penalties, masks) and draws a token.
+    public mutating func sample(_ logits: inout [Float], _ context: SamplingContext) -> Sample {
         let p = parameters
-        if p.temperature == 0 || p.topK == 1 { return Self.argmax(logits) }
-        let invT = 1 / p.temperature
-        let maxLogit = logits.max() ?? 0
-        // Candidates: the top k, or (for top-p / plain sampling) everything, by probability.
+        applyMasksAndPenalties(&logits, context)
+        // Log probs (and beam candidates) come from the processed logits at temperature 1
+        // for greedy and beam search, at the request's temperature when sampling.
+        let t = p.temperature > 0 && p.beamWidth == 1 ? p.temperature : 1
+        let logZ = logSumExp(logits, scale: 1 / t)
+        func logProb(_ id: Int32) -> Float { logits[Int(id)] / t - logZ }
+        if p.beamWidth > 1 {
+            let cands = Self.topIDs(logits, 2 * p.beamWidth).map { TokenLogProb($0, logProb($0)) }
+            return Sample(token: cands[0].token, logProb: cands[0].logProb, candidates: cands)
+        }
+        let token: Int32
+        if p.temperature == 0 || p.topK == 1 {
+            token = logits.withUnsafeBufferPointer { Self.argmax($0) }
+        } else {
+            token = draw(logits)
+        }
+        let top = p.topLogProbs > 0 ? Self.topIDs(logits, p.topLogProbs).map { TokenLogProb($0, logProb($0)) } : []
+        return Sample(token: token, logProb: logProb(token), topLogProbs: top)
+    }
+
+    func applyMasksAndPenalties(_ logits: inout [Float], _ c: SamplingContext) {
+        let p = parameters
+        for id in c.suppressed where Int(id) < logits.count { logits[Int(id)] = -.infinity }
+        for word in c.badWords where !word.isEmpty {
+            let prefix = word.dropLast()
+            if c.history.count >= prefix.count && c.history.suffix(prefix.count).elementsEqual(prefix),
+               Int(word.last!) < logits.count, word.last! >= 0 {
+                logits[Int(word.last!)] = -.infinity
+            }
+        }
+        if p.repetitionPenalty != 1 {
+            for id in Set(c.history) where id >= 0 && Int(id) < logits.count {
+                let v = logits[Int(id)]
+                logits[Int(id)] = v > 0 ? v / p.repetitionPenalty : v * p.repetitionPenalty
+            }
+        }
+        if p.presencePenalty != 0 || p.frequencyPenalty != 0 {
+            var counts: [Int32: Int] = [:]
+            for id in c.history.suffix(c.generatedCount) { counts[id, default: 0] += 1 }
+            for (id, n) in counts where id >= 0 && Int(id) < logits.count {
+                logits[Int(id)] -= p.presencePenalty + p.frequencyPenalty * Float(n)
+            }
+        }
+    }
+
+    private func logSumExp(_ logits: [Float], scale: Float) -> Float {
+        let m = (logits.max() ?? 0) * scale
+        guard m.isFinite else { return m }
+        var s: Double = 0
+        for v in logits { s += exp(Double(v * scale - m)) }
+        return m + Float(log(s))
+    }
+
+    /// temperature → top-k → top-p → min-p, then a draw from what is left.
+    private mutating func draw(_ logits: [Float]) -> Int32 {
+        let p = parameters
+        let invT = Double(1 / p.temperature)
+        let maxLogit = Double(logits.max() ?? 0)
         var candidates: [(id: Int32, p: Double)]
         if p.topK > 0 && p.topK < logits.count {
-            candidates = topK(logits, p.topK).map { ($0, exp(Double(logits[Int($0)] - maxLogit) * Double(invT))) }
+            candidates = Self.topIDs(logits, p.topK).map { ($0, exp((Double(logits[Int($0)]) - maxLogit) * invT)) }
         } else {
             candidates = []
             candidates.reserveCapacity(logits.count)
-            for i in 0..<logits.count { candidates.append((Int32(i), exp(Double(logits[i] - maxLogit) * Double(invT)))) }
+            for i in 0..<logits.count where logits[i] > -.infinity {
+                candidates.append((Int32(i), exp((Double(logits[i]) - maxLogit) * invT)))
+            }
         }
         let total = candidates.reduce(0) { $0 + $1.p }
         if p.topP < 1 {
@@ -111,8 +163,7 @@ public struct Sampler: Sendable {
                 threshold /= 64
             }
             above.sort { $0.p > $1.p || ($0.p == $1.p && $0.id < $1.id) }
-            var cumulative = 0.0
-            var keep = 0
+            var cumulative = 0.0, keep = 0
             for c in above {
                 cumulative += c.p
                 keep += 1
@@ -120,6 +171,11 @@ public struct Sampler: Sendable {
             }
             candidates = Array(above.prefix(keep))
         }
+        if p.minP > 0 {
+            let maxP = candidates.reduce(0) { max($0, $1.p) }
+            candidates = candidates.filter { $0.p >= Double(p.minP) * maxP }
+        }
+        guard !candidates.isEmpty else { return logits.withUnsafeBufferPointer { Self.argmax($0) } }
         let mass = candidates.reduce(0) { $0 + $1.p }
         var u = rng.nextUnit() * mass
         for c in candidates {
@@ -130,22 +186,18 @@ public struct Sampler: Sendable {
     }
 
     /// Ids of the k largest logits, largest first (ties: lower id first).
-    func topK(_ logits: UnsafeBufferPointer<Float>, _ k: Int) -> [Int32] {
-        var heap: [(Float, Int32)] = []   // min-heap of the best k so far, kept sorted small k
-        heap.reserveCapacity(k + 1)
+    static func topIDs(_ logits: [Float], _ k: Int) -> [Int32] {
+        let k = min(k, logits.count)
+        var best: [(Float, Int32)] = []
+        best.reserveCapacity(k + 1)
         for i in 0..<logits.count {
             let v = logits[i]
-            if heap.count < k {
-                heap.append((v, Int32(i)))
-                if heap.count == k { heap.sort { $0.0 > $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) } }
-            } else if v > heap[k - 1].0 {
-                // insert keeping descending order
-                var j = k - 1
-                while j > 0 && heap[j - 1].0 < v { heap[j] = heap[j - 1]; j -= 1 }
-                heap[j] = (v, Int32(i))
-            }
+            if best.count == k && !(v > best[k - 1].0) { continue }
+            var j = best.count
+            if best.count < k { best.append((v, Int32(i))) } else { j = k - 1 }
+            while j > 0 && best[j - 1].0 < v { best[j] = best[j - 1]; j -= 1 }
+            best[j] = (v, Int32(i))
         }
-        if heap.count < k { heap.sort { $0.0 > $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) } }
-        return heap.map(\.1)
+        return best.map(\.1)
     }
 }

@@ -4,6 +4,7 @@ import CPUCompute
 import Checkpoints
 import Foundation
 import Models
+import Engine
 import Runtime
 import Tokenization
 

@@ -130,6 +130,27 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
         }
     }
 
+    /// A token's matmul result must not depend on which other tokens share the call
+    /// (the engine's batch invariance rests on this): bit-identical, every type, both paths.
+    @Test(arguments: [DType.f32, .bf16, .q8_0, .q4_0, .q4_1])
+    func matmulIsBatchInvariant(type: DType) throws {
+        var rng = LCG(state: 99)
+        let n = 11, k = 128, m = 24
+        let w = Quantize.tensor(rng.array(m * k), shape: [m, k], type)
+        let x = rng.array(n * k)
+        for backend in [exact, fast] {
+            let weight = try backend.upload(w)
+            let all = poisoned(backend, [n, m])
+            backend.matmul(activation(backend, x, [n, k]), weight: weight, bias: nil, into: all)
+            let together = backend.download(all)
+            for t in 0..<n {
+                let one = poisoned(backend, [1, m])
+                backend.matmul(activation(backend, Array(x[t * k..<(t + 1) * k]), [1, k]), weight: weight, bias: nil, into: one)
+                #expect(backend.download(one) == Array(together[t * m..<(t + 1) * m]), "\(type) token \(t)")
+            }
+        }
+    }
+
     @Test func dequantizationAgreesWithSwift() throws {
         var rng = LCG(state: 3)
         for type in DType.allCases {

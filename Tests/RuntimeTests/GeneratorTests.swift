@@ -1,5 +1,6 @@
 // Greedy generation against transformers' generate(), and the sampler's contracts.
 import Checkpoints
+import Engine
 import CPUCompute
 import Foundation
 import Models
@@ -99,10 +100,43 @@ func greedy(_ model: LlamaModel, _ prompt: [Int32], _ count: Int, blockSize: Int
         #expect(cold > 290 && hot < 100)
     }
 
+    @Test func penaltiesMasksAndLogProbs() {
+        var s = Sampler(SamplingParameters(repetitionPenalty: 2, presencePenalty: 0.5, frequencyPenalty: 0.25, topLogProbs: 3))
+        var row: [Float] = [4, -4, 3, 2, 1, 0]
+        // history: prompt [0, 1], generated [3, 3]; bad word [2, 5] bans 5 after a 2 (not here);
+        // [3, 4] bans 4 because history ends with 3; 2 is suppressed.
+        let ctx = SamplingContext(history: [0, 1, 3, 3], generatedCount: 2, badWords: [[2, 5], [3, 4]], suppressed: [2])
+        let out = s.sample(&row, ctx)
+        #expect(row[0] == 2)                        // repetition: positive logit divided
+        #expect(row[1] == -8)                       // negative logit multiplied
+        #expect(row[3] == 2.0 / 2 - 0.5 - 0.25 * 2) // repetition, then presence and frequency (generated only)
+        #expect(row[2] == -.infinity && row[4] == -.infinity && row[5] == 0)
+        #expect(out.token == 0)
+        let z = log(row.map { exp(Double($0)) }.reduce(0, +))
+        #expect(abs(Double(out.logProb) - (Double(row[0]) - z)) < 1e-5)
+        #expect(out.topLogProbs.map(\.token) == [0, 3, 5])
+    }
+
+    @Test func minPDropsUnlikelyTokens() {
+        let row: [Float] = [5, 4.9, 0, 0, 0, 0, 0, 0]
+        var s = Sampler(SamplingParameters(temperature: 1, minP: 0.5, seed: 3))
+        var seen = Set<Int32>()
+        for _ in 0..<200 { var r = row; seen.insert(s.sample(&r, SamplingContext()).token) }
+        #expect(seen == [0, 1])
+    }
+
+    @Test func beamCandidatesAreTheTopTwiceBeamWidth() {
+        var s = Sampler(SamplingParameters(beamWidth: 2))
+        var row: [Float] = [0, 3, 1, 2, -1]
+        let out = s.sample(&row, SamplingContext())
+        #expect(out.candidates.map(\.token) == [1, 3, 2, 0])
+        #expect(out.candidates[0].logProb > out.candidates[1].logProb)
+    }
+
     @Test func invalidParametersAreRejected() {
-        #expect(throws: SamplingError.self) { try SamplingParameters(temperature: -1).validate() }
-        #expect(throws: SamplingError.self) { try SamplingParameters(topK: -2).validate() }
-        #expect(throws: SamplingError.self) { try SamplingParameters(topP: 0).validate() }
-        #expect(throws: SamplingError.self) { try SamplingParameters(topP: 1.5).validate() }
+        #expect(throws: EngineError.self) { try SamplingParameters(temperature: -1).validate() }
+        #expect(throws: EngineError.self) { try SamplingParameters(topK: -2).validate() }
+        #expect(throws: EngineError.self) { try SamplingParameters(topP: 0).validate() }
+        #expect(throws: EngineError.self) { try SamplingParameters(topP: 1.5).validate() }
     }
 }

@@ -1,0 +1,71 @@
+// ModelRunner: the Engine's Executor for a LlamaModel. Turns a SchedulerOutput into one ragged
+// ForwardBatch over the paged KV cache, runs it on its own thread (never on Swift's
+// cooperative pool), and samples each sequence that needs it with its request's Sampler.
+import Compute
+import Dispatch
+import Engine
+import Models
+
+public final class ModelRunner: Executor, @unchecked Sendable {
+    public let model: LlamaModel
+    public let cache: KVCache
+    public let blockSize: Int
+    private let queue = DispatchQueue(label: "petrel.model-runner")
+    /// Per-request sampler state (the seeded RNG), touched only on `queue`.
+    private var samplers: [String: Sampler] = [:]
+
+    public init(model: LlamaModel, blockCount: Int, blockSize: Int) throws {
+        self.model = model
+        self.blockSize = blockSize
+        self.cache = try model.backend.makeKVCache(model.kvCacheLayout(blockCount: blockCount, blockSize: blockSize))
+    }
+
+    public func execute(_ output: SchedulerOutput) async throws -> StepOutput {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(with: Result { try self.run(output) })
+            }
+        }
+    }
+
+    /// Runs one step synchronously (on the caller's thread).
+    public func run(_ output: SchedulerOutput) throws -> StepOutput {
+        for id in output.finishedRequestIDs { samplers.removeValue(forKey: id) }
+        for copy in output.blockCopies { model.backend.copyKVBlock(cache, from: Int(copy.from), to: Int(copy.to)) }
+        guard !output.sequences.isEmpty else { return StepOutput(samples: []) }
+
+        let vocab = model.config.vocabularySize
+        var tokens: [Int32] = [], positions: [Int32] = []
+        var sequences: [AttentionSequence] = [], logitRows: [Int] = []
+        for s in output.sequences {
+            if let bad = s.tokens.first(where: { $0 < 0 || Int($0) >= vocab }) {
+                throw ExecutorError(requestIDs: [s.requestID], message: "token id \(bad) is outside the model's vocabulary of \(vocab)")
+            }
+            if s.contextBefore + s.tokens.count > model.config.maxPositions {
+                throw ExecutorError(requestIDs: [s.requestID], message: "sequence of \(s.contextBefore + s.tokens.count) tokens exceeds the model's context of \(model.config.maxPositions)")
+            }
+            sequences.append(AttentionSequence(tokenBegin: tokens.count, tokenCount: s.tokens.count,
+                                               contextBefore: s.contextBefore, blockTable: s.blockTable))
+            positions += (0..<s.tokens.count).map { Int32(s.contextBefore + $0) }
+            tokens += s.tokens
+            if s.needsSample { logitRows.append(tokens.count - 1) }
+        }
+        let batch = ForwardBatch(tokens: tokens, positions: positions, sequences: sequences, logitRows: logitRows)
+        let logits = model.backend.download(model.forward(batch, cache: cache))
+
+        var samples: [Sample?] = []
+        samples.reserveCapacity(output.sequences.count)
+        var row = 0
+        for s in output.sequences {
+            guard s.needsSample else { samples.append(nil); continue }
+            var values = Array(logits[row * vocab..<(row + 1) * vocab])
+            row += 1
+            var sampler = samplers[s.requestID] ?? Sampler(s.parameters)
+            let context = SamplingContext(history: s.history, generatedCount: s.generatedCount,
+                                          badWords: s.badWords, suppressed: s.suppressedTokenIDs)
+            samples.append(sampler.sample(&values, context))
+            samplers[s.requestID] = sampler
+        }
+        return StepOutput(samples: samples)
+    }
+}
