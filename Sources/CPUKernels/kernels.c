@@ -181,12 +181,37 @@ static float dot_exact(int type, const void *w, const float *x, int64_t k) {
 static void quantize_act_row(const float *x, int64_t k, block_q8_act *out) {
     for (int64_t i = 0; i < k / 32; i++) {
         const float *xb = x + i * 32;
+#ifdef PK_AVX2
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        const __m256 mul = _mm256_set1_ps(id);
+        // round to nearest even, as lrintf does in the default rounding mode
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, mul)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, mul));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, mul)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, mul));
+        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_hadd_epi32(s4, s4); s4 = _mm_hadd_epi32(s4, s4);
+        // pack 32-bit → 16-bit → 8-bit; packs interleave 128-bit lanes, so permute back
+        __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
+        __m256i p = _mm256_packs_epi16(p01, p23);
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)out[i].qs, p);
+        out[i].d = d; out[i].s = d * (float)_mm_cvtsi128_si32(s4);
+#else
         float amax = 0;
         for (int j = 0; j < 32; j++) { float a = fabsf(xb[j]); if (a > amax) amax = a; }
         float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) { int q = (int)lrintf(xb[j] * id); out[i].qs[j] = (int8_t)q; sum += q; }
         out[i].d = d; out[i].s = d * (float)sum;
+#endif
     }
 }
 
@@ -256,6 +281,29 @@ static float dot_q8act(int type, const void *w, const block_q8_act *xa, int64_t 
 }
 
 #ifdef PK_AVX2
+// Two weight rows against one activation row: two independent accumulator chains hide the
+// add latency, and each activation block is loaded once. Each row sums in the same order as
+// dot_q8act, so results are bit-identical to it.
+#define PK_DOT2_LOOP(BLOCK_T, FN)                                                             \
+    {                                                                                         \
+        const BLOCK_T *b0 = w0, *b1 = w1;                                                     \
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                           \
+        float e0 = 0, e1 = 0;                                                                 \
+        for (int64_t i = 0; i < nb; i++) {                                                    \
+            a0 = _mm256_add_ps(a0, FN(b0 + i, xa + i, &e0));                                 \
+            a1 = _mm256_add_ps(a1, FN(b1 + i, xa + i, &e1));                                 \
+        }                                                                                     \
+        out[0] = hsum256(a0) + e0; out[1] = hsum256(a1) + e1;                                 \
+        return;                                                                               \
+    }
+static void dot2_q8act(int type, const void *w0, const void *w1, const block_q8_act *xa, int64_t nb, float out[2]) {
+    if (type == PK_TYPE_Q4_1) PK_DOT2_LOOP(block_q4_1, block_q4_1_dot)
+    else if (type == PK_TYPE_Q4_0) PK_DOT2_LOOP(block_q4_0, block_q4_0_dot)
+    else PK_DOT2_LOOP(block_q8_0, block_q8_0_dot)
+}
+#endif
+
+#ifdef PK_AVX2
 // One weight row against four activation rows (prefill): each weight block is unpacked and its
 // scales converted once, then reused for the four tokens. out[j] = row · x_j.
 static void dot_q8act_x4(int type, const void *w, const block_q8_act *x0, const block_q8_act *x1,
@@ -312,6 +360,7 @@ static void matmul_rows(void *p, int64_t r0, int64_t r1) {
         int64_t t1 = t0 + PK_TOKEN_TILE < c->n ? t0 + PK_TOKEN_TILE : c->n;
         for (int64_t r = r0; r < r1; r++) {
             const void *wr = c->w + (size_t)r * c->row_bytes;
+            int paired = 0;
             float b = c->bias ? c->bias[r] : 0.0f;
             int64_t t = t0;
 #ifdef PK_AVX2
@@ -325,10 +374,21 @@ static void matmul_rows(void *p, int64_t r0, int64_t r1) {
             }
 #endif
             for (; t < t1; t++) {
+#ifdef PK_AVX2
+                if (c->xa && r + 1 < r1 && c->n - t0 < 4) {   // decode: pair rows up
+                    float v[2];
+                    dot2_q8act(c->wtype, wr, (const char *)wr + c->row_bytes, c->xa + t * c->nb, c->nb, v);
+                    c->out[t * c->m + r] = v[0] + b;
+                    c->out[t * c->m + r + 1] = v[1] + (c->bias ? c->bias[r + 1] : 0.0f);
+                    paired = 1;
+                    continue;
+                }
+#endif
                 float v = c->xa ? dot_q8act(c->wtype, wr, c->xa + t * c->nb, c->nb)
                                 : dot_exact(c->wtype, wr, c->x + t * c->k, c->k);
                 c->out[t * c->m + r] = v + b;
             }
+            if (paired) r++;
         }
     }
 }
