@@ -2,10 +2,10 @@
 import ArgumentParser
 
 @main
-struct Petrel: ParsableCommand {
+struct Petrel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "petrel",
         abstract: "An LLM inference server compatible with Triton + TensorRT-LLM clients.",
         version: "0.1.0",
-        subcommands: [Generate.self])
+        subcommands: [Generate.self, Bench.self])
 }

@@ -1,0 +1,215 @@
+// `petrel bench`: the offline engine's speed, like TensorRT-LLM's gptSessionBenchmark (static
+// batches over a grid of batch sizes and input/output lengths) and a serving mode (Poisson
+// arrivals or fixed concurrency, with latency percentiles). Prints markdown tables.
+import ArgumentParser
+import Checkpoints
+import Compute
+import CPUCompute
+import Dispatch
+import Engine
+import Foundation
+import Models
+import Runtime
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure the engine: static batches or a serving load.")
+
+    enum Mode: String, ExpressibleByArgument { case `static`, serving }
+
+    @Option(help: "static (batch × input/output grid) or serving (arrivals over time).") var mode: Mode = .static
+    @Option(help: "A GGUF file or Hugging Face folder (default: the default model).") var model: String?
+    @Option(name: .customLong("dummy-weights"), help: "Random weights of a built-in shape: \(BuiltinConfig.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var dummyWeights: String?
+    @Option(name: .customLong("dtype"), help: "Weight type for --dummy-weights: f32, f16, bf16, q8_0, q4_0, q4_1.") var dtypeName = "q4_1"
+    @Option(name: .customLong("batch-size"), help: "Static mode: batch sizes, separated by ';'.") var batchSizes = "1;8;16;32;64;128"
+    @Option(name: .customLong("input-output-len"), help: "Static mode: input,output pairs separated by ';'.") var inputOutput = "60,20;128,20;512,20"
+    @Option(name: .customLong("num-requests"), help: "Serving mode: requests to send.") var numRequests = 64
+    @Option(name: .customLong("request-rate"), help: "Serving mode: Poisson arrival rate (requests/s); 0 = all at once.") var requestRate: Double = 0
+    @Option(help: "Serving mode: fixed number of requests in flight (overrides --request-rate).") var concurrency: Int?
+    @Option(name: .customLong("input-len")) var inputLength = 128
+    @Option(name: .customLong("output-len")) var outputLength = 64
+    @Option(name: .customLong("max-num-tokens"), help: "Engine token budget per step.") var maxNumTokens = 8192
+    @Option(name: .customLong("tokens-per-block")) var blockSize = 32
+    @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
+    @Option(help: "Seed for the random prompts.") var seed: UInt64 = 1
+
+    func validate() throws {
+        if model != nil && dummyWeights != nil { throw ValidationError("give --model or --dummy-weights, not both") }
+        if let d = dummyWeights, BuiltinConfig(rawValue: d) == nil {
+            throw ValidationError("--dummy-weights: unknown shape '\(d)' (known: \(BuiltinConfig.allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        if DType.allCases.first(where: { $0.description.lowercased() == dtypeName.lowercased() }) == nil {
+            throw ValidationError("--dtype: unknown type '\(dtypeName)' (f32, f16, bf16, q8_0, q4_0, q4_1)")
+        }
+        _ = try parseGrid()
+        if numRequests < 1 || inputLength < 1 || outputLength < 1 { throw ValidationError("--num-requests, --input-len and --output-len must be >= 1") }
+        if let c = concurrency, c < 1 { throw ValidationError("--concurrency must be >= 1") }
+    }
+
+    func parseGrid() throws -> ([Int], [(Int, Int)]) {
+        let batches = try batchSizes.split(separator: ";").map { s -> Int in
+            guard let v = Int(s.trimmingCharacters(in: .whitespaces)), v > 0 else { throw ValidationError("--batch-size: '\(s)' is not a positive integer") }
+            return v
+        }
+        let pairs = try inputOutput.split(separator: ";").map { s -> (Int, Int) in
+            let parts = s.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2, parts[0] > 0, parts[1] > 0 else { throw ValidationError("--input-output-len: '\(s)' is not 'input,output'") }
+            return (parts[0], parts[1])
+        }
+        return (batches, pairs)
+    }
+
+    func run() async throws {
+        let backend = CPUBackend(threads: threads)
+        let llama: LlamaModel
+        let name: String
+        if let d = dummyWeights, let shape = BuiltinConfig(rawValue: d) {
+            let dtype = DType.allCases.first { $0.description.lowercased() == dtypeName.lowercased() }!
+            llama = try LlamaModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed), backend: backend)
+            name = "\(d) (random \(dtype))"
+        } else {
+            let path = try model ?? DefaultModel.resolve()
+            let ckpt = try LoadedCheckpoint.open(path)
+            llama = try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: backend)
+            name = URL(fileURLWithPath: path).lastPathComponent
+        }
+        print("model: \(name), device: cpu (\(backend.threadCount) threads), weights read per decode step: \(llama.weightBytes / 1_000_000) MB")
+        switch mode {
+        case .static: try await runStatic(llama)
+        case .serving: try await runServing(llama)
+        }
+    }
+
+    // MARK: static
+
+    func makeEngine(_ llama: LlamaModel, batch: Int, tokens: Int) throws -> Engine {
+        let perSeq = (tokens + blockSize - 1) / blockSize
+        let blocks = batch * perSeq + 1
+        let runner = try ModelRunner(model: llama, blockCount: blocks, blockSize: blockSize)
+        return try Engine(config: SchedulerConfig(numBlocks: blocks, blockSize: blockSize, maxBatchSize: batch,
+                                                  maxNumTokens: maxNumTokens, enableChunkedContext: true,
+                                                  policy: .guaranteedNoEvict, maxSequenceLength: llama.config.maxPositions),
+                          executor: runner)
+    }
+
+    func prompts(_ count: Int, length: Int, vocab: Int, salt: UInt64) -> [[Int32]] {
+        var rng = Xoshiro256(seed: seed &+ salt)
+        return (0..<count).map { _ in (0..<length).map { _ in Int32(3 + rng.next() % UInt64(vocab - 3)) } }
+    }
+
+    func runStatic(_ llama: LlamaModel) async throws {
+        let (batches, pairs) = try parseGrid()
+        print("| batch | input | output | latency ms | tokens/s | TTFT ms | peak KV blocks |")
+        print("|---|---|---|---|---|---|---|")
+        for (input, output) in pairs {
+            for batch in batches {
+                let engine = try makeEngine(llama, batch: batch, tokens: input + output)
+                let ps = prompts(batch, length: input, vocab: llama.config.vocabularySize, salt: UInt64(batch * 1000 + input))
+                let start = DispatchTime.now().uptimeNanoseconds
+                let peak = PeakTracker()
+                let sampler = Task { while !Task.isCancelled { peak.observe(engine.metrics.kvBlocksUsed); try? await Task.sleep(nanoseconds: 500_000) } }
+                let firsts = try await withThrowingTaskGroup(of: Double.self) { group in
+                    for (i, p) in ps.enumerated() {
+                        let stream = try engine.submit(Request(id: "b\(i)", prompt: p, stop: StopConditions(maxTokens: output, ignoreEOS: true)))
+                        group.addTask {
+                            var first = 0.0
+                            for try await o in stream where first == 0 && !o.newTokenIDs.isEmpty {
+                                first = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+                            }
+                            return first
+                        }
+                    }
+                    return try await group.reduce(into: [Double]()) { $0.append($1) }
+                }
+                let latency = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+                sampler.cancel()
+                peak.observe(engine.metrics.kvBlocksUsed)
+                await engine.shutdown()
+                let ttft = firsts.reduce(0, +) / Double(firsts.count)
+                print(String(format: "| %d | %d | %d | %.1f | %.1f | %.1f | %d |", batch, input, output, latency,
+                             Double(batch * output) / latency * 1000, ttft, peak.value))
+            }
+        }
+    }
+
+    // MARK: serving
+
+    func runServing(_ llama: LlamaModel) async throws {
+        let inFlight = concurrency ?? numRequests
+        let engine = try makeEngine(llama, batch: min(inFlight, 256), tokens: inputLength + outputLength)
+        let ps = prompts(numRequests, length: inputLength, vocab: llama.config.vocabularySize, salt: 7)
+        var rng = Xoshiro256(seed: seed &+ 99)
+        // Arrival offsets: Poisson process at requestRate, or all at t = 0.
+        var arrivals: [Double] = []
+        var t = 0.0
+        for _ in 0..<numRequests {
+            arrivals.append(t)
+            if requestRate > 0 { t += -log(1 - rng.nextUnit()) / requestRate }
+        }
+        let start = DispatchTime.now().uptimeNanoseconds
+        func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+        let gate = ConcurrencyGate(limit: concurrency ?? Int.max)
+        let results = try await withThrowingTaskGroup(of: RequestTiming.self) { group in
+            for i in 0..<numRequests {
+                let arrival = concurrency == nil ? arrivals[i] : 0
+                group.addTask {
+                    let wait = arrival - now()
+                    if wait > 0 { try await Task.sleep(nanoseconds: UInt64(wait * 1e9)) }
+                    await gate.acquire()
+                    defer { Task { await gate.release() } }
+                    let sent = now()
+                    var timing = RequestTiming()
+                    var last = sent
+                    let stream = try engine.submit(Request(id: "s\(i)", prompt: ps[i], stop: StopConditions(maxTokens: outputLength, ignoreEOS: true)))
+                    for try await o in stream where !o.newTokenIDs.isEmpty {
+                        let at = now()
+                        if timing.tokens == 0 { timing.ttft = at - sent }
+                        else { for _ in o.newTokenIDs { timing.itls.append((at - last) / Double(o.newTokenIDs.count)) } }
+                        timing.tokens += o.newTokenIDs.count
+                        last = at
+                    }
+                    return timing
+                }
+            }
+            return try await group.reduce(into: [RequestTiming]()) { $0.append($1) }
+        }
+        let elapsed = now()
+        await engine.shutdown()
+        let tokens = results.reduce(0) { $0 + $1.tokens }
+        let ttfts = results.map(\.ttft).sorted(), itls = results.flatMap(\.itls).sorted()
+        func pct(_ v: [Double], _ p: Double) -> Double { v.isEmpty ? 0 : v[min(v.count - 1, Int(Double(v.count - 1) * p + 0.5))] * 1000 }
+        let load = concurrency.map { "concurrency \($0)" } ?? (requestRate > 0 ? "Poisson \(requestRate) req/s" : "all at once")
+        print("| load | requests | in/out | requests/s | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print(String(format: "| %@ | %d | %d/%d | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f |", load, numRequests, inputLength, outputLength,
+                     Double(numRequests) / elapsed, Double(tokens) / elapsed, pct(ttfts, 0.5), pct(ttfts, 0.99), pct(itls, 0.5), pct(itls, 0.99)))
+    }
+}
+
+struct RequestTiming: Sendable {
+    var ttft = 0.0
+    var itls: [Double] = []
+    var tokens = 0
+}
+
+final class PeakTracker: @unchecked Sendable {
+    private let lock = NSLock()
+    private var peak = 0
+    func observe(_ v: Int) { lock.lock(); peak = max(peak, v); lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return peak }
+}
+
+/// Limits how many requests are in flight at once (serving mode's fixed concurrency).
+actor ConcurrencyGate {
+    let limit: Int
+    private var inUse = 0
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    init(limit: Int) { self.limit = limit }
+    func acquire() async {
+        if inUse < limit { inUse += 1; return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+    func release() {
+        if waiters.isEmpty { inUse -= 1 } else { waiters.removeFirst().resume() }
+    }
+}
