@@ -250,6 +250,10 @@ static inline __m256 block_q8_0_dot(const block_q8_0 *b, const block_q8_act *a, 
     const __m256i y = _mm256_loadu_si256((const __m256i *)a->qs);
     return _mm256_mul_ps(_mm256_set1_ps(fp16_to_f32(b->d) * a->d), mul_sum_u8_i8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q)));
 }
+// Weights stream from memory during decode: prefetch this far ahead of the block being read
+// (measured: +25% on a 36 MB Q4_1 matrix on the development VM).
+#define PK_PREFETCH 2048
+
 // One accumulator, blocks in order: dot_q8act_x4 below sums in exactly the same order, so a
 // token's result does not depend on how many tokens share the matmul (batch invariance).
 #define PK_DOT_LOOP(BLOCK_T, FN)                                                              \
@@ -257,7 +261,10 @@ static inline __m256 block_q8_0_dot(const block_q8_0 *b, const block_q8_act *a, 
         const BLOCK_T *b = w;                                                                 \
         __m256 a0 = _mm256_setzero_ps();                                                      \
         float e0 = 0;                                                                         \
-        for (int64_t i = 0; i < nb; i++) a0 = _mm256_add_ps(a0, FN(b + i, xa + i, &e0));     \
+        for (int64_t i = 0; i < nb; i++) {                                                    \
+            _mm_prefetch((const char *)(b + i) + PK_PREFETCH, _MM_HINT_T0);                   \
+            a0 = _mm256_add_ps(a0, FN(b + i, xa + i, &e0));                                   \
+        }                                                                                     \
         return hsum256(a0) + e0;                                                              \
     }
 #endif
@@ -290,6 +297,8 @@ static float dot_q8act(int type, const void *w, const block_q8_act *xa, int64_t 
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                           \
         float e0 = 0, e1 = 0;                                                                 \
         for (int64_t i = 0; i < nb; i++) {                                                    \
+            _mm_prefetch((const char *)(b0 + i) + PK_PREFETCH, _MM_HINT_T0);                  \
+            _mm_prefetch((const char *)(b1 + i) + PK_PREFETCH, _MM_HINT_T0);                  \
             a0 = _mm256_add_ps(a0, FN(b0 + i, xa + i, &e0));                                 \
             a1 = _mm256_add_ps(a1, FN(b1 + i, xa + i, &e1));                                 \
         }                                                                                     \
