@@ -27,14 +27,19 @@ let package = Package(
         .target(name: "Tokenization", dependencies: ["Checkpoints"]),
         .target(name: "Models", dependencies: ["Compute", "Checkpoints"]),
         .target(name: "Engine"),
+        // The CUDA backend: CPetrelCUDA is the C ABI header of kernels/cuda's libpetrel_cuda.so, which
+        // CUDACompute loads at run time (dlopen), so nothing here links CUDA.
+        .target(name: "CPetrelCUDA"),
+        .target(name: "CUDACompute", dependencies: ["Compute", "CPetrelCUDA"]),
         .target(name: "Runtime", dependencies: ["Engine", "Compute", "CPUCompute", "Checkpoints", "Tokenization", "Models"]),
         // Triton / KServe v2 protocol messages, generated from protos/ by scripts/generate-protos.sh.
         .target(name: "TritonProtos", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         .executableTarget(name: "petrel", dependencies: [
-            "Runtime", "Engine", "CPUCompute", "Checkpoints", "Tokenization", "Models",
+            "Runtime", "Engine", "CPUCompute", "CUDACompute", "Checkpoints", "Tokenization", "Models",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute"]),
+        .testTarget(name: "CUDAComputeTests", dependencies: ["CUDACompute", "Compute"]),
         .testTarget(name: "CPUComputeTests", dependencies: ["CPUCompute", "CPUKernels", "Compute"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Compute"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoints"]),

@@ -59,6 +59,32 @@ public final class LlamaModel {
             + weights.head.bytes.count
     }
 
+    /// Random weights made on the backend itself (nothing generated or copied on the host), for
+    /// speed measurements of a built-in shape: matrices uniform in ±0.05, norms 1, fp16 bytes.
+    public init(config c: TransformerConfig, randomWeightsOn backend: RandomWeightFilling, seed: UInt64 = 1) throws {
+        self.config = c
+        self.backend = backend
+        var next = seed &* 0x9E37_79B9_7F4A_7C15
+        func matrix(_ rows: Int, _ cols: Int) throws -> Tensor {
+            next = next &+ 0x632B_E59B_D9B4_E019
+            return try backend.makeRandomWeight(shape: [rows, cols], seed: next, amplitude: 0.05)
+        }
+        let ones = try backend.upload(.float32([Float](repeating: 1, count: c.hiddenSize), shape: [c.hiddenSize]))
+        let qkvRows = (c.headCount + 2 * c.kvHeadCount) * c.headDim
+        let bias = c.attentionBias ? try backend.upload(.float32([Float](repeating: 0, count: qkvRows), shape: [qkvRows])) : nil
+        layers = try (0..<c.layerCount).map { _ in
+            Layer(attentionNorm: ones, qkv: try matrix(qkvRows, c.hiddenSize), qkvBias: bias,
+                  output: try matrix(c.hiddenSize, c.headCount * c.headDim), ffnNorm: ones,
+                  gateUp: try matrix(2 * c.intermediateSize, c.hiddenSize), down: try matrix(c.hiddenSize, c.intermediateSize))
+        }
+        embedding = try matrix(c.vocabularySize, c.hiddenSize)
+        finalNorm = ones
+        head = c.tieEmbeddings ? embedding : try matrix(c.vocabularySize, c.hiddenSize)
+        inverseFrequencies = c.ropeInverseFrequencies()
+        let layerElements = qkvRows * c.hiddenSize + c.hiddenSize * c.headCount * c.headDim + 3 * c.intermediateSize * c.hiddenSize
+        weightBytes = 2 * (c.layerCount * layerElements + c.vocabularySize * c.hiddenSize)
+    }
+
     public func kvCacheLayout(blockCount: Int, blockSize: Int) -> KVCacheLayout {
         KVCacheLayout(layerCount: config.layerCount, blockCount: blockCount, blockSize: blockSize,
                       kvHeadCount: config.kvHeadCount, headDim: config.headDim)

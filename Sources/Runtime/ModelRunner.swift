@@ -53,18 +53,33 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         let batch = ForwardBatch(tokens: tokens, positions: positions, sequences: sequences, logitRows: logitRows)
         let logits = model.backend.download(model.forward(batch, cache: cache))
 
+        // Sequences sample independently (each has its own sampler and RNG), so large batches
+        // spread over the CPU's cores; results keep the batch order.
+        let sampled = output.sequences.filter(\.needsSample)
+        var drawn = sampled.map { samplers[$0.requestID] ?? Sampler($0.parameters) }
+        var results = [Sample?](repeating: nil, count: sampled.count)
+        drawn.withUnsafeMutableBufferPointer { statesBuffer in
+            results.withUnsafeMutableBufferPointer { outBuffer in
+                let states = statesBuffer, out = outBuffer   // each row touches only its own slots
+                let work = { (row: Int) in
+                    let s = sampled[row]
+                    var values = Array(logits[row * vocab..<(row + 1) * vocab])
+                    let context = SamplingContext(history: s.history, generatedCount: s.generatedCount,
+                                                  badWords: s.badWords, suppressed: s.suppressedTokenIDs)
+                    out[row] = states[row].sample(&values, context)
+                }
+                if sampled.count >= 4 { DispatchQueue.concurrentPerform(iterations: sampled.count, execute: work) }
+                else { for row in 0..<sampled.count { work(row) } }
+            }
+        }
+        for (s, sampler) in zip(sampled, drawn) { samplers[s.requestID] = sampler }
         var samples: [Sample?] = []
         samples.reserveCapacity(output.sequences.count)
         var row = 0
         for s in output.sequences {
             guard s.needsSample else { samples.append(nil); continue }
-            var values = Array(logits[row * vocab..<(row + 1) * vocab])
+            samples.append(results[row])
             row += 1
-            var sampler = samplers[s.requestID] ?? Sampler(s.parameters)
-            let context = SamplingContext(history: s.history, generatedCount: s.generatedCount,
-                                          badWords: s.badWords, suppressed: s.suppressedTokenIDs)
-            samples.append(sampler.sample(&values, context))
-            samplers[s.requestID] = sampler
         }
         return StepOutput(samples: samples)
     }

@@ -30,7 +30,12 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("output-len")) var outputLength = 64
     @Option(name: .customLong("max-num-tokens"), help: "Engine token budget per step.") var maxNumTokens = 8192
     @Option(name: .customLong("tokens-per-block")) var blockSize = 32
+    @Option(help: "Where to run: cpu or cuda (libpetrel_cuda.so from PETREL_CUDA_LIB or next to petrel).") var device: Device = .cpu
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
+    @Option(name: .customLong("peak-bandwidth"), help: "Static mode: the device's measured copy bandwidth in GB/s, for each point's ceiling.")
+    var peakBandwidth: Double?
+    @Option(name: .customLong("peak-tflops"), help: "Static mode: the device's measured matrix rate in TFLOP/s, for each point's ceiling.")
+    var peakTFLOPs: Double?
     @Option(help: "Seed for the random prompts.") var seed: UInt64 = 1
 
     func validate() throws {
@@ -60,12 +65,13 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let backend = CPUBackend(threads: threads)
+        let backend = try device.makeBackend(threads: threads)
         let llama: LlamaModel
         let name: String
+        let loadStart = DispatchTime.now().uptimeNanoseconds
         if let d = dummyWeights, let shape = BuiltinConfig(rawValue: d) {
             let dtype = DType.allCases.first { $0.description.lowercased() == dtypeName.lowercased() }!
-            llama = try LlamaModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed), backend: backend)
+            llama = try makeDummyModel(shape, dtype: dtype, seed: seed, backend: backend)
             name = "\(d) (random \(dtype))"
         } else {
             let path = try model ?? DefaultModel.resolve()
@@ -73,7 +79,8 @@ struct Bench: AsyncParsableCommand {
             llama = try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: backend)
             name = URL(fileURLWithPath: path).lastPathComponent
         }
-        print("model: \(name), device: cpu (\(backend.threadCount) threads), weights read per decode step: \(llama.weightBytes / 1_000_000) MB")
+        let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
+        print("model: \(name), device: \(describe(backend)), weights read per decode step: \(llama.weightBytes / 1_000_000) MB, loaded in \(String(format: "%.1f", loadSeconds)) s")
         switch mode {
         case .static: try await runStatic(llama)
         case .serving: try await runServing(llama)
@@ -99,37 +106,63 @@ struct Bench: AsyncParsableCommand {
 
     func runStatic(_ llama: LlamaModel) async throws {
         let (batches, pairs) = try parseGrid()
-        print("| batch | input | output | latency ms | tokens/s | TTFT ms | peak KV blocks |")
-        print("|---|---|---|---|---|---|---|")
+        if device == .cuda {
+            // Warm-up, not reported: module loading and cuBLAS's first calls at each batch size.
+            for batch in batches { _ = try await runPoint(llama, batch: batch, input: 16, output: 2) }
+        }
+        let roofline = peakBandwidth.flatMap { bw in
+            peakTFLOPs.map { Roofline(config: llama.config, weightBytes: device == .cuda ? Roofline.fp16WeightBytes(llama.config) : llama.weightBytes,
+                                      bandwidth: bw * 1e9, flopRate: $0 * 1e12) }
+        }
+        if let roofline {
+            print(String(format: "ceiling from %.0f GB/s and %.0f TFLOP/s: prefill FLOPs over the matrix rate; each decode step the larger of (weights + KV) bytes over bandwidth and its FLOPs over the matrix rate", roofline.bandwidth / 1e9, roofline.flopRate / 1e12))
+            print("| batch | input | output | latency ms | tokens/s | TTFT ms | peak KV blocks | ceiling ms | % of ceiling |")
+            print("|---|---|---|---|---|---|---|---|---|")
+        } else {
+            print("| batch | input | output | latency ms | tokens/s | TTFT ms | peak KV blocks |")
+            print("|---|---|---|---|---|---|---|")
+        }
         for (input, output) in pairs {
             for batch in batches {
-                let engine = try makeEngine(llama, batch: batch, tokens: input + output)
-                let ps = prompts(batch, length: input, vocab: llama.config.vocabularySize, salt: UInt64(batch * 1000 + input))
-                let start = DispatchTime.now().uptimeNanoseconds
-                let peak = PeakTracker()
-                let sampler = Task { while !Task.isCancelled { peak.observe(engine.metrics.kvBlocksUsed); try? await Task.sleep(nanoseconds: 500_000) } }
-                let firsts = try await withThrowingTaskGroup(of: Double.self) { group in
-                    for (i, p) in ps.enumerated() {
-                        let stream = try engine.submit(Request(id: "b\(i)", prompt: p, stop: StopConditions(maxTokens: output, ignoreEOS: true)))
-                        group.addTask {
-                            var first = 0.0
-                            for try await o in stream where first == 0 && !o.newTokenIDs.isEmpty {
-                                first = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-                            }
-                            return first
-                        }
-                    }
-                    return try await group.reduce(into: [Double]()) { $0.append($1) }
+                let (latency, ttft, peak) = try await runPoint(llama, batch: batch, input: input, output: output)
+                var row = String(format: "| %d | %d | %d | %.1f | %.1f | %.1f | %d |", batch, input, output, latency,
+                                 Double(batch * output) / latency * 1000, ttft, peak)
+                if let roofline {
+                    let ceiling = roofline.staticLatency(batch: batch, input: input, output: output) * 1000
+                    row += String(format: " %.1f | %.0f%% |", ceiling, ceiling / latency * 100)
                 }
-                let latency = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-                sampler.cancel()
-                peak.observe(engine.metrics.kvBlocksUsed)
-                await engine.shutdown()
-                let ttft = firsts.reduce(0, +) / Double(firsts.count)
-                print(String(format: "| %d | %d | %d | %.1f | %.1f | %.1f | %d |", batch, input, output, latency,
-                             Double(batch * output) / latency * 1000, ttft, peak.value))
+                print(row)
             }
         }
+    }
+
+    /// One static point: `batch` requests of `input` random tokens, `output` tokens each.
+    /// Returns latency (ms), mean time to first token (ms) and the peak KV blocks in use.
+    func runPoint(_ llama: LlamaModel, batch: Int, input: Int, output: Int) async throws -> (Double, Double, Int) {
+        let engine = try makeEngine(llama, batch: batch, tokens: input + output)
+        let ps = prompts(batch, length: input, vocab: llama.config.vocabularySize, salt: UInt64(batch * 1000 + input))
+        let start = DispatchTime.now().uptimeNanoseconds
+        let peak = PeakTracker()
+        let sampler = Task { while !Task.isCancelled { peak.observe(engine.metrics.kvBlocksUsed); try? await Task.sleep(nanoseconds: 500_000) } }
+        let firsts = try await withThrowingTaskGroup(of: Double.self) { group in
+            for (i, p) in ps.enumerated() {
+                let stream = try engine.submit(Request(id: "b\(i)", prompt: p, stop: StopConditions(maxTokens: output, ignoreEOS: true)))
+                group.addTask {
+                    var first = 0.0
+                    for try await o in stream where first == 0 && !o.newTokenIDs.isEmpty {
+                        first = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+                    }
+                    return first
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0.append($1) }
+        }
+        let latency = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+        sampler.cancel()
+        peak.observe(engine.metrics.kvBlocksUsed)
+        await engine.shutdown()
+        let ttft = firsts.reduce(0, +) / Double(firsts.count)
+        return (latency, ttft, peak.value)
     }
 
     // MARK: serving

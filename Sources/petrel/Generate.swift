@@ -21,6 +21,7 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("top-k")) var topK = 0
     @Option(name: .customLong("top-p")) var topP: Float = 1
     @Option var seed: UInt64?
+    @Option(help: "Where to run: cpu or cuda (libpetrel_cuda.so from PETREL_CUDA_LIB or next to petrel).") var device: Device = .cpu
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
     @Flag(help: "Keep activations in float32 against quantized weights (slower reference math).") var exact = false
     @Flag(help: "Print token ids instead of text.") var ids = false
@@ -35,7 +36,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let path = try model ?? DefaultModel.resolve()
-        let backend = CPUBackend(exactQuantizedMath: exact, threads: threads)
+        let backend = try device.makeBackend(threads: threads, exactQuantizedMath: exact)
         let bundle = try ModelBundle(path: path, backend: backend)
         let tokenizer = bundle.tokenizer
         let promptIDs: [Int32]

@@ -1,0 +1,154 @@
+// petrel_cuda.h: the C ABI of libpetrel_cuda.so (kernels/cuda), Petrel's CUDA backend.
+//
+// Plain C only: opaque handles, sized integers, int status codes (0 = success). No C++ type or
+// exception crosses this boundary. Swift never links the library: CUDACompute dlopens it and
+// resolves every function below by name into the matching `<name>_fn` pointer type.
+//
+// Ownership: a `petrel_context *` is created by petrel_context_create and owned by the caller
+// until petrel_context_destroy. Device pointers (`void *dev`, `const void *dev`) are addresses in
+// GPU memory handed out by petrel_buffer_alloc; the caller owns each one until it passes it to
+// petrel_buffer_free on the same context. Host pointers are borrowed for the duration of the
+// call only: the library copies what it needs before returning and never keeps them. Strings
+// returned by the library are owned by the library (the context) and valid until the next call
+// on that context.
+//
+// Streams: every `_enqueue` function only queues work on the context's one stream and returns;
+// petrel_context_synchronize and petrel_tensor_download wait for it. A context is not
+// thread-safe except petrel_buffer_free, which may be called from any thread.
+//
+// Element types: activations, weights and the KV cache are IEEE fp16 on the device. Shapes are
+// row-major; `(n, k)` means n rows of k elements.
+#ifndef PETREL_CUDA_H
+#define PETREL_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define PETREL_EXPORT __attribute__((visibility("default")))
+#else
+#define PETREL_EXPORT
+#endif
+
+// Declares `ret name args;` and the pointer type `name##_fn` that dlsym results are cast to.
+#define PETREL_FN(ret, name, args) \
+    typedef ret (*name##_fn) args;  \
+    PETREL_EXPORT ret name args;
+
+#define PETREL_ABI_VERSION 1
+
+enum {
+    PETREL_OK = 0,
+    PETREL_ERROR_CUDA = 1,          // a CUDA runtime call failed (message: petrel_context_last_error)
+    PETREL_ERROR_CUBLAS = 2,        // a cuBLAS call failed
+    PETREL_ERROR_OUT_OF_MEMORY = 3,
+    PETREL_ERROR_INVALID_ARGUMENT = 4,
+    PETREL_ERROR_UNSUPPORTED = 5,   // a dtype or shape this build has no kernel for
+};
+
+// Weight element types accepted by petrel_weights_upload; values match GGML / Compute.DType.
+enum {
+    PETREL_DTYPE_F32 = 0,
+    PETREL_DTYPE_F16 = 1,
+    PETREL_DTYPE_Q4_0 = 2,
+    PETREL_DTYPE_Q4_1 = 3,
+    PETREL_DTYPE_Q8_0 = 8,
+    PETREL_DTYPE_BF16 = 30,
+};
+
+typedef struct petrel_context petrel_context;  // opaque: device, stream, cuBLAS handle, pools
+
+// One sequence of a ragged attention batch (mirrors Compute.AttentionSequence).
+typedef struct {
+    int64_t token_begin;         // first row of this sequence in qkv / out
+    int64_t token_count;         // new tokens of this sequence in this step
+    int64_t context_before;      // tokens already in the cache
+    const int32_t *block_table;  // host, borrowed for the call: blocks covering the whole context
+    int64_t block_count;         // entries in block_table
+} petrel_attn_seq;
+
+// ---- versions, contexts, errors
+
+// The ABI version this library was built with (PETREL_ABI_VERSION).
+PETREL_FN(int32_t, petrel_abi_version, (void))
+// Creates a context on CUDA device `device`: one stream, a cuBLAS handle, a stream-ordered
+// memory pool, pinned staging memory. *out receives a context the caller must destroy.
+// On failure *out is NULL and `error` (caller-owned, `error_capacity` bytes) holds a message.
+PETREL_FN(int32_t, petrel_context_create, (int32_t device, petrel_context **out, char *error, size_t error_capacity))
+// Waits for queued work, then frees everything the context owns. NULL is allowed.
+PETREL_FN(void, petrel_context_destroy, (petrel_context *ctx))
+// Message of the last failure on this context (owned by the context; "" when none).
+PETREL_FN(const char *, petrel_context_last_error, (petrel_context *ctx))
+// Waits until all queued work is done; reports asynchronous kernel errors.
+PETREL_FN(int32_t, petrel_context_synchronize, (petrel_context *ctx))
+// Device facts: its name into `name` (caller-owned, `name_capacity` bytes), total and free
+// memory in bytes, multiprocessor count.
+PETREL_FN(int32_t, petrel_device_describe, (petrel_context *ctx, char *name, size_t name_capacity,
+                                            int64_t *total_bytes, int64_t *free_bytes, int32_t *sm_count))
+
+// ---- memory
+
+// *out receives `bytes` of device memory (256-byte aligned) from the context's pool, ordered on
+// its stream; the caller owns it until petrel_buffer_free.
+PETREL_FN(int32_t, petrel_buffer_alloc, (petrel_context *ctx, size_t bytes, void **out))
+// Returns a buffer to the pool (stream-ordered: queued work that uses it finishes first).
+PETREL_FN(void, petrel_buffer_free, (petrel_context *ctx, void *dev))
+// Sets `bytes` bytes at dev to `value` (queued).
+PETREL_FN(int32_t, petrel_buffer_fill, (petrel_context *ctx, void *dev, int32_t value, size_t bytes))
+// Copies `bytes` between device buffers (queued; the ranges must not overlap).
+PETREL_FN(int32_t, petrel_buffer_copy, (petrel_context *ctx, void *dst_dev, const void *src_dev, size_t bytes))
+
+// ---- host <-> device
+
+// Converts `count` elements of `dtype` at `host` (borrowed; quantized types: count is a
+// multiple of 32, blocks as in GGML) to fp16 at dst_dev (count elements). Returns after the
+// host bytes have been read.
+PETREL_FN(int32_t, petrel_weights_upload, (petrel_context *ctx, int32_t dtype, const void *host, int64_t count, void *dst_dev))
+// Fills `count` fp16 elements at dst_dev with uniform values in [-amplitude, amplitude] from a
+// counter-based generator keyed by `seed` (queued). For speed measurements with random weights.
+PETREL_FN(int32_t, petrel_weights_random, (petrel_context *ctx, void *dst_dev, int64_t count, uint64_t seed, float amplitude))
+// Waits for queued work, then writes `count` fp16 elements at src_dev to `host` (caller-owned,
+// `count` floats) as float32.
+PETREL_FN(int32_t, petrel_tensor_download, (petrel_context *ctx, const void *src_dev, int64_t count, float *host))
+
+// ---- operations (all queued on the context's stream; device pointers are fp16 unless stated)
+
+// out (count, dim) = rows ids[i] of table (vocab, dim). ids: host, borrowed.
+PETREL_FN(int32_t, petrel_embed_enqueue, (petrel_context *ctx, const int32_t *ids, int64_t count,
+                                          const void *table, int64_t vocab, int64_t dim, void *out))
+// out (n, d) = x * rsqrt(mean(x^2) + eps) * weight (d), per row, fp32 math. out may equal x.
+PETREL_FN(int32_t, petrel_rmsnorm_enqueue, (petrel_context *ctx, const void *x, const void *weight,
+                                            int64_t n, int64_t d, float eps, void *out))
+// out (n, m) = x (n, k) . w (m, k)^T [+ bias (m)]: cuBLAS fp16 GEMM with fp32 accumulation.
+// bias may be NULL. out must not alias x or w.
+PETREL_FN(int32_t, petrel_matmul_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
+                                           const void *w, int64_t m, const void *bias, void *out))
+// Rotate-half RoPE in place on the first `heads` heads (head_dim each) of every row of x
+// (n, row_stride). positions (n) and inv_freq (head_dim / 2): host, borrowed.
+PETREL_FN(int32_t, petrel_rope_enqueue, (petrel_context *ctx, void *x, int64_t n, int64_t row_stride,
+                                         int64_t heads, int64_t head_dim, const int32_t *positions,
+                                         const float *inv_freq))
+// Writes each new token's K and V (from qkv rows: heads q, kv_heads k, kv_heads v, head_dim
+// each) into the paged cache, then causal attention of every new token over its sequence's
+// context. k_cache / v_cache: one layer, (blocks, block_size, kv_heads, head_dim).
+// seqs (seq_count): host, borrowed. out (n, heads * head_dim). head_dim <= 192, even.
+PETREL_FN(int32_t, petrel_attention_enqueue, (petrel_context *ctx, const void *qkv, int64_t heads,
+                                              int64_t kv_heads, int64_t head_dim, void *k_cache, void *v_cache,
+                                              int64_t block_size, const petrel_attn_seq *seqs, int64_t seq_count,
+                                              float scale, void *out))
+// out (n, f) = silu(gate_up[:, :f]) * gate_up[:, f:].
+PETREL_FN(int32_t, petrel_swiglu_enqueue, (petrel_context *ctx, const void *gate_up, int64_t n, int64_t f, void *out))
+// acc += x, `count` elements.
+PETREL_FN(int32_t, petrel_add_enqueue, (petrel_context *ctx, void *acc, const void *x, int64_t count))
+// out (count, d) = rows rows[i] of x (., d). rows: host, borrowed.
+PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void *x, int64_t d,
+                                                const int32_t *rows, int64_t count, void *out))
+
+#ifdef __cplusplus
+}
+#endif
+#endif

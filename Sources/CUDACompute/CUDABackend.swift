@@ -1,0 +1,175 @@
+// CUDABackend: ComputeBackend on an NVIDIA GPU through libpetrel_cuda.so (kernels/cuda).
+// Weights are converted to fp16 once on upload; activations and the KV cache are fp16 (the
+// Tensors say .f16); every op is queued on one stream and `download` is the only wait.
+import CPetrelCUDA
+import Compute
+
+final class CUDAKVCache: KVCache {
+    let layout: KVCacheLayout
+    /// Per layer: K then V, each (blocks, blockSize, kvHeads, headDim) fp16.
+    let buffer: CUDABuffer
+    let layerBytes: Int
+
+    init(layout: KVCacheLayout, context: CUDAContext) throws {
+        self.layout = layout
+        layerBytes = layout.blockCount * layout.blockSize * layout.kvHeadCount * layout.headDim * 2
+        buffer = try CUDABuffer(context: context, byteCount: 2 * layout.layerCount * layerBytes)
+        try context.check(context.lib.bufferFill(context.handle, buffer.pointer, 0, buffer.byteCount), "clear KV cache")
+    }
+
+    func keys(_ layer: Int) -> UnsafeMutableRawPointer { buffer.pointer + 2 * layer * layerBytes }
+    func values(_ layer: Int) -> UnsafeMutableRawPointer { buffer.pointer + (2 * layer + 1) * layerBytes }
+}
+
+public final class CUDABackend: ComputeBackend, RandomWeightFilling {
+    public let name = "cuda"
+    let context: CUDAContext
+    /// The GPU's name, memory and multiprocessors, as the driver reports them.
+    public let deviceName: String
+    public let totalMemoryBytes: Int
+    public let multiprocessorCount: Int
+    /// Where the library was loaded from.
+    public var libraryPath: String { context.lib.path }
+
+    /// Loads the library (`libraryPath`, else `PETREL_CUDA_LIB`, else next to the executable)
+    /// and opens `device`. Throws CUDABackendError with a clear message when either is missing.
+    public init(libraryPath: String? = nil, device: Int = 0) throws {
+        let lib = try CUDALibrary(path: libraryPath ?? CUDALibrary.defaultPath())
+        context = try CUDAContext(lib: lib, device: device)
+        var name = [CChar](repeating: 0, count: 256)
+        var total: Int64 = 0, free: Int64 = 0
+        var sms: Int32 = 0
+        try context.check(lib.deviceDescribe(context.handle, &name, name.count, &total, &free, &sms), "describe device")
+        deviceName = String(cString: name)
+        totalMemoryBytes = Int(total)
+        multiprocessorCount = Int(sms)
+    }
+
+    private var lib: CUDALibrary { context.lib }
+    private var ctx: OpaquePointer { context.handle }
+
+    private func buffer(_ t: Tensor) -> CUDABuffer { t.storage as! CUDABuffer }
+    private func ptr(_ t: Tensor) -> UnsafeMutableRawPointer {
+        precondition(t.dtype == .f16, "the CUDA backend holds fp16 tensors only")
+        return buffer(t).pointer
+    }
+
+    private func makeTensor(_ shape: [Int]) throws -> Tensor {
+        let count = shape.reduce(1, *)
+        return Tensor(dtype: .f16, shape: shape, storage: try CUDABuffer(context: context, byteCount: count * 2))
+    }
+
+    // MARK: memory
+
+    public func upload(_ host: HostTensor) throws -> Tensor {
+        let t = try makeTensor(host.shape)
+        try context.check(lib.weightsUpload(ctx, Int32(host.dtype.rawValue), host.bytes.baseAddress, Int64(host.elementCount), ptr(t)),
+                          "upload \(host.dtype) \(host.shape)")
+        return t
+    }
+
+    public func makeRandomWeight(shape: [Int], seed: UInt64, amplitude: Float) throws -> Tensor {
+        let t = try makeTensor(shape)
+        try context.check(lib.weightsRandom(ctx, ptr(t), Int64(t.elementCount), seed, amplitude), "random weight \(shape)")
+        return t
+    }
+
+    public func makeActivation(_ shape: [Int]) -> Tensor {
+        do { return try makeTensor(shape) } catch { fatalError("\(error)") }
+    }
+
+    public func makeKVCache(_ layout: KVCacheLayout) throws -> KVCache {
+        try CUDAKVCache(layout: layout, context: context)
+    }
+
+    public func download(_ tensor: Tensor) -> [Float] {
+        var out = [Float](repeating: 0, count: tensor.elementCount)
+        out.withUnsafeMutableBufferPointer {
+            context.require(lib.tensorDownload(ctx, ptr(tensor), Int64(tensor.elementCount), $0.baseAddress), "download \(tensor.shape)")
+        }
+        return out
+    }
+
+    /// Waits for all queued work (for timing).
+    public func synchronize() throws {
+        try context.check(lib.contextSynchronize(ctx), "synchronize")
+    }
+
+    // MARK: operations
+
+    public func embed(_ ids: [Int32], table: Tensor, into out: Tensor) {
+        precondition(out.rowLength == table.rowLength && out.rowCount >= ids.count)
+        context.require(lib.embed(ctx, ids, Int64(ids.count), ptr(table), Int64(table.rowCount), Int64(table.rowLength), ptr(out)), "embed")
+    }
+
+    public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor) {
+        precondition(weight.elementCount == x.rowLength && out.elementCount == x.elementCount)
+        context.require(lib.rmsNorm(ctx, ptr(x), ptr(weight), Int64(x.rowCount), Int64(x.rowLength), eps, ptr(out)), "rmsNorm")
+    }
+
+    public func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) {
+        precondition(x.rowLength == weight.rowLength, "matmul: x has \(x.rowLength) columns, weight \(weight.rowLength)")
+        precondition(out.rowLength == weight.rowCount && out.rowCount == x.rowCount)
+        context.require(lib.matmul(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), ptr(weight), Int64(weight.rowCount),
+                                   bias.map { UnsafeRawPointer(ptr($0)) }, ptr(out)),
+                        "matmul \(x.shape) x \(weight.shape)")
+    }
+
+    public func rope(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float]) {
+        precondition(positions.count == x.rowCount && inverseFrequencies.count == headDim / 2)
+        context.require(lib.rope(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), Int64(headCount), Int64(headDim),
+                                 positions, inverseFrequencies), "rope")
+    }
+
+    public func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
+                          sequences: [AttentionSequence], scale: Float, into out: Tensor) {
+        let c = cache as! CUDAKVCache
+        precondition(qkv.rowLength == (headCount + 2 * kvHeadCount) * headDim)
+        precondition(c.layout.kvHeadCount == kvHeadCount && c.layout.headDim == headDim && layer < c.layout.layerCount)
+        for s in sequences {
+            precondition(s.blockTable.count * c.layout.blockSize >= s.contextBefore + s.tokenCount, "block table too short")
+            precondition(s.blockTable.allSatisfy { $0 >= 0 && Int($0) < c.layout.blockCount }, "block id out of range")
+        }
+        // One flat copy of all block tables, borrowed by the C structs for the call.
+        var flat: [Int32] = []
+        var offsets: [Int] = []
+        for s in sequences { offsets.append(flat.count); flat.append(contentsOf: s.blockTable) }
+        flat.withUnsafeBufferPointer { tb in
+            let seqs = sequences.enumerated().map { i, s in
+                petrel_attn_seq(token_begin: Int64(s.tokenBegin), token_count: Int64(s.tokenCount),
+                                context_before: Int64(s.contextBefore), block_table: tb.baseAddress.map { $0 + offsets[i] },
+                                block_count: Int64(s.blockTable.count))
+            }
+            context.require(lib.attention(ctx, ptr(qkv), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
+                                          c.keys(layer), c.values(layer), Int64(c.layout.blockSize),
+                                          seqs, Int64(seqs.count), scale, ptr(out)), "attention")
+        }
+    }
+
+    public func swiglu(_ gateUp: Tensor, into out: Tensor) {
+        precondition(gateUp.rowLength == 2 * out.rowLength && gateUp.rowCount == out.rowCount)
+        context.require(lib.swiglu(ctx, ptr(gateUp), Int64(out.rowCount), Int64(out.rowLength), ptr(out)), "swiglu")
+    }
+
+    public func add(_ x: Tensor, into accumulator: Tensor) {
+        precondition(x.elementCount == accumulator.elementCount)
+        context.require(lib.add(ctx, ptr(accumulator), ptr(x), Int64(x.elementCount)), "add")
+    }
+
+    public func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor) {
+        precondition(out.rowLength == x.rowLength && out.rowCount >= rows.count)
+        precondition(rows.allSatisfy { $0 >= 0 && $0 < x.rowCount }, "gatherRows: row out of range")
+        context.require(lib.gatherRows(ctx, ptr(x), Int64(x.rowLength), rows.map(Int32.init), Int64(rows.count), ptr(out)), "gatherRows")
+    }
+
+    public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {
+        let c = cache as! CUDAKVCache
+        let l = c.layout
+        precondition(from >= 0 && from < l.blockCount && to >= 0 && to < l.blockCount)
+        let blockBytes = l.blockSize * l.kvHeadCount * l.headDim * 2
+        for layer in 0..<l.layerCount {
+            context.require(lib.bufferCopy(ctx, c.keys(layer) + to * blockBytes, c.keys(layer) + from * blockBytes, blockBytes), "copyKVBlock")
+            context.require(lib.bufferCopy(ctx, c.values(layer) + to * blockBytes, c.values(layer) + from * blockBytes, blockBytes), "copyKVBlock")
+        }
+    }
+}

@@ -1,0 +1,143 @@
+// CUDALibrary: libpetrel_cuda.so opened at run time with dlopen and its C ABI resolved with dlsym
+// into typed function pointers (Sources/CPetrelCUDA/include/petrel_cuda.h). Swift never links
+// the library or the CUDA runtime, so the package builds and runs where CUDA is absent.
+import CPetrelCUDA
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why the CUDA backend could not start, worded for the command line.
+public struct CUDABackendError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The library's functions, resolved once.
+final class CUDALibrary: @unchecked Sendable {
+    let path: String
+    private let handle: UnsafeMutableRawPointer
+
+    let abiVersion: petrel_abi_version_fn
+    let contextCreate: petrel_context_create_fn
+    let contextDestroy: petrel_context_destroy_fn
+    let contextLastError: petrel_context_last_error_fn
+    let contextSynchronize: petrel_context_synchronize_fn
+    let deviceDescribe: petrel_device_describe_fn
+    let bufferAlloc: petrel_buffer_alloc_fn
+    let bufferFree: petrel_buffer_free_fn
+    let bufferFill: petrel_buffer_fill_fn
+    let bufferCopy: petrel_buffer_copy_fn
+    let weightsUpload: petrel_weights_upload_fn
+    let weightsRandom: petrel_weights_random_fn
+    let tensorDownload: petrel_tensor_download_fn
+    let embed: petrel_embed_enqueue_fn
+    let rmsNorm: petrel_rmsnorm_enqueue_fn
+    let matmul: petrel_matmul_enqueue_fn
+    let rope: petrel_rope_enqueue_fn
+    let attention: petrel_attention_enqueue_fn
+    let swiglu: petrel_swiglu_enqueue_fn
+    let add: petrel_add_enqueue_fn
+    let gatherRows: petrel_rows_gather_enqueue_fn
+
+    /// `PETREL_CUDA_LIB` when set, else libpetrel_cuda.so next to the running executable.
+    static func defaultPath() -> String {
+        if let p = ProcessInfo.processInfo.environment["PETREL_CUDA_LIB"], !p.isEmpty { return p }
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let dir = FileManager.default.fileExists(atPath: exe.path)
+            ? exe.deletingLastPathComponent().path
+            : URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        return dir + "/libpetrel_cuda.so"
+    }
+
+    init(path: String) throws {
+        self.path = path
+        guard let h = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            let reason = dlerror().map { String(cString: $0) } ?? "unknown reason"
+            throw CUDABackendError("--device cuda: cannot load libpetrel_cuda.so (\(reason)); build kernels/cuda on a machine with CUDA (make -C kernels/cuda) and put the library next to petrel or name it in PETREL_CUDA_LIB")
+        }
+        handle = h
+        func resolve<T>(_ name: String, _: T.Type) throws -> T {
+            guard let p = dlsym(h, name) else {
+                throw CUDABackendError("--device cuda: \(path) has no symbol \(name); rebuild kernels/cuda from this source tree")
+            }
+            return unsafeBitCast(p, to: T.self)
+        }
+        abiVersion = try resolve("petrel_abi_version", petrel_abi_version_fn.self)
+        let version = abiVersion()
+        guard version == PETREL_ABI_VERSION else {
+            throw CUDABackendError("--device cuda: \(path) speaks ABI version \(version), this petrel needs \(PETREL_ABI_VERSION); rebuild kernels/cuda")
+        }
+        contextCreate = try resolve("petrel_context_create", petrel_context_create_fn.self)
+        contextDestroy = try resolve("petrel_context_destroy", petrel_context_destroy_fn.self)
+        contextLastError = try resolve("petrel_context_last_error", petrel_context_last_error_fn.self)
+        contextSynchronize = try resolve("petrel_context_synchronize", petrel_context_synchronize_fn.self)
+        deviceDescribe = try resolve("petrel_device_describe", petrel_device_describe_fn.self)
+        bufferAlloc = try resolve("petrel_buffer_alloc", petrel_buffer_alloc_fn.self)
+        bufferFree = try resolve("petrel_buffer_free", petrel_buffer_free_fn.self)
+        bufferFill = try resolve("petrel_buffer_fill", petrel_buffer_fill_fn.self)
+        bufferCopy = try resolve("petrel_buffer_copy", petrel_buffer_copy_fn.self)
+        weightsUpload = try resolve("petrel_weights_upload", petrel_weights_upload_fn.self)
+        weightsRandom = try resolve("petrel_weights_random", petrel_weights_random_fn.self)
+        tensorDownload = try resolve("petrel_tensor_download", petrel_tensor_download_fn.self)
+        embed = try resolve("petrel_embed_enqueue", petrel_embed_enqueue_fn.self)
+        rmsNorm = try resolve("petrel_rmsnorm_enqueue", petrel_rmsnorm_enqueue_fn.self)
+        matmul = try resolve("petrel_matmul_enqueue", petrel_matmul_enqueue_fn.self)
+        rope = try resolve("petrel_rope_enqueue", petrel_rope_enqueue_fn.self)
+        attention = try resolve("petrel_attention_enqueue", petrel_attention_enqueue_fn.self)
+        swiglu = try resolve("petrel_swiglu_enqueue", petrel_swiglu_enqueue_fn.self)
+        add = try resolve("petrel_add_enqueue", petrel_add_enqueue_fn.self)
+        gatherRows = try resolve("petrel_rows_gather_enqueue", petrel_rows_gather_enqueue_fn.self)
+    }
+    // The handle is never closed: function pointers and buffers' deinits may outlive any owner.
+}
+
+/// One device context (stream, cuBLAS handle, memory pool). Buffers keep it alive.
+final class CUDAContext: @unchecked Sendable {
+    let lib: CUDALibrary
+    let handle: OpaquePointer
+
+    init(lib: CUDALibrary, device: Int) throws {
+        self.lib = lib
+        var ctx: OpaquePointer?
+        var message = [CChar](repeating: 0, count: 1024)
+        let status = lib.contextCreate(Int32(device), &ctx, &message, message.count)
+        guard status == 0, let ctx else {
+            throw CUDABackendError("--device cuda: no usable GPU \(device): \(String(cString: message))")
+        }
+        handle = ctx
+    }
+
+    deinit { lib.contextDestroy(handle) }
+
+    var lastError: String { lib.contextLastError(handle).map { String(cString: $0) } ?? "" }
+
+    /// Turns a failed status into a thrown error naming the operation.
+    func check(_ status: Int32, _ what: @autoclosure () -> String) throws {
+        if status != 0 { throw CUDABackendError("cuda \(what()): \(lastError) (status \(status))") }
+    }
+
+    /// For ops whose protocol signature cannot throw: a failure here is a bug or a lost device.
+    func require(_ status: Int32, _ what: @autoclosure () -> String) {
+        if status != 0 { fatalError("cuda \(what()): \(lastError) (status \(status))") }
+    }
+}
+
+/// Device memory from the context's pool, returned to it when the last reference goes.
+final class CUDABuffer: @unchecked Sendable {
+    let context: CUDAContext
+    let pointer: UnsafeMutableRawPointer
+    let byteCount: Int
+
+    init(context: CUDAContext, byteCount: Int) throws {
+        self.context = context
+        self.byteCount = byteCount
+        var p: UnsafeMutableRawPointer?
+        try context.check(context.lib.bufferAlloc(context.handle, max(byteCount, 1), &p), "alloc \(byteCount) bytes")
+        pointer = p!
+    }
+
+    deinit { context.lib.bufferFree(context.handle, pointer) }
+}

@@ -1,0 +1,310 @@
+// `petrel selftest --device cuda`: every ComputeBackend op of a device against the CPU reference
+// over several shapes (fresh random inputs, outputs poisoned with NaN before each run), then
+// whole-model logits of the tiny fixture and a random SmolLM2-shaped model. Prints one table
+// row per check and exits non-zero if any fails. This is how kernels are tested on the GPU
+// machine, which has no Swift toolchain.
+import ArgumentParser
+import CPUCompute
+import Compute
+import Foundation
+import Models
+
+struct SelfTest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "selftest", abstract: "Check a device's backend against the CPU reference, op by op and end to end.")
+
+    @Option(help: "The device to check: cuda (or cpu, which checks the reference against itself).") var device: Device = .cuda
+    @Option(help: "A small Hugging Face checkpoint folder for the end-to-end check.") var fixture = "Tests/Fixtures/tiny-llama"
+    @Option(help: "Seed for the random inputs.") var seed: UInt64 = 7
+
+    func run() throws {
+        let gpu = try device.makeBackend(exactQuantizedMath: true)
+        print("device: \(describe(gpu))")
+        var check = OpCheck(ref: CPUBackend(exactQuantizedMath: true), dev: gpu, seed: seed)
+        print("| op | shape | max rel error | tolerance | ok |")
+        print("|---|---|---|---|---|")
+        try check.all(fixture: fixture)
+        print("\(check.passed) passed, \(check.failed) failed")
+        if check.failed > 0 { throw ExitCode(1) }
+    }
+}
+
+/// Runs each op on the reference and the device from identical inputs (rounded to fp16, so both
+/// start from the same numbers) and compares: max |dev - ref| / max |ref|; NaN always fails.
+struct OpCheck {
+    let ref: ComputeBackend
+    let dev: ComputeBackend
+    var rng: SplitMix
+    var passed = 0
+    var failed = 0
+
+    init(ref: ComputeBackend, dev: ComputeBackend, seed: UInt64) {
+        self.ref = ref
+        self.dev = dev
+        rng = SplitMix(seed: seed)
+    }
+
+    // MARK: inputs
+
+    mutating func normals(_ count: Int, scale: Float = 1) -> [Float] {
+        (0..<count).map { _ in roundToHalf(rng.normal() * scale) }
+    }
+
+    /// The same values on both backends.
+    func pair(_ values: [Float], _ shape: [Int]) throws -> (Tensor, Tensor) {
+        let host = HostTensor.float32(values, shape: shape)
+        return (try ref.upload(HostTensor.float32(values, shape: shape)), try dev.upload(host))
+    }
+
+    /// Output tensors filled with NaN on both backends.
+    func poisoned(_ shape: [Int]) throws -> (Tensor, Tensor) {
+        try pair([Float](repeating: .nan, count: shape.reduce(1, *)), shape)
+    }
+
+    mutating func record(_ op: String, _ shape: String, _ a: [Float], _ b: [Float], tolerance: Float) {
+        var maxDiff: Float = 0, maxRef: Float = 0
+        var bad = a.count != b.count
+        for i in 0..<min(a.count, b.count) {
+            if !b[i].isFinite || !a[i].isFinite { bad = true; break }
+            maxDiff = max(maxDiff, abs(a[i] - b[i]))
+            maxRef = max(maxRef, abs(a[i]))
+        }
+        let err = bad ? Float.infinity : maxDiff / max(maxRef, 1e-20)
+        let ok = err <= tolerance
+        if ok { passed += 1 } else { failed += 1 }
+        print("| \(op) | \(shape) | \(bad ? "NaN/size" : String(format: "%.2e", err)) | \(String(format: "%.0e", tolerance)) | \(ok ? "ok" : "FAIL") |")
+    }
+
+    mutating func compare(_ op: String, _ shape: String, _ outs: (Tensor, Tensor), tolerance: Float) {
+        record(op, shape, ref.download(outs.0), dev.download(outs.1), tolerance: tolerance)
+    }
+
+    /// A weight of `dtype` with valid random contents: floats ~N(0, 0.05), quantized blocks with
+    /// random codes and small scales.
+    mutating func randomWeight(_ dtype: DType, rows: Int, cols: Int) -> HostTensor {
+        let count = rows * cols
+        let buffer = OwnedBuffer(byteCount: dtype.byteCount(elements: count)!)
+        let raw = buffer.mutableBytes
+        switch dtype {
+        case .f32:
+            for i in 0..<count { raw.storeBytes(of: rng.normal() * 0.05, toByteOffset: i * 4, as: Float.self) }
+        case .f16:
+            for i in 0..<count { raw.storeBytes(of: halfBits(rng.normal() * 0.05), toByteOffset: i * 2, as: UInt16.self) }
+        case .bf16:
+            for i in 0..<count { raw.storeBytes(of: UInt16((rng.normal() * 0.05).bitPattern >> 16), toByteOffset: i * 2, as: UInt16.self) }
+        case .q8_0, .q4_0, .q4_1:
+            for i in 0..<raw.count { raw[i] = UInt8(truncatingIfNeeded: rng.next()) }
+            for b in 0..<(count / 32) {
+                let base = b * dtype.blockBytes
+                raw.storeBytes(of: halfBits(Float(rng.uniform()) * 0.01 + 0.001), toByteOffset: base, as: UInt16.self)
+                if dtype == .q4_1 { raw.storeBytes(of: halfBits(-Float(rng.uniform()) * 0.05), toByteOffset: base + 2, as: UInt16.self) }
+            }
+        }
+        return HostTensor(dtype: dtype, shape: [rows, cols], bytes: UnsafeRawBufferPointer(raw), owner: buffer)
+    }
+
+    // MARK: checks
+
+    mutating func all(fixture: String) throws {
+        for (vocab, dim, count) in [(300, 64, 1), (300, 576, 17), (1000, 4096, 33)] {
+            let table = normals(vocab * dim)
+            let t = try pair(table, [vocab, dim])
+            let ids = (0..<count).map { _ in Int32(rng.below(vocab)) }
+            let out = try poisoned([count, dim])
+            ref.embed(ids, table: t.0, into: out.0)
+            dev.embed(ids, table: t.1, into: out.1)
+            compare("embed", "vocab \(vocab) dim \(dim) ids \(count)", out, tolerance: 0)
+        }
+        for (n, d, inPlace) in [(1, 64, false), (5, 576, false), (33, 4096, false), (7, 4096, true)] {
+            let x = try pair(normals(n * d), [n, d])
+            let w = try pair(normals(d, scale: 0.2).map { roundToHalf(1 + $0) }, [d])
+            let out = inPlace ? x : try poisoned([n, d])
+            ref.rmsNorm(x.0, weight: w.0, eps: 1e-5, into: out.0)
+            dev.rmsNorm(x.1, weight: w.1, eps: 1e-5, into: out.1)
+            compare("rmsNorm", "(\(n), \(d))\(inPlace ? " in place" : "")", out, tolerance: 2e-3)
+        }
+        let matmulCases: [(Int, Int, Int, DType, Bool)] = [
+            (1, 64, 128, .f16, false), (7, 576, 1536, .f16, true), (33, 4096, 512, .f16, false),
+            (1, 4096, 11008, .f16, false), (128, 4096, 4096, .f16, false), (300, 1024, 1000, .f16, false),
+            (5, 576, 1536, .f32, false), (5, 576, 1536, .bf16, false), (5, 576, 1536, .q8_0, false),
+            (5, 576, 1536, .q4_0, false), (5, 576, 1536, .q4_1, false),
+        ]
+        for (n, k, m, dtype, withBias) in matmulCases {
+            let x = try pair(normals(n * k), [n, k])
+            let host = randomWeight(dtype, rows: m, cols: k)
+            let w = (try ref.upload(host), try dev.upload(host))
+            let bias = withBias ? try pair(normals(m), [m]) : nil
+            let out = try poisoned([n, m])
+            ref.matmul(x.0, weight: w.0, bias: bias?.0, into: out.0)
+            dev.matmul(x.1, weight: w.1, bias: bias?.1, into: out.1)
+            compare("matmul", "x (\(n), \(k)) w \(dtype) (\(m), \(k))\(withBias ? " + bias" : "")", out, tolerance: 5e-3)
+        }
+        for (n, heads, kvHeads, hd) in [(3, 4, 2, 16), (17, 9, 3, 64), (33, 32, 32, 128), (5, 32, 8, 128)] {
+            let width = (heads + 2 * kvHeads) * hd
+            let x = try pair(normals(n * width), [n, width])
+            let positions = (0..<n).map { _ in Int32(rng.below(4096)) }
+            let inv = (0..<(hd / 2)).map { Float(1 / pow(10000.0, Double(2 * $0) / Double(hd))) }
+            ref.rope(x.0, headCount: heads + kvHeads, headDim: hd, positions: positions, inverseFrequencies: inv)
+            dev.rope(x.1, headCount: heads + kvHeads, headDim: hd, positions: positions, inverseFrequencies: inv)
+            compare("rope", "(\(n), \(heads)+\(kvHeads) heads x \(hd))", x, tolerance: 3e-3)
+        }
+        for (heads, kvHeads, hd, blockSize) in [(4, 2, 16, 16), (9, 3, 64, 32), (32, 32, 128, 32), (32, 8, 128, 16), (14, 2, 64, 32)] {
+            try attention(heads: heads, kvHeads: kvHeads, headDim: hd, blockSize: blockSize)
+        }
+        for (n, f) in [(1, 128), (9, 1536), (64, 11008)] {
+            let gu = try pair(normals(n * 2 * f, scale: 2), [n, 2 * f])
+            let out = try poisoned([n, f])
+            ref.swiglu(gu.0, into: out.0)
+            dev.swiglu(gu.1, into: out.1)
+            compare("swiglu", "(\(n), \(f))", out, tolerance: 3e-3)
+        }
+        for (n, d) in [(1, 63), (9, 576), (64, 4096)] {
+            let acc = try pair(normals(n * d), [n, d])
+            let x = try pair(normals(n * d), [n, d])
+            ref.add(x.0, into: acc.0)
+            dev.add(x.1, into: acc.1)
+            compare("add", "(\(n), \(d))", acc, tolerance: 2e-3)
+        }
+        for (n, d, rows) in [(5, 64, [4]), (40, 4096, [0, 39, 7, 7, 12])] {
+            let x = try pair(normals(n * d), [n, d])
+            let out = try poisoned([rows.count, d])
+            ref.gatherRows(x.0, rows: rows, into: out.0)
+            dev.gatherRows(x.1, rows: rows, into: out.1)
+            compare("gatherRows", "(\(n), \(d)) rows \(rows.count)", out, tolerance: 0)
+        }
+        try endToEnd(fixture: fixture)
+    }
+
+    /// Three steps through one paged cache: prefills of several lengths (one sequence split in
+    /// two chunks), then mixed decodes and a prefill chunk over cached prefixes, then decodes
+    /// after copyKVBlock moved one sequence's first block elsewhere.
+    mutating func attention(heads: Int, kvHeads: Int, headDim hd: Int, blockSize: Int) throws {
+        let lengths = [1, 37, 100, 300]
+        let maxTokens = 300 + 40
+        let blocksPerSeq = (maxTokens + blockSize - 1) / blockSize
+        let blockCount = lengths.count * blocksPerSeq + 1
+        var order = Array(0..<blockCount)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.below(i + 1)) }
+        var tables = (0..<lengths.count).map { s in order[(s * blocksPerSeq)..<((s + 1) * blocksPerSeq)].map(Int32.init) }
+        let spare = Int32(order[blockCount - 1])
+        let layout = KVCacheLayout(layerCount: 2, blockCount: blockCount, blockSize: blockSize, kvHeadCount: kvHeads, headDim: hd)
+        let caches = (try ref.makeKVCache(layout), try dev.makeKVCache(layout))
+        let width = (heads + 2 * kvHeads) * hd
+        let scale = 1 / Float(hd).squareRoot()
+        var context = [Int](repeating: 0, count: lengths.count)
+
+        func step(_ name: String, _ newTokens: [Int], _ me: inout OpCheck) throws {
+            var seqs: [AttentionSequence] = []
+            var begin = 0
+            for (s, count) in newTokens.enumerated() where count > 0 {
+                seqs.append(AttentionSequence(tokenBegin: begin, tokenCount: count, contextBefore: context[s], blockTable: tables[s]))
+                begin += count
+            }
+            let qkv = try me.pair(me.normals(begin * width), [begin, width])
+            let out = try me.poisoned([begin, heads * hd])
+            me.ref.attention(qkv: qkv.0, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.0, layer: 1,
+                             sequences: seqs, scale: scale, into: out.0)
+            me.dev.attention(qkv: qkv.1, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.1, layer: 1,
+                             sequences: seqs, scale: scale, into: out.1)
+            me.compare("attention", "\(heads)/\(kvHeads) heads x \(hd), block \(blockSize): \(name)", out, tolerance: 5e-3)
+            for (s, count) in newTokens.enumerated() { context[s] += count }
+        }
+        try step("prefill \(lengths.map { $0 == 300 ? 200 : $0 })", lengths.map { $0 == 300 ? 200 : $0 }, &self)
+        try step("decode x3 + chunk 100 on 200 cached", [1, 1, 1, 100], &self)
+        // Beam fork: sequence 2's first block copied to the spare block, which it reads instead.
+        ref.copyKVBlock(caches.0, from: Int(tables[2][0]), to: Int(spare))
+        dev.copyKVBlock(caches.1, from: Int(tables[2][0]), to: Int(spare))
+        tables[2][0] = spare
+        try step("decode x4 after copyKVBlock", [1, 1, 1, 1], &self)
+    }
+
+    /// Whole-model logits: the fixture checkpoint and a random SmolLM2-135M-shaped model (GQA,
+    /// head_dim 64, 30 layers), a prefill and two decode steps each.
+    mutating func endToEnd(fixture: String) throws {
+        var models: [(String, LlamaModel, LlamaModel)] = []
+        if FileManager.default.fileExists(atPath: fixture) {
+            let ckpt = try LoadedCheckpoint.open(fixture)
+            models.append((URL(fileURLWithPath: fixture).lastPathComponent,
+                           try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: ref),
+                           try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: dev)))
+        } else {
+            print("| model | \(fixture) | missing | - | FAIL |")
+            failed += 1
+        }
+        let smol = BuiltinConfig.smollm2_135m.config
+        let weights = LlamaWeights.random(config: smol, dtype: .f16, seed: 3)
+        models.append(("random smollm2-135m f16", try LlamaModel(config: smol, weights: weights, backend: ref),
+                       try LlamaModel(config: smol, weights: weights, backend: dev)))
+        for (name, a, b) in models {
+            let vocab = a.config.vocabularySize
+            let blockSize = 16, promptLength = 40
+            let layout = a.kvCacheLayout(blockCount: 4, blockSize: blockSize)
+            let caches = (try a.backend.makeKVCache(layout), try b.backend.makeKVCache(layout))
+            let table: [Int32] = [2, 0, 3, 1]
+            var tokens = (0..<promptLength).map { _ in Int32(rng.below(vocab)) }
+            var context = 0
+            for stepIndex in 0..<3 {
+                let n = tokens.count
+                let batch = ForwardBatch(tokens: tokens, positions: (0..<n).map { Int32(context + $0) },
+                                         sequences: [AttentionSequence(tokenBegin: 0, tokenCount: n, contextBefore: context, blockTable: table)],
+                                         logitRows: Array(0..<n))
+                let la = a.backend.download(a.forward(batch, cache: caches.0))
+                let lb = b.backend.download(b.forward(batch, cache: caches.1))
+                record("model logits", "\(name): \(stepIndex == 0 ? "prefill \(n)" : "decode \(stepIndex)") x \(vocab)", la, lb, tolerance: 1e-2)
+                // Greedy agreement on the last row, unless the reference's two best are within fp16 rounding.
+                let last = Array(la[((n - 1) * vocab)...]), lastDev = Array(lb[((n - 1) * vocab)...])
+                let best = last.indices.max { last[$0] < last[$1] }!, bestDev = lastDev.indices.max { lastDev[$0] < lastDev[$1] }!
+                let sorted = last.sorted(by: >)
+                let tie = sorted[0] - sorted[1] < 2e-3 * max(abs(sorted[0]), 1)
+                record("model argmax", "\(name): step \(stepIndex) (ref \(best), dev \(bestDev)\(tie ? ", near tie" : ""))",
+                       [best == bestDev || tie ? 0 : 1], [0], tolerance: 0)
+                context += n
+                tokens = [Int32(best)]
+            }
+        }
+    }
+}
+
+/// splitmix64: small, seedable, good enough for test inputs.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    /// Standard normal (Box-Muller).
+    mutating func normal() -> Float {
+        let u = max(uniform(), 1e-300), v = uniform()
+        return Float((-2 * log(u)).squareRoot() * cos(2 * Double.pi * v))
+    }
+}
+
+/// Float → IEEE half bits, round to nearest even; values past the half range become ±inf, tiny
+/// ones become subnormals or zero.
+func halfBits(_ f: Float) -> UInt16 {
+    let b = f.bitPattern
+    let sign = UInt16((b >> 16) & 0x8000)
+    if f.isNaN { return 0x7E00 }
+    let a = abs(f)
+    if a >= 65520 { return sign | 0x7C00 }
+    if a < 6.103515625e-05 {   // subnormal half: multiples of 2^-24
+        let q = (a * 16_777_216).rounded(.toNearestOrEven)
+        return sign | UInt16(q)
+    }
+    let exp = Int((b >> 23) & 0xFF) - 127 + 15
+    var man = b & 0x7F_FFFF
+    let rest = man & 0x1FFF
+    man >>= 13
+    var bits = UInt32(exp << 10) | man
+    if rest > 0x1000 || (rest == 0x1000 && (man & 1) == 1) { bits += 1 }   // may carry into the exponent: still right
+    return sign | UInt16(bits)
+}
+
+func roundToHalf(_ f: Float) -> Float { halfToFloat(halfBits(f)) }

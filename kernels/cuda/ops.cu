@@ -1,0 +1,192 @@
+// ops.cu: the element-wise and row-wise operations (embedding, RMSNorm, RoPE, SwiGLU, add, row
+// gather) and the cuBLAS matmul. fp16 in and out, fp32 arithmetic inside every kernel.
+#include "internal.h"
+
+// ---- embedding and row gather: one block per output row
+
+__global__ void gather_rows_kernel(const half *table, const int32_t *rows, int64_t dim, half *out) {
+    const half *src = table + (int64_t)rows[blockIdx.x] * dim;
+    half *dst = out + (int64_t)blockIdx.x * dim;
+    if ((dim & 7) == 0) {
+        const int4 *s = (const int4 *)src;
+        int4 *d = (int4 *)dst;
+        for (int64_t i = threadIdx.x; i < dim / 8; i += blockDim.x) d[i] = s[i];
+    } else {
+        for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = src[i];
+    }
+}
+
+// ---- RMSNorm: one block per row
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ float block_sum(float v) {
+    __shared__ float partial[32];
+    v = warp_sum(v);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();   // `partial` may still be read by a previous call
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    int warps = (blockDim.x + 31) / 32;
+    v = lane < warps ? partial[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__global__ void rmsnorm_kernel(const half *x, const half *w, int64_t d, float eps, half *out) {
+    const half *xr = x + (int64_t)blockIdx.x * d;
+    half *o = out + (int64_t)blockIdx.x * d;
+    float ss = 0;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = __half2float(xr[i]);
+        ss += v * v;
+    }
+    float scale = rsqrtf(block_sum(ss) / (float)d + eps);
+    // Each thread rewrites only the elements it read, so out may be x.
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
+        o[i] = __float2half(__half2float(xr[i]) * scale * __half2float(w[i]));
+}
+
+// ---- RoPE (rotate-half): one block per row
+
+__global__ void rope_kernel(half *x, int64_t row_stride, int heads, int head_dim, const int32_t *positions,
+                            const float *inv_freq) {
+    int half_dim = head_dim / 2;
+    half *row = x + (int64_t)blockIdx.x * row_stride;
+    float pos = (float)positions[blockIdx.x];
+    for (int idx = threadIdx.x; idx < heads * half_dim; idx += blockDim.x) {
+        int h = idx / half_dim, i = idx % half_dim;
+        float s, c;
+        sincosf(pos * inv_freq[i], &s, &c);
+        half *v = row + h * head_dim;
+        float a = __half2float(v[i]), b = __half2float(v[i + half_dim]);
+        v[i] = __float2half(a * c - b * s);
+        v[i + half_dim] = __float2half(b * c + a * s);
+    }
+}
+
+// ---- SwiGLU, add, bias
+
+__global__ void swiglu_kernel(const half *gu, int64_t n, int64_t f, half *out) {
+    int64_t total = n * f;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x) {
+        int64_t t = idx / f, i = idx % f;
+        float g = __half2float(gu[t * 2 * f + i]), u = __half2float(gu[t * 2 * f + f + i]);
+        out[idx] = __float2half(g / (1.0f + __expf(-g)) * u);
+    }
+}
+
+__global__ void add_kernel(half *acc, const half *x, int64_t count) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        acc[i] = __float2half(__half2float(acc[i]) + __half2float(x[i]));
+}
+
+__global__ void add2_kernel(half2 *acc, const half2 *x, int64_t count2) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count2; i += (int64_t)gridDim.x * blockDim.x) {
+        float2 a = __half22float2(acc[i]), b = __half22float2(x[i]);
+        acc[i] = __floats2half2_rn(a.x + b.x, a.y + b.y);
+    }
+}
+
+__global__ void bias_kernel(half *out, const half *bias, int64_t n, int64_t m) {
+    int64_t total = n * m;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x)
+        out[idx] = __float2half(__half2float(out[idx]) + __half2float(bias[idx % m]));
+}
+
+static unsigned elementwise_grid(petrel_context *ctx, int64_t count) {
+    unsigned grid = grid_for(count, 256);
+    unsigned cap = (unsigned)ctx->sm_count * 16;
+    return grid < cap ? (grid ? grid : 1) : cap;
+}
+
+static int rows_threads(int64_t d) { return d >= 2048 ? 512 : d >= 512 ? 256 : 128; }
+
+extern "C" {
+
+int32_t petrel_embed_enqueue(petrel_context *ctx, const int32_t *ids, int64_t count, const void *table, int64_t vocab,
+                             int64_t dim, void *out) {
+    if (count == 0) return PETREL_OK;
+    for (int64_t i = 0; i < count; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "embed: token id %d outside the vocabulary of %lld", ids[i], (long long)vocab);
+    void *dev_ids;
+    int32_t status = upload_scratch(ctx, ids, (size_t)count * 4, &dev_ids);
+    if (status != PETREL_OK) return status;
+    gather_rows_kernel<<<(unsigned)count, 128, 0, ctx->stream>>>((const half *)table, (const int32_t *)dev_ids, dim, (half *)out);
+    LAUNCH_CHECK(ctx);
+    return PETREL_OK;
+}
+
+int32_t petrel_rows_gather_enqueue(petrel_context *ctx, const void *x, int64_t d, const int32_t *rows, int64_t count, void *out) {
+    if (count == 0) return PETREL_OK;
+    void *dev_rows;
+    int32_t status = upload_scratch(ctx, rows, (size_t)count * 4, &dev_rows);
+    if (status != PETREL_OK) return status;
+    gather_rows_kernel<<<(unsigned)count, 128, 0, ctx->stream>>>((const half *)x, (const int32_t *)dev_rows, d, (half *)out);
+    LAUNCH_CHECK(ctx);
+    return PETREL_OK;
+}
+
+int32_t petrel_rmsnorm_enqueue(petrel_context *ctx, const void *x, const void *weight, int64_t n, int64_t d, float eps, void *out) {
+    if (n == 0) return PETREL_OK;
+    rmsnorm_kernel<<<(unsigned)n, rows_threads(d), 0, ctx->stream>>>((const half *)x, (const half *)weight, d, eps, (half *)out);
+    LAUNCH_CHECK(ctx);
+    return PETREL_OK;
+}
+
+int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m,
+                              const void *bias, void *out) {
+    if (n == 0 || m == 0) return PETREL_OK;
+    // Row-major out (n, m) is column-major out^T (m, n) = W (m, k) . X^T (k, n); W row-major (m, k)
+    // is column-major (k, m), hence OP_T on it.
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t s = cublasGemmEx(ctx->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n, (int)k, &alpha,
+                                    w, CUDA_R_16F, (int)k, x, CUDA_R_16F, (int)k, &beta,
+                                    out, CUDA_R_16F, (int)m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return fail(ctx, PETREL_ERROR_CUBLAS, "cublasGemmEx(m=%lld, n=%lld, k=%lld) failed: status %d",
+                    (long long)m, (long long)n, (long long)k, (int)s);
+    if (bias) {
+        bias_kernel<<<elementwise_grid(ctx, n * m), 256, 0, ctx->stream>>>((half *)out, (const half *)bias, n, m);
+        LAUNCH_CHECK(ctx);
+    }
+    return PETREL_OK;
+}
+
+int32_t petrel_rope_enqueue(petrel_context *ctx, void *x, int64_t n, int64_t row_stride, int64_t heads, int64_t head_dim,
+                            const int32_t *positions, const float *inv_freq) {
+    if (n == 0) return PETREL_OK;
+    if (head_dim % 2) return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "rope: odd head_dim %lld", (long long)head_dim);
+    void *dev_pos, *dev_freq;
+    int32_t status = reserve_arena(ctx, ((size_t)n * 4 + 255) / 256 * 256 + ((size_t)head_dim * 2 + 255) / 256 * 256);
+    if (status == PETREL_OK) status = upload_cached(ctx, ctx->positions_cache, positions, (size_t)n * 4, &dev_pos);
+    if (status == PETREL_OK) status = upload_cached(ctx, ctx->inv_freq_cache, inv_freq, (size_t)head_dim / 2 * 4, &dev_freq);
+    if (status != PETREL_OK) return status;
+    int threads = heads * head_dim / 2 >= 1024 ? 512 : 128;
+    rope_kernel<<<(unsigned)n, threads, 0, ctx->stream>>>((half *)x, row_stride, (int)heads, (int)head_dim,
+                                                           (const int32_t *)dev_pos, (const float *)dev_freq);
+    LAUNCH_CHECK(ctx);
+    return PETREL_OK;
+}
+
+int32_t petrel_swiglu_enqueue(petrel_context *ctx, const void *gate_up, int64_t n, int64_t f, void *out) {
+    if (n * f == 0) return PETREL_OK;
+    swiglu_kernel<<<elementwise_grid(ctx, n * f), 256, 0, ctx->stream>>>((const half *)gate_up, n, f, (half *)out);
+    LAUNCH_CHECK(ctx);
+    return PETREL_OK;
+}
+
+int32_t petrel_add_enqueue(petrel_context *ctx, void *acc, const void *x, int64_t count) {
+    if (count == 0) return PETREL_OK;
+    if (count % 2 == 0 && ((uintptr_t)acc & 3) == 0 && ((uintptr_t)x & 3) == 0)
+        add2_kernel<<<elementwise_grid(ctx, count / 2), 256, 0, ctx->stream>>>((half2 *)acc, (const half2 *)x, count / 2);
+    else
+        add_kernel<<<elementwise_grid(ctx, count), 256, 0, ctx->stream>>>((half *)acc, (const half *)x, count);
+    LAUNCH_CHECK(ctx);
+    return PETREL_OK;
+}
+
+}  // extern "C"
