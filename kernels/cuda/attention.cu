@@ -1,8 +1,10 @@
 // attention.cu: paged attention over a ragged batch. First every new token's K and V go into
-// its cache slot; then one kernel serves prefill and decode alike: a thread block takes a tile
+// its cache slot; then a tiled kernel serves prefill chunks: a thread block takes a tile
 // of up to 16 query rows (tokens x the query heads that share one KV head, so GQA reads each
 // K/V chunk once per group) and walks that sequence's context in chunks of 32 keys staged in
-// shared memory, with an online softmax in fp32.
+// shared memory, with an online softmax in fp32. Sequences with a single new token (decode)
+// take a split-K path instead (decode_attention_kernel + decode_reduce_kernel, below): their
+// context is cut into partitions of 64-512 keys, each its own thread block.
 #include "internal.h"
 
 #include <cfloat>
@@ -165,6 +167,185 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
     }
 }
 
+// Split-K ("flash-decoding") attention for sequences with one new token. blockIdx: (partition,
+// kv head, decode sequence); a partition is `part_keys` consecutive keys of the context. The
+// block's G = heads / kv_heads query heads share every K/V row it loads. L lanes take one key
+// row, each loading 16 bytes (8 halves) of it. Results per (sequence, query head, partition):
+// the unnormalized output sum p V, the partition's max score and its sum of p, combined by
+// decode_reduce_kernel.
+constexpr int kDecodeThreads = 128;
+constexpr int kDecodeMaxGroup = 8;
+
+template <int L, int MAXG>  // MAXG >= G: register arrays sized for the group
+__global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
+    const half *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const half *k_cache,
+    const half *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
+    int part_keys, int max_parts, float scale, float *part_o, float2 *part_ml) {
+    extern __shared__ float smem[];
+    const int G = heads / kv_heads;
+    const int d = blockIdx.z, kvh = blockIdx.y, part = blockIdx.x;
+    const int4 sq = seqs[decode_seqs[d]];
+    const int ctx_len = sq.z + 1;
+    const int k0 = part * part_keys;
+    if (k0 >= ctx_len) return;
+    const int n = min(part_keys, ctx_len - k0);
+    float *qs = smem;                        // G x head_dim, scaled queries
+    float *os = qs + G * head_dim;           // G x head_dim, output accumulators
+    float *ss = os + G * head_dim;           // G x part_keys, scores then probabilities
+    float *ms = ss + G * part_keys;          // G maxima
+    float *ls = ms + kDecodeMaxGroup;        // G sums
+    const int tid = threadIdx.x;
+    const int V = head_dim / 8;              // 16-byte vectors per row
+    const int kvs = kv_heads * head_dim;
+    const int32_t *table = tables + sq.w;
+
+    const half *q = qkv + (int64_t)sq.x * stride + (int64_t)kvh * G * head_dim;
+    for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+        qs[idx] = __half2float(q[idx]) * scale;
+        os[idx] = 0.f;
+    }
+    __syncthreads();
+
+    const int lane = tid % 32, warp = tid / 32, sub = lane % L;
+    constexpr int KPW = 32 / L;   // keys per warp per step
+    constexpr int KU = 4;         // key rows each lane group loads before using them
+    for (int j0 = warp * KPW * KU; j0 < n; j0 += (kDecodeThreads / 32) * KPW * KU) {   // warp-uniform
+        uint4 raw[KU];
+#pragma unroll
+        for (int u = 0; u < KU; u++) {
+            const int j = j0 + u * KPW + lane / L;
+            raw[u] = make_uint4(0u, 0u, 0u, 0u);
+            if (j < n && sub < V) {
+                const int pos = k0 + j;
+                const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+                raw[u] = *(const uint4 *)(k_cache + slot * kvs + kvh * head_dim + sub * 8);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < KU; u++) {
+            const int j = j0 + u * KPW + lane / L;
+            const half2 *h2 = (const half2 *)&raw[u];
+            float2 kf[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) kf[i] = __half22float2(h2[i]);
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) {
+                if (g < G) {
+                    float a = 0.f;
+                    if (sub < V) {
+                        const float *qq = qs + g * head_dim + sub * 8;
+#pragma unroll
+                        for (int i = 0; i < 4; i++) a += qq[2 * i] * kf[i].x + qq[2 * i + 1] * kf[i].y;
+                    }
+#pragma unroll
+                    for (int o = L / 2; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+                    if (sub == 0 && j < n) ss[g * part_keys + j] = a;
+                }
+            }
+        }
+    }
+    __syncthreads();
+
+    for (int g = warp; g < G; g += kDecodeThreads / 32) {
+        float mx = -FLT_MAX;
+        for (int j = lane; j < n; j += 32) mx = fmaxf(mx, ss[g * part_keys + j]);
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float sum = 0.f;
+        for (int j = lane; j < n; j += 32) {
+            float p = __expf(ss[g * part_keys + j] - mx);
+            ss[g * part_keys + j] = p;
+            sum += p;
+        }
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (lane == 0) {
+            ms[g] = mx;
+            ls[g] = sum;
+        }
+    }
+    __syncthreads();
+
+    constexpr int kSlices = kDecodeThreads / L;   // keys in flight per block
+    const int slice = tid / L;
+    if (sub < V) {
+        float acc[MAXG][8];
+#pragma unroll
+        for (int g = 0; g < MAXG; g++)
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[g][i] = 0.f;
+        constexpr int VU = 4;   // value rows loaded before use
+        for (int j0 = slice; j0 < n; j0 += kSlices * VU) {
+            uint4 raw[VU];
+#pragma unroll
+            for (int u = 0; u < VU; u++) {
+                const int j = j0 + u * kSlices;
+                raw[u] = make_uint4(0u, 0u, 0u, 0u);
+                if (j < n) {
+                    const int pos = k0 + j;
+                    const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+                    raw[u] = *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < VU; u++) {
+                const int j = j0 + u * kSlices;
+                if (j >= n) break;
+                const half2 *h2 = (const half2 *)&raw[u];
+                float2 vf[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) vf[i] = __half22float2(h2[i]);
+#pragma unroll
+                for (int g = 0; g < MAXG; g++) {
+                    if (g < G) {
+                        const float p = ss[g * part_keys + j];
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            acc[g][2 * i] += p * vf[i].x;
+                            acc[g][2 * i + 1] += p * vf[i].y;
+                        }
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < MAXG; g++)
+            if (g < G)
+#pragma unroll
+                for (int i = 0; i < 8; i++) atomicAdd(&os[g * head_dim + sub * 8 + i], acc[g][i]);
+    }
+    __syncthreads();
+
+    for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+        const int g = idx / head_dim, x = idx % head_dim;
+        const int64_t base = ((int64_t)d * heads + kvh * G + g) * max_parts + part;
+        part_o[base * head_dim + x] = os[idx];
+    }
+    if (tid < G) {
+        const int64_t base = ((int64_t)d * heads + kvh * G + tid) * max_parts + part;
+        part_ml[base] = make_float2(ms[tid], ls[tid]);
+    }
+}
+
+// Combines the partitions of decode_attention_kernel. blockIdx: (decode sequence, query head).
+__global__ void decode_reduce_kernel(const int4 *seqs, const int32_t *decode_seqs, int heads, int head_dim,
+                                     int part_keys, int max_parts, const float *part_o, const float2 *part_ml,
+                                     half *out, int64_t out_stride) {
+    const int d = blockIdx.x, h = blockIdx.y;
+    const int4 sq = seqs[decode_seqs[d]];
+    const int parts = (sq.z + 1 + part_keys - 1) / part_keys;
+    const int64_t base = ((int64_t)d * heads + h) * max_parts;
+    float mx = -FLT_MAX;
+    for (int p = 0; p < parts; p++) mx = fmaxf(mx, part_ml[base + p].x);
+    float total = 0.f;
+    for (int p = 0; p < parts; p++) total += part_ml[base + p].y * __expf(part_ml[base + p].x - mx);
+    const float inv = total > 0.f ? 1.f / total : 0.f;
+    half *o = out + (int64_t)sq.x * out_stride + (int64_t)h * head_dim;
+    for (int x = threadIdx.x; x < head_dim; x += blockDim.x) {
+        float a = 0.f;
+        for (int p = 0; p < parts; p++) a += part_o[(base + p) * head_dim + x] * __expf(part_ml[base + p].x - mx);
+        o[x] = __float2half(a * inv);
+    }
+}
+
 }  // namespace
 
 extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv, int64_t heads, int64_t kv_heads,
@@ -179,23 +360,34 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv
     int group_heads = group;   // query heads per tile: the largest divisor of the group <= 16
     while (group_heads > kRows || group % group_heads) group_heads--;
     const int tile_tokens = kRows / group_heads;
+    // Sequences with one new token go to the split-K decode kernel (16-byte K/V loads need
+    // head_dim % 8 == 0; its registers hold up to kDecodeMaxGroup query heads per KV head).
+    const bool split_decode = head_dim % 8 == 0 && group <= kDecodeMaxGroup;
+    auto is_decode = [&](const petrel_attn_seq &q) { return split_decode && q.token_count == 1; };
 
-    // Metadata blob (int32): seqs (4 each) | block tables | slot of every row | tiles (2 each).
-    int64_t rows = 0, table_total = 0, tile_count = 0;
+    // Metadata blob (int32): seqs (4 each) | block tables | slot of every row | tiles (2 each) |
+    // indices of the decode sequences.
+    int64_t rows = 0, table_total = 0, tile_count = 0, decode_count = 0, max_context = 0;
     for (int64_t s = 0; s < seq_count; s++) {
         const petrel_attn_seq &q = seqs[s];
         if (q.block_count * block_size < q.context_before + q.token_count)
             return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "attention: sequence %lld's block table is too short", (long long)s);
         rows = rows > q.token_begin + q.token_count ? rows : q.token_begin + q.token_count;
         table_total += q.block_count;
-        tile_count += (q.token_count + tile_tokens - 1) / tile_tokens;
+        if (is_decode(q)) {
+            decode_count++;
+            max_context = max_context > q.context_before + 1 ? max_context : q.context_before + 1;
+        } else {
+            tile_count += (q.token_count + tile_tokens - 1) / tile_tokens;
+        }
     }
-    if (tile_count == 0) return PETREL_OK;
+    if (tile_count == 0 && decode_count == 0) return PETREL_OK;
     // One padding int keeps the tiles (read as int2) 8-byte aligned.
     const int64_t pad = (seq_count * 4 + table_total + rows) % 2;
-    std::vector<int32_t> blob((size_t)(seq_count * 4 + table_total + rows + pad + tile_count * 2));
+    std::vector<int32_t> blob((size_t)(seq_count * 4 + table_total + rows + pad + tile_count * 2 + decode_count));
     int32_t *seq_part = blob.data(), *table_part = seq_part + seq_count * 4, *slot_part = table_part + table_total,
-            *tile_part = slot_part + rows + pad;
+            *tile_part = slot_part + rows + pad, *decode_part = tile_part + tile_count * 2;
+    int64_t decode_index = 0;
     for (int64_t i = 0; i < rows; i++) slot_part[i] = -1;
     int64_t table_offset = 0, tile = 0;
     for (int64_t s = 0; s < seq_count; s++) {
@@ -210,6 +402,10 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv
             int64_t pos = q.context_before + i;
             slot_part[q.token_begin + i] = (int32_t)(q.block_table[pos / block_size] * block_size + pos % block_size);
         }
+        if (is_decode(q)) {
+            decode_part[decode_index++] = (int32_t)s;
+            continue;
+        }
         for (int64_t first = 0; first < q.token_count; first += tile_tokens) {
             tile_part[tile * 2] = (int32_t)s;
             tile_part[tile * 2 + 1] = (int32_t)first;
@@ -223,11 +419,72 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv
     const int4 *d_seqs = (const int4 *)d_blob;
     const int32_t *d_tables = d_blob + seq_count * 4, *d_slots = d_tables + table_total;
     const int2 *d_tiles = (const int2 *)(d_slots + rows + pad);
+    const int32_t *d_decode = (const int32_t *)(d_tiles + tile_count);
 
     const int64_t stride = (heads + 2 * kv_heads) * head_dim;
     kv_write_kernel<<<(unsigned)rows, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
                                                               (int)head_dim, d_slots, (half *)k_cache, (half *)v_cache);
     LAUNCH_CHECK(ctx);
+
+    if (decode_count > 0) {
+        // Partition size: the largest of 512, 256, 128, 64 keys that still gives about two
+        // blocks per SM, so a small batch spreads its long contexts over the whole card.
+        int part_keys = 512;
+        auto blocks_for = [&](int pk) {
+            int64_t b = 0;
+            for (int64_t s = 0; s < seq_count; s++)
+                if (is_decode(seqs[s])) b += (seqs[s].context_before + 1 + pk - 1) / pk;
+            return b * kv_heads;
+        };
+        while (part_keys > 64 && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
+        // Balance: as many partitions as that size needs for the longest context, of equal
+        // length (rounded up to 32 keys), so a 530-key context splits 288 + 242, not 512 + 18.
+        {
+            const int64_t parts = (max_context + part_keys - 1) / part_keys;
+            const int64_t even = (max_context + parts - 1) / parts;
+            part_keys = (int)((even + 31) / 32 * 32);
+        }
+        const int max_parts = (int)((max_context + part_keys - 1) / part_keys);
+        const size_t entries = (size_t)(decode_count * heads * max_parts);
+        const size_t need = entries * (size_t)head_dim * 4 + entries * 8;
+        if (need > ctx->decode_partials_bytes) {
+            if (ctx->decode_partials) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_partials, ctx->stream));
+            ctx->decode_partials = nullptr;
+            ctx->decode_partials_bytes = 0;
+            size_t grow = need * 2;
+            CUDA_TRY(ctx, cudaMallocAsync(&ctx->decode_partials, grow, ctx->stream));
+            ctx->decode_partials_bytes = grow;
+        }
+        float2 *part_ml = (float2 *)ctx->decode_partials;
+        float *part_o = (float *)(part_ml + entries);
+        const size_t smem = (size_t)(2 * group * head_dim + group * part_keys + 2 * kDecodeMaxGroup) * 4;
+        dim3 dgrid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
+        const int vecs = (int)(head_dim / 8);
+#define DLAUNCH(L, G)                                                                                        \
+    decode_attention_kernel<L, G><<<dgrid, kDecodeThreads, smem, ctx->stream>>>(                            \
+        (const half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const half *)k_cache,          \
+        (const half *)v_cache, (int)block_size, d_seqs, d_tables, d_decode, part_keys, max_parts, scale, part_o, part_ml)
+#define DLAUNCH_G(L)                 \
+    do {                             \
+        if (group == 1) DLAUNCH(L, 1);      \
+        else if (group == 2) DLAUNCH(L, 2); \
+        else if (group <= 4) DLAUNCH(L, 4); \
+        else DLAUNCH(L, 8);                 \
+    } while (0)
+        if (vecs <= 2) DLAUNCH_G(2);
+        else if (vecs <= 4) DLAUNCH_G(4);
+        else if (vecs <= 8) DLAUNCH_G(8);
+        else if (vecs <= 16) DLAUNCH_G(16);
+        else DLAUNCH_G(32);
+#undef DLAUNCH_G
+#undef DLAUNCH
+        LAUNCH_CHECK(ctx);
+        decode_reduce_kernel<<<dim3((unsigned)decode_count, (unsigned)heads), 64, 0, ctx->stream>>>(
+            d_seqs, d_decode, (int)heads, (int)head_dim, part_keys, max_parts, part_o, part_ml, (half *)out,
+            heads * head_dim);
+        LAUNCH_CHECK(ctx);
+    }
+    if (tile_count == 0) return PETREL_OK;
 
     dim3 grid((unsigned)tile_count, (unsigned)(kv_heads * (group / group_heads)));
 #define LAUNCH(NT)                                                                                             \

@@ -112,6 +112,7 @@ void petrel_context_destroy(petrel_context *ctx) {
     if (ctx->cublas) cublasDestroy(ctx->cublas);
     if (ctx->cublas_workspace) cudaFree(ctx->cublas_workspace);
     if (ctx->scratch) cudaFree(ctx->scratch);
+    if (ctx->decode_partials) cudaFree(ctx->decode_partials);
     if (ctx->staging) cudaFreeHost(ctx->staging);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     delete ctx;

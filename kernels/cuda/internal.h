@@ -35,6 +35,9 @@ struct petrel_context {
     size_t arena_bytes = 0;
     size_t arena_used = 0;
     UploadCache positions_cache, inv_freq_cache, attention_cache;
+    // Split-K decode attention's per-partition results (fp32), grown on demand, stream-ordered.
+    void *decode_partials = nullptr;
+    size_t decode_partials_bytes = 0;
     int sm_count = 0;
 };
 
