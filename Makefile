@@ -6,7 +6,7 @@ MAX_TOKENS ?= 64
 RELEASE_FLAGS := -c release
 BIN := .build/release/petrel
 
-.PHONY: setup model build release generate test fixtures bench-cpu clean
+.PHONY: setup model build release generate serve test test-swift test-clients fixtures clean
 
 setup:
 	@scripts/setup.sh
@@ -23,9 +23,20 @@ release: setup
 generate: model release
 	$(BIN) generate --prompt "$(PROMPT)" --max-tokens $(MAX_TOKENS)
 
-test: model
+serve: model release
+	$(BIN) serve
+
+test: test-swift test-clients
+
+test-swift: model
 	swift build --build-tests
 	swift test --skip-build --parallel --num-workers 2
+
+# The real clients (tritonclient, curl, openai) against a real `petrel serve` on loopback.
+test-clients: model
+	scripts/setup-clients.sh
+	swift build --product petrel
+	python3 -m pytest -q Tests/clients
 
 fixtures:
 	scripts/setup-reference.sh

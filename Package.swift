@@ -18,6 +18,15 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0", traits: []),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         .target(name: "Compute"),
@@ -34,8 +43,35 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Engine", "Compute", "CPUCompute", "Checkpoints", "Tokenization", "Models"]),
         // Triton / KServe v2 protocol messages, generated from protos/ by scripts/generate-protos.sh.
         .target(name: "TritonProtos", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        // Triton's core: model repository, lifecycle, schedulers, built-in backends (see docs/ARCHITECTURE.md).
+        .target(name: "Serving", dependencies: ["TritonProtos", "Runtime", "Engine", "Models", "Tokenization", "Checkpoints", "Compute",
+                                                .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        // Prometheus text exposition (registry, Triton / TensorRT-LLM families, /proc figures); no dependencies.
+        .target(name: "Telemetry"),
+        // Triton's HTTP endpoint (KServe v2 + generate extension, 8000) and the /metrics endpoint (8002, Serving's
+        // figures through Telemetry), on Hummingbird.
+        .target(name: "HTTPFrontend", dependencies: [
+            "Serving", "TritonProtos", "Telemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
+        // Triton's gRPC endpoint (inference.GRPCInferenceService + grpc.health.v1.Health on 8001);
+        // Generated/ holds the service stubs written by scripts/generate-protos.sh.
+        .target(name: "GRPCFrontend", dependencies: [
+            "Serving", "TritonProtos",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
         .executableTarget(name: "petrel", dependencies: [
             "Runtime", "Engine", "CPUCompute", "CUDACompute", "Checkpoints", "Tokenization", "Models",
+            "Serving", "HTTPFrontend", "GRPCFrontend", "Telemetry",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ComputeTests", dependencies: ["Compute"]),
@@ -46,7 +82,22 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Tokenization"]),
+        .testTarget(name: "GRPCFrontendTests", dependencies: [
+            "GRPCFrontend", "Serving", "TritonProtos",
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+        ]),
         .testTarget(name: "TritonProtosTests", dependencies: ["TritonProtos", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "CPUCompute", "Runtime", "Engine", "Tokenization", "TritonProtos"]),
+        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"]),
+        .testTarget(name: "HTTPFrontendTests", dependencies: [
+            "HTTPFrontend", "Serving", "TritonProtos", "Telemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v5]
 )

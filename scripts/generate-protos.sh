@@ -11,9 +11,8 @@
 #      repository ($PETREL_PROTOC_PLUGINS, default /tmp/petrel-protoc-plugins), so the
 #      project's own package never depends on the generators;
 #   3. writes message code for every proto into Sources/TritonProtos/ and the gRPC service
-#      stubs (client + server) into protos/generated-grpc/. The stubs need GRPCCore and
-#      GRPCProtobuf, which the package does not depend on yet, so they stay outside
-#      Sources/ until the gRPC frontend target is added; they `import TritonProtos` for the
+#      stubs (client + server) into Sources/GRPCFrontend/Generated/ (target GRPCFrontend,
+#      which depends on GRPCCore and GRPCProtobuf); the stubs `import TritonProtos` for the
 #      message types;
 #   4. encodes each test fixture Tests/Fixtures/pbtxt/*/config.pbtxt with protoc's own (C++)
 #      text-format parser into config.binpb next to it: the tests check that Petrel's Swift
@@ -29,7 +28,7 @@ GRPC_SWIFT_PROTOBUF_VERSION="2.4.1"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PLUGINS="${PETREL_PROTOC_PLUGINS:-/tmp/petrel-protoc-plugins}"
 MESSAGES_OUT="$ROOT/Sources/TritonProtos"
-GRPC_OUT="$ROOT/protos/generated-grpc"
+GRPC_OUT="$ROOT/Sources/GRPCFrontend/Generated"
 PROTOS=(model_config.proto grpc_service.proto health.proto)
 SERVICE_PROTOS=(grpc_service.proto health.proto)
 
@@ -97,7 +96,7 @@ mkdir -p "$MESSAGES_OUT" "$GRPC_OUT"
 rm -f "$MESSAGES_OUT"/*.pb.swift "$GRPC_OUT"/*.grpc.swift
 cp "$TMP/messages"/*.pb.swift "$MESSAGES_OUT/"
 cp "$TMP/grpc"/*.grpc.swift "$GRPC_OUT/"
-log "wrote $(cd "$ROOT" && ls Sources/TritonProtos/*.pb.swift protos/generated-grpc/*.grpc.swift | tr '\n' ' ')"
+log "wrote $(cd "$ROOT" && ls Sources/TritonProtos/*.pb.swift Sources/GRPCFrontend/Generated/*.grpc.swift | tr '\n' ' ')"
 
 # 4. wire goldens for the config fixtures
 for fixture in "$ROOT"/Tests/Fixtures/pbtxt/*/config.pbtxt; do

@@ -18,6 +18,18 @@ enum DefaultModel {
         }
         return path
     }
+
+    /// The default model's Triton repository in the cache, written on first use.
+    static func repository() throws -> String {
+        let model = try resolve()
+        let dir = cacheDirectory + "/repository"
+        if !FileManager.default.fileExists(atPath: dir + "/ensemble/config.pbtxt") {
+            _ = try RepositoryTemplate.write(modelPath: model, outputDirectory: dir)
+        }
+        return dir
+    }
 }
+
+import Serving
 
 import ArgumentParser

@@ -1,0 +1,487 @@
+// KServeResponder: the HTTP endpoint of port 8000. Every route of Triton's HTTP/REST API
+// (KServe v2 plus Triton's extensions) answered with Triton's JSON shapes and status codes;
+// errors are {"error": "..."}. It talks to the server core only through InferenceService.
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Serving
+import Synchronization
+import SwiftProtobuf
+import TritonProtos
+
+/// Request context carrying the connection, so handlers can notice the client going away.
+public struct FrontendRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.channel = source.channel
+    }
+}
+
+struct KServeResponder: HTTPResponder {
+    typealias Context = FrontendRequestContext
+
+    let service: any InferenceService
+    let options: HTTPFrontendOptions
+    /// Restricted group -> the header it needs.
+    let restrictions: [APIGroup: (name: HTTPField.Name, headerName: String, value: String)]
+    let logging: LoggingState
+
+    init(service: any InferenceService, options: HTTPFrontendOptions) {
+        self.service = service
+        self.options = options
+        var r: [APIGroup: (name: HTTPField.Name, headerName: String, value: String)] = [:]
+        for rule in options.restrictedAPIs {
+            guard let name = HTTPField.Name(rule.headerName) else { continue }
+            for g in rule.groups { r[g] = (name, rule.headerName, rule.headerValue) }
+        }
+        self.restrictions = r
+        self.logging = LoggingState(options.initialLogging)
+    }
+
+    func respond(to request: Request, context: Context) async throws -> Response {
+        guard let route = Route(path: request.uri.path) else {
+            return Self.error(.notFound, "Not Found")
+        }
+        if let rule = restrictions[route.group], request.headers[rule.name] != rule.value {
+            return Self.error(.forbidden, "This API is restricted, expecting header '\(rule.headerName)'")
+        }
+        guard route.allows(request.method) else {
+            return Self.error(.methodNotAllowed, "Method Not Allowed")
+        }
+        do {
+            return try await handle(route, request, context)
+        } catch let e as ServingError {
+            return Self.error(Self.status(e.status), e.message)
+        } catch is CancellationError {
+            return Self.error(.badRequest, "request was cancelled")
+        } catch {
+            return Self.error(.internalServerError, "\(error)")
+        }
+    }
+
+    private func handle(_ route: Route, _ request: Request, _ context: Context) async throws -> Response {
+        switch route {
+        case .serverMetadata:
+            let m = service.serverMetadata()
+            return Self.json(.object(JSONObject([
+                ("name", .string(m.name)), ("version", .string(m.version)),
+                ("extensions", .array(m.extensions.map { .string($0) })),
+            ])))
+
+        case .health(let live):
+            let ok = live ? service.isLive() : service.isReady()
+            return Response(status: ok ? .ok : .badRequest)
+
+        case .modelReady(let model, let version):
+            guard !model.isEmpty else { return Self.error(.badRequest, "Missing model name in ModelReady request") }
+            return service.isModelReady(model, version: version)
+                ? Response(status: .ok) : Self.error(.badRequest, "Model version not ready")
+
+        case .modelMetadata(let model, let version):
+            return Self.json(Self.metadataJSON(try service.modelMetadata(model, version: version)))
+
+        case .modelConfig(let model, let version):
+            let config = try service.modelConfig(model, version: version)
+            return Self.json(bytes: try Self.configJSON(config))
+
+        case .modelStats(let model, let version):
+            let stats = try service.modelStatistics(model, version: version)
+            return Self.json(.object(JSONObject([("model_stats", .array(stats.map(Self.statisticsJSON)))])))
+
+        case .infer(let model, let version):
+            return try await infer(request, context, model: model, version: version)
+
+        case .generate(let model, let version, let stream):
+            let inputs = try service.inputsForGenerate(model, version: version)
+            let json = try Self.parseJSON(try await readBody(request), allowEmpty: true) ?? .object(JSONObject())
+            let infer = try GenerateCoding.decodeRequest(json, inputs: inputs, model: model, version: version)
+            if stream { return try await generateStream(infer, context) }
+            let service = self.service
+            let response = try await Self.untilDisconnect(context) { try await service.infer(infer) }
+            return Self.json(bytes: try GenerateCoding.encodeResponse(response))
+
+        case .repositoryIndex(let repository):
+            guard repository.isEmpty else { throw Self.repositoryNameUnsupported }
+            var readyOnly = false
+            if let json = try Self.parseJSON(try await readBody(request), allowEmpty: true),
+               let ready = json["ready"] {
+                guard case .bool(let b) = ready else { throw badRequest("Invalid value for 'ready': expected a boolean") }
+                readyOnly = b
+            }
+            let index = service.repositoryIndex(readyOnly: readyOnly)
+            return Self.json(.array(index.map { m in
+                var o = JSONObject([("name", .string(m.name))])
+                if !m.version.isEmpty { o.members.append(("version", .string(m.version))) }
+                o.members.append(("state", .string(m.state)))
+                if !m.reason.isEmpty { o.members.append(("reason", .string(m.reason))) }
+                return .object(o)
+            }))
+
+        case .repositoryLoad(let repository, let model):
+            guard repository.isEmpty else { throw Self.repositoryNameUnsupported }
+            var config: String?
+            if let json = try Self.parseJSON(try await readBody(request), allowEmpty: true),
+               let params = json["parameters"] {
+                guard case .object(let p) = params else { throw badRequest("Unable to parse 'parameters'") }
+                for (key, value) in p.members {
+                    guard case .string(let s) = value else {
+                        throw badRequest("Unable to parse parameter '\(key)': expected a string")
+                    }
+                    if key == "config" {
+                        config = s
+                    } else if key.hasPrefix("file:") {
+                        throw ServingError(.notImplemented, "load parameter '\(key)': model files in the load request are not supported")
+                    }
+                }
+            }
+            try await service.loadModel(model, config: config)
+            return Self.emptyJSONResponse()
+
+        case .repositoryUnload(let repository, let model):
+            guard repository.isEmpty else { throw Self.repositoryNameUnsupported }
+            var dependents = false
+            if let json = try Self.parseJSON(try await readBody(request), allowEmpty: true),
+               let value = json["parameters"]?["unload_dependents"] {
+                guard case .bool(let b) = value else {
+                    throw badRequest("Unable to parse 'unload_dependents': expected a boolean")
+                }
+                dependents = b
+            }
+            try await service.unloadModel(model, unloadDependents: dependents)
+            return Self.emptyJSONResponse()
+
+        case .logging:
+            if request.method == .post {
+                let body = try await readBody(request)
+                guard case .object(let o)? = try Self.parseJSON(body, allowEmpty: false) else {
+                    throw badRequest("logging request must be a JSON object")
+                }
+                let updated = try logging.settings.withLock { settings -> LoggingSettings in
+                    settings = try Self.applyLogging(o, to: settings)
+                    return settings
+                }
+                options.onLoggingChange?(updated)
+            }
+            return Self.json(Self.loggingJSON(logging.settings.withLock { $0 }))
+
+        case .trace, .modelTrace:
+            guard request.method == .get else {
+                throw ServingError(.notImplemented, "trace settings cannot be changed: tracing is not supported by this server")
+            }
+            return Self.json(.object(JSONObject([
+                ("trace_level", .array([.string("OFF")])), ("trace_rate", .string("1000")),
+                ("trace_count", .string("-1")), ("log_frequency", .string("0")),
+                ("trace_file", .string("")), ("trace_mode", .string("triton")),
+            ])))
+
+        case .sharedMemory(let cuda, let region, let action):
+            let kind = cuda ? "CUDA" : "system"
+            switch action {
+            case .status:
+                guard region.isEmpty else {
+                    throw badRequest("Unable to find \(kind) shared memory region: '\(region)'")
+                }
+                return Self.json(.array([]))
+            case .register:
+                throw ServingError(.notImplemented, "\(kind) shared memory is not supported by this server")
+            case .unregister:
+                return Self.emptyJSONResponse()
+            }
+        }
+    }
+
+    // MARK: infer
+
+    private func infer(_ request: Request, _ context: Context, model: String, version: String) async throws -> Response {
+        if let encoding = request.headers[.contentEncoding], !encoding.isEmpty, encoding != "identity" {
+            throw badRequest("Unsupported content-encoding '\(encoding)', only 'identity' is supported.")
+        }
+        var headerLength: Int?
+        if let name = HTTPField.Name("Inference-Header-Content-Length"), let text = request.headers[name] {
+            guard let n = Int(text.trimmingSpaces) else {
+                throw badRequest("Unable to parse Inference-Header-Content-Length, got: \(text)")
+            }
+            headerLength = n
+        }
+        let body = try await readBody(request)
+        let (inferRequest, format) = try body.withUnsafeReadableBytes {
+            try InferCoding.decodeRequest($0, headerLength: headerLength, model: model, version: version)
+        }
+        let service = self.service
+        let response = try await Self.untilDisconnect(context) { try await service.infer(inferRequest) }
+        let (bytes, jsonLength) = try InferCoding.encodeResponse(response, format: format)
+        var headers: HTTPFields = [:]
+        if let jsonLength {
+            headers[.contentType] = "application/octet-stream"
+            headers[HTTPField.Name("Inference-Header-Content-Length")!] = String(jsonLength)
+        } else {
+            headers[.contentType] = "application/json"
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    // MARK: generate_stream
+
+    private enum StreamEvent: Sendable {
+        case data([UInt8])
+        case failure(HTTPResponse.Status, String)
+    }
+
+    /// Server-Sent Events, one `data: {json}\n\n` per response, written as each arrives. The
+    /// status is that of the first event (an error before any output answers with the error's
+    /// status, as Triton does). The client going away cancels the request.
+    private func generateStream(_ request: InferRequest, _ context: Context) async throws -> Response {
+        let stream = try service.inferStream(request)
+        let queue = EventQueue<StreamEvent>()
+        let pump = Task {
+            do {
+                for try await response in stream {
+                    // A flag-only final response (no outputs) carries nothing to send.
+                    if response.outputs.isEmpty && response.parameters.isEmpty { continue }
+                    queue.push(.data(try GenerateCoding.encodeResponse(response)))
+                }
+            } catch let e as ServingError {
+                queue.push(.failure(Self.status(e.status), e.message))
+            } catch is CancellationError {
+            } catch {
+                queue.push(.failure(.internalServerError, "\(error)"))
+            }
+            queue.finish()
+        }
+        let observer = await ClientDisconnectObserver.on(context.channel)
+        let token = observer?.register { pump.cancel() }
+        let stop: @Sendable () -> Void = {
+            pump.cancel()
+            if let token { observer?.remove(token) }
+        }
+
+        let first = await withTaskCancellationHandler { await queue.next() } onCancel: { pump.cancel() }
+        var status = HTTPResponse.Status.ok
+        if case .failure(let s, _)? = first { status = s }
+        let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8"]
+        return Response(status: status, headers: headers, body: ResponseBody { writer in
+            defer { stop() }
+            var event = first
+            while let e = event {
+                switch e {
+                case .data(let json): try await writer.write(Self.sse(json))
+                case .failure(_, let message): try await writer.write(Self.sse(GenerateCoding.errorJSON(message)))
+                }
+                event = await queue.next()
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    private static func sse(_ json: [UInt8]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(json.count + 8)
+        buffer.writeString("data: ")
+        buffer.writeBytes(json)
+        buffer.writeString("\n\n")
+        return buffer
+    }
+
+    // MARK: helpers
+
+    /// Runs `operation`, cancelling it if the client disconnects first.
+    private static func untilDisconnect<T: Sendable>(_ context: Context,
+                                                     _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        guard let observer = await ClientDisconnectObserver.on(context.channel) else { return try await operation() }
+        return try await observer.run(operation)
+    }
+
+    /// The body, at most `maxBodyBytes` (Triton answers larger ones 400).
+    private func readBody(_ request: Request) async throws -> ByteBuffer {
+        let limit = options.maxBodyBytes
+        func tooLarge(_ size: Int?) -> ServingError {
+            let what = size.map { "request JSON size of \($0) bytes" } ?? "request body"
+            return badRequest("\(what) exceeds the maximum allowed input size of \(limit) bytes. Use --http-max-input-size to increase the limit.")
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            throw tooLarge(length)
+        }
+        do {
+            return try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw tooLarge(nil)
+        }
+    }
+
+    /// nil for an empty body when `allowEmpty`.
+    private static func parseJSON(_ body: ByteBuffer, allowEmpty: Bool) throws -> JSON? {
+        if body.readableBytes == 0 {
+            if allowEmpty { return nil }
+            throw badRequest("failed to parse the request JSON buffer: the body is empty")
+        }
+        do {
+            return try body.withUnsafeReadableBytes {
+                try JSONParser.parse(buffer: $0.assumingMemoryBound(to: UInt8.self))
+            }
+        } catch let e as JSONParseError {
+            throw badRequest("failed to parse the request JSON buffer: \(e.message) at offset \(e.offset)")
+        }
+    }
+
+    private static let repositoryNameUnsupported = ServingError(.notImplemented, "'repository_name' specification is not supported")
+
+    static func status(_ s: ServingError.Status) -> HTTPResponse.Status { HTTPResponse.Status(code: s.rawValue) }
+
+    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: GenerateCoding.errorJSON(message))))
+    }
+
+    static func json(_ value: JSON) -> Response { json(bytes: JSONWriter.encode(value)) }
+
+    static func json(bytes: [UInt8]) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func emptyJSONResponse() -> Response {
+        Response(status: .ok, headers: [.contentType: "application/json"])
+    }
+
+    static func metadataJSON(_ m: ModelMetadata) -> JSON {
+        func tensors(_ list: [TensorMetadata]) -> JSON {
+            .array(list.map { t in
+                .object(JSONObject([("name", .string(t.name)), ("datatype", .string(t.datatype.rawValue)),
+                                    ("shape", .array(t.shape.map { .int(Int64($0)) }))]))
+            })
+        }
+        return .object(JSONObject([
+            ("name", .string(m.name)), ("versions", .array(m.versions.map { .string($0) })),
+            ("platform", .string(m.platform)), ("inputs", tensors(m.inputs)), ("outputs", tensors(m.outputs)),
+        ]))
+    }
+
+    static func statisticsJSON(_ s: ModelStatistics) -> JSON {
+        func duration(_ d: ModelStatistics.Duration) -> JSON {
+            .object(JSONObject([("count", .uint64(d.count)), ("ns", .uint64(d.ns))]))
+        }
+        return .object(JSONObject([
+            ("name", .string(s.name)), ("version", .string(s.version)),
+            ("last_inference", .uint64(s.lastInference)), ("inference_count", .uint64(s.inferenceCount)),
+            ("execution_count", .uint64(s.executionCount)),
+            ("inference_stats", .object(JSONObject([
+                ("success", duration(s.success)), ("fail", duration(s.fail)), ("queue", duration(s.queue)),
+                ("compute_input", duration(s.computeInput)), ("compute_infer", duration(s.computeInfer)),
+                ("compute_output", duration(s.computeOutput)),
+                ("cache_hit", duration(.init())), ("cache_miss", duration(.init())),
+            ]))),
+            ("response_stats", .object(JSONObject())), ("batch_stats", .array([])), ("memory_usage", .array([])),
+        ]))
+    }
+
+    /// The model configuration as Triton's HTTP endpoint writes it: protobuf JSON with proto
+    /// field names, 64-bit integers as numbers, and (like protobuf's
+    /// always_print_primitive_fields) the scalar and list fields clients read present even when
+    /// they hold their default.
+    static func configJSON(_ config: Inference_ModelConfig) throws -> [UInt8] {
+        var options = JSONEncodingOptions()
+        options.preserveProtoFieldNames = true
+        options.alwaysPrintInt64sAsNumbers = true
+        let text = try config.jsonString(options: options)
+        guard case .object(var root) = try JSONParser.parse(Array(text.utf8)) else {
+            throw ServingError(.internalError, "model configuration did not encode as a JSON object")
+        }
+        root.addDefaults([
+            ("name", .string("")), ("platform", .string("")), ("backend", .string("")), ("runtime", .string("")),
+            ("max_batch_size", .int(0)), ("input", .array([])), ("output", .array([])),
+            ("batch_input", .array([])), ("batch_output", .array([])), ("instance_group", .array([])),
+            ("default_model_filename", .string("")), ("cc_model_filenames", .object(JSONObject())),
+            ("metric_tags", .object(JSONObject())), ("parameters", .object(JSONObject())),
+            ("model_warmup", .array([])),
+        ])
+        root.mapArray("input") {
+            $0.addDefaults([
+                ("name", .string("")), ("data_type", .string("TYPE_INVALID")), ("format", .string("FORMAT_NONE")),
+                ("dims", .array([])), ("is_shape_tensor", .bool(false)), ("allow_ragged_batch", .bool(false)),
+                ("optional", .bool(false)), ("is_non_linear_format_io", .bool(false)),
+            ])
+        }
+        root.mapArray("output") {
+            $0.addDefaults([
+                ("name", .string("")), ("data_type", .string("TYPE_INVALID")), ("dims", .array([])),
+                ("label_filename", .string("")), ("is_shape_tensor", .bool(false)),
+                ("is_non_linear_format_io", .bool(false)),
+            ])
+        }
+        if case .object(var policy)? = root["model_transaction_policy"] {
+            policy.addDefaults([("decoupled", .bool(false))])
+            root.set("model_transaction_policy", .object(policy))
+        }
+        return JSONWriter.encode(.object(root))
+    }
+
+    static func loggingJSON(_ s: LoggingSettings) -> JSON {
+        .object(JSONObject([
+            ("log_file", .string(s.logFile)), ("log_info", .bool(s.logInfo)), ("log_warning", .bool(s.logWarning)),
+            ("log_error", .bool(s.logError)), ("log_verbose_level", .int(s.logVerboseLevel)),
+            ("log_format", .string(s.logFormat)),
+        ]))
+    }
+
+    static func applyLogging(_ o: JSONObject, to settings: LoggingSettings) throws -> LoggingSettings {
+        var s = settings
+        for (key, value) in o.members {
+            switch (key, value) {
+            case ("log_file", .string(let v)): s.logFile = v
+            case ("log_info", .bool(let v)): s.logInfo = v
+            case ("log_warning", .bool(let v)): s.logWarning = v
+            case ("log_error", .bool(let v)): s.logError = v
+            case ("log_verbose_level", .int(let v)) where v >= 0: s.logVerboseLevel = v
+            case ("log_format", .string(let v)) where v == "default" || v == "ISO8601": s.logFormat = v
+            case ("log_file", _), ("log_info", _), ("log_warning", _), ("log_error", _),
+                 ("log_verbose_level", _), ("log_format", _):
+                throw badRequest("Unable to parse '\(key)'")
+            default:
+                throw badRequest("Logging setting '\(key)' is not supported")
+            }
+        }
+        return s
+    }
+}
+
+/// The logging settings a server keeps between requests.
+final class LoggingState: Sendable {
+    let settings: Mutex<LoggingSettings>
+    init(_ initial: LoggingSettings) { settings = Mutex(initial) }
+}
+
+extension JSON {
+    /// A UInt64 statistic: an .int while it fits.
+    static func uint64(_ v: UInt64) -> JSON { v <= UInt64(Int64.max) ? .int(Int64(v)) : .uint(v) }
+}
+
+extension JSONObject {
+    mutating func addDefaults(_ defaults: [(String, JSON)]) {
+        for (key, value) in defaults where self[key] == nil { members.append((key, value)) }
+    }
+
+    mutating func set(_ key: String, _ value: JSON) {
+        if let i = members.firstIndex(where: { $0.key == key }) { members[i].value = value } else { members.append((key, value)) }
+    }
+
+    mutating func mapArray(_ key: String, _ transform: (inout JSONObject) -> Void) {
+        guard case .array(let items)? = self[key] else { return }
+        set(key, .array(items.map { item in
+            guard case .object(var o) = item else { return item }
+            transform(&o)
+            return .object(o)
+        }))
+    }
+}
+
+extension String {
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while s.first == " " { s.removeFirst() }
+        while s.last == " " { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,426 @@
+// InferenceServer: Triton's core in one object. It scans the model repository, loads and
+// unloads models (control modes none / poll / explicit), routes requests to loaded versions
+// with Triton's input checks, keeps per-version statistics, and shuts down gracefully.
+// Frontends drive it through `InferenceService`; Telemetry reads `metricsSnapshot()`.
+import Dispatch
+import Engine
+import Foundation
+import Tokenization
+import TritonProtos
+
+public final class InferenceServer: InferenceService, ServingMetricsSource, ChatTemplating, ModelHost, @unchecked Sendable {
+    public let options: ServerOptions
+    let tokenizers = TokenizerStore()
+    let lifecycle = AsyncLock()
+    let registry = Locked(Registry())
+
+    /// A loaded version.
+    final class Slot: @unchecked Sendable {
+        let name: String
+        let version: Int64
+        let model: ServedModel
+        let config: Inference_ModelConfig
+        let signature: ModelSignature
+        let recorder: StatisticsRecorder
+        let dependencies: [String]
+        /// Guarded by the registry lock.
+        var inflight = 0
+        var ready = true
+
+        init(name: String, version: Int64, model: ServedModel, config: Inference_ModelConfig, recorder: StatisticsRecorder, dependencies: [String]) {
+            self.name = name
+            self.version = version
+            self.model = model
+            self.config = config
+            signature = ModelSignature(config)
+            self.recorder = recorder
+            self.dependencies = dependencies
+        }
+    }
+
+    struct Record {
+        var name: String
+        var state = "UNAVAILABLE"
+        var reason = "not loaded"
+        /// Loaded versions (ready, or unloading while they drain).
+        var slots: [Int64: Slot] = [:]
+        var fingerprint: String?
+        /// The server means this model to be loaded (strict readiness counts it).
+        var wanted = false
+    }
+
+    struct Registry {
+        var records: [String: Record] = [:]
+        var started = false
+        var shuttingDown = false
+        var pollTask: Task<Void, Never>?
+    }
+
+    public init(options: ServerOptions) {
+        self.options = options
+    }
+
+    // MARK: starting and stopping
+
+    /// Scans the repositories and loads the models the control mode asks for (explicit: the
+    /// startup models). A model that fails is UNAVAILABLE with its reason; the call throws only
+    /// when a repository is unreadable, or with exitOnError when a model failed.
+    public func start() async throws {
+        let (entries, duplicates) = try ModelRepositoryScanner.scan(options.modelRepositories)
+        var names: [String]
+        if options.modelControlMode == .explicit {
+            names = options.startupModels.contains("*") ? Array(entries.keys) : options.startupModels
+        } else {
+            names = Array(entries.keys)
+        }
+        names = Array(Set(names)).sorted()
+        var failures: [String] = []
+        await lifecycle.run {
+            for (name, reason) in duplicates { setFailed(name, reason, fingerprint: nil) }
+            for name in names where duplicates[name] == nil {
+                do {
+                    try await loadLocked(name, override: nil, chain: [], entries: entries)
+                } catch {
+                    failures.append("\(Self.publicError(error))")
+                }
+            }
+        }
+        registry.withLock { $0.started = true }
+        if options.modelControlMode == .poll {
+            let interval = max(options.repositoryPollSeconds, 0.05)
+            let task = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(nanoseconds: UInt64(interval * 1e9))
+                    guard let self, !Task.isCancelled else { return }
+                    await self.poll()
+                }
+            }
+            registry.withLock { $0.pollTask = task }
+        }
+        if options.exitOnError && !failures.isEmpty {
+            throw ServingError(.internalError, "models failed to load: " + failures.joined(separator: "; "))
+        }
+    }
+
+    /// Stops accepting requests (503), lets in-flight ones finish for up to `gracePeriod`
+    /// seconds, then cancels the rest and releases every model.
+    public func shutdown(gracePeriod: Double) async {
+        let poll = registry.withLock { r -> Task<Void, Never>? in
+            r.shuttingDown = true
+            defer { r.pollTask = nil }
+            return r.pollTask
+        }
+        poll?.cancel()
+        let slots = registry.withLock { $0.records.values.flatMap { $0.slots.values } }
+        await drain(slots, timeout: gracePeriod)
+        for slot in slots { await slot.model.shutdown() }
+    }
+
+    /// Waits until no request holds the slots, for at most `timeout` seconds.
+    func drain(_ slots: [Slot], timeout: Double) async {
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(timeout, 0) * 1e9)
+        while registry.withLock({ _ in slots.contains { $0.inflight > 0 } }) && DispatchTime.now().uptimeNanoseconds < deadline {
+            try? await Task.sleep(nanoseconds: 5_000_000)
+        }
+    }
+
+    // MARK: routing
+
+    /// The ready version `version` ("" or "-1": the latest) of `name`.
+    func readySlot(_ r: Registry, _ name: String, _ version: String) throws -> Slot {
+        if r.shuttingDown { throw ServingError(.unavailable, "the server is shutting down") }
+        guard let rec = r.records[name] else {
+            throw ServingError(.notFound, "unknown model: '\(name)' is not found")
+        }
+        if version.isEmpty || version == "-1" {
+            guard let slot = rec.slots.values.filter(\.ready).max(by: { $0.version < $1.version }) else {
+                throw ServingError(.unavailable, "model '\(name)' is not ready\(rec.reason.isEmpty ? "" : ": \(rec.reason)")")
+            }
+            return slot
+        }
+        guard let v = Int64(version) else { throw ServingError(.badRequest, "model version '\(version)' is not a number") }
+        guard let slot = rec.slots[v] else {
+            throw ServingError(.notFound, "unknown version \(version) of model '\(name)'")
+        }
+        guard slot.ready else { throw ServingError(.unavailable, "version \(version) of model '\(name)' is unloading") }
+        return slot
+    }
+
+    func lease(_ name: String, version: String) throws -> ModelLease {
+        let slot = try registry.withLock { r -> Slot in
+            let slot = try readySlot(r, name, version)
+            slot.inflight += 1
+            return slot
+        }
+        return ModelLease(name: name, version: String(slot.version), model: slot.model, config: slot.config,
+                          signature: slot.signature, recorder: slot.recorder) { [weak self] in
+            self?.registry.withLock { _ in slot.inflight -= 1 }
+        }
+    }
+
+    func run(_ request: InferRequest, context: RequestContext) throws -> AsyncThrowingStream<InferResponse, Error> {
+        try run(request, context: context, publicErrors: false)
+    }
+
+    private func run(_ request: InferRequest, context: RequestContext, publicErrors: Bool) throws -> AsyncThrowingStream<InferResponse, Error> {
+        var context = context
+        context.arrivalNanoseconds = StatisticsRecorder.now()
+        let lease = try self.lease(request.modelName, version: request.modelVersion)
+        let recorder = lease.recorder
+        let arrival = context.arrivalNanoseconds
+        recorder.requestStarted()
+        let checked: ModelRequest
+        do {
+            checked = try lease.signature.check(request, modelName: lease.name, context: context)
+        } catch {
+            recorder.requestFinished(success: false, arrival: arrival)
+            lease.release()
+            throw error
+        }
+        let upstream = lease.model.execute(checked)
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                var first = true, success = false
+                do {
+                    for try await var response in upstream {
+                        if first {
+                            recorder.firstResponse(arrival: arrival)
+                            first = false
+                        }
+                        response.modelName = lease.name
+                        response.modelVersion = lease.version
+                        response.id = request.id
+                        continuation.yield(response)
+                    }
+                    success = !Task.isCancelled
+                    if success {
+                        continuation.finish()
+                    } else {
+                        continuation.finish(throwing: ServingError(.unavailable, "the request was cancelled"))
+                    }
+                } catch {
+                    continuation.finish(throwing: publicErrors ? Self.publicError(error) : error)
+                }
+                recorder.requestFinished(success: success, arrival: arrival)
+                lease.release()
+            }
+            continuation.onTermination = { termination in
+                if case .cancelled = termination { task.cancel() }
+            }
+        }
+    }
+
+    /// Request-level parameters Triton reads: "timeout" (microseconds), "priority".
+    private func context(for request: InferRequest, streaming: Bool) -> RequestContext {
+        var c = RequestContext()
+        c.allowStreaming = streaming
+        if case .int(let t)? = request.parameters["timeout"], t > 0 { c.timeoutMicroseconds = UInt64(t) }
+        if case .int(let p)? = request.parameters["priority"], p > 0 { c.priority = Int(clamping: p) }
+        return c
+    }
+
+    /// The error a frontend reports: a ServingError with Triton's status.
+    static func publicError(_ error: Error) -> ServingError {
+        switch error {
+        case let e as ServingError: return e
+        case let e as InputError: return ServingError(.badRequest, e.description)
+        case let e as ModelLoadError: return ServingError(.badRequest, e.description)
+        case let e as EngineError:
+            if case .invalidParameter(let field, let message) = e { return ServingError(.badRequest, InputError(field, message).description) }
+            return ServingError(e == .shutDown ? .unavailable : .badRequest, e.description)
+        case is CancellationError: return ServingError(.unavailable, "the request was cancelled")
+        default: return ServingError(.internalError, "\(error)")
+        }
+    }
+
+    // MARK: InferenceService
+
+    public func serverMetadata() -> ServerMetadata {
+        ServerMetadata(name: options.serverName, version: options.serverVersion, extensions: options.extensions)
+    }
+
+    public func isLive() -> Bool { true }
+
+    public func isReady() -> Bool {
+        registry.withLock { r in
+            guard r.started && !r.shuttingDown else { return false }
+            guard options.strictReadiness else { return true }
+            return r.records.values.filter(\.wanted).allSatisfy { rec in rec.slots.values.contains(where: \.ready) && rec.reason.isEmpty }
+        }
+    }
+
+    public func isModelReady(_ name: String, version: String) -> Bool {
+        registry.withLock { r in
+            guard let slot = try? readySlot(r, name, version) else { return false }
+            return slot.dependencies.allSatisfy { dep in r.records[dep]?.slots.values.contains(where: \.ready) ?? false }
+        }
+    }
+
+    public func modelMetadata(_ name: String, version: String) throws -> ModelMetadata {
+        try registry.withLock { r in
+            let slot = try readySlot(r, name, version)
+            let versions = r.records[name]!.slots.values.filter(\.ready).map(\.version).sorted().map(String.init)
+            let platform = slot.config.platform.isEmpty ? slot.config.backend : slot.config.platform
+            return ModelMetadata(name: name, versions: versions, platform: platform,
+                                 inputs: slot.signature.metadata(slot.signature.inputs),
+                                 outputs: slot.signature.metadata(slot.signature.outputs))
+        }
+    }
+
+    public func modelConfig(_ name: String, version: String) throws -> Inference_ModelConfig {
+        try registry.withLock { r in try readySlot(r, name, version).config }
+    }
+
+    public func modelStatistics(_ name: String, version: String) throws -> [ModelStatistics] {
+        try registry.withLock { r in
+            if name.isEmpty {
+                return r.records.keys.sorted().flatMap { n in
+                    r.records[n]!.slots.values.sorted { $0.version < $1.version }.map(\.recorder.statistics)
+                }
+            }
+            if version.isEmpty || version == "-1" {
+                guard let rec = r.records[name] else { throw ServingError(.notFound, "unknown model: '\(name)' is not found") }
+                guard !rec.slots.isEmpty else { throw ServingError(.unavailable, "model '\(name)' is not loaded") }
+                return rec.slots.values.sorted { $0.version < $1.version }.map(\.recorder.statistics)
+            }
+            return [try readySlot(r, name, version).recorder.statistics]
+        }
+    }
+
+    public func infer(_ request: InferRequest) async throws -> InferResponse {
+        let stream: AsyncThrowingStream<InferResponse, Error>
+        do {
+            stream = try run(request, context: context(for: request, streaming: false), publicErrors: true)
+        } catch {
+            throw Self.publicError(error)
+        }
+        var result: InferResponse?
+        var count = 0
+        for try await response in stream {
+            if response.outputs.isEmpty && result != nil {
+                result?.parameters.merge(response.parameters) { $1 }
+                continue
+            }
+            count += 1
+            if count > 1 {
+                throw ServingError(.badRequest, "model '\(request.modelName)' sent several responses to one request; use the streaming route (generate_stream or gRPC streaming)")
+            }
+            result = response
+        }
+        if Task.isCancelled { throw ServingError(.unavailable, "the request was cancelled") }
+        guard var result else { throw ServingError(.internalError, "model '\(request.modelName)' sent no response") }
+        result.isFinal = true
+        return result
+    }
+
+    public func inferStream(_ request: InferRequest) throws -> AsyncThrowingStream<InferResponse, Error> {
+        do {
+            return try run(request, context: context(for: request, streaming: true), publicErrors: true)
+        } catch {
+            throw Self.publicError(error)
+        }
+    }
+
+    public func repositoryIndex(readyOnly: Bool) -> [RepositoryModel] {
+        let names = Set(((try? ModelRepositoryScanner.scan(options.modelRepositories))?.entries.keys).map(Array.init) ?? [])
+        return registry.withLock { r in
+            var rows: [RepositoryModel] = []
+            for name in names.union(r.records.keys).sorted() {
+                let rec = r.records[name] ?? Record(name: name)
+                if rec.slots.isEmpty {
+                    rows.append(RepositoryModel(name: name, version: "", state: rec.state, reason: rec.reason))
+                } else {
+                    for slot in rec.slots.values.sorted(by: { $0.version < $1.version }) {
+                        rows.append(RepositoryModel(name: name, version: String(slot.version),
+                                                    state: slot.ready ? "READY" : "UNLOADING", reason: slot.ready ? rec.reason : ""))
+                    }
+                }
+            }
+            return readyOnly ? rows.filter { $0.state == "READY" } : rows
+        }
+    }
+
+    public func inputsForGenerate(_ name: String, version: String) throws -> [TensorMetadata] {
+        try registry.withLock { r in
+            let slot = try readySlot(r, name, version)
+            return slot.signature.metadata(slot.signature.inputs)
+        }
+    }
+
+    // MARK: chat templates
+
+    public func renderChat(model: String, messages: [ChatTurn], addGenerationPrompt: Bool) throws -> String {
+        do {
+            guard let tokenizer = try tokenizer(behind: model, depth: 0) else {
+                throw ServingError(.badRequest, "model '\(model)' has no tokenizer to take a chat template from")
+            }
+            return try tokenizer.applyChatTemplate(messages.map { ChatMessage(role: $0.role, content: $0.content) },
+                                                   addGenerationPrompt: addGenerationPrompt).text
+        } catch let e as ServingError {
+            throw e
+        } catch {
+            throw ServingError(.badRequest, "chat template of model '\(model)': \(error)")
+        }
+    }
+
+    /// The tokenizer of a model, or of the first step of an ensemble that has one.
+    private func tokenizer(behind name: String, depth: Int) throws -> Tokenizer? {
+        let lease = try self.lease(name, version: "")
+        defer { lease.release() }
+        if let t = (lease.model as? TokenizingModel)?.textTokenizer { return t }
+        guard depth < 4, let ensemble = lease.model as? EnsembleModel else { return nil }
+        for step in ensemble.steps {
+            if let t = try tokenizer(behind: step.model, depth: depth + 1) { return t }
+        }
+        return nil
+    }
+
+    // MARK: metrics
+
+    public func metricsSnapshot() -> ServingMetricsSnapshot {
+        let slots = registry.withLock { r in
+            r.records.keys.sorted().flatMap { n in r.records[n]!.slots.values.sorted { $0.version < $1.version } }
+        }
+        return ServingMetricsSnapshot(models: slots.map { s in
+            s.recorder.snapshot(llm: s.model.llmMetrics, enginePending: s.model.pendingCount)
+        })
+    }
+}
+
+/// A lock for async code: one holder at a time, FIFO.
+final class AsyncLock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var locked = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func run<T>(_ body: () async throws -> T) async rethrows -> T {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            if acquireOrEnqueue(c) { c.resume() }
+        }
+        defer { releaseNext()?.resume() }
+        return try await body()
+    }
+
+    /// True when the lock was free and is now held; else `c` waits in line.
+    private func acquireOrEnqueue(_ c: CheckedContinuation<Void, Never>) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if locked {
+            waiters.append(c)
+            return false
+        }
+        locked = true
+        return true
+    }
+
+    /// Hands the lock to the next waiter (returned, to resume), or frees it.
+    private func releaseNext() -> CheckedContinuation<Void, Never>? {
+        lock.lock()
+        defer { lock.unlock() }
+        if waiters.isEmpty {
+            locked = false
+            return nil
+        }
+        return waiters.removeFirst()
+    }
+}

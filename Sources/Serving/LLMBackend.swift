@@ -1,0 +1,582 @@
+// The LLM backend: TensorRT-LLM's `tensorrt_llm` model (backend "tensorrtllm" or "petrel").
+// One Engine (in-flight batching over a paged KV cache) per model instance, sharing the
+// weights. Tensors in and out follow TensorRT-LLM's inflight_batcher_llm model: input_ids,
+// input_lengths, request_output_len, sampling inputs, stop / bad word lists → output_ids,
+// sequence_length, cum_log_probs, output_log_probs. Decoupled mode streams one response per
+// engine step. The BLS model drives the same engines through `generate`.
+import Compute
+import Engine
+import Foundation
+import Models
+import Runtime
+import Synchronization
+import Tokenization
+import TritonProtos
+
+/// One sequence to generate.
+struct Generation: Sendable {
+    var prompt: [Int32]
+    var parameters: SamplingParameters
+    var stop: StopConditions
+    var priority = 0
+}
+
+/// A submitted sequence: its outputs, and how to end it early.
+struct GenerationHandle: Sendable {
+    var stream: AsyncThrowingStream<RequestOutput, Error>
+    var cancel: @Sendable () -> Void
+}
+
+/// Input names that differ between the `tensorrt_llm` model and the text-level models
+/// (ensemble, BLS); the first name present wins.
+struct GenerationInputNames: Sendable {
+    var maxTokens: String
+    var topK: [String]
+    var topP: [String]
+    var lengthPenalty: [String]
+    var streaming: [String]
+
+    static let tensorrtLLM = GenerationInputNames(maxTokens: "request_output_len", topK: ["runtime_top_k"], topP: ["runtime_top_p"],
+                                                  lengthPenalty: ["len_penalty"], streaming: ["streaming"])
+    static let text = GenerationInputNames(maxTokens: "max_tokens", topK: ["top_k"], topP: ["top_p"],
+                                           lengthPenalty: ["length_penalty"], streaming: ["stream"])
+}
+
+extension ModelRequest {
+    func firstInt(_ names: [String], item: Int) throws -> (String, Int64)? {
+        for n in names { if let v = try int(n, item: item) { return (n, v) } }
+        return nil
+    }
+    func firstDouble(_ names: [String], item: Int) throws -> (String, Double)? {
+        for n in names { if let v = try double(n, item: item) { return (n, v) } }
+        return nil
+    }
+    func firstBool(_ names: [String], item: Int) throws -> Bool? {
+        for n in names { if let v = try bool(n, item: item) { return v } }
+        return nil
+    }
+}
+
+/// Item `item`'s sampling and stopping settings, TensorRT-LLM's way: with neither top_k nor
+/// top_p given (or top_k = 1) decoding is greedy whatever the temperature; temperature
+/// defaults to 1. Word lists and the prompt are read by the caller.
+func parseSampling(_ r: ModelRequest, item: Int, names: GenerationInputNames, defaultEndID: Int32?) throws -> (SamplingParameters, StopConditions) {
+    var p = SamplingParameters()
+    var s = StopConditions()
+    guard let (_, maxTokens) = try r.firstInt([names.maxTokens], item: item) else {
+        throw InputError(names.maxTokens, "is required")
+    }
+    guard maxTokens >= 1 else { throw InputError(names.maxTokens, "must be >= 1, got \(maxTokens)") }
+    s.maxTokens = Int(clamping: maxTokens)
+
+    let topK = try r.firstInt(names.topK, item: item)
+    let topP = try r.firstDouble(names.topP, item: item)
+    let temperature = try r.firstDouble(["temperature"], item: item)
+    if let (n, k) = topK, k < 0 { throw InputError(n, "must be >= 0, got \(k)") }
+    if let (n, v) = topP, !(v >= 0 && v <= 1) { throw InputError(n, "must be in [0, 1], got \(v)") }
+    if let (n, t) = temperature, !(t.isFinite && t >= 0) { throw InputError(n, "must be a finite number >= 0, got \(t)") }
+    let k = topK?.1 ?? 0, pp = topP?.1 ?? 0
+    let greedy = (k == 0 && pp == 0) || k == 1 || (temperature?.1 ?? 1) == 0
+    if !greedy {
+        p.temperature = Float(temperature?.1 ?? 1)
+        p.topK = Int(clamping: k)
+        p.topP = pp > 0 ? Float(pp) : 1
+    }
+    if let (n, v) = try r.firstDouble(["min_p", "runtime_min_p"], item: item) {
+        guard v >= 0 && v <= 1 else { throw InputError(n, "must be in [0, 1], got \(v)") }
+        p.minP = Float(v)
+    }
+    if let (n, v) = try r.firstDouble(["repetition_penalty"], item: item) {
+        guard v.isFinite && v > 0 else { throw InputError(n, "must be a finite number > 0, got \(v)") }
+        p.repetitionPenalty = Float(v)
+    }
+    if let v = try r.double("presence_penalty", item: item) {
+        guard v.isFinite else { throw InputError("presence_penalty", "must be finite, got \(v)") }
+        p.presencePenalty = Float(v)
+    }
+    if let v = try r.double("frequency_penalty", item: item) {
+        guard v.isFinite else { throw InputError("frequency_penalty", "must be finite, got \(v)") }
+        p.frequencyPenalty = Float(v)
+    }
+    if let (n, v) = try r.firstDouble(names.lengthPenalty, item: item) {
+        guard v.isFinite else { throw InputError(n, "must be finite, got \(v)") }
+        p.lengthPenalty = Float(v)
+    }
+    if let v = try r.bool("early_stopping", item: item) { p.earlyStopping = v }
+    if let (n, w) = try r.firstInt(["beam_width"], item: item) {
+        guard w >= 1 else { throw InputError(n, "must be >= 1, got \(w)") }
+        p.beamWidth = Int(clamping: w)
+    }
+    if let (_, seed) = try r.firstInt(["seed", "random_seed"], item: item) { p.seed = UInt64(bitPattern: seed) }
+    if let v = try r.bool("return_log_probs", item: item) { p.returnLogProbs = v }
+    if let (n, v) = try r.firstInt(["min_tokens", "min_length"], item: item) {
+        guard v >= 0 && v <= maxTokens else { throw InputError(n, "must be in [0, \(names.maxTokens)], got \(v)") }
+        s.minTokens = Int(v)
+    }
+    if let (_, e) = try r.firstInt(["end_id"], item: item) {
+        s.endID = e >= 0 ? Int32(clamping: e) : nil      // TensorRT-LLM: end_id -1 never ends
+    } else {
+        s.endID = defaultEndID
+    }
+    if let (_, pad) = try r.firstInt(["pad_id"], item: item) { s.padID = Int32(clamping: pad) }
+    if let (n, v) = try r.firstInt(["num_return_sequences"], item: item), v > 1 {
+        throw InputError(n, "greater than 1 is not supported by Petrel (got \(v))")
+    }
+    return (p, s)
+}
+
+/// The model's settings from config.pbtxt (TensorRT-LLM's parameter names).
+struct LLMSettings {
+    var modelPath: String
+    var instanceCount: Int
+    var decoupled: Bool
+    var excludeInputInOutput: Bool
+    var maxBatchSize: Int
+    var maxBeamWidth: Int
+    var maxNumTokens: Int
+    var policy: SchedulerConfig.Policy
+    var enableKVCacheReuse: Bool
+    var enableChunkedContext: Bool
+    var blockSize: Int
+    var freeMemoryFraction: Double
+    var maxTokensInPagedKVCache: Int?
+    var queuePolicy: BatcherSettings.QueuePolicy
+
+    init(config: Inference_ModelConfig, parameters: ModelParameters, directory: String, version: Int64) throws {
+        let source = parameters.source
+        if let (_, path) = parameters.path(["gpt_model_path", "model_path", "engine_dir"], relativeTo: directory) {
+            modelPath = path
+        } else if let found = Self.checkpointIn(directory + "/\(version)") {
+            modelPath = found
+        } else {
+            throw source.parameterError("gpt_model_path", "is required (a GGUF file or a Hugging Face checkpoint folder), or put a .gguf file in \(directory)/\(version)/")
+        }
+        instanceCount = max(1, config.instanceGroup.reduce(0) { $0 + Int(max($1.count, 1)) })
+        decoupled = config.modelTransactionPolicy.decoupled
+        excludeInputInOutput = try parameters.bool("exclude_input_in_output", default: false)
+        maxBatchSize = config.maxBatchSize > 0 ? Int(config.maxBatchSize) : 64
+        maxBeamWidth = try parameters.int("max_beam_width") ?? 1
+        guard maxBeamWidth >= 1 else { throw source.parameterError("max_beam_width", "must be >= 1") }
+        maxNumTokens = try parameters.int("max_num_tokens") ?? 8192
+        guard maxNumTokens >= 1 else { throw source.parameterError("max_num_tokens", "must be >= 1") }
+        if let s = parameters.string("batch_scheduler_policy") {
+            guard let p = SchedulerConfig.Policy(rawValue: s) else {
+                throw source.parameterError("batch_scheduler_policy", "'\(s)' is not one of max_utilization, guaranteed_no_evict")
+            }
+            policy = p
+        } else {
+            policy = .guaranteedNoEvict
+        }
+        enableKVCacheReuse = try parameters.bool("enable_kv_cache_reuse", default: false)
+        enableChunkedContext = try parameters.bool("enable_chunked_context", default: false)
+        blockSize = try parameters.int("tokens_per_block") ?? 32
+        guard blockSize >= 1 else { throw source.parameterError("tokens_per_block", "must be >= 1") }
+        freeMemoryFraction = try parameters.double("kv_cache_free_gpu_mem_fraction") ?? 0.9
+        guard freeMemoryFraction > 0 && freeMemoryFraction <= 1 else {
+            throw source.parameterError("kv_cache_free_gpu_mem_fraction", "must be in (0, 1], got \(freeMemoryFraction)")
+        }
+        maxTokensInPagedKVCache = try parameters.int("max_tokens_in_paged_kv_cache")
+        if let t = maxTokensInPagedKVCache, t < 1 { throw source.parameterError("max_tokens_in_paged_kv_cache", "must be >= 1") }
+        if case .dynamicBatching(let d)? = config.schedulingChoice, d.hasDefaultQueuePolicy {
+            queuePolicy = BatcherSettings.QueuePolicy(d.defaultQueuePolicy)
+        } else {
+            queuePolicy = BatcherSettings.QueuePolicy()
+        }
+    }
+
+    /// A checkpoint inside a version folder: a .gguf file, or the folder itself when it holds config.json.
+    static func checkpointIn(_ folder: String) -> String? {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: folder + "/config.json") { return folder }
+        let files = (try? fm.contentsOfDirectory(atPath: folder)) ?? []
+        return files.sorted().first { $0.hasSuffix(".gguf") }.map { folder + "/" + $0 }
+    }
+}
+
+final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
+    let bundle: ModelBundle
+    let settings: LLMSettings
+    let engines: [Engine]
+    let schedulerConfig: SchedulerConfig
+    let recorder: StatisticsRecorder
+    var tokenizer: Tokenizer { bundle.tokenizer }
+    var textTokenizer: Tokenizer? { bundle.tokenizer }
+    var vocabularySize: Int { bundle.model.config.vocabularySize }
+    /// The tokenizer's end-of-sequence id: the default end_id.
+    let defaultEndID: Int32?
+
+    private struct Counters {
+        var metrics = LLMMetrics()
+    }
+    private let counters = Mutex(Counters())
+    /// Client request id → the engine requests it runs (for TensorRT-LLM's `stop` input).
+    private let running = Mutex<[String: [(engine: Int, id: String)]]>([:])
+
+    /// Inputs this backend reads; any other input given with content is refused.
+    static let handledInputs: Set<String> = [
+        "input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "beam_width", "temperature",
+        "runtime_top_k", "runtime_top_p", "min_p", "runtime_min_p", "len_penalty", "early_stopping", "repetition_penalty",
+        "min_tokens", "min_length", "presence_penalty", "frequency_penalty", "seed", "random_seed", "return_log_probs",
+        "exclude_input_in_output", "streaming", "stop", "stop_words_list", "bad_words_list", "num_return_sequences",
+    ]
+
+    init(settings: LLMSettings, backend: ComputeBackend, kvCacheMemoryBytes: Int, recorder: StatisticsRecorder,
+         tokenizers: TokenizerStore) throws {
+        self.settings = settings
+        self.recorder = recorder
+        bundle = try ModelBundle(path: settings.modelPath, backend: backend)
+        tokenizers.insert(bundle.tokenizer, at: settings.modelPath)
+        let model = bundle.model
+        let maxSequence = model.config.maxPositions
+        let bytesPerBlock = model.kvCacheLayout(blockCount: 1, blockSize: settings.blockSize).bytesPerBlock
+        let budget = Int(Double(kvCacheMemoryBytes) * settings.freeMemoryFraction) / settings.instanceCount
+        // Never more than every running request at full context needs.
+        let cap = settings.maxBatchSize * maxSequence * settings.maxBeamWidth / settings.instanceCount
+        let tokens = min(settings.maxTokensInPagedKVCache.map { $0 / settings.instanceCount } ?? cap, cap)
+        let blocks = KVCacheSizing.blockCount(budgetBytes: budget, bytesPerBlock: bytesPerBlock, blockSize: settings.blockSize,
+                                              maxTokens: max(tokens, settings.blockSize))
+        guard blocks >= 1 else {
+            throw ModelLoadError("the KV cache budget (\(budget) bytes per instance) holds no block of \(bytesPerBlock) bytes")
+        }
+        let schedulerConfig = SchedulerConfig(numBlocks: blocks, blockSize: settings.blockSize, maxBatchSize: settings.maxBatchSize,
+                                          maxNumTokens: settings.maxNumTokens, enableChunkedContext: settings.enableChunkedContext,
+                                          policy: settings.policy, enableKVCacheReuse: settings.enableKVCacheReuse,
+                                          maxBeamWidth: settings.maxBeamWidth, maxSequenceLength: maxSequence)
+        self.schedulerConfig = schedulerConfig
+        engines = try (0..<settings.instanceCount).map { _ in
+            try Engine(config: schedulerConfig, executor: ModelRunner(model: model, blockCount: blocks, blockSize: settings.blockSize))
+        }
+        defaultEndID = bundle.tokenizer.eosID ?? model.config.eosTokenIDs.first.map(Int32.init)
+        counters.withLock { $0.metrics.maxRequests = settings.maxBatchSize * settings.instanceCount }
+    }
+
+    func shutdown() async {
+        for e in engines { await e.shutdown() }
+    }
+
+    var pendingCount: Int { engines.reduce(0) { $0 + $1.metrics.waitingCount } }
+
+    var llmMetrics: LLMMetrics? {
+        var m = counters.withLock { $0.metrics }
+        for e in engines {
+            let s = e.metrics
+            m.activeRequests += s.runningCount
+            m.scheduledRequests += s.runningCount
+            m.waitingRequests += s.waitingCount
+            m.preemptionsTotal += s.preemptionsTotal
+            m.kvBlocksUsed += s.kvBlocksUsed
+            m.kvBlocksFree += s.kvBlocksFree
+            m.kvBlocksTotal += s.kvBlocksTotal
+            m.kvReuseHits += s.reuseHits
+            m.kvReuseQueries += s.reuseQueries
+            m.iterationsTotal += s.stepsTotal
+            m.lastIterationTokenCount += s.lastStepTokenCount
+        }
+        m.kvTokensPerBlock = settings.blockSize
+        return m
+    }
+
+    // MARK: generating (shared with BLS)
+
+    /// Submits one sequence to the least loaded instance. Throws at once for a request the
+    /// engine refuses (400) or a full queue (503). The stream ends when the request does;
+    /// ending its consumption cancels the request (freeing its KV blocks). A queue timeout
+    /// (microseconds) cancels a request that has produced nothing when it expires.
+    /// `clientID`: the client's request id, for the `stop` input ("" for none).
+    func generate(_ g: Generation, clientID: String, timeoutMicroseconds: UInt64?) throws -> GenerationHandle {
+        if let bad = g.prompt.first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
+            throw InputError("input_ids", "holds token id \(bad), outside the model's vocabulary of \(vocabularySize)")
+        }
+        var best = 0, bestLoad = Int.max, bestWaiting = 0
+        for (i, e) in engines.enumerated() {
+            let m = e.metrics
+            if m.waitingCount + m.runningCount < bestLoad { best = i; bestLoad = m.waitingCount + m.runningCount; bestWaiting = m.waitingCount }
+        }
+        let limit = settings.queuePolicy.maxQueueSize
+        if limit > 0 && bestWaiting >= limit {
+            throw ServingError(.unavailable, "exceeds maximum queue size (\(limit))")
+        }
+        let engine = engines[best]
+        let id = UUID().uuidString
+        let request = Request(id: id, prompt: g.prompt, parameters: g.parameters, stop: g.stop, priority: g.priority)
+        let upstream: AsyncThrowingStream<RequestOutput, Error>
+        do {
+            upstream = try engine.submit(request)
+        } catch let e as EngineError {
+            throw Self.servingError(e)
+        }
+        if !clientID.isEmpty { running.withLock { $0[clientID, default: []].append((best, id)) } }
+        counters.withLock { $0.metrics.promptTokensTotal += UInt64(g.prompt.count) }
+        let timeout = settings.queuePolicy.timeout(requested: timeoutMicroseconds)
+        let stream = AsyncThrowingStream<RequestOutput, Error> { continuation in
+            let started = Locked(false)
+            let timedOut = Locked(false)
+            let timer: Task<Void, Never>? = timeout.map { us in
+                Task {
+                    try? await Task.sleep(nanoseconds: us * 1000)
+                    guard !Task.isCancelled, !started.current else { return }
+                    timedOut.withLock { $0 = true }
+                    engine.cancel(id)
+                }
+            }
+            let task = Task { [self] in
+                let begin = StatisticsRecorder.now()
+                var last = begin
+                var reason: String?
+                do {
+                    for try await out in upstream {
+                        let now = StatisticsRecorder.now()
+                        if !out.newTokenIDs.isEmpty {
+                            let n = out.newTokenIDs.count
+                            let first = started.withLock { was in defer { was = true }; return !was }
+                            counters.withLock { c in
+                                if first {
+                                    c.metrics.timeToFirstTokenSeconds.observe(Double(now - begin) / 1e9)
+                                } else {
+                                    let gap = Double(now - last) / 1e9 / Double(n)
+                                    for _ in 0..<n { c.metrics.interTokenLatencySeconds.observe(gap) }
+                                }
+                                c.metrics.generatedTokensTotal += UInt64(n)
+                            }
+                            last = now
+                        }
+                        if let r = out.finishReason {
+                            reason = Self.reasonName(r)
+                            if r == .cancelled && timedOut.current {
+                                throw ServingError(.unavailable, "request timeout expired while queued")
+                            }
+                        }
+                        continuation.yield(out)
+                    }
+                    if reason == nil { reason = "cancelled" }   // the consumer went away
+                    continuation.finish()
+                } catch let e as EngineError {
+                    reason = "error"
+                    continuation.finish(throwing: Self.servingError(e))
+                } catch {
+                    reason = reason ?? "error"
+                    continuation.finish(throwing: error)
+                }
+                timer?.cancel()
+                let end = StatisticsRecorder.now()
+                counters.withLock { c in
+                    c.metrics.finishedRequests[reason ?? "error", default: 0] += 1
+                    c.metrics.requestLatencySeconds.observe(Double(end - begin) / 1e9)
+                }
+                if !clientID.isEmpty {
+                    running.withLock { r in
+                        r[clientID]?.removeAll { $0.id == id }
+                        if r[clientID]?.isEmpty == true { r[clientID] = nil }
+                    }
+                }
+            }
+            continuation.onTermination = { termination in
+                if case .cancelled = termination {
+                    engine.cancel(id)
+                    task.cancel()
+                }
+            }
+        }
+        return GenerationHandle(stream: stream, cancel: { engine.cancel(id) })
+    }
+
+    /// TensorRT-LLM's `stop` input: ends the client's requests in flight under this id.
+    func stop(clientID: String) {
+        guard !clientID.isEmpty else { return }
+        let targets = running.withLock { $0[clientID] ?? [] }
+        for t in targets { engines[t.engine].cancel(t.id) }
+    }
+
+    static func reasonName(_ r: FinishReason) -> String {
+        switch r {
+        case .stop: "stop"
+        case .length: "length"
+        case .cancelled: "cancelled"
+        case .error: "error"
+        }
+    }
+
+    static func servingError(_ e: EngineError) -> Error {
+        switch e {
+        case let .invalidParameter(field, message): InputError(field, message)
+        case .requestTooLarge(let m): ServingError(.badRequest, m)
+        case .duplicateRequestID: ServingError(.conflict, e.description)
+        case .requestFailed: ServingError(.internalError, e.description)
+        case .shutDown: ServingError(.unavailable, "the model is unloading")
+        }
+    }
+
+    // MARK: the tensor interface
+
+    func execute(_ r: ModelRequest) -> AsyncThrowingStream<InferResponse, Error> {
+        let inputStart = StatisticsRecorder.now()
+        do {
+            for (name, t) in r.inputs where !Self.handledInputs.contains(name) && !t.isTrivial {
+                throw InputError(name, "is not supported by Petrel's LLM backend")
+            }
+            if try r.bool("stop", item: 0) == true {
+                stop(clientID: r.id)
+                return singleResponse(r.id) { [] }
+            }
+            var streaming = try r.firstBool(["streaming"], item: 0) ?? false
+            if streaming && !settings.decoupled {
+                throw InputError("streaming", "is only supported when the model is decoupled (model_transaction_policy { decoupled: true })")
+            }
+            streaming = streaming && r.context.allowStreaming
+            let exclude = try r.bool("exclude_input_in_output", item: 0) ?? settings.excludeInputInOutput
+            var items: [Generation] = []
+            for i in 0..<r.batchSize {
+                guard var ids = try r.ints("input_ids", item: i).map({ $0.map { Int32(truncatingIfNeeded: $0) } }) else {
+                    throw InputError("input_ids", "is required")
+                }
+                if let n = try r.int("input_lengths", item: i) {
+                    guard n >= 1 && n <= ids.count else { throw InputError("input_lengths", "must be in [1, \(ids.count)] (the row of input_ids), got \(n)") }
+                    ids = Array(ids.prefix(Int(n)))
+                }
+                guard !ids.isEmpty else { throw InputError("input_ids", "must not be empty") }
+                let (p, sampling) = try parseSampling(r, item: i, names: .tensorrtLLM, defaultEndID: defaultEndID)
+                var s = sampling
+                if let row = try r.ints("stop_words_list", item: i) { s.stopSequences = try parseWordList(row, input: "stop_words_list") }
+                if let row = try r.ints("bad_words_list", item: i) { s.badWords = try parseWordList(row, input: "bad_words_list") }
+                if p.beamWidth > settings.maxBeamWidth {
+                    throw InputError("beam_width", "is \(p.beamWidth), more than max_beam_width (\(settings.maxBeamWidth))")
+                }
+                items.append(Generation(prompt: ids, parameters: p, stop: s, priority: r.context.priority))
+            }
+            let inputNs = StatisticsRecorder.now() - inputStart
+            return run(items, request: r, streaming: streaming, excludeInput: exclude, inputNs: inputNs)
+        } catch {
+            return AsyncThrowingStream { $0.finish(throwing: error) }
+        }
+    }
+
+    /// Per item, what has come back so far.
+    private struct ItemState {
+        var tokens: [Int32] = []
+        var logProbs: [Float] = []
+        var cumulative: Double = 0
+        var reason: FinishReason?
+    }
+
+    private func run(_ items: [Generation], request r: ModelRequest, streaming: Bool, excludeInput: Bool, inputNs: UInt64) -> AsyncThrowingStream<InferResponse, Error> {
+        var submitted: [GenerationHandle] = []
+        do {
+            for g in items { submitted.append(try generate(g, clientID: r.id, timeoutMicroseconds: r.context.timeoutMicroseconds)) }
+        } catch {
+            for h in submitted { h.cancel() }
+            return AsyncThrowingStream { $0.finish(throwing: error) }
+        }
+        let handles = submitted
+        let recorder = self.recorder
+        return AsyncThrowingStream { continuation in
+            let task = Task { [self] in
+                let inferStart = StatisticsRecorder.now()
+                var outputNs: UInt64 = 0
+                let states = Locked(Array(repeating: ItemState(), count: items.count))
+                let remaining = Locked(items.count)
+                do {
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for (i, handle) in handles.enumerated() {
+                            group.addTask {
+                                for try await out in handle.stream {
+                                    let done = out.finishReason != nil
+                                    states.withLock { s in
+                                        s[i].tokens += out.newTokenIDs
+                                        s[i].logProbs += out.logProbs
+                                        s[i].cumulative = out.cumulativeLogProb
+                                        if let reason = out.finishReason { s[i].reason = reason }
+                                    }
+                                    guard streaming else { continue }
+                                    let last = done && remaining.withLock { $0 -= 1; return $0 == 0 }
+                                    guard !out.newTokenIDs.isEmpty || last else { continue }
+                                    var response = self.chunkResponse(out, item: i, request: r)
+                                    response.isFinal = last
+                                    if last { response.parameters = self.finalParameters(states.withLock { $0 }, items) }
+                                    continuation.yield(response)
+                                }
+                            }
+                        }
+                        try await group.waitForAll()
+                    }
+                    if !streaming {
+                        let t0 = StatisticsRecorder.now()
+                        var response = wholeResponse(states.withLock { $0 }, items, request: r, excludeInput: excludeInput)
+                        response.parameters = finalParameters(states.withLock { $0 }, items)
+                        outputNs = StatisticsRecorder.now() - t0
+                        continuation.yield(response)
+                    }
+                    continuation.finish()
+                } catch {
+                    for h in handles { h.cancel() }
+                    continuation.finish(throwing: error)
+                }
+                recorder.execution(requestCount: 1, inferences: items.count, inputNs: inputNs,
+                                   inferNs: StatisticsRecorder.now() - inferStart - outputNs, outputNs: outputNs)
+            }
+            continuation.onTermination = { termination in
+                if case .cancelled = termination {
+                    for h in handles { h.cancel() }
+                    task.cancel()
+                }
+            }
+        }
+    }
+
+    private func finalParameters(_ states: [ItemState], _ items: [Generation]) -> [String: ParameterValue] {
+        [
+            "finish_reason": .string(states.first?.reason.map(Self.reasonName) ?? "stop"),
+            "prompt_tokens": .int(Int64(items.reduce(0) { $0 + $1.prompt.count })),
+            "completion_tokens": .int(Int64(states.reduce(0) { $0 + $1.tokens.count })),
+        ]
+    }
+
+    /// One streamed chunk of item `item`: its new tokens only (as TensorRT-LLM streams).
+    private func chunkResponse(_ out: RequestOutput, item: Int, request r: ModelRequest) -> InferResponse {
+        let n = out.newTokenIDs.count
+        var outputs: [InferTensor] = []
+        for name in r.outputs {
+            switch name {
+            case "output_ids": outputs.append(.int32(name, [1, 1, n], out.newTokenIDs))
+            case "sequence_length": outputs.append(.int32(name, [1, 1], [Int32(n)]))
+            case "cum_log_probs": outputs.append(.fp32(name, [1, 1], [Float(out.cumulativeLogProb)]))
+            case "output_log_probs":
+                let lp = out.logProbs.count == n ? out.logProbs : Array(repeating: 0, count: n)
+                outputs.append(.fp32(name, [1, 1, n], lp))
+            case "batch_index": outputs.append(.int32(name, [1, 1], [Int32(item)]))
+            case "sequence_index": outputs.append(.int32(name, [1, 1], [0]))
+            default: break
+            }
+        }
+        return InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs, isFinal: false)
+    }
+
+    /// The single response of a non-streaming request: [batch, beams = 1, length] padded.
+    private func wholeResponse(_ states: [ItemState], _ items: [Generation], request r: ModelRequest, excludeInput: Bool) -> InferResponse {
+        let b = items.count
+        let sequences = zip(states, items).map { s, g in (excludeInput ? [] : g.prompt) + s.tokens }
+        let width = sequences.map(\.count).max() ?? 0
+        let genWidth = states.map(\.tokens.count).max() ?? 0
+        var outputs: [InferTensor] = []
+        for name in r.outputs {
+            switch name {
+            case "output_ids":
+                let values = zip(sequences, items).flatMap { seq, g in
+                    seq + Array(repeating: g.stop.padID ?? g.stop.endID ?? 0, count: width - seq.count)
+                }
+                outputs.append(.int32(name, [b, 1, width], values))
+            case "sequence_length": outputs.append(.int32(name, [b, 1], sequences.map { Int32($0.count) }))
+            case "cum_log_probs": outputs.append(.fp32(name, [b, 1], states.map { Float($0.cumulative) }))
+            case "output_log_probs":
+                let values = states.flatMap { s in
+                    (s.logProbs.count == s.tokens.count ? s.logProbs : Array(repeating: 0, count: s.tokens.count))
+                        + Array(repeating: 0, count: genWidth - s.tokens.count)
+                }
+                outputs.append(.fp32(name, [b, 1, genWidth], values))
+            case "batch_index": outputs.append(.int32(name, [b, 1], (0..<b).map(Int32.init)))
+            case "sequence_index": outputs.append(.int32(name, [b, 1], Array(repeating: 0, count: b)))
+            default: break
+            }
+        }
+        return InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs)
+    }
+}

@@ -1,0 +1,113 @@
+// A loaded model version as the server drives it, and the wrapper that runs stateless
+// backends (tokenizers, identity, custom) through the dynamic batcher.
+import Foundation
+import Tokenization
+import TritonProtos
+
+/// A loaded model version. Requests reach it already checked against its config.
+protocol ServedModel: AnyObject, Sendable {
+    /// Every response of the request, the last with isFinal (non-decoupled models send exactly
+    /// one). Responses carry outputs only: the server stamps model name, version and id.
+    /// Ending the consumption (cancelling) cancels the request.
+    func execute(_ request: ModelRequest) -> AsyncThrowingStream<InferResponse, Error>
+    /// Accepted requests not yet executing (for nv_inference_pending_request_count).
+    var pendingCount: Int { get }
+    var llmMetrics: LLMMetrics? { get }
+    /// Cancels whatever still runs and releases the model (the server drains first).
+    func shutdown() async
+}
+
+extension ServedModel {
+    var pendingCount: Int { 0 }
+    var llmMetrics: LLMMetrics? { nil }
+}
+
+/// A model that tokenizes (for chat templates).
+protocol TokenizingModel {
+    var textTokenizer: Tokenizer? { get }
+}
+
+/// One response stream from an async function producing a single response.
+func singleResponse(_ id: String, _ body: @escaping @Sendable () async throws -> [InferTensor]) -> AsyncThrowingStream<InferResponse, Error> {
+    AsyncThrowingStream { continuation in
+        let task = Task {
+            do {
+                let outputs = try await body()
+                continuation.yield(InferResponse(modelName: "", modelVersion: "", id: id, outputs: outputs))
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in task.cancel() }
+    }
+}
+
+/// A stateless model: requests queue in a dynamic batcher; instances execute batches.
+final class BatchedModel: ServedModel, TokenizingModel {
+    let batcher: DynamicBatcher
+    let textTokenizer: Tokenizer?
+
+    init(settings: BatcherSettings, backend: BatchBackend, recorder: StatisticsRecorder, label: String, tokenizer: Tokenizer? = nil) {
+        batcher = DynamicBatcher(settings: settings, backend: backend, recorder: recorder, label: label)
+        textTokenizer = tokenizer
+    }
+
+    func execute(_ request: ModelRequest) -> AsyncThrowingStream<InferResponse, Error> {
+        let batcher = self.batcher
+        return singleResponse(request.id) {
+            let outputs = try await batcher.submit(request)
+            return outputs.filter { request.wants($0.name) }
+        }
+    }
+
+    func shutdown() async { batcher.stop() }
+}
+
+// MARK: custom backends (public)
+
+/// What a custom backend is told about the model it serves.
+public struct CustomModelContext: Sendable {
+    public var config: Inference_ModelConfig
+    /// The model's folder in the repository.
+    public var directory: String
+    public var version: Int64
+}
+
+/// A backend for stateless models, registered in `ServerOptions.customBackends` under the name
+/// a config.pbtxt gives in `backend:` (Triton's backend API, in small). Its models run through
+/// the dynamic batcher with their instance_group count.
+public protocol CustomBackend: Sendable {
+    /// One execution over a batch of requests already checked against the config (with
+    /// max_batch_size > 0 every tensor carries the batch dimension). `instance` is in
+    /// 0..<instance count. Returns one result per request, in order: its output tensors (the
+    /// server keeps those the request asked for).
+    func execute(_ batch: [InferRequest], instance: Int) -> [Result<[InferTensor], ServingError>]
+}
+
+public typealias CustomBackendFactory = @Sendable (CustomModelContext) throws -> any CustomBackend
+
+struct CustomBatchBackend: BatchBackend {
+    let backend: any CustomBackend
+
+    func execute(_ batch: [ModelRequest], instance: Int) -> [Result<[InferTensor], Error>] {
+        let requests = batch.map {
+            InferRequest(modelName: "", id: $0.id, inputs: Array($0.inputs.values).sorted { $0.name < $1.name },
+                         requestedOutputs: $0.outputs, parameters: $0.parameters)
+        }
+        return backend.execute(requests, instance: instance).map { $0.mapError { $0 as Error } }
+    }
+}
+
+/// A value behind a lock, shareable by reference (closures and tasks capture it).
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Value
+    init(_ value: Value) { self.value = value }
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&value)
+    }
+    var current: Value { withLock { $0 } }
+}

@@ -1,0 +1,139 @@
+// `petrel serve`: Triton's server — KServe v2 over HTTP on 8000 (with the generate extension),
+// gRPC on 8001, Prometheus metrics on 8002 — over a Triton model repository. With no
+// --model-repository it serves the default model's generated repository.
+import ArgumentParser
+import Foundation
+import GRPCFrontend
+import HTTPFrontend
+import Serving
+import Telemetry
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve a Triton model repository (HTTP 8000, gRPC 8001, metrics 8002).")
+
+    @Option(name: .customLong("model-repository"), help: "Triton model repository (default: the default model's, generated on first use).")
+    var modelRepository: [String] = []
+    @Option(name: .customLong("model-control-mode"), help: "none | poll | explicit") var modelControlMode = "none"
+    @Option(name: .customLong("load-model"), help: "With explicit control: models to load at start (repeatable).") var loadModels: [String] = []
+    @Option(name: .customLong("repository-poll-secs")) var pollSeconds: Double = 15
+    @Option(name: .customLong("http-address")) var httpAddress = "0.0.0.0"
+    @Option(name: .customLong("http-port")) var httpPort = 8000
+    @Option(name: .customLong("grpc-address")) var grpcAddress = "0.0.0.0"
+    @Option(name: .customLong("grpc-port")) var grpcPort = 8001
+    @Option(name: .customLong("metrics-address")) var metricsAddress = "0.0.0.0"
+    @Option(name: .customLong("metrics-port")) var metricsPort = 8002
+    @Flag(name: .customLong("no-grpc"), help: "Do not serve gRPC.") var noGRPC = false
+    @Option(name: .customLong("http-max-input-size"), help: "Largest HTTP request body in bytes.") var maxInputSize = 64 * 1024 * 1024
+    @Option(name: .customLong("http-restricted-api"), help: "API groups protected by a header, as GROUP[,GROUP]:KEY=VALUE (repeatable; groups: model-repository, logging, statistics, health, metadata, inference, shared-memory, trace, model-config).")
+    var restrictedAPIs: [String] = []
+    @Option(name: .customLong("exit-timeout-secs"), help: "Grace period for in-flight requests at shutdown.") var exitTimeout = 30
+    @Option(name: .customLong("kv-cache-bytes"), help: "CPU KV-cache budget per LLM model instance, in bytes.") var kvCacheBytes = 512 << 20
+    @Option(help: "Device for LLM models: cpu or cuda.") var device: Device = .cpu
+    @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
+
+    func validate() throws {
+        guard ServerOptions.ModelControlMode(rawValue: modelControlMode) != nil else {
+            throw ValidationError("--model-control-mode must be none, poll or explicit, got '\(modelControlMode)'")
+        }
+        for (name, port) in [("--http-port", httpPort), ("--grpc-port", grpcPort), ("--metrics-port", metricsPort)] where !(0...65535).contains(port) {
+            throw ValidationError("\(name) must be 0...65535, got \(port)")
+        }
+        if maxInputSize < 1024 { throw ValidationError("--http-max-input-size must be at least 1024 bytes") }
+        for r in restrictedAPIs { _ = try RestrictedAPI(parsing: r) }
+    }
+
+    func run() async throws {
+        var repositories = modelRepository
+        if repositories.isEmpty { repositories = [try DefaultModel.repository()] }
+        let device = self.device, threads = self.threads
+        let options = ServerOptions(modelRepositories: repositories,
+                                    modelControlMode: ServerOptions.ModelControlMode(rawValue: modelControlMode)!,
+                                    startupModels: loadModels, repositoryPollSeconds: pollSeconds,
+                                    backendFactory: { try device.makeBackend(threads: threads) },
+                                    kvCacheMemoryBytes: kvCacheBytes)
+        let server = InferenceServer(options: options)
+        try await server.start()
+        log("repository \(repositories.joined(separator: ", ")): " +
+            server.repositoryIndex(readyOnly: false).map { "\($0.name) \($0.state)\($0.reason.isEmpty ? "" : " (\($0.reason))")" }.joined(separator: "; "))
+
+        let exporter = MetricsExporter(sources: [ServingMetricsBridge(server: server), ProcessMetrics()])
+        let http = HTTPServer(service: server,
+                              options: HTTPFrontendOptions(host: httpAddress, port: httpPort, maxBodyBytes: maxInputSize,
+                                                           restrictedAPIs: try restrictedAPIs.map(RestrictedAPI.init(parsing:)),
+                                                           shutdownGracePeriod: .seconds(exitTimeout)),
+                              metrics: (MetricsEndpointOptions(host: metricsAddress, port: metricsPort), { exporter.render() }),
+                              handleSignals: true)
+        let grpc = noGRPC ? nil : GRPCFrontendServer(service: server, options: GRPCFrontendOptions(host: grpcAddress, port: grpcPort))
+        let grace = Double(exitTimeout)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await http.run() }
+            if let grpc { group.addTask { try await grpc.run() } }
+            group.addTask {
+                let ports = await http.boundPorts()
+                log("HTTP on \(self.httpAddress):\(ports["http"] ?? self.httpPort), metrics on \(self.metricsAddress):\(ports["metrics"] ?? self.metricsPort)/metrics" +
+                    (grpc == nil ? "" : ", gRPC on \(self.grpcAddress):\(self.grpcPort)"))
+            }
+            // The HTTP server handles SIGTERM / SIGINT: when it returns, stop the rest.
+            try await group.next()
+            try await group.next()
+            grpc?.shutdown()
+            await server.shutdown(gracePeriod: grace)
+            group.cancelAll()
+        }
+        log("shut down")
+    }
+}
+
+func log(_ message: String) {
+    FileHandle.standardError.write("petrel: \(message)\n".data(using: .utf8)!)
+}
+
+/// Triton's and TensorRT-LLM's metric families from the server's snapshot, at scrape time.
+struct ServingMetricsBridge: MetricsSource {
+    let server: InferenceServer
+
+    func collect(into registry: MetricsRegistry) {
+        for m in server.metricsSnapshot().models {
+            let st = m.statistics
+            var s = ModelInferenceSample(model: m.name, version: m.version)
+            s.requestSuccess = st.success.count
+            s.requestFailure = st.fail.count
+            s.inferenceCount = st.inferenceCount
+            s.executionCount = st.executionCount
+            s.requestDurationUs = (st.success.ns + st.fail.ns) / 1000
+            s.queueDurationUs = st.queue.ns / 1000
+            s.computeInputDurationUs = st.computeInput.ns / 1000
+            s.computeInferDurationUs = st.computeInfer.ns / 1000
+            s.computeOutputDurationUs = st.computeOutput.ns / 1000
+            s.pendingRequests = m.pendingRequests
+            s.firstResponseMs = snapshot(m.firstResponseMilliseconds)
+            TritonMetrics.record(s, into: registry)
+            if let llm = m.llm {
+                var e = LLMEngineSample(model: m.name, version: m.version)
+                e.activeRequests = llm.activeRequests
+                e.maxRequests = llm.maxRequests
+                e.scheduledRequests = llm.scheduledRequests
+                e.waitingRequests = llm.waitingRequests
+                e.kvCacheBlocksMax = llm.kvBlocksTotal
+                e.kvCacheBlocksFree = llm.kvBlocksFree
+                e.kvCacheBlocksUsed = llm.kvBlocksUsed
+                e.tokensPerKVCacheBlock = llm.kvTokensPerBlock
+                e.iterations = UInt64(llm.iterationsTotal)
+                e.promptTokens = llm.promptTokensTotal
+                e.generatedTokens = llm.generatedTokensTotal
+                e.timeToFirstToken = snapshot(llm.timeToFirstTokenSeconds)
+                e.interTokenLatency = snapshot(llm.interTokenLatencySeconds)
+                TritonMetrics.record(e, into: registry)
+            }
+        }
+    }
+
+    /// Serving keeps cumulative bucket counts; the registry takes per-bucket counts (+Inf last).
+    func snapshot(_ h: Serving.Histogram) -> HistogramSnapshot {
+        var buckets: [UInt64] = []
+        var previous: UInt64 = 0
+        for c in h.cumulativeCounts { buckets.append(c - previous); previous = c }
+        buckets.append(h.count - previous)
+        return HistogramSnapshot(upperBounds: h.upperBounds, bucketCounts: buckets, sum: h.sum)
+    }
+}
