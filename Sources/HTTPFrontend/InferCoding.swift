@@ -136,7 +136,7 @@ enum InferCoding {
         }
         guard case .array(let dims)? = io["shape"] else { throw badRequest("Unable to parse 'shape'") }
         let shape: [Int] = try dims.map {
-            guard case .int(let d) = $0, d >= 0, d <= Int64(Int32.max) * 1024 else {
+            guard case .int(let d) = $0, d >= 0 else {
                 throw badRequest("Unable to parse 'shape' of \(kind) '\(name)'")
             }
             return Int(d)

@@ -6,8 +6,6 @@ import Hummingbird
 import NIOCore
 import Serving
 import Synchronization
-import SwiftProtobuf
-import TritonProtos
 
 /// Request context carrying the connection, so handlers can notice the client going away.
 public struct FrontendRequestContext: RequestContext {
@@ -65,11 +63,7 @@ struct KServeResponder: HTTPResponder {
     private func handle(_ route: Route, _ request: Request, _ context: Context) async throws -> Response {
         switch route {
         case .serverMetadata:
-            let m = service.serverMetadata()
-            return Self.json(.object(JSONObject([
-                ("name", .string(m.name)), ("version", .string(m.version)),
-                ("extensions", .array(m.extensions.map { .string($0) })),
-            ])))
+            return Self.json(TritonJSON.serverMetadata(service.serverMetadata()))
 
         case .health(let live):
             let ok = live ? service.isLive() : service.isReady()
@@ -81,21 +75,22 @@ struct KServeResponder: HTTPResponder {
                 ? Response(status: .ok) : Self.error(.badRequest, "Model version not ready")
 
         case .modelMetadata(let model, let version):
-            return Self.json(Self.metadataJSON(try service.modelMetadata(model, version: version)))
+            return Self.json(TritonJSON.modelMetadata(try service.modelMetadata(model, version: version)))
 
         case .modelConfig(let model, let version):
             let config = try service.modelConfig(model, version: version)
-            return Self.json(bytes: try Self.configJSON(config))
+            return Self.json(bytes: try TritonJSON.modelConfig(config))
 
         case .modelStats(let model, let version):
             let stats = try service.modelStatistics(model, version: version)
-            return Self.json(.object(JSONObject([("model_stats", .array(stats.map(Self.statisticsJSON)))])))
+            return Self.json(TritonJSON.statistics(stats))
 
         case .infer(let model, let version):
             return try await infer(request, context, model: model, version: version)
 
         case .generate(let model, let version, let stream):
             let inputs = try service.inputsForGenerate(model, version: version)
+            try Self.requireIdentityEncoding(request)
             let json = try Self.parseJSON(try await readBody(request), allowEmpty: true) ?? .object(JSONObject())
             let infer = try GenerateCoding.decodeRequest(json, inputs: inputs, model: model, version: version)
             if stream { return try await generateStream(infer, context) }
@@ -111,14 +106,7 @@ struct KServeResponder: HTTPResponder {
                 guard case .bool(let b) = ready else { throw badRequest("Invalid value for 'ready': expected a boolean") }
                 readyOnly = b
             }
-            let index = service.repositoryIndex(readyOnly: readyOnly)
-            return Self.json(.array(index.map { m in
-                var o = JSONObject([("name", .string(m.name))])
-                if !m.version.isEmpty { o.members.append(("version", .string(m.version))) }
-                o.members.append(("state", .string(m.state)))
-                if !m.reason.isEmpty { o.members.append(("reason", .string(m.reason))) }
-                return .object(o)
-            }))
+            return Self.json(TritonJSON.repositoryIndex(service.repositoryIndex(readyOnly: readyOnly)))
 
         case .repositoryLoad(let repository, let model):
             guard repository.isEmpty else { throw Self.repositoryNameUnsupported }
@@ -160,12 +148,12 @@ struct KServeResponder: HTTPResponder {
                     throw badRequest("logging request must be a JSON object")
                 }
                 let updated = try logging.settings.withLock { settings -> LoggingSettings in
-                    settings = try Self.applyLogging(o, to: settings)
+                    settings = try TritonJSON.applyLogging(o, to: settings)
                     return settings
                 }
                 options.onLoggingChange?(updated)
             }
-            return Self.json(Self.loggingJSON(logging.settings.withLock { $0 }))
+            return Self.json(TritonJSON.logging(logging.settings.withLock { $0 }))
 
         case .trace, .modelTrace:
             guard request.method == .get else {
@@ -196,9 +184,7 @@ struct KServeResponder: HTTPResponder {
     // MARK: infer
 
     private func infer(_ request: Request, _ context: Context, model: String, version: String) async throws -> Response {
-        if let encoding = request.headers[.contentEncoding], !encoding.isEmpty, encoding != "identity" {
-            throw badRequest("Unsupported content-encoding '\(encoding)', only 'identity' is supported.")
-        }
+        try Self.requireIdentityEncoding(request)
         var headerLength: Int?
         if let name = HTTPField.Name("Inference-Header-Content-Length"), let text = request.headers[name] {
             guard let n = Int(text.trimmingSpaces) else {
@@ -311,6 +297,13 @@ struct KServeResponder: HTTPResponder {
         }
     }
 
+    /// Compressed request bodies (Content-Encoding gzip / deflate) are not supported.
+    private static func requireIdentityEncoding(_ request: Request) throws {
+        if let encoding = request.headers[.contentEncoding], !encoding.isEmpty, encoding != "identity" {
+            throw badRequest("Unsupported content-encoding '\(encoding)', only 'identity' is supported.")
+        }
+    }
+
     /// nil for an empty body when `allowEmpty`.
     private static func parseJSON(_ body: ByteBuffer, allowEmpty: Bool) throws -> JSON? {
         if body.readableBytes == 0 {
@@ -345,136 +338,12 @@ struct KServeResponder: HTTPResponder {
     static func emptyJSONResponse() -> Response {
         Response(status: .ok, headers: [.contentType: "application/json"])
     }
-
-    static func metadataJSON(_ m: ModelMetadata) -> JSON {
-        func tensors(_ list: [TensorMetadata]) -> JSON {
-            .array(list.map { t in
-                .object(JSONObject([("name", .string(t.name)), ("datatype", .string(t.datatype.rawValue)),
-                                    ("shape", .array(t.shape.map { .int(Int64($0)) }))]))
-            })
-        }
-        return .object(JSONObject([
-            ("name", .string(m.name)), ("versions", .array(m.versions.map { .string($0) })),
-            ("platform", .string(m.platform)), ("inputs", tensors(m.inputs)), ("outputs", tensors(m.outputs)),
-        ]))
-    }
-
-    static func statisticsJSON(_ s: ModelStatistics) -> JSON {
-        func duration(_ d: ModelStatistics.Duration) -> JSON {
-            .object(JSONObject([("count", .uint64(d.count)), ("ns", .uint64(d.ns))]))
-        }
-        return .object(JSONObject([
-            ("name", .string(s.name)), ("version", .string(s.version)),
-            ("last_inference", .uint64(s.lastInference)), ("inference_count", .uint64(s.inferenceCount)),
-            ("execution_count", .uint64(s.executionCount)),
-            ("inference_stats", .object(JSONObject([
-                ("success", duration(s.success)), ("fail", duration(s.fail)), ("queue", duration(s.queue)),
-                ("compute_input", duration(s.computeInput)), ("compute_infer", duration(s.computeInfer)),
-                ("compute_output", duration(s.computeOutput)),
-                ("cache_hit", duration(.init())), ("cache_miss", duration(.init())),
-            ]))),
-            ("response_stats", .object(JSONObject())), ("batch_stats", .array([])), ("memory_usage", .array([])),
-        ]))
-    }
-
-    /// The model configuration as Triton's HTTP endpoint writes it: protobuf JSON with proto
-    /// field names, 64-bit integers as numbers, and (like protobuf's
-    /// always_print_primitive_fields) the scalar and list fields clients read present even when
-    /// they hold their default.
-    static func configJSON(_ config: Inference_ModelConfig) throws -> [UInt8] {
-        var options = JSONEncodingOptions()
-        options.preserveProtoFieldNames = true
-        options.alwaysPrintInt64sAsNumbers = true
-        let text = try config.jsonString(options: options)
-        guard case .object(var root) = try JSONParser.parse(Array(text.utf8)) else {
-            throw ServingError(.internalError, "model configuration did not encode as a JSON object")
-        }
-        root.addDefaults([
-            ("name", .string("")), ("platform", .string("")), ("backend", .string("")), ("runtime", .string("")),
-            ("max_batch_size", .int(0)), ("input", .array([])), ("output", .array([])),
-            ("batch_input", .array([])), ("batch_output", .array([])), ("instance_group", .array([])),
-            ("default_model_filename", .string("")), ("cc_model_filenames", .object(JSONObject())),
-            ("metric_tags", .object(JSONObject())), ("parameters", .object(JSONObject())),
-            ("model_warmup", .array([])),
-        ])
-        root.mapArray("input") {
-            $0.addDefaults([
-                ("name", .string("")), ("data_type", .string("TYPE_INVALID")), ("format", .string("FORMAT_NONE")),
-                ("dims", .array([])), ("is_shape_tensor", .bool(false)), ("allow_ragged_batch", .bool(false)),
-                ("optional", .bool(false)), ("is_non_linear_format_io", .bool(false)),
-            ])
-        }
-        root.mapArray("output") {
-            $0.addDefaults([
-                ("name", .string("")), ("data_type", .string("TYPE_INVALID")), ("dims", .array([])),
-                ("label_filename", .string("")), ("is_shape_tensor", .bool(false)),
-                ("is_non_linear_format_io", .bool(false)),
-            ])
-        }
-        if case .object(var policy)? = root["model_transaction_policy"] {
-            policy.addDefaults([("decoupled", .bool(false))])
-            root.set("model_transaction_policy", .object(policy))
-        }
-        return JSONWriter.encode(.object(root))
-    }
-
-    static func loggingJSON(_ s: LoggingSettings) -> JSON {
-        .object(JSONObject([
-            ("log_file", .string(s.logFile)), ("log_info", .bool(s.logInfo)), ("log_warning", .bool(s.logWarning)),
-            ("log_error", .bool(s.logError)), ("log_verbose_level", .int(s.logVerboseLevel)),
-            ("log_format", .string(s.logFormat)),
-        ]))
-    }
-
-    static func applyLogging(_ o: JSONObject, to settings: LoggingSettings) throws -> LoggingSettings {
-        var s = settings
-        for (key, value) in o.members {
-            switch (key, value) {
-            case ("log_file", .string(let v)): s.logFile = v
-            case ("log_info", .bool(let v)): s.logInfo = v
-            case ("log_warning", .bool(let v)): s.logWarning = v
-            case ("log_error", .bool(let v)): s.logError = v
-            case ("log_verbose_level", .int(let v)) where v >= 0: s.logVerboseLevel = v
-            case ("log_format", .string(let v)) where v == "default" || v == "ISO8601": s.logFormat = v
-            case ("log_file", _), ("log_info", _), ("log_warning", _), ("log_error", _),
-                 ("log_verbose_level", _), ("log_format", _):
-                throw badRequest("Unable to parse '\(key)'")
-            default:
-                throw badRequest("Logging setting '\(key)' is not supported")
-            }
-        }
-        return s
-    }
 }
 
 /// The logging settings a server keeps between requests.
 final class LoggingState: Sendable {
     let settings: Mutex<LoggingSettings>
     init(_ initial: LoggingSettings) { settings = Mutex(initial) }
-}
-
-extension JSON {
-    /// A UInt64 statistic: an .int while it fits.
-    static func uint64(_ v: UInt64) -> JSON { v <= UInt64(Int64.max) ? .int(Int64(v)) : .uint(v) }
-}
-
-extension JSONObject {
-    mutating func addDefaults(_ defaults: [(String, JSON)]) {
-        for (key, value) in defaults where self[key] == nil { members.append((key, value)) }
-    }
-
-    mutating func set(_ key: String, _ value: JSON) {
-        if let i = members.firstIndex(where: { $0.key == key }) { members[i].value = value } else { members.append((key, value)) }
-    }
-
-    mutating func mapArray(_ key: String, _ transform: (inout JSONObject) -> Void) {
-        guard case .array(let items)? = self[key] else { return }
-        set(key, .array(items.map { item in
-            guard case .object(var o) = item else { return item }
-            transform(&o)
-            return .object(o)
-        }))
-    }
 }
 
 extension String {

@@ -56,14 +56,15 @@ struct Serve: AsyncParsableCommand {
         log("repository \(repositories.joined(separator: ", ")): " +
             server.repositoryIndex(readyOnly: false).map { "\($0.name) \($0.state)\($0.reason.isEmpty ? "" : " (\($0.reason))")" }.joined(separator: "; "))
 
-        let exporter = MetricsExporter(sources: [ServingMetricsBridge(server: server), ProcessMetrics()])
+        let exporter = MetricsExporter(sources: [ServingMetrics(server), ProcessMetrics()])
         let http = HTTPServer(service: server,
                               options: HTTPFrontendOptions(host: httpAddress, port: httpPort, maxBodyBytes: maxInputSize,
                                                            restrictedAPIs: try restrictedAPIs.map(RestrictedAPI.init(parsing:)),
                                                            shutdownGracePeriod: .seconds(exitTimeout)),
                               metrics: (MetricsEndpointOptions(host: metricsAddress, port: metricsPort), { exporter.render() }),
                               handleSignals: true)
-        let grpc = noGRPC ? nil : GRPCFrontendServer(service: server, options: GRPCFrontendOptions(host: grpcAddress, port: grpcPort))
+        let grpc = noGRPC ? nil : GRPCFrontendServer(service: server, options: GRPCFrontendOptions(host: grpcAddress, port: grpcPort,
+                                                                                                 shutdownGracePeriod: .seconds(exitTimeout)))
         let grace = Double(exitTimeout)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await http.run() }
@@ -86,54 +87,4 @@ struct Serve: AsyncParsableCommand {
 
 func log(_ message: String) {
     FileHandle.standardError.write("petrel: \(message)\n".data(using: .utf8)!)
-}
-
-/// Triton's and TensorRT-LLM's metric families from the server's snapshot, at scrape time.
-struct ServingMetricsBridge: MetricsSource {
-    let server: InferenceServer
-
-    func collect(into registry: MetricsRegistry) {
-        for m in server.metricsSnapshot().models {
-            let st = m.statistics
-            var s = ModelInferenceSample(model: m.name, version: m.version)
-            s.requestSuccess = st.success.count
-            s.requestFailure = st.fail.count
-            s.inferenceCount = st.inferenceCount
-            s.executionCount = st.executionCount
-            s.requestDurationUs = (st.success.ns + st.fail.ns) / 1000
-            s.queueDurationUs = st.queue.ns / 1000
-            s.computeInputDurationUs = st.computeInput.ns / 1000
-            s.computeInferDurationUs = st.computeInfer.ns / 1000
-            s.computeOutputDurationUs = st.computeOutput.ns / 1000
-            s.pendingRequests = m.pendingRequests
-            s.firstResponseMs = snapshot(m.firstResponseMilliseconds)
-            TritonMetrics.record(s, into: registry)
-            if let llm = m.llm {
-                var e = LLMEngineSample(model: m.name, version: m.version)
-                e.activeRequests = llm.activeRequests
-                e.maxRequests = llm.maxRequests
-                e.scheduledRequests = llm.scheduledRequests
-                e.waitingRequests = llm.waitingRequests
-                e.kvCacheBlocksMax = llm.kvBlocksTotal
-                e.kvCacheBlocksFree = llm.kvBlocksFree
-                e.kvCacheBlocksUsed = llm.kvBlocksUsed
-                e.tokensPerKVCacheBlock = llm.kvTokensPerBlock
-                e.iterations = UInt64(llm.iterationsTotal)
-                e.promptTokens = llm.promptTokensTotal
-                e.generatedTokens = llm.generatedTokensTotal
-                e.timeToFirstToken = snapshot(llm.timeToFirstTokenSeconds)
-                e.interTokenLatency = snapshot(llm.interTokenLatencySeconds)
-                TritonMetrics.record(e, into: registry)
-            }
-        }
-    }
-
-    /// Serving keeps cumulative bucket counts; the registry takes per-bucket counts (+Inf last).
-    func snapshot(_ h: Serving.Histogram) -> HistogramSnapshot {
-        var buckets: [UInt64] = []
-        var previous: UInt64 = 0
-        for c in h.cumulativeCounts { buckets.append(c - previous); previous = c }
-        buckets.append(h.count - previous)
-        return HistogramSnapshot(upperBounds: h.upperBounds, bucketCounts: buckets, sum: h.sum)
-    }
 }
