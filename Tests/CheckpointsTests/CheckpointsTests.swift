@@ -3,6 +3,7 @@
 import Checkpoints
 import Compute
 import Foundation
+import TestFixtures
 import Testing
 
 @Suite struct GGUFTests {

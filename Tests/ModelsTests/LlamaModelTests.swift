@@ -4,6 +4,7 @@ import Compute
 import CPUCompute
 import Foundation
 import Models
+import TestFixtures
 import Testing
 
 /// Runs each prompt through a fresh cache and returns logits for every position.

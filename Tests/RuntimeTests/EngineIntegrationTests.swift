@@ -6,6 +6,7 @@ import Engine
 import Foundation
 import Models
 import Runtime
+import TestFixtures
 import Testing
 
 /// Runs requests through an Engine over `model` and collects each request's output ids.

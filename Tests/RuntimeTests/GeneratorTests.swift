@@ -5,6 +5,7 @@ import CPUCompute
 import Foundation
 import Models
 import Runtime
+import TestFixtures
 import Testing
 
 func loadModel(_ path: String, exact: Bool = true) throws -> LlamaModel {

@@ -1,26 +1,27 @@
-// Paths and loaders for the fixtures made by scripts/make_fixtures.py.
+// TestFixtures: paths and loaders for the committed fixtures made by scripts/make_fixtures.py,
+// shared by the test targets (never linked into the executable).
 import Foundation
 
-enum Fixtures {
-    static let directory: String = {
+public enum Fixtures {
+    public static let directory: String = {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures").path
+            .deletingLastPathComponent().appendingPathComponent("Tests/Fixtures").path
     }()
 
-    static func path(_ name: String) -> String { directory + "/" + name }
+    public static func path(_ name: String) -> String { directory + "/" + name }
 
-    static func json(_ name: String) throws -> [String: Any] {
+    public static func json(_ name: String) throws -> [String: Any] {
         let data = try Data(contentsOf: URL(fileURLWithPath: path(name)))
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
     /// Reference prompts: token ids and logits for every position.
-    struct LogitsCase {
-        let ids: [Int32]
-        let logits: [[Float]]
+    public struct LogitsCase {
+        public let ids: [Int32]
+        public let logits: [[Float]]
     }
 
-    static func logitCases(_ file: String, key: String = "prompts") throws -> [LogitsCase] {
+    public static func logitCases(_ file: String, key: String = "prompts") throws -> [LogitsCase] {
         let root = try json(file)
         return (root[key] as! [[String: Any]]).map { p in
             LogitsCase(ids: (p["ids"] as! [NSNumber]).map { $0.int32Value },
@@ -29,7 +30,7 @@ enum Fixtures {
     }
 
     /// The default model in the cache (make test fetches it first).
-    static var smolLM2: String {
+    public static var smolLM2: String {
         if let p = ProcessInfo.processInfo.environment["PETREL_MODEL"], !p.isEmpty { return p }
         let cache = ProcessInfo.processInfo.environment["PETREL_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
             ?? (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/petrel"
@@ -38,7 +39,7 @@ enum Fixtures {
 }
 
 /// Largest row-wise relative L2 error.
-func maxRowRelativeError(_ got: [[Float]], _ expected: [[Float]]) -> Float {
+public func maxRowRelativeError(_ got: [[Float]], _ expected: [[Float]]) -> Float {
     var worst: Float = 0
     for (g, e) in zip(got, expected) {
         var num: Float = 0, den: Float = 0
