@@ -445,7 +445,7 @@ void pk_rmsnorm(const float *x, const float *w, int64_t n, int64_t d, float eps,
 void pk_rope(float *x, int64_t n, int64_t row_stride, int64_t heads, int64_t head_dim,
              const int32_t *positions, const float *inv_freq) {
     int64_t half = head_dim / 2;
-    float *cs = malloc(sizeof(float) * (size_t)half * 2);
+    float cs[2 * half];   // cos then sin of this token's angles (head_dim is at most a few hundred)
     for (int64_t t = 0; t < n; t++) {
         for (int64_t i = 0; i < half; i++) {
             float a = (float)positions[t] * inv_freq[i];
@@ -460,7 +460,6 @@ void pk_rope(float *x, int64_t n, int64_t row_stride, int64_t heads, int64_t hea
             }
         }
     }
-    free(cs);
 }
 
 void pk_swiglu(const float *gu, int64_t n, int64_t f, float *out) {

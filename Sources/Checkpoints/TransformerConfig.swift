@@ -149,7 +149,7 @@ public struct TransformerConfig: Sendable, Equatable {
                   ropeScaling: scaling,
                   rmsNormEps: double("rms_norm_eps", 1e-6),
                   maxPositions: optInt("max_position_embeddings") ?? 4096,
-                  tieEmbeddings: o["tie_word_embeddings"] as? Bool ?? (architecture == .qwen2 ? false : false),
+                  tieEmbeddings: o["tie_word_embeddings"] as? Bool ?? false,
                   attentionBias: architecture == .qwen2 ? true : (o["attention_bias"] as? Bool ?? false),
                   bosTokenID: optInt("bos_token_id"),
                   eosTokenIDs: eos)
