@@ -2,7 +2,10 @@
 # One call on the GPU machine (the device tool's `run`): builds kernels/cuda, unpacks the petrel
 # binary carried in .device/ (made here by scripts/cuda-pack.sh), runs `petrel selftest --device
 # cuda`, measures the card's ceilings, then `petrel bench` and the transformers reference over the
-# issue's grid. Logs go to $OUT. Stages: STAGES="build selftest peaks bench hf" (default: all).
+# issue's grid. Logs go to $OUT. Stages: STAGES="build selftest gemv peaks bench hf profile" (default:
+# build selftest peaks bench hf). logits: last-position logits and greedy ids against transformers on
+# the same weights (scripts/hf_logits_check.py); gemv: the decode-matmul microbenchmark (kernels/cuda/bench_gemv);
+# profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py).
 set -uo pipefail
 OUT=${OUT:-/tmp/petrel-out}
 STAGES=${STAGES:-"build selftest peaks bench hf"}
@@ -28,11 +31,27 @@ if has peaks; then
     python3 scripts/device_peaks.py 2>&1 | tee "$OUT/peaks.txt"
     BW=$(sed -n 's/^PEAK_BW_GBS=//p' "$OUT/peaks.txt"); TF=$(sed -n 's/^PEAK_TFLOPS=//p' "$OUT/peaks.txt")
 fi
+if has logits; then
+    python3 scripts/hf_logits_check.py --petrel /tmp/petrel 2>&1 | grep -v Warning | tee "$OUT/logits.md"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if has gemv; then
+    make -C kernels/cuda bench_gemv >/dev/null && kernels/cuda/bench_gemv 2>&1 | tee "$OUT/gemv.md"
+fi
 if has bench; then
     timeout ${BENCH_TIMEOUT:-220} /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
         --peak-bandwidth "$BW" --peak-tflops "$TF" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-petrel.md"
 fi
 if has hf; then
     timeout ${HF_TIMEOUT:-200} python3 scripts/hf_bench.py ${HF_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/bench-hf.md"
+fi
+if has profile; then
+    # One batch-1 decode step, kernel by kernel: skip the weight fill, the prefill and the first
+    # decode steps of the warm-up pass, then time PROFILE_COUNT consecutive kernels.
+    ncu --clock-control none --cache-control none --launch-skip ${PROFILE_SKIP:-3000} --launch-count ${PROFILE_COUNT:-700} \
+        --metrics gpu__time_duration.sum --csv --page raw \
+        /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size 1 --input-output-len 60,40 \
+        > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+    python3 scripts/ncu_summary.py "$OUT/ncu.csv" 2>&1 | tee "$OUT/profile.md"
 fi
 exit $status

@@ -21,7 +21,7 @@ final class CUDAKVCache: KVCache {
     func values(_ layer: Int) -> UnsafeMutableRawPointer { buffer.pointer + (2 * layer + 1) * layerBytes }
 }
 
-public final class CUDABackend: ComputeBackend, RandomWeightFilling {
+public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceTokenSelection, DeviceMemoryReporting {
     public let name = "cuda"
     let context: CUDAContext
     /// The GPU's name, memory and multiprocessors, as the driver reports them.
@@ -90,6 +90,16 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling {
         return out
     }
 
+    public var kvCacheBytesPerElement: Int { 2 }
+
+    public func freeMemoryBytes() throws -> Int {
+        try synchronize()   // frees queued stream-ordered releases first
+        var total: Int64 = 0, free: Int64 = 0
+        var sms: Int32 = 0
+        try context.check(lib.deviceDescribe(context.handle, nil, 0, &total, &free, &sms), "describe device")
+        return Int(free)
+    }
+
     /// Waits for all queued work (for timing).
     public func synchronize() throws {
         try context.check(lib.contextSynchronize(ctx), "synchronize")
@@ -123,6 +133,24 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling {
 
     public func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
                           sequences: [AttentionSequence], scale: Float, into out: Tensor) {
+        enqueueAttention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: headDim, rope: nil,
+                         cache: cache, layer: layer, sequences: sequences, scale: scale, into: out)
+    }
+
+    /// RoPE fused into the K/V write (kernels/cuda/attention.cu): one kernel rotates the query
+    /// heads in place and writes the rotated keys and the values to the cache.
+    public func ropeAttention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, positions: [Int32],
+                              inverseFrequencies: [Float], cache: KVCache, layer: Int, sequences: [AttentionSequence],
+                              scale: Float, into out: Tensor) {
+        precondition(positions.count == qkv.rowCount && inverseFrequencies.count == headDim / 2)
+        enqueueAttention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: headDim,
+                         rope: (positions, inverseFrequencies), cache: cache, layer: layer, sequences: sequences,
+                         scale: scale, into: out)
+    }
+
+    private func enqueueAttention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int,
+                                  rope: (positions: [Int32], inverseFrequencies: [Float])?, cache: KVCache, layer: Int,
+                                  sequences: [AttentionSequence], scale: Float, into out: Tensor) {
         let c = cache as! CUDAKVCache
         precondition(qkv.rowLength == (headCount + 2 * kvHeadCount) * headDim)
         precondition(c.layout.kvHeadCount == kvHeadCount && c.layout.headDim == headDim && layer < c.layout.layerCount)
@@ -134,16 +162,52 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling {
         var flat: [Int32] = []
         var offsets: [Int] = []
         for s in sequences { offsets.append(flat.count); flat.append(contentsOf: s.blockTable) }
+        let positions = rope?.positions ?? [], frequencies = rope?.inverseFrequencies ?? []
         flat.withUnsafeBufferPointer { tb in
-            let seqs = sequences.enumerated().map { i, s in
-                petrel_attn_seq(token_begin: Int64(s.tokenBegin), token_count: Int64(s.tokenCount),
-                                context_before: Int64(s.contextBefore), block_table: tb.baseAddress.map { $0 + offsets[i] },
-                                block_count: Int64(s.blockTable.count))
+            positions.withUnsafeBufferPointer { pos in
+                frequencies.withUnsafeBufferPointer { freq in
+                    let seqs = sequences.enumerated().map { i, s in
+                        petrel_attn_seq(token_begin: Int64(s.tokenBegin), token_count: Int64(s.tokenCount),
+                                        context_before: Int64(s.contextBefore), block_table: tb.baseAddress.map { $0 + offsets[i] },
+                                        block_count: Int64(s.blockTable.count))
+                    }
+                    context.require(lib.attention(ctx, ptr(qkv), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
+                                                  c.keys(layer), c.values(layer), Int64(c.layout.blockSize),
+                                                  seqs, Int64(seqs.count), rope == nil ? nil : pos.baseAddress,
+                                                  rope == nil ? nil : freq.baseAddress, scale, ptr(out)), "attention")
+                }
             }
-            context.require(lib.attention(ctx, ptr(qkv), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
-                                          c.keys(layer), c.values(layer), Int64(c.layout.blockSize),
-                                          seqs, Int64(seqs.count), scale, ptr(out)), "attention")
         }
+    }
+
+    public func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor) {
+        precondition(weight.elementCount == x.rowLength && residual.elementCount == x.elementCount && out.elementCount == x.elementCount)
+        precondition(buffer(out) !== buffer(residual), "addRMSNorm: out must not be the residual")
+        context.require(lib.addRMSNorm(ctx, ptr(residual), ptr(x), ptr(weight), Int64(x.rowCount), Int64(x.rowLength), eps, ptr(out)),
+                        "addRMSNorm")
+    }
+
+    public func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor) {
+        precondition(x.rowLength == gateUp.rowLength && gateUp.rowCount == 2 * out.rowLength && out.rowCount == x.rowCount)
+        context.require(lib.matmulSwiGLU(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), ptr(gateUp), Int64(out.rowLength), ptr(out)),
+                        "matmulSwiGLU \(x.shape) x \(gateUp.shape)")
+    }
+
+    public func topCandidates(_ logits: Tensor, count: Int) -> (ids: [Int32], values: [Float], logSumExp: [Float]) {
+        let rows = logits.rowCount, vocab = logits.rowLength
+        precondition(count >= 1 && count <= min(vocab, 1024))
+        var ids = [Int32](repeating: -1, count: rows * count)
+        var values = [Float](repeating: 0, count: rows * count)
+        var lse = [Float](repeating: 0, count: rows)
+        ids.withUnsafeMutableBufferPointer { i in
+            values.withUnsafeMutableBufferPointer { v in
+                lse.withUnsafeMutableBufferPointer { l in
+                    context.require(lib.topCandidates(ctx, ptr(logits), Int64(rows), Int64(vocab), Int32(count),
+                                                      i.baseAddress, v.baseAddress, l.baseAddress), "topCandidates")
+                }
+            }
+        }
+        return (ids, values, lse)
     }
 
     public func swiglu(_ gateUp: Tensor, into out: Tensor) {

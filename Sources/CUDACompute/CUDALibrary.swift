@@ -39,6 +39,9 @@ final class CUDALibrary: @unchecked Sendable {
     let rope: petrel_rope_enqueue_fn
     let attention: petrel_attention_enqueue_fn
     let swiglu: petrel_swiglu_enqueue_fn
+    let matmulSwiGLU: petrel_matmul_swiglu_enqueue_fn
+    let addRMSNorm: petrel_add_rmsnorm_enqueue_fn
+    let topCandidates: petrel_top_candidates_fn
     let add: petrel_add_enqueue_fn
     let gatherRows: petrel_rows_gather_enqueue_fn
 
@@ -88,6 +91,9 @@ final class CUDALibrary: @unchecked Sendable {
         rope = try resolve("petrel_rope_enqueue", petrel_rope_enqueue_fn.self)
         attention = try resolve("petrel_attention_enqueue", petrel_attention_enqueue_fn.self)
         swiglu = try resolve("petrel_swiglu_enqueue", petrel_swiglu_enqueue_fn.self)
+        matmulSwiGLU = try resolve("petrel_matmul_swiglu_enqueue", petrel_matmul_swiglu_enqueue_fn.self)
+        addRMSNorm = try resolve("petrel_add_rmsnorm_enqueue", petrel_add_rmsnorm_enqueue_fn.self)
+        topCandidates = try resolve("petrel_top_candidates", petrel_top_candidates_fn.self)
         add = try resolve("petrel_add_enqueue", petrel_add_enqueue_fn.self)
         gatherRows = try resolve("petrel_rows_gather_enqueue", petrel_rows_gather_enqueue_fn.self)
     }

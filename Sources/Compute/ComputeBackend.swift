@@ -76,4 +76,55 @@ public protocol ComputeBackend: AnyObject {
     func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor)
     /// Copies KV block `from` to block `to` in every layer (copy-on-write when beams fork).
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
+
+    // Fused operations. Each has a default made of the operations above (the extension below),
+    // so a backend implements them only where fusing pays.
+
+    /// residual += x, then out = rmsNorm(residual). out may be x, never residual.
+    func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor)
+    /// out (n, f) = silu(x · gateᵀ) * (x · upᵀ), gateUp (2f, k) holding the gate rows then the up rows.
+    func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor)
+    /// `rope` on the query and key heads, then `attention`.
+    func ropeAttention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, positions: [Int32],
+                       inverseFrequencies: [Float], cache: KVCache, layer: Int, sequences: [AttentionSequence],
+                       scale: Float, into out: Tensor)
+}
+
+extension ComputeBackend {
+    public func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor) {
+        add(x, into: residual)
+        rmsNorm(residual, weight: weight, eps: eps, into: out)
+    }
+
+    public func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor) {
+        let product = makeActivation([x.rowCount, gateUp.rowCount])
+        matmul(x, weight: gateUp, bias: nil, into: product)
+        swiglu(product, into: out)
+    }
+
+    public func ropeAttention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, positions: [Int32],
+                              inverseFrequencies: [Float], cache: KVCache, layer: Int, sequences: [AttentionSequence],
+                              scale: Float, into out: Tensor) {
+        rope(qkv, headCount: headCount + kvHeadCount, headDim: headDim, positions: positions,
+             inverseFrequencies: inverseFrequencies)
+        attention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: headDim, cache: cache,
+                  layer: layer, sequences: sequences, scale: scale, into: out)
+    }
+}
+
+/// A backend that can choose tokens where the logits are, so a step's logits need not be copied
+/// to the host (the CUDA backend). The Runtime uses it for greedy rows.
+public protocol DeviceTokenSelection: AnyObject {
+    /// For each row of `logits` (rows, vocab): its `count` largest entries, largest first (ties:
+    /// the lower id first), and the row's log(sum(exp(logits))).
+    func topCandidates(_ logits: Tensor, count: Int) -> (ids: [Int32], values: [Float], logSumExp: [Float])
+}
+
+/// A backend on a device with its own memory (the CUDA backend): the KV cache is sized from what
+/// is free after the weights, as TensorRT-LLM does with kv_cache_free_gpu_mem_fraction.
+public protocol DeviceMemoryReporting: AnyObject {
+    /// Device memory free now, in bytes.
+    func freeMemoryBytes() throws -> Int
+    /// Bytes per element of the KV cache this backend makes.
+    var kvCacheBytesPerElement: Int { get }
 }

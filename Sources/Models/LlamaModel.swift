@@ -100,31 +100,30 @@ public final class LlamaModel {
         let h = b.makeActivation([n, c.hiddenSize])          // normed input / projection output
         let qkv = b.makeActivation([n, qkvWidth])
         let attn = b.makeActivation([n, c.headCount * c.headDim])
-        let gateUp = b.makeActivation([n, 2 * c.intermediateSize])
         let act = b.makeActivation([n, c.intermediateSize])
         let scale = 1 / Float(c.headDim).squareRoot()
         let eps = Float(c.rmsNormEps)
 
+        // The residual adds are fused with the RMSNorm that follows them: after the output
+        // projection with the layer's FFN norm, after the down projection with the next layer's
+        // attention norm (the final norm after the last layer).
         b.embed(batch.tokens, table: embedding, into: x)
+        b.rmsNorm(x, weight: layers[0].attentionNorm, eps: eps, into: h)
         for (i, layer) in layers.enumerated() {
-            b.rmsNorm(x, weight: layer.attentionNorm, eps: eps, into: h)
             b.matmul(h, weight: layer.qkv, bias: layer.qkvBias, into: qkv)
-            b.rope(qkv, headCount: c.headCount + c.kvHeadCount, headDim: c.headDim,
-                   positions: batch.positions, inverseFrequencies: inverseFrequencies)
-            b.attention(qkv: qkv, headCount: c.headCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
-                        cache: cache, layer: i, sequences: batch.sequences, scale: scale, into: attn)
+            b.ropeAttention(qkv: qkv, headCount: c.headCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
+                            positions: batch.positions, inverseFrequencies: inverseFrequencies,
+                            cache: cache, layer: i, sequences: batch.sequences, scale: scale, into: attn)
             b.matmul(attn, weight: layer.output, bias: nil, into: h)
-            b.add(h, into: x)
-            b.rmsNorm(x, weight: layer.ffnNorm, eps: eps, into: h)
-            b.matmul(h, weight: layer.gateUp, bias: nil, into: gateUp)
-            b.swiglu(gateUp, into: act)
+            b.addRMSNorm(h, into: x, weight: layer.ffnNorm, eps: eps, out: h)
+            b.matmulSwiGLU(h, gateUp: layer.gateUp, into: act)
             b.matmul(act, weight: layer.down, bias: nil, into: h)
-            b.add(h, into: x)
+            b.addRMSNorm(h, into: x, weight: i + 1 < layers.count ? layers[i + 1].attentionNorm : finalNorm, eps: eps, out: h)
         }
+        // h now holds every row through the final norm; the head runs on the wanted rows only.
         let rows = batch.logitRows
         let last = b.makeActivation([rows.count, c.hiddenSize])
-        b.gatherRows(x, rows: rows, into: last)
-        b.rmsNorm(last, weight: finalNorm, eps: eps, into: last)
+        b.gatherRows(h, rows: rows, into: last)
         let logits = b.makeActivation([rows.count, c.vocabularySize])
         b.matmul(last, weight: head, bias: nil, into: logits)
         return logits

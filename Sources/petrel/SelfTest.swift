@@ -125,6 +125,8 @@ struct OpCheck {
         }
         let matmulCases: [(Int, Int, Int, DType, Bool)] = [
             (1, 64, 128, .f16, false), (7, 576, 1536, .f16, true), (33, 4096, 512, .f16, false),
+            (2, 4096, 12288, .f16, false), (3, 11008, 4096, .f16, true), (8, 4096, 1000, .f16, false),
+            (9, 4096, 1000, .f16, true), (4, 72, 136, .f16, false),
             (1, 4096, 11008, .f16, false), (128, 4096, 4096, .f16, false), (300, 1024, 1000, .f16, false),
             (5, 576, 1536, .f32, false), (5, 576, 1536, .bf16, false), (5, 576, 1536, .q8_0, false),
             (5, 576, 1536, .q4_0, false), (5, 576, 1536, .q4_1, false),
@@ -139,6 +141,37 @@ struct OpCheck {
             dev.matmul(x.1, weight: w.1, bias: bias?.1, into: out.1)
             compare("matmul", "x (\(n), \(k)) w \(dtype) (\(m), \(k))\(withBias ? " + bias" : "")", out, tolerance: 5e-3)
         }
+        // The streaming GEMV (n <= 4 rows by default) sums each row in the same order whatever n
+        // is: row 0 of a 4-row product must equal, bit for bit, the same row multiplied alone.
+        for (k, m) in [(4096, 4096), (576, 1536)] {
+            let xs = normals(4 * k)
+            let w = try dev.upload(randomWeight(.f16, rows: m, cols: k))
+            let one = try dev.upload(.float32(Array(xs[0..<k]), shape: [1, k])), eight = try dev.upload(.float32(xs, shape: [4, k]))
+            let outOne = dev.makeActivation([1, m]), outEight = dev.makeActivation([4, m])
+            dev.matmul(one, weight: w, bias: nil, into: outOne)
+            dev.matmul(eight, weight: w, bias: nil, into: outEight)
+            record("matmul batch invariance", "row 0 of 4 vs alone, (\(m), \(k))", dev.download(outOne),
+                   Array(dev.download(outEight)[0..<m]), tolerance: 0)
+        }
+        for (n, k, f) in [(1, 576, 1536), (5, 4096, 11008), (8, 64, 128), (16, 4096, 11008)] {
+            let x = try pair(normals(n * k), [n, k])
+            let host = randomWeight(.f16, rows: 2 * f, cols: k)
+            let w = (try ref.upload(host), try dev.upload(host))
+            let out = try poisoned([n, f])
+            ref.matmulSwiGLU(x.0, gateUp: w.0, into: out.0)
+            dev.matmulSwiGLU(x.1, gateUp: w.1, into: out.1)
+            compare("matmulSwiGLU", "x (\(n), \(k)) w (2 x \(f), \(k))", out, tolerance: 5e-3)
+        }
+        for (n, d, outIsX) in [(1, 4096, true), (9, 576, false), (33, 4097, true), (2, 9000, false), (3, 6144, true)] {
+            let res = try pair(normals(n * d), [n, d])
+            let x = try pair(normals(n * d), [n, d])
+            let w = try pair(normals(d, scale: 0.2).map { roundToHalf(1 + $0) }, [d])
+            let out = outIsX ? x : try poisoned([n, d])
+            ref.addRMSNorm(x.0, into: res.0, weight: w.0, eps: 1e-5, out: out.0)
+            dev.addRMSNorm(x.1, into: res.1, weight: w.1, eps: 1e-5, out: out.1)
+            compare("addRMSNorm residual", "(\(n), \(d))", res, tolerance: 2e-3)
+            compare("addRMSNorm out", "(\(n), \(d))\(outIsX ? " into x" : "")", out, tolerance: 3e-3)
+        }
         for (n, heads, kvHeads, hd) in [(3, 4, 2, 16), (17, 9, 3, 64), (33, 32, 32, 128), (5, 32, 8, 128)] {
             let width = (heads + 2 * kvHeads) * hd
             let x = try pair(normals(n * width), [n, width])
@@ -149,7 +182,10 @@ struct OpCheck {
             compare("rope", "(\(n), \(heads)+\(kvHeads) heads x \(hd))", x, tolerance: 3e-3)
         }
         for (heads, kvHeads, hd, blockSize) in [(4, 2, 16, 16), (9, 3, 64, 32), (32, 32, 128, 32), (32, 8, 128, 16), (14, 2, 64, 32)] {
-            try attention(heads: heads, kvHeads: kvHeads, headDim: hd, blockSize: blockSize)
+            try attention(heads: heads, kvHeads: kvHeads, headDim: hd, blockSize: blockSize, rope: false)
+        }
+        for (heads, kvHeads, hd, blockSize) in [(9, 3, 64, 32), (32, 8, 128, 16)] {
+            try attention(heads: heads, kvHeads: kvHeads, headDim: hd, blockSize: blockSize, rope: true)
         }
         for (n, f) in [(1, 128), (9, 1536), (64, 11008)] {
             let gu = try pair(normals(n * 2 * f, scale: 2), [n, 2 * f])
@@ -172,13 +208,44 @@ struct OpCheck {
             dev.gatherRows(x.1, rows: rows, into: out.1)
             compare("gatherRows", "(\(n), \(d)) rows \(rows.count)", out, tolerance: 0)
         }
+        try tokenSelection()
         try endToEnd(fixture: fixture)
+    }
+
+    /// The device's top-k (greedy is k = 1) against the host sampler's order: same ids and values,
+    /// log-sum-exp within 1e-4; rows with planted ties (the lower id must come first).
+    mutating func tokenSelection() throws {
+        guard let selector = dev as? DeviceTokenSelection else { return }
+        for (rows, vocab, k) in [(1, 32000, 1), (5, 49152, 8), (130, 32000, 1), (3, 151936, 40)] {
+            var values = normals(rows * vocab, scale: 3)
+            for r in 0..<rows where r % 2 == 0 {   // a tie for first place, and one further down
+                let top = values[(r * vocab)..<((r + 1) * vocab)].max()!
+                values[r * vocab + vocab - 1] = top
+                values[r * vocab + 7] = top
+            }
+            let t = try dev.upload(.float32(values, shape: [rows, vocab]))
+            let picked = selector.topCandidates(t, count: k)
+            var idsOK = true, lseErr: Float = 0
+            for r in 0..<rows {
+                let row = Array(values[(r * vocab)..<((r + 1) * vocab)])
+                let order = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
+                for (j, id) in order.enumerated() where picked.ids[r * k + j] != Int32(id) || picked.values[r * k + j] != row[id] {
+                    idsOK = false
+                }
+                let m = Double(row.max()!)
+                let lse = Float(m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) }))
+                lseErr = max(lseErr, abs(picked.logSumExp[r] - lse) / max(abs(lse), 1))
+            }
+            record("topCandidates ids", "(\(rows), \(vocab)) k \(k)", [idsOK ? 0 : 1], [0], tolerance: 0)
+            record("topCandidates logSumExp", "(\(rows), \(vocab)) k \(k)", [1], [1 + lseErr], tolerance: 1e-4)
+        }
     }
 
     /// Three steps through one paged cache: prefills of several lengths (one sequence split in
     /// two chunks), then mixed decodes and a prefill chunk over cached prefixes, then decodes
     /// after copyKVBlock moved one sequence's first block elsewhere.
-    mutating func attention(heads: Int, kvHeads: Int, headDim hd: Int, blockSize: Int) throws {
+    /// With `rope`, the fused ropeAttention runs instead (positions = context positions).
+    mutating func attention(heads: Int, kvHeads: Int, headDim hd: Int, blockSize: Int, rope: Bool) throws {
         let lengths = [1, 37, 100, 300]
         let maxTokens = 300 + 40
         let blocksPerSeq = (maxTokens + blockSize - 1) / blockSize
@@ -202,11 +269,21 @@ struct OpCheck {
             }
             let qkv = try me.pair(me.normals(begin * width), [begin, width])
             let out = try me.poisoned([begin, heads * hd])
-            me.ref.attention(qkv: qkv.0, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.0, layer: 1,
-                             sequences: seqs, scale: scale, into: out.0)
-            me.dev.attention(qkv: qkv.1, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.1, layer: 1,
-                             sequences: seqs, scale: scale, into: out.1)
-            me.compare("attention", "\(heads)/\(kvHeads) heads x \(hd), block \(blockSize): \(name)", out, tolerance: 5e-3)
+            if rope {
+                var positions: [Int32] = []
+                for s in seqs { positions += (0..<s.tokenCount).map { Int32(s.contextBefore + $0) } }
+                let inv = (0..<(hd / 2)).map { Float(1 / pow(10000.0, Double(2 * $0) / Double(hd))) }
+                me.ref.ropeAttention(qkv: qkv.0, headCount: heads, kvHeadCount: kvHeads, headDim: hd, positions: positions,
+                                     inverseFrequencies: inv, cache: caches.0, layer: 1, sequences: seqs, scale: scale, into: out.0)
+                me.dev.ropeAttention(qkv: qkv.1, headCount: heads, kvHeadCount: kvHeads, headDim: hd, positions: positions,
+                                     inverseFrequencies: inv, cache: caches.1, layer: 1, sequences: seqs, scale: scale, into: out.1)
+            } else {
+                me.ref.attention(qkv: qkv.0, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.0, layer: 1,
+                                 sequences: seqs, scale: scale, into: out.0)
+                me.dev.attention(qkv: qkv.1, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.1, layer: 1,
+                                 sequences: seqs, scale: scale, into: out.1)
+            }
+            me.compare(rope ? "ropeAttention" : "attention", "\(heads)/\(kvHeads) heads x \(hd), block \(blockSize): \(name)", out, tolerance: 5e-3)
             for (s, count) in newTokens.enumerated() { context[s] += count }
         }
         try step("prefill \(lengths.map { $0 == 300 ? 200 : $0 })", lengths.map { $0 == 300 ? 200 : $0 }, &self)

@@ -3,8 +3,10 @@
 // of up to 16 query rows (tokens x the query heads that share one KV head, so GQA reads each
 // K/V chunk once per group) and walks that sequence's context in chunks of 32 keys staged in
 // shared memory, with an online softmax in fp32. Sequences with a single new token (decode)
-// take a split-K path instead (decode_attention_kernel + decode_reduce_kernel, below): their
-// context is cut into partitions of 64-512 keys, each its own thread block.
+// take a split-K path instead (decode_attention_kernel, below): their context is cut into
+// partitions of 64-512 keys, each its own thread block; the last block of a sequence's KV head to
+// finish combines the partitions. New keys are rotated (RoPE) as they are written when the caller
+// passes positions (rope_kv_write_kernel).
 #include "internal.h"
 
 #include <cfloat>
@@ -27,6 +29,38 @@ __global__ void kv_write_kernel(const half *qkv, int64_t stride, int heads, int 
         kd[i] = k[i];
         vd[i] = v[i];
     }
+}
+
+// RoPE fused with the K/V write. blockIdx: (row, head) over heads + 2 kv_heads "heads": query
+// heads are rotated in place (rotate-half, angle position * inv_freq[i]), key heads rotated into
+// the row's cache slot, value heads copied there. One thread per frequency (head_dim / 2).
+// The attention kernels read keys from the cache only, so qkv's key part is left unrotated.
+__global__ void rope_kv_write_kernel(half *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
+                                     const int32_t *slots, const int32_t *positions, const float *inv_freq,
+                                     half *k_cache, half *v_cache) {
+    const int half_dim = head_dim / 2, kvs = kv_heads * head_dim;
+    const int h = blockIdx.y, i = threadIdx.x;
+    const int slot = slots[blockIdx.x];
+    half *src = qkv + (int64_t)blockIdx.x * stride + (int64_t)h * head_dim;
+    if (i >= half_dim) return;
+    if (h >= heads + kv_heads) {   // a value head: copy
+        if (slot < 0) return;
+        half *dst = v_cache + (int64_t)slot * kvs + (int64_t)(h - heads - kv_heads) * head_dim;
+        dst[i] = src[i];
+        dst[i + half_dim] = src[i + half_dim];
+        return;
+    }
+    float s, c;
+    sincosf((float)positions[blockIdx.x] * inv_freq[i], &s, &c);
+    const float a = __half2float(src[i]), b = __half2float(src[i + half_dim]);
+    const half ra = __float2half(a * c - b * s), rb = __float2half(b * c + a * s);
+    half *dst = src;
+    if (h >= heads) {
+        if (slot < 0) return;
+        dst = k_cache + (int64_t)slot * kvs + (int64_t)(h - heads) * head_dim;
+    }
+    dst[i] = ra;
+    dst[i + half_dim] = rb;
 }
 
 // seqs: (token_begin, token_count, context_before, table_offset) per sequence.
@@ -171,8 +205,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
 // kv head, decode sequence); a partition is `part_keys` consecutive keys of the context. The
 // block's G = heads / kv_heads query heads share every K/V row it loads. L lanes take one key
 // row, each loading 16 bytes (8 halves) of it. Results per (sequence, query head, partition):
-// the unnormalized output sum p V, the partition's max score and its sum of p, combined by
-// decode_reduce_kernel.
+// the unnormalized output sum p V, the partition's max score and its sum of p; the last block to
+// arrive (an atomic counter per sequence and KV head) combines them into the output. A context
+// of one partition writes the output directly.
 constexpr int kDecodeThreads = 128;
 constexpr int kDecodeMaxGroup = 8;
 
@@ -180,7 +215,8 @@ template <int L, int MAXG>  // MAXG >= G: register arrays sized for the group
 __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const half *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const half *k_cache,
     const half *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
-    int part_keys, int max_parts, float scale, float *part_o, float2 *part_ml) {
+    int part_keys, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, half *out,
+    int64_t out_stride) {
     extern __shared__ float smem[];
     const int G = heads / kv_heads;
     const int d = blockIdx.z, kvh = blockIdx.y, part = blockIdx.x;
@@ -314,6 +350,15 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     }
     __syncthreads();
 
+    const int parts = (ctx_len + part_keys - 1) / part_keys;
+    half *o = out + (int64_t)sq.x * out_stride + (int64_t)kvh * G * head_dim;
+    if (parts == 1) {   // the whole context in one partition: normalize and write the output
+        for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+            const float l = ls[idx / head_dim];
+            o[idx] = __float2half(l > 0.f ? os[idx] / l : 0.f);
+        }
+        return;
+    }
     for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
         const int g = idx / head_dim, x = idx % head_dim;
         const int64_t base = ((int64_t)d * heads + kvh * G + g) * max_parts + part;
@@ -323,34 +368,40 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
         const int64_t base = ((int64_t)d * heads + kvh * G + tid) * max_parts + part;
         part_ml[base] = make_float2(ms[tid], ls[tid]);
     }
-}
-
-// Combines the partitions of decode_attention_kernel. blockIdx: (decode sequence, query head).
-__global__ void decode_reduce_kernel(const int4 *seqs, const int32_t *decode_seqs, int heads, int head_dim,
-                                     int part_keys, int max_parts, const float *part_o, const float2 *part_ml,
-                                     half *out, int64_t out_stride) {
-    const int d = blockIdx.x, h = blockIdx.y;
-    const int4 sq = seqs[decode_seqs[d]];
-    const int parts = (sq.z + 1 + part_keys - 1) / part_keys;
-    const int64_t base = ((int64_t)d * heads + h) * max_parts;
-    float mx = -FLT_MAX;
-    for (int p = 0; p < parts; p++) mx = fmaxf(mx, part_ml[base + p].x);
-    float total = 0.f;
-    for (int p = 0; p < parts; p++) total += part_ml[base + p].y * __expf(part_ml[base + p].x - mx);
-    const float inv = total > 0.f ? 1.f / total : 0.f;
-    half *o = out + (int64_t)sq.x * out_stride + (int64_t)h * head_dim;
-    for (int x = threadIdx.x; x < head_dim; x += blockDim.x) {
-        float a = 0.f;
-        for (int p = 0; p < parts; p++) a += part_o[(base + p) * head_dim + x] * __expf(part_ml[base + p].x - mx);
-        o[x] = __float2half(a * inv);
+    // The last partition block of this (sequence, KV head) to finish combines all partitions
+    // (no separate reduce launch): publish the partials, count in, and let the last one read.
+    __shared__ int is_last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        const int done = atomicAdd(&counters[d * kv_heads + kvh], 1);
+        is_last = done == parts - 1;
+        if (is_last) counters[d * kv_heads + kvh] = 0;   // ready for the next launch
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+        const int g = idx / head_dim, x = idx % head_dim;
+        const int64_t base = ((int64_t)d * heads + kvh * G + g) * max_parts;
+        float mx = -FLT_MAX;
+        for (int p = 0; p < parts; p++) mx = fmaxf(mx, __ldcg(&part_ml[base + p].x));
+        float total = 0.f, a = 0.f;
+        for (int p = 0; p < parts; p++) {
+            const float w = __expf(__ldcg(&part_ml[base + p].x) - mx);
+            total += __ldcg(&part_ml[base + p].y) * w;
+            a += __ldcg(&part_o[(base + p) * head_dim + x]) * w;
+        }
+        o[idx] = __float2half(total > 0.f ? a / total : 0.f);
     }
 }
 
 }  // namespace
 
-extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv, int64_t heads, int64_t kv_heads,
+extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int64_t heads, int64_t kv_heads,
                                             int64_t head_dim, void *k_cache, void *v_cache, int64_t block_size,
-                                            const petrel_attn_seq *seqs, int64_t seq_count, float scale, void *out) {
+                                            const petrel_attn_seq *seqs, int64_t seq_count, const int32_t *positions,
+                                            const float *inv_freq, float scale, void *out) {
     if (seq_count == 0) return PETREL_OK;
     if (head_dim % 2 || head_dim > 192 || head_dim <= 0)
         return fail(ctx, PETREL_ERROR_UNSUPPORTED, "attention: head_dim %lld (supported: even, <= 192)", (long long)head_dim);
@@ -384,9 +435,12 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv
     if (tile_count == 0 && decode_count == 0) return PETREL_OK;
     // One padding int keeps the tiles (read as int2) 8-byte aligned.
     const int64_t pad = (seq_count * 4 + table_total + rows) % 2;
-    std::vector<int32_t> blob((size_t)(seq_count * 4 + table_total + rows + pad + tile_count * 2 + decode_count));
+    const int64_t position_count = positions ? rows : 0;
+    std::vector<int32_t> blob((size_t)(seq_count * 4 + table_total + rows + pad + tile_count * 2 + decode_count + position_count));
     int32_t *seq_part = blob.data(), *table_part = seq_part + seq_count * 4, *slot_part = table_part + table_total,
             *tile_part = slot_part + rows + pad, *decode_part = tile_part + tile_count * 2;
+    int32_t *position_part = decode_part + decode_count;
+    if (positions) memcpy(position_part, positions, (size_t)rows * 4);
     int64_t decode_index = 0;
     for (int64_t i = 0; i < rows; i++) slot_part[i] = -1;
     int64_t table_offset = 0, tile = 0;
@@ -412,18 +466,27 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv
             tile++;
         }
     }
-    void *dev;
-    int32_t status = upload_cached(ctx, ctx->attention_cache, blob.data(), blob.size() * 4, &dev);
+    void *dev, *dev_freq = nullptr;
+    int32_t status = reserve_arena(ctx, (blob.size() * 4 + 255) / 256 * 256 + ((size_t)head_dim * 2 + 255) / 256 * 256);
+    if (status == PETREL_OK) status = upload_cached(ctx, ctx->attention_cache, blob.data(), blob.size() * 4, &dev);
+    if (status == PETREL_OK && positions)
+        status = upload_cached(ctx, ctx->inv_freq_cache, inv_freq, (size_t)head_dim / 2 * 4, &dev_freq);
     if (status != PETREL_OK) return status;
     const int32_t *d_blob = (const int32_t *)dev;
     const int4 *d_seqs = (const int4 *)d_blob;
     const int32_t *d_tables = d_blob + seq_count * 4, *d_slots = d_tables + table_total;
     const int2 *d_tiles = (const int2 *)(d_slots + rows + pad);
     const int32_t *d_decode = (const int32_t *)(d_tiles + tile_count);
+    const int32_t *d_positions = d_decode + decode_count;
 
     const int64_t stride = (heads + 2 * kv_heads) * head_dim;
-    kv_write_kernel<<<(unsigned)rows, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
-                                                              (int)head_dim, d_slots, (half *)k_cache, (half *)v_cache);
+    if (positions)
+        rope_kv_write_kernel<<<dim3((unsigned)rows, (unsigned)(heads + 2 * kv_heads)), (unsigned)((head_dim / 2 + 31) / 32 * 32), 0,
+                               ctx->stream>>>((half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, d_slots,
+                                              d_positions, (const float *)dev_freq, (half *)k_cache, (half *)v_cache);
+    else
+        kv_write_kernel<<<(unsigned)rows, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
+                                                                  (int)head_dim, d_slots, (half *)k_cache, (half *)v_cache);
     LAUNCH_CHECK(ctx);
 
     if (decode_count > 0) {
@@ -455,6 +518,17 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv
             CUDA_TRY(ctx, cudaMallocAsync(&ctx->decode_partials, grow, ctx->stream));
             ctx->decode_partials_bytes = grow;
         }
+        // One arrival counter per (decode sequence, KV head), zero between launches (the last
+        // block of each resets its own).
+        const size_t counter_count = (size_t)(decode_count * kv_heads);
+        if (counter_count > ctx->decode_counter_count) {
+            if (ctx->decode_counters) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_counters, ctx->stream));
+            ctx->decode_counters = nullptr;
+            ctx->decode_counter_count = 0;
+            CUDA_TRY(ctx, cudaMallocAsync((void **)&ctx->decode_counters, counter_count * 2 * 4, ctx->stream));
+            CUDA_TRY(ctx, cudaMemsetAsync(ctx->decode_counters, 0, counter_count * 2 * 4, ctx->stream));
+            ctx->decode_counter_count = counter_count * 2;
+        }
         float2 *part_ml = (float2 *)ctx->decode_partials;
         float *part_o = (float *)(part_ml + entries);
         const size_t smem = (size_t)(2 * group * head_dim + group * part_keys + 2 * kDecodeMaxGroup) * 4;
@@ -463,7 +537,8 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv
 #define DLAUNCH(L, G)                                                                                        \
     decode_attention_kernel<L, G><<<dgrid, kDecodeThreads, smem, ctx->stream>>>(                            \
         (const half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const half *)k_cache,          \
-        (const half *)v_cache, (int)block_size, d_seqs, d_tables, d_decode, part_keys, max_parts, scale, part_o, part_ml)
+        (const half *)v_cache, (int)block_size, d_seqs, d_tables, d_decode, part_keys, max_parts, scale, part_o, part_ml, \
+        ctx->decode_counters, (half *)out, heads * head_dim)
 #define DLAUNCH_G(L)                 \
     do {                             \
         if (group == 1) DLAUNCH(L, 1);      \
@@ -478,10 +553,6 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, const void *qkv
         else DLAUNCH_G(32);
 #undef DLAUNCH_G
 #undef DLAUNCH
-        LAUNCH_CHECK(ctx);
-        decode_reduce_kernel<<<dim3((unsigned)decode_count, (unsigned)heads), 64, 0, ctx->stream>>>(
-            d_seqs, d_decode, (int)heads, (int)head_dim, part_keys, max_parts, part_o, part_ml, (half *)out,
-            heads * head_dim);
         LAUNCH_CHECK(ctx);
     }
     if (tile_count == 0) return PETREL_OK;

@@ -91,6 +91,7 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
         check(cudaMalloc(&ctx->cublas_workspace, kCublasWorkspaceBytes), "cudaMalloc(cublas workspace)")) {
         ctx->arena_bytes = kArenaBytes;
         ctx->sm_count = props.multiProcessorCount;
+        if (const char *rows = getenv("PETREL_GEMV_MAX_ROWS")) ctx->gemv_max_rows = atoi(rows);
         if (cublasCreate(&ctx->cublas) != CUBLAS_STATUS_SUCCESS ||
             cublasSetStream(ctx->cublas, ctx->stream) != CUBLAS_STATUS_SUCCESS ||
             cublasSetWorkspace(ctx->cublas, ctx->cublas_workspace, kCublasWorkspaceBytes) != CUBLAS_STATUS_SUCCESS) {
@@ -113,6 +114,7 @@ void petrel_context_destroy(petrel_context *ctx) {
     if (ctx->cublas_workspace) cudaFree(ctx->cublas_workspace);
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->decode_partials) cudaFree(ctx->decode_partials);
+    if (ctx->decode_counters) cudaFree(ctx->decode_counters);
     if (ctx->staging) cudaFreeHost(ctx->staging);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     delete ctx;

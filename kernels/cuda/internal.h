@@ -19,6 +19,11 @@ struct UploadCache {
     void *dev = nullptr;
 };
 
+// The streaming GEMV's epilogues and its largest row count (gemv.cu).
+enum { kGemvPlain = 0, kGemvBias = 1, kGemvSwiGLU = 2 };
+constexpr int kGemvMaxRows = 8;
+constexpr int kGemvDefaultRows = 4;   // measured: past 4 rows cuBLAS is as fast (docs/BENCHMARKS.md)
+
 struct petrel_context {
     int device = 0;
     cudaStream_t stream = nullptr;
@@ -38,7 +43,13 @@ struct petrel_context {
     // Split-K decode attention's per-partition results (fp32), grown on demand, stream-ordered.
     void *decode_partials = nullptr;
     size_t decode_partials_bytes = 0;
+    // Split-K decode attention's arrival counters (int32, zero between launches), grown on demand.
+    int32_t *decode_counters = nullptr;
+    size_t decode_counter_count = 0;
     int sm_count = 0;
+    // Matmuls with at most this many activation rows use the streaming GEMV (gemv.cu) instead
+    // of cuBLAS; PETREL_GEMV_MAX_ROWS overrides it (0: always cuBLAS).
+    int gemv_max_rows = kGemvDefaultRows;
 };
 
 // Records a formatted message on the context and returns `status`.
@@ -65,6 +76,13 @@ int32_t upload_cached(petrel_context *ctx, UploadCache &cache, const void *host,
 int32_t reserve_arena(petrel_context *ctx, size_t bytes);
 // Marks the arena free; call only when the stream is idle.
 void reset_arena(petrel_context *ctx);
+
+// Whether gemv_enqueue serves this matmul (few rows, k a multiple of 8, 16-byte-aligned operands).
+bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out);
+// out (n, cols) = x (n, k) . w (cols, k)^T with the epilogue `mode`: + bias (cols), or SwiGLU, where w
+// has 2 cols rows (gate rows, then up rows) and out = silu(x . gate^T) * (x . up^T).
+int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,
+                     const void *bias, void *out);
 
 inline unsigned grid_for(int64_t count, int threads) {
     int64_t blocks = (count + threads - 1) / threads;

@@ -49,6 +49,75 @@ __global__ void rmsnorm_kernel(const half *x, const half *w, int64_t d, float ep
         o[i] = __float2half(__half2float(xr[i]) * scale * __half2float(w[i]));
 }
 
+// ---- residual add fused with the next RMSNorm: residual += x; out = rmsnorm(residual) * w.
+// Each thread rereads only the residual elements it wrote, so out may be x (not the residual).
+
+__global__ void add_rmsnorm_kernel(half *res, const half *x, const half *w, int64_t d, float eps, half *out) {
+    half *r = res + (int64_t)blockIdx.x * d;
+    const half *xr = x + (int64_t)blockIdx.x * d;
+    half *o = out + (int64_t)blockIdx.x * d;
+    float ss = 0;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        half s = __float2half(__half2float(r[i]) + __half2float(xr[i]));
+        r[i] = s;
+        float v = __half2float(s);
+        ss += v * v;
+    }
+    float scale = rsqrtf(block_sum(ss) / (float)d + eps);
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
+        o[i] = __float2half(__half2float(r[i]) * scale * __half2float(w[i]));
+}
+
+__global__ void add_rmsnorm2_kernel(half2 *res, const half2 *x, const half2 *w, int64_t d2, float eps, half2 *out) {
+    half2 *r = res + (int64_t)blockIdx.x * d2;
+    const half2 *xr = x + (int64_t)blockIdx.x * d2;
+    half2 *o = out + (int64_t)blockIdx.x * d2;
+    float ss = 0;
+    for (int64_t i = threadIdx.x; i < d2; i += blockDim.x) {
+        float2 a = __half22float2(r[i]), b = __half22float2(xr[i]);
+        half2 s = __floats2half2_rn(a.x + b.x, a.y + b.y);
+        r[i] = s;
+        float2 v = __half22float2(s);
+        ss += v.x * v.x + v.y * v.y;
+    }
+    float scale = rsqrtf(block_sum(ss) / (float)(2 * d2) + eps);
+    for (int64_t i = threadIdx.x; i < d2; i += blockDim.x) {
+        float2 v = __half22float2(r[i]), g = __half22float2(w[i]);
+        o[i] = __floats2half2_rn(v.x * scale * g.x, v.y * scale * g.y);
+    }
+}
+
+// Rows of up to 4 half2 per thread (d <= 8192 at 1024 threads): each thread keeps its part of
+// the sum in registers, so the row is read once and written once.
+template <int PER>
+__global__ void add_rmsnorm_regs_kernel(half2 *res, const half2 *x, const half2 *w, int d2, float eps, half2 *out) {
+    half2 *r = res + (int64_t)blockIdx.x * d2;
+    const half2 *xr = x + (int64_t)blockIdx.x * d2;
+    half2 *o = out + (int64_t)blockIdx.x * d2;
+    float2 v[PER];
+    float ss = 0;
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < d2) {
+            float2 a = __half22float2(r[i]), b = __half22float2(xr[i]);
+            half2 s = __floats2half2_rn(a.x + b.x, a.y + b.y);
+            r[i] = s;
+            v[j] = __half22float2(s);
+            ss += v[j].x * v[j].x + v[j].y * v[j].y;
+        }
+    }
+    const float scale = rsqrtf(block_sum(ss) / (float)(2 * d2) + eps);
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < d2) {
+            float2 g = __half22float2(w[i]);
+            o[i] = __floats2half2_rn(v[j].x * scale * g.x, v[j].y * scale * g.y);
+        }
+    }
+}
+
 // ---- RoPE (rotate-half): one block per row
 
 __global__ void rope_kernel(half *x, int64_t row_stride, int heads, int head_dim, const int32_t *positions,
@@ -137,9 +206,7 @@ int32_t petrel_rmsnorm_enqueue(petrel_context *ctx, const void *x, const void *w
     return PETREL_OK;
 }
 
-int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m,
-                              const void *bias, void *out) {
-    if (n == 0 || m == 0) return PETREL_OK;
+static int32_t cublas_matmul(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m, void *out) {
     // Row-major out (n, m) is column-major out^T (m, n) = W (m, k) . X^T (k, n); W row-major (m, k)
     // is column-major (k, m), hence OP_T on it.
     const float alpha = 1.0f, beta = 0.0f;
@@ -149,10 +216,63 @@ int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int
     if (s != CUBLAS_STATUS_SUCCESS)
         return fail(ctx, PETREL_ERROR_CUBLAS, "cublasGemmEx(m=%lld, n=%lld, k=%lld) failed: status %d",
                     (long long)m, (long long)n, (long long)k, (int)s);
+    return PETREL_OK;
+}
+
+int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m,
+                              const void *bias, void *out) {
+    if (n == 0 || m == 0) return PETREL_OK;
+    if (gemv_applies(ctx, n, k, x, w, out))
+        return gemv_enqueue(ctx, bias ? kGemvBias : kGemvPlain, x, n, k, w, m, bias, out);
+    int32_t status = cublas_matmul(ctx, x, n, k, w, m, out);
+    if (status != PETREL_OK) return status;
     if (bias) {
         bias_kernel<<<elementwise_grid(ctx, n * m), 256, 0, ctx->stream>>>((half *)out, (const half *)bias, n, m);
         LAUNCH_CHECK(ctx);
     }
+    return PETREL_OK;
+}
+
+int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w_gate_up,
+                                     int64_t f, void *out) {
+    if (n == 0 || f == 0) return PETREL_OK;
+    if (gemv_applies(ctx, n, k, x, w_gate_up, out)) return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out);
+    // Large batches: one cuBLAS GEMM into a stream-ordered temporary, then the SwiGLU kernel.
+    void *gate_up = nullptr;
+    CUDA_TRY(ctx, cudaMallocAsync(&gate_up, (size_t)(n * 2 * f) * 2, ctx->stream));
+    int32_t status = cublas_matmul(ctx, x, n, k, w_gate_up, 2 * f, gate_up);
+    if (status == PETREL_OK) {
+        swiglu_kernel<<<elementwise_grid(ctx, n * f), 256, 0, ctx->stream>>>((const half *)gate_up, n, f, (half *)out);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) status = fail(ctx, PETREL_ERROR_CUDA, "swiglu launch: %s", cudaGetErrorString(e));
+    }
+    cudaFreeAsync(gate_up, ctx->stream);
+    return status;
+}
+
+int32_t petrel_add_rmsnorm_enqueue(petrel_context *ctx, void *residual, const void *x, const void *weight, int64_t n,
+                                   int64_t d, float eps, void *out) {
+    if (n == 0) return PETREL_OK;
+    if (out == residual) return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "add_rmsnorm: out must not be the residual");
+    const bool pairs = d % 2 == 0 && ((uintptr_t)residual & 3) == 0 && ((uintptr_t)x & 3) == 0 &&
+                       ((uintptr_t)weight & 3) == 0 && ((uintptr_t)out & 3) == 0;
+    if (pairs && d / 2 <= 4 * 1024) {
+        const int64_t d2 = d / 2;
+        const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
+        const int per = (int)((d2 + threads - 1) / threads);
+#define REGS(P) add_rmsnorm_regs_kernel<P><<<(unsigned)n, threads, 0, ctx->stream>>>( \
+            (half2 *)residual, (const half2 *)x, (const half2 *)weight, (int)d2, eps, (half2 *)out)
+        if (per == 1) REGS(1);
+        else if (per == 2) REGS(2);
+        else REGS(4);
+#undef REGS
+    } else if (pairs)
+        add_rmsnorm2_kernel<<<(unsigned)n, rows_threads(d / 2), 0, ctx->stream>>>(
+            (half2 *)residual, (const half2 *)x, (const half2 *)weight, d / 2, eps, (half2 *)out);
+    else
+        add_rmsnorm_kernel<<<(unsigned)n, rows_threads(d), 0, ctx->stream>>>((half *)residual, (const half *)x,
+                                                                            (const half *)weight, d, eps, (half *)out);
+    LAUNCH_CHECK(ctx);
     return PETREL_OK;
 }
 

@@ -39,7 +39,7 @@ extern "C" {
     typedef ret (*name##_fn) args;  \
     PETREL_EXPORT ret name args;
 
-#define PETREL_ABI_VERSION 1
+#define PETREL_ABI_VERSION 2
 
 enum {
     PETREL_OK = 0,
@@ -123,7 +123,8 @@ PETREL_FN(int32_t, petrel_embed_enqueue, (petrel_context *ctx, const int32_t *id
 // out (n, d) = x * rsqrt(mean(x^2) + eps) * weight (d), per row, fp32 math. out may equal x.
 PETREL_FN(int32_t, petrel_rmsnorm_enqueue, (petrel_context *ctx, const void *x, const void *weight,
                                             int64_t n, int64_t d, float eps, void *out))
-// out (n, m) = x (n, k) . w (m, k)^T [+ bias (m)]: cuBLAS fp16 GEMM with fp32 accumulation.
+// out (n, m) = x (n, k) . w (m, k)^T [+ bias (m)], fp32 accumulation: a streaming GEMV (one warp
+// per output column) for n <= 8 rows (PETREL_GEMV_MAX_ROWS), else a cuBLAS fp16 GEMM.
 // bias may be NULL. out must not alias x or w.
 PETREL_FN(int32_t, petrel_matmul_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
                                            const void *w, int64_t m, const void *bias, void *out))
@@ -134,12 +135,24 @@ PETREL_FN(int32_t, petrel_rope_enqueue, (petrel_context *ctx, void *x, int64_t n
                                          const float *inv_freq))
 // Writes each new token's K and V (from qkv rows: heads q, kv_heads k, kv_heads v, head_dim
 // each) into the paged cache, then causal attention of every new token over its sequence's
-// context. k_cache / v_cache: one layer, (blocks, block_size, kv_heads, head_dim).
-// seqs (seq_count): host, borrowed. out (n, heads * head_dim). head_dim <= 192, even.
-PETREL_FN(int32_t, petrel_attention_enqueue, (petrel_context *ctx, const void *qkv, int64_t heads,
+// context. With `positions` (n, host, borrowed) and `inv_freq` (head_dim / 2, host, borrowed),
+// rotate-half RoPE is applied on the way: the query heads of qkv in place and the keys as they
+// are written (qkv's key part is left as it was); both NULL: no rotation. k_cache / v_cache: one
+// layer, (blocks, block_size, kv_heads, head_dim). seqs (seq_count): host, borrowed.
+// out (n, heads * head_dim). head_dim <= 192, even.
+PETREL_FN(int32_t, petrel_attention_enqueue, (petrel_context *ctx, void *qkv, int64_t heads,
                                               int64_t kv_heads, int64_t head_dim, void *k_cache, void *v_cache,
                                               int64_t block_size, const petrel_attn_seq *seqs, int64_t seq_count,
+                                              const int32_t *positions, const float *inv_freq,
                                               float scale, void *out))
+// out (n, f) = silu(x . gate^T) * (x . up^T), where w_gate_up (2 f, k) holds the gate rows then
+// the up rows: one streaming pass for a few rows, else a cuBLAS GEMM and the SwiGLU kernel.
+PETREL_FN(int32_t, petrel_matmul_swiglu_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
+                                                  const void *w_gate_up, int64_t f, void *out))
+// residual (n, d) += x; out = residual * rsqrt(mean(residual^2) + eps) * weight (d), per row,
+// fp32 math on the fp16-rounded sum. out may be x, not residual.
+PETREL_FN(int32_t, petrel_add_rmsnorm_enqueue, (petrel_context *ctx, void *residual, const void *x, const void *weight,
+                                                int64_t n, int64_t d, float eps, void *out))
 // out (n, f) = silu(gate_up[:, :f]) * gate_up[:, f:].
 PETREL_FN(int32_t, petrel_swiglu_enqueue, (petrel_context *ctx, const void *gate_up, int64_t n, int64_t f, void *out))
 // acc += x, `count` elements.
@@ -147,6 +160,15 @@ PETREL_FN(int32_t, petrel_add_enqueue, (petrel_context *ctx, void *acc, const vo
 // out (count, d) = rows rows[i] of x (., d). rows: host, borrowed.
 PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void *x, int64_t d,
                                                 const int32_t *rows, int64_t count, void *out))
+
+// ---- sampling on the device
+
+// For each of `rows` rows of fp16 logits (rows, vocab), its k best entries in order (value
+// descending, ties to the lower id): ids into `ids` and values into `values` (host, caller-owned,
+// rows * k each), and, unless NULL, each row's log(sum(exp(logits))) into `log_sum_exp` (rows).
+// Waits for the stream: this is a step's only copy back when every row is greedy.
+PETREL_FN(int32_t, petrel_top_candidates, (petrel_context *ctx, const void *logits, int64_t rows, int64_t vocab,
+                                           int32_t k, int32_t *ids, float *values, float *log_sum_exp))
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,129 @@
+// gemv.cu: the skinny matmul of decode steps. With a handful of activation rows (n <= 8) a
+// matmul is a stream over the weights; cuBLAS's GEMM kernels reach only part of the card's
+// bandwidth there. Here each warp owns one output column (one weight row), streams that row in
+// 16-byte loads that bypass L1 (several in flight per lane), dots it with every activation row
+// (read through the read-only cache; they are small and shared by the whole block) in fp32, and
+// reduces across the warp. Epilogues: + bias, or SwiGLU (the warp also streams the matching "up"
+// row and writes silu(gate) * up, so the gate/up product never reaches memory).
+//
+// Batch invariance: every (activation row, output column) dot product sums in the same order
+// whatever n is (lane l takes chunks l, l + 32, ...; the same butterfly reduction), so a
+// sequence's logits do not depend on how many others share the step, as long as n stays within
+// the kernel's range.
+#include "internal.h"
+
+namespace {
+
+constexpr int kWarps = 8;    // output columns per block (one per warp)
+constexpr int kUnroll = 4;   // 16-byte weight loads in flight per lane per weight row
+
+__device__ __forceinline__ int4 load_streaming(const int4 *p) {
+    int4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ float dot8(const int4 &w, const int4 &x, float acc) {
+    const half2 *wh = reinterpret_cast<const half2 *>(&w);
+    const half2 *xh = reinterpret_cast<const half2 *>(&x);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 a = __half22float2(wh[i]), b = __half22float2(xh[i]);
+        acc = fmaf(a.x, b.x, acc);
+        acc = fmaf(a.y, b.y, acc);
+    }
+    return acc;
+}
+
+__device__ __forceinline__ float warp_total(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// out (N, cols): out[n][c] = x[n] . w[c] (+ bias[c]); SWIGLU: out[n][c] = silu(x[n].w[c]) * (x[n].w[c + cols]).
+template <int N, int MODE>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restrict__ x, const half *__restrict__ w,
+                                                           const half *__restrict__ bias, int64_t k, int64_t cols,
+                                                           half *__restrict__ out) {
+    constexpr int R = MODE == kGemvSwiGLU ? 2 : 1;  // weight rows per output column
+    const int lane = threadIdx.x % 32;
+    const int64_t col = (int64_t)blockIdx.x * kWarps + threadIdx.x / 32;
+    if (col >= cols) return;
+    const int64_t chunks = k / 8;
+    const int4 *x4 = reinterpret_cast<const int4 *>(x);
+    const int4 *wr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const int4 *>(w + (col + r * cols) * k);
+
+    float acc[R][N];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int n = 0; n < N; n++) acc[r][n] = 0.f;
+
+    for (int64_t base = lane; base < chunks; base += 32 * kUnroll) {
+        int4 wv[R][kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            const int64_t c = base + u * 32;
+#pragma unroll
+            for (int r = 0; r < R; r++) wv[r][u] = c < chunks ? load_streaming(wr[r] + c) : make_int4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            const int64_t c = base + u * 32;
+            if (c >= chunks) break;
+#pragma unroll
+            for (int n = 0; n < N; n++) {
+                const int4 xv = __ldg(x4 + n * chunks + c);
+#pragma unroll
+                for (int r = 0; r < R; r++) acc[r][n] = dot8(wv[r][u], xv, acc[r][n]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int n = 0; n < N; n++) acc[r][n] = warp_total(acc[r][n]);
+    if (lane != 0) return;
+#pragma unroll
+    for (int n = 0; n < N; n++) {
+        float v = acc[0][n];
+        if (MODE == kGemvBias) v += __half2float(bias[col]);
+        if (MODE == kGemvSwiGLU) v = v / (1.0f + __expf(-v)) * acc[R - 1][n];
+        out[n * cols + col] = __float2half(v);
+    }
+}
+
+template <int MODE>
+void launch_mode(int64_t n, dim3 grid, cudaStream_t s, const half *x, const half *w, const half *bias, int64_t k,
+                 int64_t cols, half *out) {
+    switch (n) {
+#define CASE(N) \
+    case N: gemv_kernel<N, MODE><<<grid, kWarps * 32, 0, s>>>(x, w, bias, k, cols, out); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    }
+}
+
+}  // namespace
+
+bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out) {
+    return n >= 1 && n <= ctx->gemv_max_rows && n <= kGemvMaxRows && k % 8 == 0 && ((uintptr_t)x & 15) == 0 &&
+           ((uintptr_t)w & 15) == 0 && ((uintptr_t)out & 1) == 0;
+}
+
+int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,
+                     const void *bias, void *out) {
+    dim3 grid((unsigned)((cols + kWarps - 1) / kWarps));
+    const half *xh = (const half *)x, *wh = (const half *)w, *bh = (const half *)bias;
+    half *oh = (half *)out;
+    if (mode == kGemvBias) launch_mode<kGemvBias>(n, grid, ctx->stream, xh, wh, bh, k, cols, oh);
+    else if (mode == kGemvSwiGLU) launch_mode<kGemvSwiGLU>(n, grid, ctx->stream, xh, wh, bh, k, cols, oh);
+    else launch_mode<kGemvPlain>(n, grid, ctx->stream, xh, wh, bh, k, cols, oh);
+    LAUNCH_CHECK(ctx);
+    return PETREL_OK;
+}

@@ -1,0 +1,111 @@
+// sampling.cu: token selection on the device, so that a step's logits (rows x vocab) need not
+// cross to the host. top_candidates_kernel finds each row's k best logits in order (value
+// descending, then index ascending: the host sampler's tie rule), one thread block per row: k
+// rounds of a block-wide argmax, each over the elements that rank below the previous round's
+// pick. Greedy decoding is k = 1.
+#include "internal.h"
+
+#include <climits>
+
+namespace {
+
+constexpr int kThreads = 1024;
+
+__device__ __forceinline__ bool better(float v, int i, float bv, int bi) { return v > bv || (v == bv && i < bi); }
+
+// The warp's best (value, index) in every lane.
+__device__ __forceinline__ void warp_best(float &bv, int &bi) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (better(ov, oi, bv, bi)) {
+            bv = ov;
+            bi = oi;
+        }
+    }
+}
+
+__global__ void __launch_bounds__(kThreads) top_candidates_kernel(const half *logits, int64_t vocab, int k, int32_t *ids,
+                                                                  float *values, float *log_sum_exp) {
+    __shared__ float shared_v[32];
+    __shared__ int shared_i[32];
+    const half *row = logits + (int64_t)blockIdx.x * vocab;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    float pv = INFINITY;
+    int pi = -1;
+    for (int r = 0; r < k; r++) {
+        float bv = -INFINITY;
+        int bi = INT_MAX;
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+            const float v = __half2float(row[i]);
+            const bool ranks_below = v < pv || (v == pv && i > pi);
+            if (ranks_below && better(v, i, bv, bi)) {
+                bv = v;
+                bi = i;
+            }
+        }
+        warp_best(bv, bi);
+        if (lane == 0) {
+            shared_v[warp] = bv;
+            shared_i[warp] = bi;
+        }
+        __syncthreads();
+        if (warp == 0) {
+            bv = lane < warps ? shared_v[lane] : -INFINITY;
+            bi = lane < warps ? shared_i[lane] : INT_MAX;
+            warp_best(bv, bi);
+            if (lane == 0) {
+                shared_v[0] = bv;
+                shared_i[0] = bi;
+                ids[(int64_t)blockIdx.x * k + r] = bi == INT_MAX ? -1 : bi;
+                values[(int64_t)blockIdx.x * k + r] = bv;
+            }
+        }
+        __syncthreads();
+        pv = shared_v[0];
+        pi = shared_i[0];
+        __syncthreads();   // shared_v[0] is rewritten by the next round
+        if (r == 0 && log_sum_exp) {
+            // log sum exp over the row, around its maximum (the first pick).
+            float sum = 0.f;
+            if (isfinite(pv))
+                for (int i = threadIdx.x; i < vocab; i += blockDim.x) sum += __expf(__half2float(row[i]) - pv);
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (lane == 0) shared_v[warp] = sum;
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                float total = 0.f;
+                for (int w = 0; w < warps; w++) total += shared_v[w];
+                log_sum_exp[blockIdx.x] = isfinite(pv) ? pv + logf(total) : pv;
+            }
+            __syncthreads();
+        }
+    }
+}
+
+}  // namespace
+
+extern "C" int32_t petrel_top_candidates(petrel_context *ctx, const void *logits, int64_t rows, int64_t vocab, int32_t k,
+                                         int32_t *ids, float *values, float *log_sum_exp) {
+    if (rows == 0) return PETREL_OK;
+    if (k < 1 || k > 1024 || k > vocab || vocab > INT_MAX)
+        return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "top_candidates: k = %d over a vocabulary of %lld", k, (long long)vocab);
+    const size_t count = (size_t)(rows * k);
+    void *dev = nullptr;
+    CUDA_TRY(ctx, cudaMallocAsync(&dev, count * 8 + (size_t)rows * 4, ctx->stream));
+    int32_t *dev_ids = (int32_t *)dev;
+    float *dev_values = (float *)(dev_ids + count), *dev_lse = dev_values + count;
+    top_candidates_kernel<<<(unsigned)rows, kThreads, 0, ctx->stream>>>((const half *)logits, vocab, k, dev_ids, dev_values,
+                                                                         log_sum_exp ? dev_lse : nullptr);
+    cudaError_t launch = cudaGetLastError();
+    if (launch == cudaSuccess) {
+        cudaMemcpyAsync(ids, dev_ids, count * 4, cudaMemcpyDeviceToHost, ctx->stream);
+        cudaMemcpyAsync(values, dev_values, count * 4, cudaMemcpyDeviceToHost, ctx->stream);
+        if (log_sum_exp) cudaMemcpyAsync(log_sum_exp, dev_lse, (size_t)rows * 4, cudaMemcpyDeviceToHost, ctx->stream);
+    }
+    cudaFreeAsync(dev, ctx->stream);
+    if (launch != cudaSuccess) return fail(ctx, PETREL_ERROR_CUDA, "top_candidates launch: %s", cudaGetErrorString(launch));
+    CUDA_TRY(ctx, cudaStreamSynchronize(ctx->stream));
+    reset_arena(ctx);
+    return PETREL_OK;
+}
