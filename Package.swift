@@ -40,6 +40,9 @@ let package = Package(
         // CUDACompute loads at run time (dlopen), so nothing here links CUDA.
         .target(name: "CPetrelCUDA"),
         .target(name: "CUDACompute", dependencies: ["Compute", "CPetrelCUDA"]),
+        // Tensor and pipeline parallelism: the model cut over ranks, each with its own backend; Collective
+        // (shared-memory ranks in one process now, NCCL later).
+        .target(name: "Parallel", dependencies: ["Compute", "Checkpoints", "Models"]),
         .target(name: "Runtime", dependencies: ["Engine", "Compute", "CPUCompute", "Checkpoints", "Tokenization", "Models"]),
         // Triton / KServe v2 protocol messages, generated from protos/ by scripts/generate-protos.sh.
         .target(name: "TritonProtos", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
@@ -71,7 +74,7 @@ let package = Package(
         ]),
         .executableTarget(name: "petrel", dependencies: [
             "Runtime", "Engine", "CPUCompute", "CUDACompute", "Checkpoints", "Tokenization", "Models",
-            "Serving", "HTTPFrontend", "GRPCFrontend", "Telemetry",
+            "Serving", "HTTPFrontend", "GRPCFrontend", "Telemetry", "Parallel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // Fixture paths and loaders shared by the test targets.
@@ -83,6 +86,7 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoints"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestFixtures", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(name: "ParallelTests", dependencies: ["TestFixtures", "Parallel", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "RuntimeTests", dependencies: ["TestFixtures", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Tokenization"]),
         .testTarget(name: "GRPCFrontendTests", dependencies: [
             "GRPCFrontend", "Serving", "TritonProtos",

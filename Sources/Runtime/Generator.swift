@@ -23,12 +23,12 @@ public struct RuntimeError: Error, CustomStringConvertible, Sendable {
 }
 
 public final class Generator {
-    public let model: LlamaModel
+    public let model: any CausalLM
     public let blockSize: Int
     /// Longest prefill chunk run in one forward pass.
     public var prefillChunk = 512
 
-    public init(model: LlamaModel, blockSize: Int = 32) {
+    public init(model: any CausalLM, blockSize: Int = 32) {
         self.model = model
         self.blockSize = blockSize
     }
@@ -44,7 +44,7 @@ public final class Generator {
             throw RuntimeError("prompt (\(prompt.count) tokens) plus max_tokens (\(maxTokens)) exceeds the model's context of \(model.config.maxPositions)")
         }
         let blocks = (total + blockSize - 1) / blockSize
-        let cache = try model.backend.makeKVCache(model.kvCacheLayout(blockCount: blocks, blockSize: blockSize))
+        let cache = try model.makeKVCache(blockCount: blocks, blockSize: blockSize)
         let table = (0..<blocks).map(Int32.init)
         var sampler = Sampler(parameters)
         var stats = GenerationStats(promptTokens: prompt.count)
@@ -57,7 +57,7 @@ public final class Generator {
             let batch = ForwardBatch(tokens: chunk, positions: (0..<chunk.count).map { Int32(context + $0) },
                                      sequences: [AttentionSequence(tokenBegin: 0, tokenCount: chunk.count, contextBefore: context, blockTable: table)],
                                      logitRows: [chunk.count - 1])
-            let logits = model.forward(batch, cache: cache)
+            let logits = model.logits(batch, cache: cache)
             context += chunk.count
             if context == prompt.count { next = sampleRow(logits, &sampler) }
         }
@@ -72,7 +72,7 @@ public final class Generator {
             let batch = ForwardBatch(tokens: [next], positions: [Int32(context)],
                                      sequences: [AttentionSequence(tokenBegin: 0, tokenCount: 1, contextBefore: context, blockTable: table)],
                                      logitRows: [0])
-            let logits = model.forward(batch, cache: cache)
+            let logits = model.logits(batch, cache: cache)
             context += 1
             next = sampleRow(logits, &sampler)
         }
@@ -80,8 +80,7 @@ public final class Generator {
         return (stats, reason)
     }
 
-    private func sampleRow(_ logits: Tensor, _ sampler: inout Sampler) -> Int32 {
-        let values = model.backend.download(logits)
-        return values.withUnsafeBufferPointer { sampler.sample($0) }
+    private func sampleRow(_ logits: [Float], _ sampler: inout Sampler) -> Int32 {
+        logits.withUnsafeBufferPointer { sampler.sample($0) }
     }
 }

@@ -8,12 +8,17 @@ import Tokenization
 
 public final class ModelBundle {
     public let checkpoint: LoadedCheckpoint
-    public let model: LlamaModel
+    public let model: any CausalLM
     public let tokenizer: Tokenizer
 
-    public init(path: String, backend: ComputeBackend) throws {
+    public convenience init(path: String, backend: ComputeBackend) throws {
+        try self.init(path: path) { try LlamaModel(config: $0.config, weights: $0.weights, backend: backend) }
+    }
+
+    /// `makeModel` builds the model from the opened checkpoint (a sharded model, for instance).
+    public init(path: String, makeModel: (LoadedCheckpoint) throws -> any CausalLM) throws {
         checkpoint = try LoadedCheckpoint.open(path)
-        model = try LlamaModel(config: checkpoint.config, weights: checkpoint.weights, backend: backend)
+        model = try makeModel(checkpoint)
         if let gguf = checkpoint.gguf {
             tokenizer = try Tokenizer(gguf: gguf)
         } else {

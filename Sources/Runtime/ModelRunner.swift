@@ -1,23 +1,23 @@
-// ModelRunner: the Engine's Executor for a LlamaModel. Turns a SchedulerOutput into one ragged
-// ForwardBatch over the paged KV cache, runs it on its own thread (never on Swift's
-// cooperative pool), and samples each sequence that needs it with its request's Sampler.
+// ModelRunner: the Engine's Executor for a CausalLM (LlamaModel, or a sharded model). Turns a
+// SchedulerOutput into one ragged ForwardBatch over the paged KV cache, runs it on its own thread
+// (never on Swift's cooperative pool), and samples each sequence that needs it with its request's Sampler.
 import Compute
 import Dispatch
 import Engine
 import Models
 
 public final class ModelRunner: Executor, @unchecked Sendable {
-    public let model: LlamaModel
+    public let model: any CausalLM
     public let cache: KVCache
     public let blockSize: Int
     private let queue = DispatchQueue(label: "petrel.model-runner")
     /// Per-request sampler state (the seeded RNG), touched only on `queue`.
     private var samplers: [String: Sampler] = [:]
 
-    public init(model: LlamaModel, blockCount: Int, blockSize: Int) throws {
+    public init(model: any CausalLM, blockCount: Int, blockSize: Int) throws {
         self.model = model
         self.blockSize = blockSize
-        self.cache = try model.backend.makeKVCache(model.kvCacheLayout(blockCount: blockCount, blockSize: blockSize))
+        self.cache = try model.makeKVCache(blockCount: blockCount, blockSize: blockSize)
     }
 
     public func execute(_ output: SchedulerOutput) async throws -> StepOutput {
@@ -31,7 +31,7 @@ public final class ModelRunner: Executor, @unchecked Sendable {
     /// Runs one step synchronously (on the caller's thread).
     public func run(_ output: SchedulerOutput) throws -> StepOutput {
         for id in output.finishedRequestIDs { samplers.removeValue(forKey: id) }
-        for copy in output.blockCopies { model.backend.copyKVBlock(cache, from: Int(copy.from), to: Int(copy.to)) }
+        for copy in output.blockCopies { model.copyKVBlock(cache, from: Int(copy.from), to: Int(copy.to)) }
         guard !output.sequences.isEmpty else { return StepOutput(samples: []) }
 
         let vocab = model.config.vocabularySize
@@ -51,11 +51,26 @@ public final class ModelRunner: Executor, @unchecked Sendable {
             if s.needsSample { logitRows.append(tokens.count - 1) }
         }
         let batch = ForwardBatch(tokens: tokens, positions: positions, sequences: sequences, logitRows: logitRows)
-        let logits = model.backend.download(model.forward(batch, cache: cache))
+        let sampledSequences = output.sequences.filter(\.needsSample)
+        if let llama = model as? LlamaModel, let selector = llama.backend as? DeviceTokenSelection,
+           sampledSequences.allSatisfy({ Self.greedyOnDevice($0) }) {
+            // Every row is plain greedy: the device picks the tokens; only ids and two floats a
+            // row come back instead of the logits.
+            let picks = selector.topCandidates(llama.forward(batch, cache: cache), count: 1)
+            var samples: [Sample?] = []
+            var row = 0
+            for s in output.sequences {
+                guard s.needsSample else { samples.append(nil); continue }
+                samples.append(Sample(token: picks.ids[row], logProb: picks.values[row] - picks.logSumExp[row]))
+                row += 1
+            }
+            return StepOutput(samples: samples)
+        }
+        let logits = model.logits(batch, cache: cache)
 
         // Sequences sample independently (each has its own sampler and RNG), so large batches
         // spread over the CPU's cores; results keep the batch order.
-        let sampled = output.sequences.filter(\.needsSample)
+        let sampled = sampledSequences
         var drawn = sampled.map { samplers[$0.requestID] ?? Sampler($0.parameters) }
         var results = [Sample?](repeating: nil, count: sampled.count)
         drawn.withUnsafeMutableBufferPointer { statesBuffer in
@@ -82,5 +97,14 @@ public final class ModelRunner: Executor, @unchecked Sendable {
             row += 1
         }
         return StepOutput(samples: samples)
+    }
+
+    /// Whether the sampler would take the argmax of the raw logits and needs nothing else: no
+    /// penalties, masks, log-prob lists or beams (then the device's argmax gives the same token).
+    static func greedyOnDevice(_ s: ScheduledSequence) -> Bool {
+        let p = s.parameters
+        return (p.temperature == 0 || p.topK == 1) && p.beamWidth == 1 && p.topLogProbs == 0
+            && p.repetitionPenalty == 1 && p.presencePenalty == 0 && p.frequencyPenalty == 0
+            && s.badWords.isEmpty && s.suppressedTokenIDs.isEmpty
     }
 }

@@ -37,6 +37,7 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("peak-tflops"), help: "Static mode: the device's measured matrix rate in TFLOP/s, for each point's ceiling.")
     var peakTFLOPs: Double?
     @Option(help: "Seed for the random prompts.") var seed: UInt64 = 1
+    @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
         if model != nil && dummyWeights != nil { throw ValidationError("give --model or --dummy-weights, not both") }
@@ -49,6 +50,7 @@ struct Bench: AsyncParsableCommand {
         _ = try parseGrid()
         if numRequests < 1 || inputLength < 1 || outputLength < 1 { throw ValidationError("--num-requests, --input-len and --output-len must be >= 1") }
         if let c = concurrency, c < 1 { throw ValidationError("--concurrency must be >= 1") }
+        try parallel.check(device)
     }
 
     func parseGrid() throws -> ([Int], [(Int, Int)]) {
@@ -66,21 +68,24 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         let backend = try device.makeBackend(threads: threads)
-        let llama: LlamaModel
+        let llama: any CausalLM
         let name: String
         let loadStart = DispatchTime.now().uptimeNanoseconds
         if let d = dummyWeights, let shape = BuiltinConfig(rawValue: d) {
             let dtype = DType.allCases.first { $0.description.lowercased() == dtypeName.lowercased() }!
-            llama = try makeDummyModel(shape, dtype: dtype, seed: seed, backend: backend)
+            llama = parallel.isSharded
+                ? try parallel.makeModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed),
+                                         backend: backend, device: device, threads: threads)
+                : try makeDummyModel(shape, dtype: dtype, seed: seed, backend: backend)
             name = "\(d) (random \(dtype))"
         } else {
             let path = try model ?? DefaultModel.resolve()
             let ckpt = try LoadedCheckpoint.open(path)
-            llama = try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: backend)
+            llama = try parallel.makeModel(config: ckpt.config, weights: ckpt.weights, backend: backend, device: device, threads: threads)
             name = URL(fileURLWithPath: path).lastPathComponent
         }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
-        print("model: \(name), device: \(describe(backend)), weights read per decode step: \(llama.weightBytes / 1_000_000) MB, loaded in \(String(format: "%.1f", loadSeconds)) s")
+        print("model: \(name), device: \(describe(backend))\(parallel.summary), weights read per decode step: \(llama.weightBytes / 1_000_000) MB, loaded in \(String(format: "%.1f", loadSeconds)) s")
         switch mode {
         case .static: try await runStatic(llama)
         case .serving: try await runServing(llama)
@@ -89,7 +94,7 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: static
 
-    func makeEngine(_ llama: LlamaModel, batch: Int, tokens: Int) throws -> Engine {
+    func makeEngine(_ llama: any CausalLM, batch: Int, tokens: Int) throws -> Engine {
         let perSeq = (tokens + blockSize - 1) / blockSize
         let blocks = batch * perSeq + 1
         let runner = try ModelRunner(model: llama, blockCount: blocks, blockSize: blockSize)
@@ -104,7 +109,7 @@ struct Bench: AsyncParsableCommand {
         return (0..<count).map { _ in (0..<length).map { _ in Int32(3 + rng.next() % UInt64(vocab - 3)) } }
     }
 
-    func runStatic(_ llama: LlamaModel) async throws {
+    func runStatic(_ llama: any CausalLM) async throws {
         let (batches, pairs) = try parseGrid()
         if device == .cuda {
             // Warm-up, not reported: module loading and cuBLAS's first calls at each batch size.
@@ -138,7 +143,7 @@ struct Bench: AsyncParsableCommand {
 
     /// One static point: `batch` requests of `input` random tokens, `output` tokens each.
     /// Returns latency (ms), mean time to first token (ms) and the peak KV blocks in use.
-    func runPoint(_ llama: LlamaModel, batch: Int, input: Int, output: Int) async throws -> (Double, Double, Int) {
+    func runPoint(_ llama: any CausalLM, batch: Int, input: Int, output: Int) async throws -> (Double, Double, Int) {
         let engine = try makeEngine(llama, batch: batch, tokens: input + output)
         let ps = prompts(batch, length: input, vocab: llama.config.vocabularySize, salt: UInt64(batch * 1000 + input))
         let start = DispatchTime.now().uptimeNanoseconds
@@ -167,7 +172,7 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: serving
 
-    func runServing(_ llama: LlamaModel) async throws {
+    func runServing(_ llama: any CausalLM) async throws {
         let inFlight = concurrency ?? numRequests
         let engine = try makeEngine(llama, batch: min(inFlight, 256), tokens: inputLength + outputLength)
         let ps = prompts(numRequests, length: inputLength, vocab: llama.config.vocabularySize, salt: 7)

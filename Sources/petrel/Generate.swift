@@ -26,18 +26,22 @@ struct Generate: ParsableCommand {
     @Flag(help: "Keep activations in float32 against quantized weights (slower reference math).") var exact = false
     @Flag(help: "Print token ids instead of text.") var ids = false
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens (for benchmarks).") var ignoreEOS = false
+    @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
         if maxTokens < 0 { throw ValidationError("--max-tokens must be >= 0") }
         let given = [prompt != nil, chat != nil, promptIDs != nil].filter { $0 }.count
         if given > 1 { throw ValidationError("give only one of --prompt, --chat, --prompt-ids") }
         try SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed).validate()
+        try parallel.check(device)
     }
 
     func run() throws {
         let path = try model ?? DefaultModel.resolve()
         let backend = try device.makeBackend(threads: threads, exactQuantizedMath: exact)
-        let bundle = try ModelBundle(path: path, backend: backend)
+        let bundle = try ModelBundle(path: path) {
+            try parallel.makeModel(config: $0.config, weights: $0.weights, backend: backend, device: device, threads: threads, exact: exact)
+        }
         let tokenizer = bundle.tokenizer
         let promptIDs: [Int32]
         if let list = self.promptIDs {

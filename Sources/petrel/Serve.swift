@@ -30,6 +30,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("kv-cache-bytes"), help: "CPU KV-cache budget per LLM model instance, in bytes.") var kvCacheBytes = 512 << 20
     @Option(help: "Device for LLM models: cpu or cuda.") var device: Device = .cpu
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
+    @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
         guard ServerOptions.ModelControlMode(rawValue: modelControlMode) != nil else {
@@ -40,6 +41,12 @@ struct Serve: AsyncParsableCommand {
         }
         if maxInputSize < 1024 { throw ValidationError("--http-max-input-size must be at least 1024 bytes") }
         for r in restrictedAPIs { _ = try RestrictedAPI(parsing: r) }
+        if parallel.isSharded {
+            // Serving builds each LLM model from its config.pbtxt with one backend; sharded models
+            // reach it once LLMBackend takes a model factory (ModelBundle(path:makeModel:)).
+            throw ValidationError("serve: \(parallel.config) is not wired into served models yet; " +
+                                  "use petrel generate or petrel bench with --tensor-parallel-size / --pipeline-parallel-size")
+        }
     }
 
     func run() async throws {

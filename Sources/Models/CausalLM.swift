@@ -1,0 +1,33 @@
+// CausalLM: what the Runtime needs of a model — one ragged forward pass over a paged KV cache,
+// logits back on the host. LlamaModel (one backend) and Parallel's sharded model conform.
+import Compute
+import Checkpoints
+
+public protocol CausalLM: AnyObject {
+    var config: TransformerConfig { get }
+    /// Bytes of weights read by one decode step, over every device the model spans.
+    var weightBytes: Int { get }
+    /// The KV cache's shape. `bytesPerBlock` counts every device's share (a sharded model's
+    /// layout is the sum of its ranks': replicated KV heads count once per rank).
+    func kvCacheLayout(blockCount: Int, blockSize: Int) -> KVCacheLayout
+    func makeKVCache(blockCount: Int, blockSize: Int) throws -> KVCache
+    /// Runs the batch, writing its K/V into `cache` (made by this model's `makeKVCache`);
+    /// returns logits on the host, row-major (batch.logitRows.count, vocabularySize).
+    func logits(_ batch: ForwardBatch, cache: KVCache) -> [Float]
+    /// Copies KV block `from` to `to` in every layer (copy-on-write when beams fork).
+    func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
+}
+
+extension LlamaModel: CausalLM {
+    public func makeKVCache(blockCount: Int, blockSize: Int) throws -> KVCache {
+        try backend.makeKVCache(kvCacheLayout(blockCount: blockCount, blockSize: blockSize))
+    }
+
+    public func logits(_ batch: ForwardBatch, cache: KVCache) -> [Float] {
+        backend.download(forward(batch, cache: cache))
+    }
+
+    public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {
+        backend.copyKVBlock(cache, from: from, to: to)
+    }
+}

@@ -1,0 +1,223 @@
+// ParallelLlamaModel: the Llama-family model cut over N × M ranks — N-way tensor parallel within
+// each of M pipeline stages — each rank with its own backend, KV cache and thread. A CausalLM,
+// so ModelRunner and Generator drive it exactly like LlamaModel.
+import Checkpoints
+import Compute
+import Foundation
+import Models
+
+/// The KV caches of every rank: rank (s, t) holds layers of stage s and the KV heads of tensor
+/// rank t. `layout` is the whole model's, counting each rank's (replicated) KV heads.
+public final class ParallelKVCache: KVCache {
+    public let layout: KVCacheLayout
+    /// Indexed by flat rank s·N + t.
+    let caches: [KVCache]
+
+    init(layout: KVCacheLayout, caches: [KVCache]) {
+        self.layout = layout
+        self.caches = caches
+    }
+}
+
+/// One step of the pipeline schedule (for tests): stage `stage` began or finished micro-batch
+/// `microBatch`.
+struct PipelineEvent: Sendable, Equatable {
+    enum Kind: Sendable { case start, end }
+    let stage: Int
+    let microBatch: Int
+    let kind: Kind
+}
+
+public final class ParallelLlamaModel: CausalLM {
+    public let config: TransformerConfig
+    public let parallel: ParallelConfig
+    public let weightBytes: Int
+    /// Micro-batches a step's sequences are split into when there are several stages (at most
+    /// one per sequence). Defaults to the number of stages.
+    public var microBatchCount: Int
+    /// Test seams: when set, each forward pass records its schedule in `lastSchedule`, and
+    /// every stage calls `onStageStart(stage, microBatch)` on its first tensor rank's thread
+    /// once it has the micro-batch's input.
+    var recordsSchedule = false
+    private(set) var lastSchedule: [PipelineEvent] = []
+    var onStageStart: ((Int, Int) -> Void)?
+
+    /// Indexed by flat rank s·N + t.
+    let shards: [RankShard]
+    let threads: RankThreads
+
+    /// Cuts `weights` for every rank and uploads each share to its own backend, made by
+    /// `makeBackend(flatRank)` on that rank's thread. `makeCollectives` makes each stage's
+    /// tensor-parallel group (shared memory by default).
+    public init(config c: TransformerConfig, weights: LlamaWeights, parallel p: ParallelConfig,
+                makeBackend: @escaping (Int) throws -> ComputeBackend,
+                makeCollectives: CollectiveFactory = HostCollectiveGroup.make) throws {
+        try p.validate(for: c)
+        config = c
+        parallel = p
+        microBatchCount = p.pipelineParallelSize
+        threads = RankThreads(count: p.rankCount, name: "petrel-parallel")
+        let n = p.tensorParallelSize, m = p.pipelineParallelSize
+        shards = try threads.run { flat in
+            let (s, t) = (flat / n, flat % n)
+            return try RankShard(config: c, weights: weights, shard: TensorShard(rank: t, size: n, config: c),
+                                 layerRange: p.layers(ofStage: s, layerCount: c.layerCount),
+                                 isFirstStage: s == 0, isLastStage: s == m - 1, backend: try makeBackend(flat))
+        }
+        for s in 0..<m {
+            let stage = Array(shards[s * n ..< (s + 1) * n])
+            let collectives = try makeCollectives(stage.map(\.backend))
+            for (shard, collective) in zip(stage, collectives) { shard.collective = collective }
+        }
+        weightBytes = shards.reduce(0) { $0 + $1.weightBytes }
+    }
+
+    public func kvCacheLayout(blockCount: Int, blockSize: Int) -> KVCacheLayout {
+        // Every layer lives on one stage; within it each tensor rank holds its KV heads.
+        let perStage = shards.prefix(parallel.tensorParallelSize).reduce(0) { $0 + $1.kvHeadCount }
+        return KVCacheLayout(layerCount: config.layerCount, blockCount: blockCount, blockSize: blockSize,
+                             kvHeadCount: perStage, headDim: config.headDim)
+    }
+
+    public func makeKVCache(blockCount: Int, blockSize: Int) throws -> KVCache {
+        let caches = try threads.run { [shards] flat in
+            try shards[flat].backend.makeKVCache(shards[flat].kvCacheLayout(blockCount: blockCount, blockSize: blockSize))
+        }
+        return ParallelKVCache(layout: kvCacheLayout(blockCount: blockCount, blockSize: blockSize), caches: caches)
+    }
+
+    public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {
+        let caches = (cache as! ParallelKVCache).caches
+        _ = try? threads.run { [shards] flat in shards[flat].backend.copyKVBlock(caches[flat], from: from, to: to) }
+    }
+
+    public func logits(_ batch: ForwardBatch, cache: KVCache) -> [Float] {
+        precondition(!batch.tokens.isEmpty && batch.positions.count == batch.tokens.count)
+        let caches = (cache as! ParallelKVCache).caches
+        let n = parallel.tensorParallelSize, m = parallel.pipelineParallelSize
+        let micro = m > 1 ? MicroBatch.split(batch, into: microBatchCount) : [MicroBatch(whole: batch)]
+        let vocab = config.vocabularySize
+        let output = LogitRows(rows: batch.logitRows.count, vocabulary: vocab)
+        // handoffs[s · N + t]: stage s - 1's tensor rank t to stage s's (all of a stage's tensor
+        // ranks hold the same residual stream, so each hands to its counterpart).
+        let handoffs = (0..<(n * m)).map { _ in Handoff<HostTensor>() }
+        let trace = recordsSchedule ? ScheduleTrace() : nil
+        let shards = self.shards, onStageStart = self.onStageStart
+        _ = try? threads.run { flat in
+            let (s, t) = (flat / n, flat % n)
+            let shard = shards[flat], b = shard.backend
+            for (k, mb) in micro.enumerated() {
+                let input = s == 0 ? nil : handoffs[flat].take()
+                if t == 0 {
+                    trace?.append(PipelineEvent(stage: s, microBatch: k, kind: .start))
+                    onStageStart?(s, k)
+                }
+                let x: Tensor
+                if let input {
+                    x = b.makeActivation(input.shape)
+                    b.gatherRows(upload(input, to: b), rows: Array(0..<input.rowCount), into: x)
+                } else {
+                    x = shard.embed(mb.batch.tokens)
+                }
+                shard.runLayers(x, positions: mb.batch.positions, sequences: mb.batch.sequences, cache: caches[flat])
+                if s == m - 1 {
+                    let values = shard.logits(x, rows: mb.batch.logitRows)
+                    if t == 0 { output.write(values, at: mb.logitRowIndices) }
+                }
+                let handoff = s == m - 1 ? nil : HostTensor.float32(b.download(x), shape: [x.rowCount, x.rowLength])
+                if t == 0 { trace?.append(PipelineEvent(stage: s, microBatch: k, kind: .end)) }
+                if let handoff { handoffs[flat + n].put(handoff) }
+            }
+        }
+        if let trace { lastSchedule = trace.events }
+        return output.values
+    }
+}
+
+private func upload(_ host: HostTensor, to backend: ComputeBackend) -> Tensor {
+    do { return try backend.upload(host) } catch { fatalError("pipeline handoff: cannot upload to \(backend.name): \(error)") }
+}
+
+/// A contiguous run of a batch's sequences, renumbered to start at token 0.
+struct MicroBatch {
+    let batch: ForwardBatch
+    /// For each of this micro-batch's logit rows, its index in the whole batch's logitRows.
+    let logitRowIndices: [Int]
+
+    init(whole batch: ForwardBatch) {
+        self.batch = batch
+        logitRowIndices = Array(batch.logitRows.indices)
+    }
+
+    init(_ batch: ForwardBatch, sequences range: Range<Int>) {
+        let seqs = batch.sequences[range]
+        let begin = seqs.first!.tokenBegin, end = seqs.last!.tokenBegin + seqs.last!.tokenCount
+        let picked = batch.logitRows.indices.filter { batch.logitRows[$0] >= begin && batch.logitRows[$0] < end }
+        self.batch = ForwardBatch(tokens: Array(batch.tokens[begin..<end]), positions: Array(batch.positions[begin..<end]),
+                                  sequences: seqs.map {
+                                      var s = $0
+                                      s.tokenBegin -= begin
+                                      return s
+                                  },
+                                  logitRows: picked.map { batch.logitRows[$0] - begin })
+        logitRowIndices = picked
+    }
+
+    /// Splits the batch by sequence into at most `count` micro-batches of about equal token
+    /// counts. A batch whose sequences do not tile its tokens in order stays whole.
+    static func split(_ batch: ForwardBatch, into count: Int) -> [MicroBatch] {
+        let seqs = batch.sequences
+        var next = 0
+        for s in seqs {
+            guard s.tokenBegin == next else { return [MicroBatch(whole: batch)] }
+            next += s.tokenCount
+        }
+        guard next == batch.tokens.count, count > 1, seqs.count > 1 else { return [MicroBatch(whole: batch)] }
+        let parts = min(count, seqs.count), total = Double(batch.tokens.count)
+        var result: [MicroBatch] = []
+        var first = 0, before = 0   // before: tokens of the sequences ahead of i
+        for i in seqs.indices {
+            let cutsLeft = parts - result.count - 1
+            if i > first && cutsLeft > 0 {
+                // Cut before sequence i when that lands nearer the next equal share, or when
+                // every remaining sequence must start a micro-batch of its own.
+                let target = total * Double(result.count + 1) / Double(parts)
+                let nearer = abs(Double(before) - target) <= abs(Double(before + seqs[i].tokenCount) - target)
+                if nearer || seqs.count - i == cutsLeft {
+                    result.append(MicroBatch(batch, sequences: first..<i))
+                    first = i
+                }
+            }
+            before += seqs[i].tokenCount
+        }
+        result.append(MicroBatch(batch, sequences: first..<seqs.count))
+        return result
+    }
+}
+
+/// The whole batch's logits, written by the last stage micro-batch by micro-batch.
+private final class LogitRows: @unchecked Sendable {
+    private(set) var values: [Float]
+    let vocabulary: Int
+    private let lock = NSLock()
+
+    init(rows: Int, vocabulary: Int) {
+        values = [Float](repeating: 0, count: rows * vocabulary)
+        self.vocabulary = vocabulary
+    }
+
+    func write(_ rows: [Float], at indices: [Int]) {
+        lock.lock()
+        defer { lock.unlock() }
+        for (i, j) in indices.enumerated() {
+            values.replaceSubrange(j * vocabulary ..< (j + 1) * vocabulary, with: rows[i * vocabulary ..< (i + 1) * vocabulary])
+        }
+    }
+}
+
+private final class ScheduleTrace: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [PipelineEvent] = []
+    func append(_ e: PipelineEvent) { lock.lock(); list.append(e); lock.unlock() }
+    var events: [PipelineEvent] { lock.lock(); defer { lock.unlock() }; return list }
+}

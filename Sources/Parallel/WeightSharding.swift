@@ -1,0 +1,99 @@
+// WeightSharding: one rank's share of the unsharded LlamaWeights, cut on the host at load.
+// Column-parallel (output features = weight rows): QKV per head, gate and up per feature.
+// Row-parallel (input features = weight columns): the output and down projections, whose
+// partial products the ranks then sum. Vocabulary-parallel: embedding and head rows.
+import Checkpoints
+import Compute
+import Models
+
+/// A rank's weights of one layer, shapes for its shard (q = its query heads, k = its KV heads,
+/// f = its FFN features).
+struct ShardedLayerWeights {
+    var attentionNorm: HostTensor   // (hidden)
+    var qkv: HostTensor             // ((q + 2k) headDim, hidden)
+    var qkvBias: HostTensor?        // ((q + 2k) headDim)
+    var output: HostTensor          // (hidden, q headDim)
+    var ffnNorm: HostTensor         // (hidden)
+    var gateUp: HostTensor          // (2f, hidden): gate rows then up rows
+    var down: HostTensor            // (hidden, f)
+
+    init(_ w: LlamaLayerWeights, shard s: TensorShard, config c: TransformerConfig) {
+        let hd = c.headDim
+        let qRows = s.queryHeads.lowerBound * hd ..< s.queryHeads.upperBound * hd
+        let kRows = (c.headCount + s.kvHeads.lowerBound) * hd ..< (c.headCount + s.kvHeads.upperBound) * hd
+        let vRows = (c.headCount + c.kvHeadCount + s.kvHeads.lowerBound) * hd ..< (c.headCount + c.kvHeadCount + s.kvHeads.upperBound) * hd
+        attentionNorm = w.attentionNorm
+        qkv = joinRows([w.qkv.rows(qRows), w.qkv.rows(kRows), w.qkv.rows(vRows)])
+        qkvBias = w.qkvBias.map { bias in
+            let all = bias.floatValues()
+            return .float32(Array(all[qRows] + all[kRows] + all[vRows]), shape: [qRows.count + kRows.count + vRows.count])
+        }
+        output = w.output.columns(qRows)
+        ffnNorm = w.ffnNorm
+        let f = s.features
+        gateUp = joinRows([w.gateUp.rows(f), w.gateUp.rows(c.intermediateSize + f.lowerBound ..< c.intermediateSize + f.upperBound)])
+        down = w.down.columns(f)
+    }
+
+    var matrixBytes: Int { qkv.bytes.count + output.bytes.count + gateUp.bytes.count + down.bytes.count }
+}
+
+extension TensorShard {
+    /// This rank's embedding rows and one zero row after them: tokens outside the slice look
+    /// up the zero row, so the ranks' lookups sum to the full embedding.
+    func embeddingTable(_ embedding: HostTensor) -> HostTensor {
+        joinRows([embedding.rows(vocabulary), .zeros(embedding.dtype, rows: 1, rowLength: embedding.rowLength)])
+    }
+
+    /// Token ids as rows of `embeddingTable`.
+    func localTokenIDs(_ ids: [Int32]) -> [Int32] {
+        let lo = Int32(vocabulary.lowerBound), hi = Int32(vocabulary.upperBound), zero = Int32(vocabulary.count)
+        return ids.map { $0 >= lo && $0 < hi ? $0 - lo : zero }
+    }
+
+    /// This rank's head rows, padded with zero rows to `paddedVocabulary`.
+    func headSlice(_ head: HostTensor) -> HostTensor {
+        let pad = paddedVocabulary - vocabulary.count
+        if pad == 0 { return head.rows(vocabulary) }
+        return joinRows([head.rows(vocabulary), .zeros(head.dtype, rows: pad, rowLength: head.rowLength)])
+    }
+}
+
+/// Matrices joined by rows; mixed dtypes go to float32 first.
+func joinRows(_ parts: [HostTensor]) -> HostTensor {
+    if let joined = HostTensor.concatenatingRows(parts) { return joined }
+    return HostTensor.concatenatingRows(parts.map { $0.toFloat32() })!
+}
+
+extension HostTensor {
+    /// Rows `r` of a matrix, borrowing the same bytes (no copy; kept alive by the same owner).
+    func rows(_ r: Range<Int>) -> HostTensor {
+        precondition(r.lowerBound >= 0 && r.upperBound <= rowCount)
+        let rb = rowBytes
+        return HostTensor(dtype: dtype, shape: [r.count, rowLength],
+                          bytes: UnsafeRawBufferPointer(rebasing: bytes[r.lowerBound * rb ..< r.upperBound * rb]), owner: owner)
+    }
+
+    /// Columns `r` of a matrix, copied. A quantized matrix cut inside one of its 32-element
+    /// blocks is converted to float32 first (every block must stay whole).
+    func columns(_ r: Range<Int>) -> HostTensor {
+        precondition(r.lowerBound >= 0 && r.upperBound <= rowLength)
+        if r == 0..<rowLength { return self }
+        let bs = dtype.blockSize
+        guard r.lowerBound % bs == 0 && r.upperBound % bs == 0 else { return toFloat32().columns(r) }
+        let rb = rowBytes, begin = r.lowerBound / bs * dtype.blockBytes, width = r.count / bs * dtype.blockBytes
+        let buffer = OwnedBuffer(byteCount: rowCount * width)
+        for row in 0..<rowCount {
+            (buffer.mutableBytes.baseAddress! + row * width).copyMemory(from: bytes.baseAddress! + row * rb + begin, byteCount: width)
+        }
+        return HostTensor(dtype: dtype, shape: [rowCount, r.count], bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer)
+    }
+
+    /// A matrix of zeros (all-zero bytes are 0 in every DType: a quantized block's scale is 0).
+    static func zeros(_ dtype: DType, rows: Int, rowLength: Int) -> HostTensor {
+        let count = rows * (dtype.byteCount(elements: rowLength) ?? 0)
+        let buffer = OwnedBuffer(byteCount: count)
+        buffer.mutableBytes.initializeMemory(as: UInt8.self, repeating: 0)
+        return HostTensor(dtype: dtype, shape: [rows, rowLength], bytes: UnsafeRawBufferPointer(rebasing: buffer.mutableBytes[0..<count]), owner: buffer)
+    }
+}
