@@ -1,6 +1,7 @@
 // KServeResponder: the HTTP endpoint of port 8000. Every route of Triton's HTTP/REST API
 // (KServe v2 plus Triton's extensions) answered with Triton's JSON shapes and status codes;
 // errors are {"error": "..."}. It talks to the server core only through InferenceService.
+// Paths under /v1 go to the OpenAI-compatible routes (OpenAIResponder.swift).
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -40,6 +41,9 @@ struct KServeResponder: HTTPResponder {
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        if let route = OpenAIRoute(path: request.uri.path) {
+            return await respondOpenAI(route, request, context)
+        }
         guard let route = Route(path: request.uri.path) else {
             return Self.error(.notFound, "Not Found")
         }
@@ -262,7 +266,7 @@ struct KServeResponder: HTTPResponder {
         })
     }
 
-    private static func sse(_ json: [UInt8]) -> ByteBuffer {
+    static func sse(_ json: [UInt8]) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(json.count + 8)
         buffer.writeString("data: ")
@@ -274,14 +278,14 @@ struct KServeResponder: HTTPResponder {
     // MARK: helpers
 
     /// Runs `operation`, cancelling it if the client disconnects first.
-    private static func untilDisconnect<T: Sendable>(_ context: Context,
-                                                     _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    static func untilDisconnect<T: Sendable>(_ context: Context,
+                                             _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         guard let observer = await ClientDisconnectObserver.on(context.channel) else { return try await operation() }
         return try await observer.run(operation)
     }
 
     /// The body, at most `maxBodyBytes` (Triton answers larger ones 400).
-    private func readBody(_ request: Request) async throws -> ByteBuffer {
+    func readBody(_ request: Request) async throws -> ByteBuffer {
         let limit = options.maxBodyBytes
         func tooLarge(_ size: Int?) -> ServingError {
             let what = size.map { "request JSON size of \($0) bytes" } ?? "request body"
@@ -298,14 +302,14 @@ struct KServeResponder: HTTPResponder {
     }
 
     /// Compressed request bodies (Content-Encoding gzip / deflate) are not supported.
-    private static func requireIdentityEncoding(_ request: Request) throws {
+    static func requireIdentityEncoding(_ request: Request) throws {
         if let encoding = request.headers[.contentEncoding], !encoding.isEmpty, encoding != "identity" {
             throw badRequest("Unsupported content-encoding '\(encoding)', only 'identity' is supported.")
         }
     }
 
     /// nil for an empty body when `allowEmpty`.
-    private static func parseJSON(_ body: ByteBuffer, allowEmpty: Bool) throws -> JSON? {
+    static func parseJSON(_ body: ByteBuffer, allowEmpty: Bool) throws -> JSON? {
         if body.readableBytes == 0 {
             if allowEmpty { return nil }
             throw badRequest("failed to parse the request JSON buffer: the body is empty")

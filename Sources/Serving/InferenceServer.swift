@@ -23,6 +23,8 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
         let signature: ModelSignature
         let recorder: StatisticsRecorder
         let dependencies: [String]
+        /// When this version was loaded, seconds since the epoch.
+        let loadedAt = Int64(Date().timeIntervalSince1970)
         /// Guarded by the registry lock.
         var inflight = 0
         var ready = true

@@ -25,6 +25,8 @@ struct Generation: Sendable {
 struct GenerationHandle: Sendable {
     var stream: AsyncThrowingStream<RequestOutput, Error>
     var cancel: @Sendable () -> Void
+    /// Ends it as finished by a stop matched above the engine (a stop string): finish reason "stop".
+    var stop: @Sendable () -> Void
 }
 
 /// Input names that differ between the `tensorrt_llm` model and the text-level models
@@ -202,6 +204,8 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
     var tokenizer: Tokenizer { bundle.tokenizer }
     var textTokenizer: Tokenizer? { bundle.tokenizer }
     var vocabularySize: Int { bundle.model.config.vocabularySize }
+    /// Prompt plus generated tokens at most (the engine's max_seq_len).
+    var contextLength: Int { schedulerConfig.maxSequenceLength ?? bundle.model.config.maxPositions }
     /// The tokenizer's end-of-sequence id: the default end_id.
     let defaultEndID: Int32?
 
@@ -377,7 +381,7 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
                 }
             }
         }
-        return GenerationHandle(stream: stream, cancel: { engine.cancel(id) })
+        return GenerationHandle(stream: stream, cancel: { engine.cancel(id) }, stop: { engine.cancel(id, reason: .stop) })
     }
 
     /// TensorRT-LLM's `stop` input: ends the client's requests in flight under this id.

@@ -149,14 +149,15 @@ extension InferenceServer {
                 }
             case .preprocessing:
                 let tokenizer = try loadTokenizer(parameters, directory: p.directory, store: tokenizers)
-                return BatchedModel(settings: BatcherSettings(config: p.config),
-                                    backend: try PreprocessingBackend(tokenizer: tokenizer, parameters: parameters), recorder: recorder,
-                                    label: label, tokenizer: tokenizer)
+                let backend = try PreprocessingBackend(tokenizer: tokenizer, parameters: parameters)
+                return BatchedModel(settings: BatcherSettings(config: p.config), backend: backend, recorder: recorder, label: label,
+                                    tokenizer: tokenizer,
+                                    tokenizerRole: .preprocessing(addSpecialTokens: backend.addSpecialTokens, endID: backend.endID))
             case .postprocessing:
                 let tokenizer = try loadTokenizer(parameters, directory: p.directory, store: tokenizers)
-                return BatchedModel(settings: BatcherSettings(config: p.config),
-                                    backend: try PostprocessingBackend(tokenizer: tokenizer, parameters: parameters), recorder: recorder,
-                                    label: label, tokenizer: tokenizer)
+                let backend = try PostprocessingBackend(tokenizer: tokenizer, parameters: parameters)
+                return BatchedModel(settings: BatcherSettings(config: p.config), backend: backend, recorder: recorder, label: label,
+                                    tokenizer: tokenizer, tokenizerRole: .postprocessing(skipSpecialTokens: backend.skipSpecialTokens))
             case .identity:
                 let backend = IdentityBackend(inputNames: p.config.input.map(\.name), outputNames: p.config.output.map(\.name),
                                               delayMilliseconds: try parameters.int("execute_delay_ms") ?? 0)

@@ -43,14 +43,24 @@ func singleResponse(_ id: String, _ body: @escaping @Sendable () async throws ->
     }
 }
 
+/// What a tokenizer model does in an ensemble, for the text routes that go straight to the
+/// LLM with its tokenizer and settings.
+enum TokenizerRole: Sendable, Equatable {
+    case preprocessing(addSpecialTokens: Bool, endID: Int32)
+    case postprocessing(skipSpecialTokens: Bool)
+}
+
 /// A stateless model: requests queue in a dynamic batcher; instances execute batches.
 final class BatchedModel: ServedModel, TokenizingModel {
     let batcher: DynamicBatcher
     let textTokenizer: Tokenizer?
+    let tokenizerRole: TokenizerRole?
 
-    init(settings: BatcherSettings, backend: BatchBackend, recorder: StatisticsRecorder, label: String, tokenizer: Tokenizer? = nil) {
+    init(settings: BatcherSettings, backend: BatchBackend, recorder: StatisticsRecorder, label: String, tokenizer: Tokenizer? = nil,
+         tokenizerRole: TokenizerRole? = nil) {
         batcher = DynamicBatcher(settings: settings, backend: backend, recorder: recorder, label: label)
         textTokenizer = tokenizer
+        self.tokenizerRole = tokenizerRole
     }
 
     func execute(_ request: ModelRequest) -> AsyncThrowingStream<InferResponse, Error> {

@@ -360,3 +360,157 @@ public protocol ChatTemplating: Sendable {
     /// template fails.
     func renderChat(model: String, messages: [ChatTurn], addGenerationPrompt: Bool) throws -> String
 }
+
+// MARK: - Text generation (for OpenAI-compatible routes)
+
+/// A model that turns text into text (an ensemble, a BLS model or an LLM model with its
+/// tokenizer), as `/v1/models` lists it.
+public struct TextModel: Sendable, Equatable {
+    public var name: String
+    /// When its serving version was loaded, seconds since the epoch.
+    public var created: Int64
+    /// Prompt plus completion tokens at most.
+    public var contextLength: Int
+    public init(name: String, created: Int64, contextLength: Int) {
+        self.name = name
+        self.created = created
+        self.contextLength = contextLength
+    }
+}
+
+/// Sampling and stopping, OpenAI's way: temperature 0 (or top_p 0) is greedy, anything else
+/// samples with the given temperature and nucleus. Ranges are checked by `generateText`.
+public struct TextGenerationRequest: Sendable, Equatable {
+    public enum Prompt: Sendable, Equatable {
+        /// Encoded with the model's tokenizer and its add_special_tokens setting.
+        case text(String)
+        /// Used as they are.
+        case tokenIDs([Int32])
+        /// Rendered with the tokenizer's chat template (assistant turn opened) and encoded
+        /// without adding special tokens (the template writes them); the tokenizer's
+        /// end-of-turn tokens also end the completion.
+        case chat([ChatTurn])
+    }
+
+    public var model: String
+    public var prompts: [Prompt]
+    /// Choices per prompt: choice `p * choicesPerPrompt + k` is prompt p's k-th.
+    public var choicesPerPrompt: Int
+    /// Generated tokens at most per choice; nil: up to the context length.
+    public var maxTokens: Int?
+    public var temperature: Double
+    public var topP: Double
+    /// Choice k samples with seed + k; nil: a fresh seed per choice.
+    public var seed: UInt64?
+    public var presencePenalty: Double
+    public var frequencyPenalty: Double
+    /// Text that ends a choice (matched on the text, across tokens); never part of its text.
+    public var stop: [String]
+    /// Each generated token's log probability, and that many most likely alternatives.
+    public var logProbs: Bool
+    public var topLogProbs: Int
+
+    public init(model: String, prompts: [Prompt], choicesPerPrompt: Int = 1, maxTokens: Int? = nil, temperature: Double = 1,
+                topP: Double = 1, seed: UInt64? = nil, presencePenalty: Double = 0, frequencyPenalty: Double = 0,
+                stop: [String] = [], logProbs: Bool = false, topLogProbs: Int = 0) {
+        self.model = model
+        self.prompts = prompts
+        self.choicesPerPrompt = choicesPerPrompt
+        self.maxTokens = maxTokens
+        self.temperature = temperature
+        self.topP = topP
+        self.seed = seed
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
+        self.stop = stop
+        self.logProbs = logProbs
+        self.topLogProbs = topLogProbs
+    }
+}
+
+/// A token as log probabilities show it: its own bytes (out of context; a piece of a
+/// multi-byte character is a few bytes of it) and those bytes as text (U+FFFD where they are
+/// not UTF-8).
+public struct TokenText: Sendable, Equatable {
+    public var text: String
+    public var bytes: [UInt8]
+    public init(text: String, bytes: [UInt8]) {
+        self.text = text
+        self.bytes = bytes
+    }
+}
+
+public struct TokenAlternative: Sendable, Equatable {
+    public var token: TokenText
+    public var logProb: Double
+    public init(token: TokenText, logProb: Double) {
+        self.token = token
+        self.logProb = logProb
+    }
+}
+
+/// One generated token with its log probability (at the sampling temperature; greedy at 1).
+public struct GeneratedToken: Sendable, Equatable {
+    public var id: Int32
+    public var token: TokenText
+    public var logProb: Double
+    /// Where the token's text begins in the choice's text, in Unicode scalars.
+    public var textOffset: Int
+    /// The most likely tokens at this step, most likely first.
+    public var top: [TokenAlternative]
+    public init(id: Int32, token: TokenText, logProb: Double, textOffset: Int, top: [TokenAlternative]) {
+        self.id = id
+        self.token = token
+        self.logProb = logProb
+        self.textOffset = textOffset
+        self.top = top
+    }
+}
+
+/// What one choice added. A choice's deltas arrive in order; its last carries finishReason.
+public struct TextDelta: Sendable, Equatable {
+    public var choice: Int
+    /// New text (text that may begin a stop string is held back until decided).
+    public var text: String
+    /// Tokens generated for this delta (they count in usage even when their text is held back).
+    public var tokenCount: Int
+    /// With logProbs: those tokens.
+    public var tokens: [GeneratedToken]
+    /// "stop" (end of sequence or a stop string) or "length" on the choice's last delta.
+    public var finishReason: String?
+    public init(choice: Int, text: String, tokenCount: Int, tokens: [GeneratedToken] = [], finishReason: String? = nil) {
+        self.choice = choice
+        self.text = text
+        self.tokenCount = tokenCount
+        self.tokens = tokens
+        self.finishReason = finishReason
+    }
+}
+
+/// A running text generation: the prompts as the model saw them, and every choice's deltas.
+public struct TextGeneration: Sendable {
+    /// The model's name as requested.
+    public var model: String
+    /// Per prompt: its token count, and its text (token-id prompts decoded, chats rendered).
+    public var promptTokenCounts: [Int]
+    public var promptTexts: [String]
+    /// Deltas of all choices, interleaved. Ends after every choice's last delta; ending its
+    /// consumption cancels every choice (freeing KV blocks).
+    public var deltas: AsyncThrowingStream<TextDelta, Error>
+    public init(model: String, promptTokenCounts: [Int], promptTexts: [String], deltas: AsyncThrowingStream<TextDelta, Error>) {
+        self.model = model
+        self.promptTokenCounts = promptTokenCounts
+        self.promptTexts = promptTexts
+        self.deltas = deltas
+    }
+}
+
+/// Text in, text out over the same engines and tokenizers as the Triton routes (so greedy
+/// text equals `generate` on the same model). `InferenceServer` conforms.
+public protocol TextGenerationService: Sendable {
+    /// The loaded models `generateText` accepts, by name.
+    func textModels() -> [TextModel]
+    /// Tokenizes and submits every choice; throws at once for an unknown model or one that
+    /// does not generate text (404), bad values or a prompt too long (400), a full queue (503).
+    func generateText(_ request: TextGenerationRequest) throws -> TextGeneration
+}

@@ -28,6 +28,7 @@ final class FakeProbe: Sendable {
         var loads: [(String, String?)] = []
         var unloads: [(String, Bool)] = []
         var lastRequest: InferRequest?
+        var lastText: TextGenerationRequest?
     }
     /// Each value releases one more response of the gated model.
     let gate = AsyncStream<Void>.makeStream()

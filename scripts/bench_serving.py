@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Served throughput against the offline engine, and the three ways in against each other.
+
+For each concurrency C it runs, on the same model with the same request count and lengths:
+  offline      `petrel bench --mode serving --concurrency C` (the Engine alone, no server)
+  generate     POST /v2/models/ensemble/generate (HTTP, tokenizer + LLM + detokenizer ensemble)
+  stream-http  POST /v2/models/ensemble/generate_stream (Server-Sent Events)
+  stream-grpc  tritonclient.grpc start_stream + async_stream_infer with stream=True
+and prints one markdown table: requests/s, output tokens/s, time to first token (streaming paths),
+and each served path's throughput relative to the offline engine (the overhead of HTTP/gRPC and
+the ensemble). Every request asks for exactly --output-len tokens (min_tokens = max_tokens), and
+its prompt is text that the model's own preprocessing turns into exactly --input-len tokens.
+
+Usage: python3 scripts/bench_serving.py [--bin .build/release/petrel] [--model PATH]
+       [--concurrency "1;32"] [--num-requests 32] [--input-len 64] [--output-len 32]
+"""
+import argparse
+import json
+import os
+import queue
+import re
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import requests
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+class Server:
+    def __init__(self, binary, model, extra):
+        self.tmp = tempfile.mkdtemp(prefix="petrel-bench-")
+        repo = os.path.join(self.tmp, "repo")
+        subprocess.run([binary, "repo", "init", "--model", model, "--output", repo] + extra, check=True,
+                       stdout=subprocess.DEVNULL)
+        self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
+        self.log = open(os.path.join(self.tmp, "server.log"), "w")
+        self.proc = subprocess.Popen([binary, "serve", "--model-repository", repo, "--http-port", str(self.http),
+                                      "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{self.http}"
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("petrel serve exited:\n" + open(self.log.name).read())
+            try:
+                if urllib.request.urlopen(self.base + "/v2/health/ready", timeout=2).status == 200:
+                    return
+            except Exception:
+                time.sleep(0.5)
+        raise RuntimeError("petrel serve did not become ready")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def token_count(server, text):
+    body = {"inputs": [{"name": "QUERY", "shape": [1, 1], "datatype": "BYTES", "data": [text]},
+                       {"name": "REQUEST_OUTPUT_LEN", "shape": [1, 1], "datatype": "INT32", "data": [1]}]}
+    r = requests.post(server.base + "/v2/models/preprocessing/infer", json=body, timeout=60)
+    r.raise_for_status()
+    for o in r.json()["outputs"]:
+        if o["name"] == "REQUEST_INPUT_LEN":
+            return int(o["data"][0])
+    raise RuntimeError("preprocessing returned no REQUEST_INPUT_LEN")
+
+
+def prompt_of_length(server, n):
+    """Text the model's preprocessing turns into exactly n tokens (words varied so no merge)."""
+    words = ["river", "stone", "light", "north", "paper", "green", "quiet", "market", "window", "garden"]
+    for extra in range(0, 4 * n):
+        text = " ".join(words[i % len(words)] for i in range(max(1, n - 1 - extra // 4)))
+        text = text + "." * (extra % 4)
+        c = token_count(server, text)
+        if c == n:
+            return text
+    raise RuntimeError(f"could not build a {n}-token prompt")
+
+
+def ensemble_body(text, out_len, stream=False):
+    return {"text_input": text, "max_tokens": out_len, "min_tokens": out_len, "bad_words": "", "stop_words": "",
+            "stream": stream}
+
+
+def run_closed_loop(concurrency, total, one):
+    """Runs `one()` total times with `concurrency` in flight; returns (wall seconds, results)."""
+    results, lock = [], threading.Lock()
+    counter = iter(range(total))
+
+    def worker():
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            r = one()
+            with lock:
+                results.append(r)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, results
+
+
+def http_generate(server, text, out_len):
+    def one():
+        t0 = time.perf_counter()
+        r = requests.post(server.base + "/v2/models/ensemble/generate", json=ensemble_body(text, out_len), timeout=600)
+        r.raise_for_status()
+        assert "text_output" in r.json()
+        return {"ttft": None, "latency": time.perf_counter() - t0}
+    return one
+
+
+def http_stream(server, text, out_len):
+    def one():
+        t0 = time.perf_counter()
+        first = None
+        events = 0
+        with requests.post(server.base + "/v2/models/ensemble/generate_stream", json=ensemble_body(text, out_len, True),
+                           stream=True, timeout=600) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                if line.startswith(b"data:"):
+                    payload = json.loads(line[5:])
+                    if "error" in payload:
+                        raise RuntimeError(payload["error"])
+                    if first is None:
+                        first = time.perf_counter() - t0
+                    events += 1
+        return {"ttft": first, "latency": time.perf_counter() - t0, "events": events}
+    return one
+
+
+def grpc_stream(server, text, out_len):
+    import tritonclient.grpc as grpcclient
+
+    def make(name, arr, dtype):
+        i = grpcclient.InferInput(name, arr.shape, dtype)
+        i.set_data_from_numpy(arr)
+        return i
+
+    def one():
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+        results = queue.Queue()
+        client.start_stream(callback=lambda result, error: results.put((result, error)))
+        inputs = [make("text_input", np.array([[text]], dtype=object), "BYTES"),
+                  make("max_tokens", np.array([[out_len]], dtype=np.int32), "INT32"),
+                  make("min_tokens", np.array([[out_len]], dtype=np.int32), "INT32"),
+                  make("stream", np.array([[True]], dtype=bool), "BOOL")]
+        t0 = time.perf_counter()
+        client.async_stream_infer("ensemble", inputs, enable_empty_final_response=True)
+        first, final, events = None, False, 0
+        while not final:
+            result, error = results.get(timeout=600)
+            if error is not None:
+                raise RuntimeError(str(error))
+            response = result.get_response()
+            final = response.parameters["triton_final_response"].bool_param
+            out = result.as_numpy("text_output")
+            if out is not None and out.size:
+                events += 1
+                if first is None:
+                    first = time.perf_counter() - t0
+        latency = time.perf_counter() - t0
+        client.stop_stream()
+        client.close()
+        return {"ttft": first, "latency": latency, "events": events}
+    return one
+
+
+def offline(binary, model, concurrency, total, in_len, out_len, device):
+    out = subprocess.run([binary, "bench", "--mode", "serving", "--model", model, "--num-requests", str(total),
+                          "--concurrency", str(concurrency), "--input-len", str(in_len), "--output-len", str(out_len),
+                          "--device", device], check=True, capture_output=True, text=True).stdout
+    row = [l for l in out.splitlines() if l.startswith("| concurrency")][-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # | load | requests | in/out | requests/s | output tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |
+    return {"req_s": float(cells[3]), "tok_s": float(cells[4]), "ttft50": float(cells[5]), "ttft99": float(cells[6])}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "petrel"))
+    p.add_argument("--model", default=os.path.expanduser("~/.cache/petrel/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    p.add_argument("--concurrency", default="1;32")
+    p.add_argument("--num-requests", type=int, default=32)
+    p.add_argument("--input-len", type=int, default=64)
+    p.add_argument("--output-len", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--paths", default="offline;generate;stream-http;stream-grpc")
+    p.add_argument("--repo-args", default="", help="extra arguments for `petrel repo init`")
+    a = p.parse_args()
+    paths = a.paths.split(";")
+    server = Server(a.bin, a.model, a.repo_args.split()) if any(x != "offline" for x in paths) else None
+    try:
+        text = prompt_of_length(server, a.input_len) if server else None
+        if server:   # warm-up: one of each, not reported
+            http_generate(server, text, 4)()
+        print(f"model: {os.path.basename(a.model)}, {a.num_requests} requests per point, "
+              f"input {a.input_len} tokens, output exactly {a.output_len} tokens, device {a.device}")
+        print("| path | concurrency | requests/s | output tok/s | vs offline | TTFT p50 ms | TTFT p99 ms | mean latency ms |")
+        print("|---|---|---|---|---|---|---|---|")
+        for c in [int(x) for x in a.concurrency.split(";")]:
+            base = None
+            for path in paths:
+                if path == "offline":
+                    r = offline(a.bin, a.model, c, a.num_requests, a.input_len, a.output_len, a.device)
+                    base = r["tok_s"]
+                    print(f"| offline engine | {c} | {r['req_s']:.2f} | {r['tok_s']:.1f} | 100% | {r['ttft50']:.1f} | "
+                          f"{r['ttft99']:.1f} | - |", flush=True)
+                    continue
+                fn = {"generate": http_generate, "stream-http": http_stream, "stream-grpc": grpc_stream}[path]
+                wall, results = run_closed_loop(c, a.num_requests, fn(server, text, a.output_len))
+                tok_s = a.num_requests * a.output_len / wall
+                ttfts = [r["ttft"] * 1000 for r in results if r["ttft"] is not None]
+                rel = f"{100 * tok_s / base:.1f}%" if base else "-"
+                t50 = f"{percentile(ttfts, 50):.1f}" if ttfts else "-"
+                t99 = f"{percentile(ttfts, 99):.1f}" if ttfts else "-"
+                lat = statistics.mean(r["latency"] for r in results) * 1000
+                name = {"generate": "HTTP generate", "stream-http": "HTTP generate_stream", "stream-grpc": "gRPC stream"}[path]
+                print(f"| {name} | {c} | {a.num_requests / wall:.2f} | {tok_s:.1f} | {rel} | {t50} | {t99} | {lat:.1f} |",
+                      flush=True)
+    finally:
+        if server:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
