@@ -47,7 +47,7 @@ let package = Package(
         // Triton / KServe v2 protocol messages, generated from protos/ by scripts/generate-protos.sh.
         .target(name: "TritonProtos", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Triton's core: model repository, lifecycle, schedulers, built-in backends (see docs/ARCHITECTURE.md).
-        .target(name: "Serving", dependencies: ["TritonProtos", "Runtime", "Engine", "Models", "Tokenization", "Checkpoints", "Compute",
+        .target(name: "Serving", dependencies: ["TritonProtos", "Runtime", "Engine", "Models", "Tokenization", "Checkpoints", "Compute", "Parallel",
                                                 .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Prometheus text exposition (registry, Triton / TensorRT-LLM families, /proc figures); no dependencies.
         .target(name: "Telemetry"),
@@ -95,7 +95,7 @@ let package = Package(
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         ]),
         .testTarget(name: "TritonProtosTests", dependencies: ["TritonProtos", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "CPUCompute", "Runtime", "Engine", "Tokenization", "TritonProtos"]),
+        .testTarget(name: "ServingTests", dependencies: ["Serving", "CPUCompute", "Compute", "Parallel", "Runtime", "Engine", "Tokenization", "TritonProtos"]),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"]),
         .testTarget(name: "HTTPFrontendTests", dependencies: [
             "HTTPFrontend", "Serving", "TritonProtos", "Telemetry",

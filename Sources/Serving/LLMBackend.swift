@@ -7,7 +7,9 @@
 import Compute
 import Engine
 import Foundation
+import Checkpoints
 import Models
+import Parallel
 import Runtime
 import Synchronization
 import Tokenization
@@ -127,6 +129,71 @@ func parseSampling(_ r: ModelRequest, item: Int, names: GenerationInputNames, de
     return (p, s)
 }
 
+/// When the engine first schedules each watched request: the queue duration Triton reports
+/// (arrival to first scheduling). Watched ids are forgotten by `take`.
+final class SchedulingClock: Sendable {
+    /// Request id → the start of the first step that ran it (nil while it waits).
+    private let firstScheduled = Mutex<[String: UInt64?]>([:])
+
+    func watch(_ id: String) { firstScheduled.withLock { $0[id] = .some(nil) } }
+
+    /// A step over `ids` starts now.
+    func stepStarting(_ ids: some Sequence<String>) {
+        let now = StatisticsRecorder.now()
+        firstScheduled.withLock { d in
+            for id in ids where d[id] == .some(nil) { d[id] = now }
+        }
+    }
+
+    /// When `id` was first scheduled (nil if never); stops watching it.
+    func take(_ id: String) -> UInt64? { firstScheduled.withLock { $0.removeValue(forKey: id) ?? nil } }
+}
+
+/// The model runner, telling the clock which requests each step runs.
+struct ClockedExecutor: Executor {
+    let runner: any Executor
+    let clock: SchedulingClock
+
+    func execute(_ output: SchedulerOutput) async throws -> StepOutput {
+        if !output.sequences.isEmpty { clock.stepStarting(output.sequences.lazy.map(\.requestID)) }
+        return try await runner.execute(output)
+    }
+}
+
+/// How many KV blocks each instance of an LLM model gets. On a device that reports its memory
+/// (the GPU), TensorRT-LLM's way: kv_cache_free_gpu_mem_fraction of the memory free once the
+/// weights are loaded, at the device's bytes per element, divided among the instances. Elsewhere
+/// (the CPU) the fraction of the host budget (`petrel serve --kv-cache-bytes`), divided likewise.
+/// Either way capped by max_tokens_in_paged_kv_cache and by every running request at full context.
+struct KVCachePlan: Equatable {
+    /// Bytes of KV cache one instance may take.
+    var budgetBytes: Int
+    var bytesPerBlock: Int
+    var blocks: Int
+
+    init(settings: LLMSettings, config: TransformerConfig, hostBytesPerBlock: Int, hostMemoryBytes: Int,
+         device: (any DeviceMemoryReporting)?) throws {
+        let instances = settings.instanceCount
+        if let device {
+            let free = try device.freeMemoryBytes()
+            budgetBytes = KVCacheSizing.gpuBudget(freeBytesAfterWeights: free, freeGPUMemoryFraction: settings.freeMemoryFraction) / instances
+            bytesPerBlock = KVCacheSizing.bytesPerBlock(layerCount: config.layerCount, kvHeadCount: config.kvHeadCount, headDim: config.headDim,
+                                                        blockSize: settings.blockSize, bytesPerElement: device.kvCacheBytesPerElement)
+        } else {
+            budgetBytes = Int(Double(hostMemoryBytes) * settings.freeMemoryFraction) / instances
+            bytesPerBlock = hostBytesPerBlock
+        }
+        // Never more than every running request at full context needs.
+        let cap = settings.maxBatchSize * config.maxPositions * settings.maxBeamWidth / instances
+        let tokens = min(settings.maxTokensInPagedKVCache.map { $0 / instances } ?? cap, cap)
+        blocks = KVCacheSizing.blockCount(budgetBytes: budgetBytes, bytesPerBlock: bytesPerBlock, blockSize: settings.blockSize,
+                                          maxTokens: max(tokens, settings.blockSize))
+        guard blocks >= 1 else {
+            throw ModelLoadError("the KV cache budget (\(budgetBytes) bytes per instance) holds no block of \(bytesPerBlock) bytes")
+        }
+    }
+}
+
 /// The model's settings from config.pbtxt (TensorRT-LLM's parameter names).
 struct LLMSettings {
     var modelPath: String
@@ -143,8 +210,12 @@ struct LLMSettings {
     var freeMemoryFraction: Double
     var maxTokensInPagedKVCache: Int?
     var queuePolicy: BatcherSettings.QueuePolicy
+    /// tensor_parallel_size × pipeline_parallel_size ranks (Petrel's parameters; TensorRT-LLM
+    /// bakes them into the engine). Unset: the server's --tensor-parallel-size / --pipeline-parallel-size.
+    var parallel: ParallelConfig
 
-    init(config: Inference_ModelConfig, parameters: ModelParameters, directory: String, version: Int64) throws {
+    init(config: Inference_ModelConfig, parameters: ModelParameters, directory: String, version: Int64,
+         defaultParallel: ParallelConfig = ParallelConfig()) throws {
         let source = parameters.source
         if let (_, path) = parameters.path(["gpt_model_path", "model_path", "engine_dir"], relativeTo: directory) {
             modelPath = path
@@ -179,6 +250,10 @@ struct LLMSettings {
         }
         maxTokensInPagedKVCache = try parameters.int("max_tokens_in_paged_kv_cache")
         if let t = maxTokensInPagedKVCache, t < 1 { throw source.parameterError("max_tokens_in_paged_kv_cache", "must be >= 1") }
+        parallel = ParallelConfig(tensorParallelSize: try parameters.int("tensor_parallel_size") ?? defaultParallel.tensorParallelSize,
+                                  pipelineParallelSize: try parameters.int("pipeline_parallel_size") ?? defaultParallel.pipelineParallelSize)
+        if parallel.tensorParallelSize < 1 { throw source.parameterError("tensor_parallel_size", "must be >= 1") }
+        if parallel.pipelineParallelSize < 1 { throw source.parameterError("pipeline_parallel_size", "must be >= 1") }
         if case .dynamicBatching(let d)? = config.schedulingChoice, d.hasDefaultQueuePolicy {
             queuePolicy = BatcherSettings.QueuePolicy(d.defaultQueuePolicy)
         } else {
@@ -201,6 +276,7 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
     let engines: [Engine]
     let schedulerConfig: SchedulerConfig
     let recorder: StatisticsRecorder
+    private let clock: SchedulingClock
     var tokenizer: Tokenizer { bundle.tokenizer }
     var textTokenizer: Tokenizer? { bundle.tokenizer }
     var vocabularySize: Int { bundle.model.config.vocabularySize }
@@ -224,31 +300,44 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
         "exclude_input_in_output", "streaming", "stop", "stop_words_list", "bad_words_list", "num_return_sequences",
     ]
 
-    init(settings: LLMSettings, backend: ComputeBackend, kvCacheMemoryBytes: Int, recorder: StatisticsRecorder,
-         tokenizers: TokenizerStore) throws {
+    /// `makeBackend`: one compute backend (called once per rank when the model is sharded).
+    init(settings: LLMSettings, makeBackend: @escaping () throws -> ComputeBackend, kvCacheMemoryBytes: Int,
+         recorder: StatisticsRecorder, tokenizers: TokenizerStore) throws {
         self.settings = settings
         self.recorder = recorder
-        bundle = try ModelBundle(path: settings.modelPath, backend: backend)
+        let clock = SchedulingClock()
+        self.clock = clock
+        var device: (any DeviceMemoryReporting)?
+        if settings.parallel.rankCount > 1 {
+            let parallel = settings.parallel
+            bundle = try ModelBundle(path: settings.modelPath) { ckpt in
+                do {
+                    return try ParallelLlamaModel(config: ckpt.config, weights: ckpt.weights, parallel: parallel,
+                                                  makeBackend: { _ in try makeBackend() })
+                } catch let e as ParallelError {
+                    throw ModelLoadError("\(parallel): \(e)")
+                }
+            }
+        } else {
+            let backend = try makeBackend()
+            bundle = try ModelBundle(path: settings.modelPath, backend: backend)
+            device = backend as? DeviceMemoryReporting
+        }
         tokenizers.insert(bundle.tokenizer, at: settings.modelPath)
         let model = bundle.model
         let maxSequence = model.config.maxPositions
-        let bytesPerBlock = model.kvCacheLayout(blockCount: 1, blockSize: settings.blockSize).bytesPerBlock
-        let budget = Int(Double(kvCacheMemoryBytes) * settings.freeMemoryFraction) / settings.instanceCount
-        // Never more than every running request at full context needs.
-        let cap = settings.maxBatchSize * maxSequence * settings.maxBeamWidth / settings.instanceCount
-        let tokens = min(settings.maxTokensInPagedKVCache.map { $0 / settings.instanceCount } ?? cap, cap)
-        let blocks = KVCacheSizing.blockCount(budgetBytes: budget, bytesPerBlock: bytesPerBlock, blockSize: settings.blockSize,
-                                              maxTokens: max(tokens, settings.blockSize))
-        guard blocks >= 1 else {
-            throw ModelLoadError("the KV cache budget (\(budget) bytes per instance) holds no block of \(bytesPerBlock) bytes")
-        }
+        let plan = try KVCachePlan(settings: settings, config: model.config,
+                                   hostBytesPerBlock: model.kvCacheLayout(blockCount: 1, blockSize: settings.blockSize).bytesPerBlock,
+                                   hostMemoryBytes: kvCacheMemoryBytes, device: device)
+        let blocks = plan.blocks
         let schedulerConfig = SchedulerConfig(numBlocks: blocks, blockSize: settings.blockSize, maxBatchSize: settings.maxBatchSize,
                                           maxNumTokens: settings.maxNumTokens, enableChunkedContext: settings.enableChunkedContext,
                                           policy: settings.policy, enableKVCacheReuse: settings.enableKVCacheReuse,
                                           maxBeamWidth: settings.maxBeamWidth, maxSequenceLength: maxSequence)
         self.schedulerConfig = schedulerConfig
         engines = try (0..<settings.instanceCount).map { _ in
-            try Engine(config: schedulerConfig, executor: ModelRunner(model: model, blockCount: blocks, blockSize: settings.blockSize))
+            try Engine(config: schedulerConfig, executor: ClockedExecutor(runner: ModelRunner(model: model, blockCount: blocks, blockSize: settings.blockSize),
+                                                                          clock: clock))
         }
         defaultEndID = bundle.tokenizer.eosID ?? model.config.eosTokenIDs.first.map(Int32.init)
         counters.withLock { $0.metrics.maxRequests = settings.maxBatchSize * settings.instanceCount }
@@ -286,8 +375,10 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
     /// engine refuses (400) or a full queue (503). The stream ends when the request does;
     /// ending its consumption cancels the request (freeing its KV blocks). A queue timeout
     /// (microseconds) cancels a request that has produced nothing when it expires.
-    /// `clientID`: the client's request id, for the `stop` input ("" for none).
-    func generate(_ g: Generation, clientID: String, timeoutMicroseconds: UInt64?) throws -> GenerationHandle {
+    /// `clientID`: the client's request id, for the `stop` input ("" for none). `arrival`: when
+    /// the request reached this model (its queue duration runs from there to first scheduling).
+    func generate(_ g: Generation, clientID: String, timeoutMicroseconds: UInt64?,
+                  arrival: UInt64 = StatisticsRecorder.now()) throws -> GenerationHandle {
         if let bad = g.prompt.first(where: { $0 < 0 || Int($0) >= vocabularySize }) {
             throw InputError("input_ids", "holds token id \(bad), outside the model's vocabulary of \(vocabularySize)")
         }
@@ -304,10 +395,15 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
         let id = UUID().uuidString
         let request = Request(id: id, prompt: g.prompt, parameters: g.parameters, stop: g.stop, priority: g.priority)
         let upstream: AsyncThrowingStream<RequestOutput, Error>
+        clock.watch(id)
         do {
             upstream = try engine.submit(request)
         } catch let e as EngineError {
+            _ = clock.take(id)
             throw Self.servingError(e)
+        } catch {
+            _ = clock.take(id)
+            throw error
         }
         if !clientID.isEmpty { running.withLock { $0[clientID, default: []].append((best, id)) } }
         counters.withLock { $0.metrics.promptTokensTotal += UInt64(g.prompt.count) }
@@ -327,9 +423,14 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
                 let begin = StatisticsRecorder.now()
                 var last = begin
                 var reason: String?
+                var queueTaken = false
                 do {
                     for try await out in upstream {
                         let now = StatisticsRecorder.now()
+                        if !queueTaken {
+                            queueTaken = true
+                            if let scheduled = clock.take(id) { recorder.queued(nanoseconds: scheduled &- min(arrival, scheduled)) }
+                        }
                         if !out.newTokenIDs.isEmpty {
                             let n = out.newTokenIDs.count
                             let first = started.withLock { was in defer { was = true }; return !was }
@@ -362,6 +463,7 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
                     continuation.finish(throwing: error)
                 }
                 timer?.cancel()
+                if !queueTaken, let scheduled = clock.take(id) { recorder.queued(nanoseconds: scheduled &- min(arrival, scheduled)) }
                 let end = StatisticsRecorder.now()
                 counters.withLock { c in
                     c.metrics.finishedRequests[reason ?? "error", default: 0] += 1
@@ -448,7 +550,7 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
                 items.append(Generation(prompt: ids, parameters: p, stop: s, priority: r.context.priority))
             }
             let inputNs = StatisticsRecorder.now() - inputStart
-            return run(items, request: r, streaming: streaming, excludeInput: exclude, inputNs: inputNs)
+            return run(items, request: r, streaming: streaming, excludeInput: exclude, arrival: inputStart, inputNs: inputNs)
         } catch {
             return AsyncThrowingStream { $0.finish(throwing: error) }
         }
@@ -462,10 +564,13 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
         var reason: FinishReason?
     }
 
-    private func run(_ items: [Generation], request r: ModelRequest, streaming: Bool, excludeInput: Bool, inputNs: UInt64) -> AsyncThrowingStream<InferResponse, Error> {
+    private func run(_ items: [Generation], request r: ModelRequest, streaming: Bool, excludeInput: Bool, arrival: UInt64,
+                     inputNs: UInt64) -> AsyncThrowingStream<InferResponse, Error> {
         var submitted: [GenerationHandle] = []
         do {
-            for g in items { submitted.append(try generate(g, clientID: r.id, timeoutMicroseconds: r.context.timeoutMicroseconds)) }
+            for g in items {
+                submitted.append(try generate(g, clientID: r.id, timeoutMicroseconds: r.context.timeoutMicroseconds, arrival: arrival))
+            }
         } catch {
             for h in submitted { h.cancel() }
             return AsyncThrowingStream { $0.finish(throwing: error) }

@@ -4,6 +4,7 @@
 import Compute
 import Dispatch
 import Foundation
+import Parallel
 import TritonProtos
 
 extension InferenceServer {
@@ -131,15 +132,18 @@ extension InferenceServer {
             let label = "\(p.name).v\(version)"
             switch p.kind {
             case .llm:
-                let settings = try LLMSettings(config: p.config, parameters: parameters, directory: p.directory, version: version)
-                let backend: ComputeBackend
-                do {
-                    backend = try options.backendFactory()
-                } catch {
-                    throw ModelLoadError("cannot create the compute backend: \(error)")
+                let settings = try LLMSettings(config: p.config, parameters: parameters, directory: p.directory, version: version,
+                                               defaultParallel: ParallelConfig(tensorParallelSize: options.tensorParallelSize,
+                                                                               pipelineParallelSize: options.pipelineParallelSize))
+                let makeBackend: () throws -> ComputeBackend = {
+                    do {
+                        return try options.backendFactory()
+                    } catch {
+                        throw ModelLoadError("cannot create the compute backend: \(error)")
+                    }
                 }
                 do {
-                    return try LLMModel(settings: settings, backend: backend, kvCacheMemoryBytes: options.kvCacheMemoryBytes,
+                    return try LLMModel(settings: settings, makeBackend: makeBackend, kvCacheMemoryBytes: options.kvCacheMemoryBytes,
                                         recorder: recorder, tokenizers: tokenizers)
                 } catch let e as ModelLoadError {
                     throw e

@@ -26,6 +26,11 @@ public struct ServerOptions: Sendable {
     /// `max_tokens_in_paged_kv_cache` caps it (on a GPU the executable passes the memory free
     /// after the weights; on the CPU this is host memory).
     public var kvCacheMemoryBytes: Int
+    /// Ranks of each LLM model whose config.pbtxt sets no tensor_parallel_size /
+    /// pipeline_parallel_size (--tensor-parallel-size / --pipeline-parallel-size). Above 1, the
+    /// model is cut over that many backends, each made by `backendFactory`.
+    public var tensorParallelSize = 1
+    public var pipelineParallelSize = 1
     /// --strict-readiness: the server is ready only when every model it tried to load is ready.
     public var strictReadiness: Bool
     /// --exit-on-error: `start()` throws when a model fails to load. Off by default (a failed

@@ -66,6 +66,14 @@ final class StatisticsRecorder: Sendable {
         }
     }
 
+    /// One request's wait before it first ran (models that schedule requests themselves: the LLM backend).
+    func queued(nanoseconds: UInt64) {
+        state.withLock { s in
+            s.stats.queue.count += 1
+            s.stats.queue.ns += nanoseconds
+        }
+    }
+
     var statistics: ModelStatistics { state.withLock { $0.stats } }
     var inflight: Int { state.withLock { $0.inflight } }
 

@@ -41,23 +41,21 @@ struct Serve: AsyncParsableCommand {
         }
         if maxInputSize < 1024 { throw ValidationError("--http-max-input-size must be at least 1024 bytes") }
         for r in restrictedAPIs { _ = try RestrictedAPI(parsing: r) }
-        if parallel.isSharded {
-            // Serving builds each LLM model from its config.pbtxt with one backend; sharded models
-            // reach it once LLMBackend takes a model factory (ModelBundle(path:makeModel:)).
-            throw ValidationError("serve: \(parallel.config) is not wired into served models yet; " +
-                                  "use petrel generate or petrel bench with --tensor-parallel-size / --pipeline-parallel-size")
-        }
+        // Sharded serving runs its ranks in this process (CPU); several GPUs need the NCCL path.
+        try parallel.check(device)
     }
 
     func run() async throws {
         var repositories = modelRepository
         if repositories.isEmpty { repositories = [try DefaultModel.repository()] }
         let device = self.device, threads = self.threads
-        let options = ServerOptions(modelRepositories: repositories,
+        var options = ServerOptions(modelRepositories: repositories,
                                     modelControlMode: ServerOptions.ModelControlMode(rawValue: modelControlMode)!,
                                     startupModels: loadModels, repositoryPollSeconds: pollSeconds,
                                     backendFactory: { try device.makeBackend(threads: threads) },
                                     kvCacheMemoryBytes: kvCacheBytes)
+        options.tensorParallelSize = parallel.tensorParallelSize
+        options.pipelineParallelSize = parallel.pipelineParallelSize
         let server = InferenceServer(options: options)
         try await server.start()
         log("repository \(repositories.joined(separator: ", ")): " +
