@@ -16,12 +16,15 @@ Usage (GPU machine): python3 scripts/hf_logits_check.py --petrel /tmp/petrel [--
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 
 import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+torch.backends.cuda.matmul.allow_tf32 = False   # the fp32 reference is plain fp32
 
 SHAPES = {
     # The built-in shapes of Sources/Models/BuiltinConfigs.swift, as transformers configs.
@@ -45,18 +48,28 @@ def make_config(fields):
     return config
 
 
-def check(name, petrel, prompt_len, new_tokens, seed, workdir):
+def run_petrel(petrel, device, folder, ids, new_tokens, path):
+    run = subprocess.run([petrel, "logits", "--device", device, "--model", folder,
+                          "--prompt-ids", ",".join(map(str, ids)), "--max-tokens", str(new_tokens),
+                          "--output", path], capture_output=True, text=True, timeout=400)
+    if run.returncode != 0:
+        raise RuntimeError(f"petrel logits --device {device} failed: {run.stderr.strip()[-300:]}")
+    return np.fromfile(path, dtype=np.float32), json.loads(run.stdout.strip().splitlines()[-1])["greedy_ids"]
+
+
+def check(name, petrel, prompt_len, new_tokens, seed, workdir, scale, cpu):
     torch.manual_seed(seed)
     config = make_config(SHAPES[name])
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).to(torch.float16).eval()
-    # Default init (std 0.02) gives nearly flat logits; scale the matrices up so the model has
-    # confident, well-separated predictions like a trained one (rows of norm ~1).
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if p.dim() == 2:
-                p.mul_(2.5)
-    folder = os.path.join(workdir, name)
+    # transformers' own init (std 0.02) at scale 1; a larger scale makes predictions more
+    # confident and the network more sensitive to rounding (errors grow through the layers).
+    if scale != 1.0:
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if p.dim() == 2:
+                    p.mul_(scale)
+    folder = os.path.join(workdir, f"{name}-x{scale}")
     model.save_pretrained(folder, safe_serialization=True)
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, config.vocab_size, size=prompt_len).tolist()
@@ -72,15 +85,9 @@ def check(name, petrel, prompt_len, new_tokens, seed, workdir):
             hf_ids.append(nxt)
             res = model(torch.tensor([[nxt]], device="cuda"), past_key_values=res.past_key_values, use_cache=True)
 
-    logits_path = os.path.join(workdir, name + ".logits.f32")
-    run = subprocess.run([petrel, "logits", "--device", "cuda", "--model", folder,
-                          "--prompt-ids", ",".join(map(str, ids)), "--max-tokens", str(new_tokens),
-                          "--output", logits_path], capture_output=True, text=True)
-    if run.returncode != 0:
-        print(f"| {name} | petrel failed: {run.stderr.strip()[-300:]} | | | | | | |")
-        return False
-    petrel_ids = json.loads(run.stdout.strip().splitlines()[-1])["greedy_ids"]
-    pl = np.fromfile(logits_path, dtype=np.float32)
+    pl, petrel_ids = run_petrel(petrel, "cuda", folder, ids, new_tokens, os.path.join(folder, "cuda.f32"))
+    # The same checkpoint on petrel's CPU backend: float32 activations, the model semantics alone.
+    cpu_logits, cpu_ids = run_petrel(petrel, "cpu", folder, ids, new_tokens, os.path.join(folder, "cpu.f32")) if cpu else (None, None)
 
     def rel(a, b):
         return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
@@ -114,6 +121,7 @@ def check(name, petrel, prompt_len, new_tokens, seed, workdir):
     ref_ids = greedy(model, ids)
     err16, err32, hf_err32 = rel(pl, hf_logits), rel(pl, ref_logits), rel(hf_logits, ref_logits)
     agree = petrel_ids == hf_ids
+
     def prefix(a, b):
         n = 0
         while n < len(a) and n < len(b) and a[n] == b[n]:
@@ -121,10 +129,17 @@ def check(name, petrel, prompt_len, new_tokens, seed, workdir):
         return n
     agree32, hf_agree32 = prefix(petrel_ids, ref_ids), prefix(hf_ids, ref_ids)
     ok = (err16 <= 1e-2 or err32 <= hf_err32) and (agree or tie or petrel_ids[: j + 1] == ref_ids[: j + 1])
-    print(f"| {name} | {prompt_len} | {err16:.2e} | {err32:.2e} | {hf_err32:.2e} | {'yes' if agree else 'no'} | "
-          f"{agree32}/{new_tokens} vs {hf_agree32}/{new_tokens} | {note or 'all agree'} | {'ok' if ok else 'FAIL'} |", flush=True)
+    cpu_cell = "-"
+    if cpu:
+        cpu_err = rel(cpu_logits, ref_logits)
+        cpu_cell = f"{cpu_err:.1e}, greedy {'=' if cpu_ids == ref_ids else '!='} fp32"
+        ok = ok and cpu_err <= 1e-3 and cpu_ids == ref_ids
+    print(f"| {name} x{scale} | {prompt_len} | {err16:.2e} | {err32:.2e} | {hf_err32:.2e} | {cpu_cell} | "
+          f"{'yes' if agree else 'no'} | {agree32}/{new_tokens} vs {hf_agree32}/{new_tokens} | {note or 'all agree'} | "
+          f"{'ok' if ok else 'FAIL'} |", flush=True)
     print(f"  hf fp16 ids: {hf_ids}\n  hf fp32 ids: {ref_ids}\n  petrel ids:  {petrel_ids}", flush=True)
     ok_all = ok
+    shutil.rmtree(folder, ignore_errors=True)
     del model
     torch.cuda.empty_cache()
     return ok_all
@@ -137,14 +152,18 @@ def main():
     p.add_argument("--prompt-len", type=int, default=60)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--scales", default="1.0;2.5", help="weight scales to try, ';'-separated")
+    p.add_argument("--no-cpu", action="store_true", help="skip petrel's CPU backend run")
     a = p.parse_args()
     import transformers
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}")
-    print("| shape | prompt | logits rel error petrel vs hf fp16 | petrel vs hf fp32 | hf fp16 vs hf fp32 | "
-          "greedy 16 = hf fp16 | leading ids equal to fp32 greedy: petrel vs hf fp16 | note | ok |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| shape x weight scale | prompt | logits rel error petrel cuda vs hf fp16 | petrel cuda vs hf fp32 | "
+          "hf fp16 vs hf fp32 | petrel cpu (fp32) vs hf fp32 | greedy 16 = hf fp16 | leading ids equal to fp32 "
+          "greedy: petrel cuda vs hf fp16 | note | ok |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     workdir = tempfile.mkdtemp(prefix="petrel-hf-")
-    results = [check(s, a.petrel, a.prompt_len, a.new_tokens, a.seed, workdir) for s in a.shapes.split(";")]
+    results = [check(s, a.petrel, a.prompt_len, a.new_tokens, a.seed, workdir, float(x), not a.no_cpu)
+               for s in a.shapes.split(";") for x in a.scales.split(";")]
     raise SystemExit(0 if all(results) else 1)
 
 
