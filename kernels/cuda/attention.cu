@@ -499,7 +499,7 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
                 if (is_decode(seqs[s])) b += (seqs[s].context_before + 1 + pk - 1) / pk;
             return b * kv_heads;
         };
-        while (part_keys > 64 && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
+        while (part_keys > ctx->decode_min_partition && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
         // Balance: as many partitions as that size needs for the longest context, of equal
         // length (rounded up to 32 keys), so a 530-key context splits 288 + 242, not 512 + 18.
         {

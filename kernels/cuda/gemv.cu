@@ -44,19 +44,24 @@ __device__ __forceinline__ float warp_total(float v) {
 }
 
 // out (N, cols): out[n][c] = x[n] . w[c] (+ bias[c]); SWIGLU: out[n][c] = silu(x[n].w[c]) * (x[n].w[c + cols]).
-template <int N, int MODE>
+// S warps share one output column, each summing one contiguous slice of k (more loads in flight
+// for matrices with few columns); their partial sums meet in shared memory in slice order.
+template <int N, int MODE, int S>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restrict__ x, const half *__restrict__ w,
                                                            const half *__restrict__ bias, int64_t k, int64_t cols,
                                                            half *__restrict__ out) {
     constexpr int R = MODE == kGemvSwiGLU ? 2 : 1;  // weight rows per output column
-    const int lane = threadIdx.x % 32;
-    const int64_t col = (int64_t)blockIdx.x * kWarps + threadIdx.x / 32;
-    if (col >= cols) return;
+    __shared__ float partial[kWarps][R][N];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, slice = warp % S;
+    const int64_t col = (int64_t)blockIdx.x * (kWarps / S) + warp / S;
+    const bool valid = col < cols;
     const int64_t chunks = k / 8;
+    const int64_t per_slice = (chunks + S - 1) / S;
+    const int64_t begin = slice * per_slice, end = begin + per_slice < chunks ? begin + per_slice : chunks;
     const int4 *x4 = reinterpret_cast<const int4 *>(x);
     const int4 *wr[R];
 #pragma unroll
-    for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const int4 *>(w + (col + r * cols) * k);
+    for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const int4 *>(w + ((valid ? col : 0) + r * cols) * k);
 
     float acc[R][N];
 #pragma unroll
@@ -64,23 +69,25 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restric
 #pragma unroll
         for (int n = 0; n < N; n++) acc[r][n] = 0.f;
 
-    for (int64_t base = lane; base < chunks; base += 32 * kUnroll) {
-        int4 wv[R][kUnroll];
+    if (valid) {
+        for (int64_t base = begin + lane; base < end; base += 32 * kUnroll) {
+            int4 wv[R][kUnroll];
 #pragma unroll
-        for (int u = 0; u < kUnroll; u++) {
-            const int64_t c = base + u * 32;
+            for (int u = 0; u < kUnroll; u++) {
+                const int64_t c = base + u * 32;
 #pragma unroll
-            for (int r = 0; r < R; r++) wv[r][u] = c < chunks ? load_streaming(wr[r] + c) : make_int4(0, 0, 0, 0);
-        }
+                for (int r = 0; r < R; r++) wv[r][u] = c < end ? load_streaming(wr[r] + c) : make_int4(0, 0, 0, 0);
+            }
 #pragma unroll
-        for (int u = 0; u < kUnroll; u++) {
-            const int64_t c = base + u * 32;
-            if (c >= chunks) break;
+            for (int u = 0; u < kUnroll; u++) {
+                const int64_t c = base + u * 32;
+                if (c >= end) break;
 #pragma unroll
-            for (int n = 0; n < N; n++) {
-                const int4 xv = __ldg(x4 + n * chunks + c);
+                for (int n = 0; n < N; n++) {
+                    const int4 xv = __ldg(x4 + n * chunks + c);
 #pragma unroll
-                for (int r = 0; r < R; r++) acc[r][n] = dot8(wv[r][u], xv, acc[r][n]);
+                    for (int r = 0; r < R; r++) acc[r][n] = dot8(wv[r][u], xv, acc[r][n]);
+                }
             }
         }
     }
@@ -88,7 +95,26 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restric
     for (int r = 0; r < R; r++)
 #pragma unroll
         for (int n = 0; n < N; n++) acc[r][n] = warp_total(acc[r][n]);
-    if (lane != 0) return;
+    if (S > 1) {
+        if (lane == 0)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int n = 0; n < N; n++) partial[warp][r][n] = acc[r][n];
+        __syncthreads();
+        if (slice != 0 || lane != 0 || !valid) return;
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int n = 0; n < N; n++) {
+                float total = 0.f;
+#pragma unroll
+                for (int q = 0; q < S; q++) total += partial[warp + q][r][n];
+                acc[r][n] = total;
+            }
+    } else if (lane != 0 || !valid) {
+        return;
+    }
 #pragma unroll
     for (int n = 0; n < N; n++) {
         float v = acc[0][n];
@@ -98,14 +124,30 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restric
     }
 }
 
-template <int MODE>
-void launch_mode(int64_t n, dim3 grid, cudaStream_t s, const half *x, const half *w, const half *bias, int64_t k,
-                 int64_t cols, half *out) {
+template <int MODE, int S>
+void launch_split(int64_t n, cudaStream_t s, const half *x, const half *w, const half *bias, int64_t k, int64_t cols,
+                  half *out) {
+    const int per_block = kWarps / S;
+    dim3 grid((unsigned)((cols + per_block - 1) / per_block));
     switch (n) {
 #define CASE(N) \
-    case N: gemv_kernel<N, MODE><<<grid, kWarps * 32, 0, s>>>(x, w, bias, k, cols, out); break;
+    case N: gemv_kernel<N, MODE, S><<<grid, kWarps * 32, 0, s>>>(x, w, bias, k, cols, out); break;
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
+    }
+}
+
+// Slices per column: enough warps in flight to cover the card twice over (132 SMs x 64 warps),
+// at most 4; a function of the matrix alone, so results never depend on the row count.
+inline int slices_for(int64_t cols) { return cols <= 4096 ? 4 : cols <= 8192 ? 2 : 1; }
+
+template <int MODE>
+void launch_mode(int64_t n, cudaStream_t s, const half *x, const half *w, const half *bias, int64_t k, int64_t cols,
+                 half *out) {
+    switch (slices_for(cols)) {
+    case 4: launch_split<MODE, 4>(n, s, x, w, bias, k, cols, out); break;
+    case 2: launch_split<MODE, 2>(n, s, x, w, bias, k, cols, out); break;
+    default: launch_split<MODE, 1>(n, s, x, w, bias, k, cols, out); break;
     }
 }
 
@@ -118,12 +160,11 @@ bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x
 
 int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,
                      const void *bias, void *out) {
-    dim3 grid((unsigned)((cols + kWarps - 1) / kWarps));
     const half *xh = (const half *)x, *wh = (const half *)w, *bh = (const half *)bias;
     half *oh = (half *)out;
-    if (mode == kGemvBias) launch_mode<kGemvBias>(n, grid, ctx->stream, xh, wh, bh, k, cols, oh);
-    else if (mode == kGemvSwiGLU) launch_mode<kGemvSwiGLU>(n, grid, ctx->stream, xh, wh, bh, k, cols, oh);
-    else launch_mode<kGemvPlain>(n, grid, ctx->stream, xh, wh, bh, k, cols, oh);
+    if (mode == kGemvBias) launch_mode<kGemvBias>(n, ctx->stream, xh, wh, bh, k, cols, oh);
+    else if (mode == kGemvSwiGLU) launch_mode<kGemvSwiGLU>(n, ctx->stream, xh, wh, bh, k, cols, oh);
+    else launch_mode<kGemvPlain>(n, ctx->stream, xh, wh, bh, k, cols, oh);
     LAUNCH_CHECK(ctx);
     return PETREL_OK;
 }

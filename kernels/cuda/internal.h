@@ -50,6 +50,9 @@ struct petrel_context {
     // Matmuls with at most this many activation rows use the streaming GEMV (gemv.cu) instead
     // of cuBLAS; PETREL_GEMV_MAX_ROWS overrides it (0: always cuBLAS).
     int gemv_max_rows = kGemvDefaultRows;
+    // Split-K decode attention: partitions are halved from 512 keys down to this size while the
+    // step has fewer than two blocks per SM (PETREL_DECODE_MIN_PARTITION: 64, 128, 256 or 512).
+    int decode_min_partition = 64;
 };
 
 // Records a formatted message on the context and returns `status`.
