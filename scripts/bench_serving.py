@@ -8,11 +8,19 @@ For each concurrency C it runs, on the same model with the same request count an
   stream-grpc  tritonclient.grpc start_stream + async_stream_infer with stream=True
 and prints one markdown table: requests/s, output tokens/s, time to first token (streaming paths),
 and each served path's throughput relative to the offline engine (the overhead of HTTP/gRPC and
-the ensemble). Every request asks for exactly --output-len tokens (min_tokens = max_tokens), and
-its prompt is text that the model's own preprocessing turns into exactly --input-len tokens.
+the ensemble). Every request asks for exactly --output-len tokens (min_tokens = max_tokens; the
+server's generated-token counter is checked after each point), and its prompt is text that the
+model's own preprocessing turns into exactly --input-len tokens.
+
+The engines are configured alike: for each concurrency C a fresh server runs a repository written
+with max_batch_size C, the offline engine's KV block count (max_tokens_in_paged_kv_cache), its
+max_num_tokens, and enable_kv_cache_reuse false (every served request has the same prompt; the
+offline engine neither reuses nor shares prompts). Clients keep their connection (one HTTP session
+and one gRPC stream per client thread), as a load generator does. Each point runs --repeats
+times, offline and served interleaved; the table gives the mean and the spread (min-max).
 
 Usage: python3 scripts/bench_serving.py [--bin .build/release/petrel] [--model PATH]
-       [--concurrency "1;32"] [--num-requests 32] [--input-len 64] [--output-len 32]
+       [--concurrency "1;32"] [--num-requests 32] [--input-len 64] [--output-len 32] [--repeats 2]
 """
 import argparse
 import json
@@ -46,6 +54,17 @@ def percentile(values, p):
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
+BLOCK_SIZE = 32     # tokens_per_block, the same default on both sides
+
+
+def matched_repo_args(concurrency, in_len, out_len):
+    """`petrel repo init` arguments for the engine `petrel bench --mode serving` builds (Bench.makeEngine):
+    max batch = concurrency, blocks = batch * ceil((in + out) / block) + 1, max_num_tokens 8192, no reuse."""
+    blocks = concurrency * ((in_len + out_len + BLOCK_SIZE - 1) // BLOCK_SIZE) + 1
+    return ["--max-batch-size", str(concurrency), "--max-tokens-in-paged-kv-cache", str(blocks * BLOCK_SIZE),
+            "--max-num-tokens", "8192", "--enable-kv-cache-reuse", "false"]
+
+
 class Server:
     def __init__(self, binary, model, extra):
         self.tmp = tempfile.mkdtemp(prefix="petrel-bench-")
@@ -68,6 +87,15 @@ class Server:
             except Exception:
                 time.sleep(0.5)
         raise RuntimeError("petrel serve did not become ready")
+
+    def generated_tokens(self):
+        """petrel_generation_tokens_total of the tensorrt_llm model."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=10).read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("petrel_generation_tokens_total{") and 'model="tensorrt_llm"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
 
     def stop(self):
         self.proc.terminate()
@@ -129,10 +157,19 @@ def run_closed_loop(concurrency, total, one):
     return time.perf_counter() - start, results
 
 
+_local = threading.local()
+
+
+def session():
+    if not hasattr(_local, "session"):
+        _local.session = requests.Session()
+    return _local.session
+
+
 def http_generate(server, text, out_len):
     def one():
         t0 = time.perf_counter()
-        r = requests.post(server.base + "/v2/models/ensemble/generate", json=ensemble_body(text, out_len), timeout=600)
+        r = session().post(server.base + "/v2/models/ensemble/generate", json=ensemble_body(text, out_len), timeout=600)
         r.raise_for_status()
         assert "text_output" in r.json()
         return {"ttft": None, "latency": time.perf_counter() - t0}
@@ -144,7 +181,7 @@ def http_stream(server, text, out_len):
         t0 = time.perf_counter()
         first = None
         events = 0
-        with requests.post(server.base + "/v2/models/ensemble/generate_stream", json=ensemble_body(text, out_len, True),
+        with session().post(server.base + "/v2/models/ensemble/generate_stream", json=ensemble_body(text, out_len, True),
                            stream=True, timeout=600) as r:
             r.raise_for_status()
             for line in r.iter_lines():
@@ -159,6 +196,16 @@ def http_stream(server, text, out_len):
     return one
 
 
+grpc_clients = []
+
+
+def close_grpc_clients():
+    while grpc_clients:
+        c = grpc_clients.pop()
+        c.stop_stream()
+        c.close()
+
+
 def grpc_stream(server, text, out_len):
     import tritonclient.grpc as grpcclient
 
@@ -168,9 +215,14 @@ def grpc_stream(server, text, out_len):
         return i
 
     def one():
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
-        results = queue.Queue()
-        client.start_stream(callback=lambda result, error: results.put((result, error)))
+        # One client and one open stream per client thread, reused by its requests.
+        if getattr(_local, "grpc_port", None) != server.grpc:
+            _local.grpc_port = server.grpc
+            _local.grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+            _local.results = queue.Queue()
+            _local.grpc.start_stream(callback=lambda result, error, q=_local.results: q.put((result, error)))
+            grpc_clients.append(_local.grpc)
+        client, results = _local.grpc, _local.results
         inputs = [make("text_input", np.array([[text]], dtype=object), "BYTES"),
                   make("max_tokens", np.array([[out_len]], dtype=np.int32), "INT32"),
                   make("min_tokens", np.array([[out_len]], dtype=np.int32), "INT32"),
@@ -190,8 +242,6 @@ def grpc_stream(server, text, out_len):
                 if first is None:
                     first = time.perf_counter() - t0
         latency = time.perf_counter() - t0
-        client.stop_stream()
-        client.close()
         return {"ttft": first, "latency": latency, "events": events}
     return one
 
@@ -206,6 +256,13 @@ def offline(binary, model, concurrency, total, in_len, out_len, device):
     return {"req_s": float(cells[3]), "tok_s": float(cells[4]), "ttft50": float(cells[5]), "ttft99": float(cells[6])}
 
 
+def spread(values, fmt="{:.1f}"):
+    """mean (min-max)"""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.mean(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bin", default=os.path.join(ROOT, ".build", "release", "petrel"))
@@ -214,43 +271,59 @@ def main():
     p.add_argument("--num-requests", type=int, default=32)
     p.add_argument("--input-len", type=int, default=64)
     p.add_argument("--output-len", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--paths", default="offline;generate;stream-http;stream-grpc")
-    p.add_argument("--repo-args", default="", help="extra arguments for `petrel repo init`")
+    p.add_argument("--repo-args", default="", help="extra arguments for `petrel repo init` (after the matched ones)")
     a = p.parse_args()
     paths = a.paths.split(";")
-    server = Server(a.bin, a.model, a.repo_args.split()) if any(x != "offline" for x in paths) else None
-    try:
-        text = prompt_of_length(server, a.input_len) if server else None
-        if server:   # warm-up: one of each, not reported
-            http_generate(server, text, 4)()
-        print(f"model: {os.path.basename(a.model)}, {a.num_requests} requests per point, "
-              f"input {a.input_len} tokens, output exactly {a.output_len} tokens, device {a.device}")
-        print("| path | concurrency | requests/s | output tok/s | vs offline | TTFT p50 ms | TTFT p99 ms | mean latency ms |")
-        print("|---|---|---|---|---|---|---|---|")
-        for c in [int(x) for x in a.concurrency.split(";")]:
-            base = None
+    names = {"offline": "offline engine", "generate": "HTTP generate", "stream-http": "HTTP generate_stream",
+             "stream-grpc": "gRPC stream"}
+    print(f"model: {os.path.basename(a.model)}, {a.num_requests} requests per point, "
+          f"input {a.input_len} tokens, output exactly {a.output_len} tokens, device {a.device}, {a.repeats} runs per point "
+          "(mean, min-max in brackets)")
+    print("| path | concurrency | requests/s | output tok/s | vs offline | TTFT p50 ms | TTFT p99 ms | mean latency ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in [int(x) for x in a.concurrency.split(";")]:
+        server = None
+        if any(x != "offline" for x in paths):
+            server = Server(a.bin, a.model, matched_repo_args(c, a.input_len, a.output_len) + a.repo_args.split())
+        try:
+            text = prompt_of_length(server, a.input_len) if server else None
+            if server:   # warm-up, not reported
+                http_generate(server, text, 4)()
+            runs = {path: [] for path in paths}
+            for _ in range(a.repeats):
+                for path in paths:
+                    if path == "offline":
+                        runs[path].append(offline(a.bin, a.model, c, a.num_requests, a.input_len, a.output_len, a.device))
+                        continue
+                    fn = {"generate": http_generate, "stream-http": http_stream, "stream-grpc": grpc_stream}[path]
+                    before = server.generated_tokens()
+                    wall, results = run_closed_loop(c, a.num_requests, fn(server, text, a.output_len))
+                    close_grpc_clients()
+                    generated = server.generated_tokens() - before
+                    if generated != a.num_requests * a.output_len:
+                        raise RuntimeError(f"{path}: the server generated {generated} tokens, expected "
+                                           f"{a.num_requests} x {a.output_len}")
+                    ttfts = [r["ttft"] * 1000 for r in results if r["ttft"] is not None]
+                    runs[path].append({"req_s": a.num_requests / wall, "tok_s": generated / wall,
+                                       "ttft50": percentile(ttfts, 50) if ttfts else None,
+                                       "ttft99": percentile(ttfts, 99) if ttfts else None,
+                                       "latency": statistics.mean(r["latency"] for r in results) * 1000})
+            base = statistics.mean(r["tok_s"] for r in runs["offline"]) if "offline" in runs else None
             for path in paths:
-                if path == "offline":
-                    r = offline(a.bin, a.model, c, a.num_requests, a.input_len, a.output_len, a.device)
-                    base = r["tok_s"]
-                    print(f"| offline engine | {c} | {r['req_s']:.2f} | {r['tok_s']:.1f} | 100% | {r['ttft50']:.1f} | "
-                          f"{r['ttft99']:.1f} | - |", flush=True)
-                    continue
-                fn = {"generate": http_generate, "stream-http": http_stream, "stream-grpc": grpc_stream}[path]
-                wall, results = run_closed_loop(c, a.num_requests, fn(server, text, a.output_len))
-                tok_s = a.num_requests * a.output_len / wall
-                ttfts = [r["ttft"] * 1000 for r in results if r["ttft"] is not None]
-                rel = f"{100 * tok_s / base:.1f}%" if base else "-"
-                t50 = f"{percentile(ttfts, 50):.1f}" if ttfts else "-"
-                t99 = f"{percentile(ttfts, 99):.1f}" if ttfts else "-"
-                lat = statistics.mean(r["latency"] for r in results) * 1000
-                name = {"generate": "HTTP generate", "stream-http": "HTTP generate_stream", "stream-grpc": "gRPC stream"}[path]
-                print(f"| {name} | {c} | {a.num_requests / wall:.2f} | {tok_s:.1f} | {rel} | {t50} | {t99} | {lat:.1f} |",
-                      flush=True)
-    finally:
-        if server:
-            server.stop()
+                rs = runs[path]
+                tok = [r["tok_s"] for r in rs]
+                rel = f"{100 * statistics.mean(tok) / base:.1f}%" if base else "-"
+                t50 = spread([r["ttft50"] for r in rs]) if rs[0]["ttft50"] is not None else "-"
+                t99 = spread([r["ttft99"] for r in rs]) if rs[0]["ttft99"] is not None else "-"
+                lat = spread([r["latency"] for r in rs]) if "latency" in rs[0] else "-"
+                print(f"| {names[path]} | {c} | {spread([r['req_s'] for r in rs], '{:.2f}')} | {spread(tok)} | {rel} | "
+                      f"{t50} | {t99} | {lat} |", flush=True)
+        finally:
+            if server:
+                server.stop()
 
 
 if __name__ == "__main__":

@@ -184,6 +184,8 @@ struct Bench: AsyncParsableCommand {
             arrivals.append(t)
             if requestRate > 0 { t += -log(1 - rng.nextUnit()) / requestRate }
         }
+        // Warm-up, not reported (a server is measured warm too): one request of the same prompt length.
+        for try await _ in try engine.submit(Request(id: "warm-up", prompt: ps[0], stop: StopConditions(maxTokens: 2, ignoreEOS: true))) {}
         let start = DispatchTime.now().uptimeNanoseconds
         func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
         let gate = ConcurrencyGate(limit: concurrency ?? Int.max)
