@@ -116,8 +116,9 @@ extension ComputeBackend {
 /// to the host (the CUDA backend). The Runtime uses it for greedy rows.
 public protocol DeviceTokenSelection: AnyObject {
     /// For each row of `logits` (rows, vocab): its `count` largest entries, largest first (ties:
-    /// the lower id first), and the row's log(sum(exp(logits))).
-    func topCandidates(_ logits: Tensor, count: Int) -> (ids: [Int32], values: [Float], logSumExp: [Float])
+    /// the lower id first), and the row's log(sum(exp(logits / temperature))) with that row's
+    /// temperature (`temperatures` empty: 1 for every row).
+    func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float]) -> (ids: [Int32], values: [Float], logSumExp: [Float])
 }
 
 /// A backend on a device with its own memory (the CUDA backend): the KV cache is sized from what

@@ -3,6 +3,7 @@
 // (never on Swift's cooperative pool), and samples each sequence that needs it with its request's Sampler.
 import Compute
 import Dispatch
+import Foundation
 import Engine
 import Models
 
@@ -11,6 +12,9 @@ public final class ModelRunner: Executor, @unchecked Sendable {
     public let cache: KVCache
     public let blockSize: Int
     private let queue = DispatchQueue(label: "petrel.model-runner")
+    /// Whether rows that need only their best few logits are sampled from the device's top-k
+    /// (DeviceTokenSelection backends); off, every step downloads the logits. PETREL_HOST_SAMPLING=1 turns it off.
+    public var deviceSampling = ProcessInfo.processInfo.environment["PETREL_HOST_SAMPLING"] != "1"
     /// Per-request sampler state (the seeded RNG), touched only on `queue`.
     private var samplers: [String: Sampler] = [:]
 
@@ -52,16 +56,24 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         }
         let batch = ForwardBatch(tokens: tokens, positions: positions, sequences: sequences, logitRows: logitRows)
         let sampledSequences = output.sequences.filter(\.needsSample)
-        if let llama = model as? LlamaModel, let selector = llama.backend as? DeviceTokenSelection,
-           sampledSequences.allSatisfy({ Self.greedyOnDevice($0) }) {
-            // Every row is plain greedy: the device picks the tokens; only ids and two floats a
-            // row come back instead of the logits.
-            let picks = selector.topCandidates(llama.forward(batch, cache: cache), count: 1)
+        let deviceCounts = sampledSequences.map {
+            Sampler.deviceSamplingCount($0.parameters, hasMasks: !$0.badWords.isEmpty || !$0.suppressedTokenIDs.isEmpty)
+        }
+        if let llama = model as? LlamaModel, let selector = llama.backend as? DeviceTokenSelection, deviceSampling,
+           !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }) {
+            // Every row needs only its best few logits: the device finds them (and each row's
+            // log-sum-exp); only those cross to the host instead of the whole logits.
+            let k = deviceCounts.map { $0! }.max()!
+            let temperatures = sampledSequences.map { $0.parameters.temperature > 0 ? $0.parameters.temperature : 1 }
+            let picks = selector.topCandidates(llama.forward(batch, cache: cache), count: k, temperatures: temperatures)
             var samples: [Sample?] = []
             var row = 0
             for s in output.sequences {
                 guard s.needsSample else { samples.append(nil); continue }
-                samples.append(Sample(token: picks.ids[row], logProb: picks.values[row] - picks.logSumExp[row]))
+                var sampler = samplers[s.requestID] ?? Sampler(s.parameters)
+                samples.append(sampler.sample(candidateIDs: picks.ids[(row * k)..<((row + 1) * k)],
+                                              values: picks.values[(row * k)..<((row + 1) * k)], logSumExp: picks.logSumExp[row]))
+                samplers[s.requestID] = sampler
                 row += 1
             }
             return StepOutput(samples: samples)
@@ -97,14 +109,5 @@ public final class ModelRunner: Executor, @unchecked Sendable {
             row += 1
         }
         return StepOutput(samples: samples)
-    }
-
-    /// Whether the sampler would take the argmax of the raw logits and needs nothing else: no
-    /// penalties, masks, log-prob lists or beams (then the device's argmax gives the same token).
-    static func greedyOnDevice(_ s: ScheduledSequence) -> Bool {
-        let p = s.parameters
-        return (p.temperature == 0 || p.topK == 1) && p.beamWidth == 1 && p.topLogProbs == 0
-            && p.repetitionPenalty == 1 && p.presencePenalty == 0 && p.frequencyPenalty == 0
-            && s.badWords.isEmpty && s.suppressedTokenIDs.isEmpty
     }
 }

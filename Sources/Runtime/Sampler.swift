@@ -149,6 +149,45 @@ public struct Sampler: Sendable {
                 candidates.append((Int32(i), exp((Double(logits[i]) - maxLogit) * invT)))
             }
         }
+        return pick(candidates) ?? logits.withUnsafeBufferPointer { Self.argmax($0) }
+    }
+
+    /// A row whose sampling needs only its best logits (`deviceSamplingCount`), drawn from the
+    /// `ids` / `values` the device found (largest first, ties to the lower id, at least
+    /// deviceSamplingCount of them) and the row's log-sum-exp at the request's temperature
+    /// (1 when greedy). Gives exactly the token, RNG draw and log prob of `sample(_:_:)` on the
+    /// full row, since top-k sampling never looks past the k best.
+    public mutating func sample(candidateIDs ids: ArraySlice<Int32>, values: ArraySlice<Float>, logSumExp: Float) -> Sample {
+        let p = parameters
+        let t = p.temperature > 0 ? p.temperature : 1
+        var token = ids.first!
+        var value = values.first!
+        if !(p.temperature == 0 || p.topK == 1) {
+            let invT = Double(1 / p.temperature)
+            let maxLogit = Double(values.first!)
+            let candidates = zip(ids.prefix(p.topK), values.prefix(p.topK)).map { ($0, exp((Double($1) - maxLogit) * invT)) }
+            if let drawn = pick(candidates), let j = ids.firstIndex(of: drawn) {
+                token = drawn
+                value = values[values.startIndex + (j - ids.startIndex)]
+            }
+        }
+        return Sample(token: token, logProb: value / t - logSumExp)
+    }
+
+    /// How many of a row's best logits the device must find for this request, or nil when the
+    /// sampler needs the whole row (penalties, masks, top-p or min-p over the full vocabulary,
+    /// log-prob lists, beams).
+    public static func deviceSamplingCount(_ p: SamplingParameters, hasMasks: Bool) -> Int? {
+        guard p.beamWidth == 1, p.topLogProbs == 0, !hasMasks, p.repetitionPenalty == 1, p.presencePenalty == 0,
+              p.frequencyPenalty == 0 else { return nil }
+        if p.temperature == 0 || p.topK == 1 { return 1 }
+        return p.topK >= 1 && p.topK <= 1024 ? p.topK : nil
+    }
+
+    /// top-p → min-p over candidates (id, unnormalised probability), then a draw; nil if none is left.
+    private mutating func pick(_ drawnFrom: [(id: Int32, p: Double)]) -> Int32? {
+        let p = parameters
+        var candidates = drawnFrom
         let total = candidates.reduce(0) { $0 + $1.p }
         if p.topP < 1 {
             // The nucleus lies within the items above any threshold whose mass reaches topP:
@@ -175,7 +214,7 @@ public struct Sampler: Sendable {
             let maxP = candidates.reduce(0) { max($0, $1.p) }
             candidates = candidates.filter { $0.p >= Double(p.minP) * maxP }
         }
-        guard !candidates.isEmpty else { return logits.withUnsafeBufferPointer { Self.argmax($0) } }
+        guard !candidates.isEmpty else { return nil }
         let mass = candidates.reduce(0) { $0 + $1.p }
         var u = rng.nextUnit() * mass
         for c in candidates {

@@ -7,6 +7,9 @@ import ArgumentParser
 import CPUCompute
 import Compute
 import Foundation
+import Dispatch
+import Runtime
+import Engine
 import Models
 
 struct SelfTest: ParsableCommand {
@@ -210,6 +213,7 @@ struct OpCheck {
         }
         try tokenSelection()
         try endToEnd(fixture: fixture)
+        try engineSampling()
     }
 
     /// The device's top-k (greedy is k = 1) against the host sampler's order: same ids and values,
@@ -224,7 +228,7 @@ struct OpCheck {
                 values[r * vocab + 7] = top
             }
             let t = try dev.upload(.float32(values, shape: [rows, vocab]))
-            let picked = selector.topCandidates(t, count: k)
+            let picked = selector.topCandidates(t, count: k, temperatures: [])
             var idsOK = true, lseErr: Float = 0
             for r in 0..<rows {
                 let row = Array(values[(r * vocab)..<((r + 1) * vocab)])
@@ -339,6 +343,81 @@ struct OpCheck {
                 tokens = [Int32(best)]
             }
         }
+    }
+
+    /// The engine on the device, tokens picked on the device (greedy, seeded top-k / top-p
+    /// sampling) against the same requests with every step's logits downloaded and sampled on the
+    /// host (ModelRunner.deviceSampling off), each request alone so both see the same logits: the
+    /// same token ids and log probs. Then batch invariance where the kernels promise it: one-token
+    /// prompts keep every matmul within the GEMV's 4 rows, so four greedy requests together must
+    /// give what each gives alone (prefill chunks of more rows go through cuBLAS, whose kernel
+    /// choice depends on the row count, and are not covered).
+    mutating func engineSampling() throws {
+        guard dev is DeviceTokenSelection else { return }
+        let smol = BuiltinConfig.smollm2_135m.config
+        let model = try LlamaModel(config: smol, weights: LlamaWeights.random(config: smol, dtype: .f16, seed: 3), backend: dev)
+        let params = [SamplingParameters(returnLogProbs: true), SamplingParameters(temperature: 0.8, topK: 40, seed: 7, returnLogProbs: true),
+                      SamplingParameters(temperature: 1.2, topK: 5, topP: 0.9, seed: 8, returnLogProbs: true),
+                      SamplingParameters(temperature: 0.6, topK: 1, seed: 9, returnLogProbs: true)]
+        func run(_ prompts: [[Int32]], _ params: [SamplingParameters], device: Bool) throws -> [Int: ([Int32], [Float])] {
+            let runner = try ModelRunner(model: model, blockCount: 64, blockSize: 16)
+            runner.deviceSampling = device
+            let engine = try Engine(config: SchedulerConfig(numBlocks: 64, blockSize: 16, maxBatchSize: 8, maxNumTokens: 2048,
+                                                            enableChunkedContext: true, policy: .guaranteedNoEvict,
+                                                            maxSequenceLength: smol.maxPositions), executor: runner)
+            let box = ResultBox()
+            let done = DispatchSemaphore(value: 0)
+            Task {
+                do {
+                    try await withThrowingTaskGroup(of: (Int, [Int32], [Float]).self) { group in
+                        for i in prompts.indices {
+                            let stream = try engine.submit(Request(id: "r\(i)", prompt: prompts[i], parameters: params[i],
+                                                                   stop: StopConditions(maxTokens: 24, ignoreEOS: true)))
+                            group.addTask {
+                                var tokens: [Int32] = [], logProbs: [Float] = []
+                                for try await o in stream { tokens += o.newTokenIDs; logProbs += o.logProbs }
+                                return (i, tokens, logProbs)
+                            }
+                        }
+                        for try await (i, t, l) in group { box.put(i, t, l) }
+                    }
+                } catch { box.fail(error) }
+                await engine.shutdown()
+                done.signal()
+            }
+            done.wait()
+            return try box.result()
+        }
+        for i in 0..<4 {
+            let prompt = (0..<(12 + 5 * i)).map { _ in Int32(rng.below(smol.vocabularySize)) }
+            let a = try run([prompt], [params[i]], device: true)[0]!, b = try run([prompt], [params[i]], device: false)[0]!
+            record("engine sampling device = host", "request \(i): \(params[i].temperature == 0 ? "greedy" : "top-k \(params[i].topK)"), 24 tokens",
+                   [a.0 == b.0 && a.0.count == 24 ? 0 : 1], [0], tolerance: 0)
+            record("engine log probs device vs host", "request \(i): \(b.1.count) values", b.1.count == 24 ? b.1 : [], a.1, tolerance: 1e-3)
+        }
+        let single = (0..<4).map { _ in [Int32(rng.below(smol.vocabularySize))] }
+        let greedy = [SamplingParameters](repeating: SamplingParameters(), count: 4)
+        let together = try run(single, greedy, device: true)
+        var alone = true
+        for i in 0..<4 {
+            let solo = try run([single[i]], [greedy[i]], device: true)
+            if solo[0]!.0 != together[i]!.0 { alone = false }
+        }
+        record("engine batch invariance", "4 greedy one-token prompts, alone vs together (GEMV range)", [alone ? 0 : 1], [0], tolerance: 0)
+    }
+}
+
+/// Results of the engine check, filled from the task group.
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Int: ([Int32], [Float])] = [:]
+    private var error: Error?
+    func put(_ i: Int, _ t: [Int32], _ l: [Float]) { lock.lock(); values[i] = (t, l); lock.unlock() }
+    func fail(_ e: Error) { lock.lock(); error = e; lock.unlock() }
+    func result() throws -> [Int: ([Int32], [Float])] {
+        lock.lock(); defer { lock.unlock() }
+        if let error { throw error }
+        return values
     }
 }
 

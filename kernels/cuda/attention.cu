@@ -302,12 +302,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
 
     constexpr int kSlices = kDecodeThreads / L;   // keys in flight per block
     const int slice = tid / L;
+    float acc[MAXG][8];
+#pragma unroll
+    for (int g = 0; g < MAXG; g++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[g][i] = 0.f;
     if (sub < V) {
-        float acc[MAXG][8];
-#pragma unroll
-        for (int g = 0; g < MAXG; g++)
-#pragma unroll
-            for (int i = 0; i < 8; i++) acc[g][i] = 0.f;
         constexpr int VU = 4;   // value rows loaded before use
         for (int j0 = slice; j0 < n; j0 += kSlices * VU) {
             uint4 raw[VU];
@@ -342,13 +342,26 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
                 }
             }
         }
+    }
+    // Sum the key slices in a fixed order, so a sequence's output never depends on timing (no
+    // float atomics): first the slices within a warp (a butterfly over the lanes that share
+    // `sub`), then the warps one after another into os.
+#pragma unroll
+    for (int o = L; o < 32; o <<= 1)
 #pragma unroll
         for (int g = 0; g < MAXG; g++)
-            if (g < G)
 #pragma unroll
-                for (int i = 0; i < 8; i++) atomicAdd(&os[g * head_dim + sub * 8 + i], acc[g][i]);
+            for (int i = 0; i < 8; i++) acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+    for (int w = 0; w < kDecodeThreads / 32; w++) {
+        if (warp == w && lane < L && sub < V) {
+#pragma unroll
+            for (int g = 0; g < MAXG; g++)
+                if (g < G)
+#pragma unroll
+                    for (int i = 0; i < 8; i++) os[g * head_dim + sub * 8 + i] += acc[g][i];
+        }
+        __syncthreads();
     }
-    __syncthreads();
 
     const int parts = (ctx_len + part_keys - 1) / part_keys;
     half *o = out + (int64_t)sq.x * out_stride + (int64_t)kvh * G * head_dim;

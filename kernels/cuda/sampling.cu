@@ -26,7 +26,8 @@ __device__ __forceinline__ void warp_best(float &bv, int &bi) {
 }
 
 __global__ void __launch_bounds__(kThreads) top_candidates_kernel(const half *logits, int64_t vocab, int k, int32_t *ids,
-                                                                  float *values, float *log_sum_exp) {
+                                                                  float *values, const float *inv_temperature,
+                                                                  float *log_sum_exp) {
     __shared__ float shared_v[32];
     __shared__ int shared_i[32];
     const half *row = logits + (int64_t)blockIdx.x * vocab;
@@ -66,17 +67,18 @@ __global__ void __launch_bounds__(kThreads) top_candidates_kernel(const half *lo
         pi = shared_i[0];
         __syncthreads();   // shared_v[0] is rewritten by the next round
         if (r == 0 && log_sum_exp) {
-            // log sum exp over the row, around its maximum (the first pick).
+            // log sum exp of logits / temperature over the row, around its maximum (the first pick).
+            const float it = inv_temperature ? inv_temperature[blockIdx.x] : 1.f;
             float sum = 0.f;
             if (isfinite(pv))
-                for (int i = threadIdx.x; i < vocab; i += blockDim.x) sum += __expf(__half2float(row[i]) - pv);
+                for (int i = threadIdx.x; i < vocab; i += blockDim.x) sum += __expf((__half2float(row[i]) - pv) * it);
             for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
             if (lane == 0) shared_v[warp] = sum;
             __syncthreads();
             if (threadIdx.x == 0) {
                 float total = 0.f;
                 for (int w = 0; w < warps; w++) total += shared_v[w];
-                log_sum_exp[blockIdx.x] = isfinite(pv) ? pv + logf(total) : pv;
+                log_sum_exp[blockIdx.x] = isfinite(pv) ? pv * it + logf(total) : pv;
             }
             __syncthreads();
         }
@@ -86,17 +88,22 @@ __global__ void __launch_bounds__(kThreads) top_candidates_kernel(const half *lo
 }  // namespace
 
 extern "C" int32_t petrel_top_candidates(petrel_context *ctx, const void *logits, int64_t rows, int64_t vocab, int32_t k,
-                                         int32_t *ids, float *values, float *log_sum_exp) {
+                                         const float *inv_temperature, int32_t *ids, float *values, float *log_sum_exp) {
     if (rows == 0) return PETREL_OK;
     if (k < 1 || k > 1024 || k > vocab || vocab > INT_MAX)
         return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "top_candidates: k = %d over a vocabulary of %lld", k, (long long)vocab);
     const size_t count = (size_t)(rows * k);
+    void *dev_inv_t = nullptr;
+    if (inv_temperature) {
+        int32_t status = upload_scratch(ctx, inv_temperature, (size_t)rows * 4, &dev_inv_t);
+        if (status != PETREL_OK) return status;
+    }
     void *dev = nullptr;
     CUDA_TRY(ctx, cudaMallocAsync(&dev, count * 8 + (size_t)rows * 4, ctx->stream));
     int32_t *dev_ids = (int32_t *)dev;
     float *dev_values = (float *)(dev_ids + count), *dev_lse = dev_values + count;
     top_candidates_kernel<<<(unsigned)rows, kThreads, 0, ctx->stream>>>((const half *)logits, vocab, k, dev_ids, dev_values,
-                                                                         log_sum_exp ? dev_lse : nullptr);
+                                                                         (const float *)dev_inv_t, log_sum_exp ? dev_lse : nullptr);
     cudaError_t launch = cudaGetLastError();
     if (launch == cudaSuccess) {
         cudaMemcpyAsync(ids, dev_ids, count * 4, cudaMemcpyDeviceToHost, ctx->stream);

@@ -165,10 +165,12 @@ PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void 
 
 // For each of `rows` rows of fp16 logits (rows, vocab), its k best entries in order (value
 // descending, ties to the lower id): ids into `ids` and values into `values` (host, caller-owned,
-// rows * k each), and, unless NULL, each row's log(sum(exp(logits))) into `log_sum_exp` (rows).
-// Waits for the stream: this is a step's only copy back when every row is greedy.
+// rows * k each), and, unless NULL, each row's log(sum(exp(logits * inv_temperature[row]))) into
+// `log_sum_exp` (rows; inv_temperature: host, borrowed, rows values, or NULL for 1). Waits for the
+// stream: this is a step's only copy back when every row is sampled on the device.
 PETREL_FN(int32_t, petrel_top_candidates, (petrel_context *ctx, const void *logits, int64_t rows, int64_t vocab,
-                                           int32_t k, int32_t *ids, float *values, float *log_sum_exp))
+                                           int32_t k, const float *inv_temperature, int32_t *ids, float *values,
+                                           float *log_sum_exp))
 
 #ifdef __cplusplus
 }
