@@ -28,6 +28,8 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     public let deviceName: String
     public let totalMemoryBytes: Int
     public let multiprocessorCount: Int
+    /// "GPU-…", as nvidia-smi and Triton's metrics label it.
+    public let uuid: String
     /// Where the library was loaded from.
     public var libraryPath: String { context.lib.path }
 
@@ -43,6 +45,9 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         deviceName = String(cString: name)
         totalMemoryBytes = Int(total)
         multiprocessorCount = Int(sms)
+        var id = [CChar](repeating: 0, count: 64)
+        try context.check(lib.deviceUUID(context.handle, &id, id.count), "device uuid")
+        uuid = String(cString: id)
     }
 
     private var lib: CUDALibrary { context.lib }
@@ -91,6 +96,15 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     }
 
     public var kvCacheBytesPerElement: Int { 2 }
+
+    /// Device memory (total, free) in bytes, read without waiting for queued work: safe to call
+    /// from a metrics scrape while the model runs on another thread.
+    public func memoryInfo() -> (total: Int, free: Int)? {
+        var total: Int64 = 0, free: Int64 = 0
+        var sms: Int32 = 0
+        guard lib.deviceDescribe(context.handle, nil, 0, &total, &free, &sms) == 0 else { return nil }
+        return (Int(total), Int(free))
+    }
 
     public func freeMemoryBytes() throws -> Int {
         try synchronize()   // frees queued stream-ordered releases first

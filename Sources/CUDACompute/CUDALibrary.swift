@@ -42,6 +42,7 @@ final class CUDALibrary: @unchecked Sendable {
     let matmulSwiGLU: petrel_matmul_swiglu_enqueue_fn
     let addRMSNorm: petrel_add_rmsnorm_enqueue_fn
     let topCandidates: petrel_top_candidates_fn
+    let deviceUUID: petrel_device_uuid_fn
     let add: petrel_add_enqueue_fn
     let gatherRows: petrel_rows_gather_enqueue_fn
 
@@ -94,6 +95,7 @@ final class CUDALibrary: @unchecked Sendable {
         matmulSwiGLU = try resolve("petrel_matmul_swiglu_enqueue", petrel_matmul_swiglu_enqueue_fn.self)
         addRMSNorm = try resolve("petrel_add_rmsnorm_enqueue", petrel_add_rmsnorm_enqueue_fn.self)
         topCandidates = try resolve("petrel_top_candidates", petrel_top_candidates_fn.self)
+        deviceUUID = try resolve("petrel_device_uuid", petrel_device_uuid_fn.self)
         add = try resolve("petrel_add_enqueue", petrel_add_enqueue_fn.self)
         gatherRows = try resolve("petrel_rows_gather_enqueue", petrel_rows_gather_enqueue_fn.self)
     }

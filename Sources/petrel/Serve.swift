@@ -49,10 +49,11 @@ struct Serve: AsyncParsableCommand {
         var repositories = modelRepository
         if repositories.isEmpty { repositories = [try DefaultModel.repository()] }
         let device = self.device, threads = self.threads
+        let gpuMetrics = GPUMetrics()
         var options = ServerOptions(modelRepositories: repositories,
                                     modelControlMode: ServerOptions.ModelControlMode(rawValue: modelControlMode)!,
                                     startupModels: loadModels, repositoryPollSeconds: pollSeconds,
-                                    backendFactory: { try device.makeBackend(threads: threads) },
+                                    backendFactory: { gpuMetrics.track(try device.makeBackend(threads: threads)) },
                                     kvCacheMemoryBytes: kvCacheBytes)
         options.tensorParallelSize = parallel.tensorParallelSize
         options.pipelineParallelSize = parallel.pipelineParallelSize
@@ -61,7 +62,7 @@ struct Serve: AsyncParsableCommand {
         log("repository \(repositories.joined(separator: ", ")): " +
             server.repositoryIndex(readyOnly: false).map { "\($0.name) \($0.state)\($0.reason.isEmpty ? "" : " (\($0.reason))")" }.joined(separator: "; "))
 
-        let exporter = MetricsExporter(sources: [ServingMetrics(server), ProcessMetrics()])
+        let exporter = MetricsExporter(sources: [ServingMetrics(server), ProcessMetrics(), gpuMetrics])
         let http = HTTPServer(service: server,
                               options: HTTPFrontendOptions(host: httpAddress, port: httpPort, maxBodyBytes: maxInputSize,
                                                            restrictedAPIs: try restrictedAPIs.map(RestrictedAPI.init(parsing:)),

@@ -132,6 +132,16 @@ int32_t petrel_context_synchronize(petrel_context *ctx) {
     return PETREL_OK;
 }
 
+int32_t petrel_device_uuid(petrel_context *ctx, char *uuid, size_t capacity) {
+    if (!uuid || capacity < 41) return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "device_uuid: need 41 bytes");
+    cudaDeviceProp props;
+    CUDA_TRY(ctx, cudaGetDeviceProperties(&props, ctx->device));
+    const unsigned char *b = (const unsigned char *)props.uuid.bytes;
+    snprintf(uuid, capacity, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
+             b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    return PETREL_OK;
+}
+
 int32_t petrel_device_describe(petrel_context *ctx, char *name, size_t name_capacity, int64_t *total_bytes,
                                int64_t *free_bytes, int32_t *sm_count) {
     cudaDeviceProp props;

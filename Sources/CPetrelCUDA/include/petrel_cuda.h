@@ -39,7 +39,7 @@ extern "C" {
     typedef ret (*name##_fn) args;  \
     PETREL_EXPORT ret name args;
 
-#define PETREL_ABI_VERSION 2
+#define PETREL_ABI_VERSION 3
 
 enum {
     PETREL_OK = 0,
@@ -89,6 +89,10 @@ PETREL_FN(int32_t, petrel_context_synchronize, (petrel_context *ctx))
 // memory in bytes, multiprocessor count.
 PETREL_FN(int32_t, petrel_device_describe, (petrel_context *ctx, char *name, size_t name_capacity,
                                             int64_t *total_bytes, int64_t *free_bytes, int32_t *sm_count))
+
+// The device's UUID as nvidia-smi and Triton's gpu_uuid label print it ("GPU-xxxxxxxx-xxxx-...")
+// into `uuid` (caller-owned, `capacity` bytes, at least 41). Safe to call from any thread.
+PETREL_FN(int32_t, petrel_device_uuid, (petrel_context *ctx, char *uuid, size_t capacity))
 
 // ---- memory
 

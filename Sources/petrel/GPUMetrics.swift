@@ -1,0 +1,36 @@
+// GPU figures on the metrics endpoint (Triton's nv_gpu_memory_total_bytes and
+// nv_gpu_memory_used_bytes, labelled gpu_uuid) for the CUDA backends the served models run on.
+// The backends are held weakly: an unloaded model's GPU memory is not kept alive by metrics.
+import CUDACompute
+import Compute
+import Synchronization
+import Telemetry
+
+final class GPUMetrics: MetricsSource {
+    private final class Entry: @unchecked Sendable { weak var backend: CUDABackend? }
+    private let entries = Mutex<[Entry]>([])
+
+    /// Remembers `backend` if it is a GPU backend; returns it unchanged.
+    func track(_ backend: ComputeBackend) -> ComputeBackend {
+        if let gpu = backend as? CUDABackend {
+            let e = Entry()
+            e.backend = gpu
+            entries.withLock { list in
+                list.removeAll { $0.backend == nil }
+                list.append(e)
+            }
+        }
+        return backend
+    }
+
+    func collect(into registry: MetricsRegistry) {
+        let live = entries.withLock { $0.compactMap(\.backend) }
+        var seen = Set<String>()
+        for gpu in live where seen.insert(gpu.uuid).inserted {
+            guard let m = gpu.memoryInfo() else { continue }
+            let labels: Labels = ["gpu_uuid": gpu.uuid]
+            registry.gauge("nv_gpu_memory_total_bytes", help: "GPU total memory, in bytes").set(labels, Double(m.total))
+            registry.gauge("nv_gpu_memory_used_bytes", help: "GPU used memory, in bytes").set(labels, Double(m.total - m.free))
+        }
+    }
+}
