@@ -59,6 +59,17 @@ extension ClientDisconnectObserver {
         try? await channel.pipeline.handler(type: ClientDisconnectObserver.self).get()
     }
 
+    /// Cancels `pump` (a streaming response's producer) when the client on `channel` goes away;
+    /// returns the closure that cancels it and stops watching, for the end of the response.
+    static func cancelling(_ pump: Task<Void, Never>, on channel: any Channel) async -> @Sendable () -> Void {
+        let observer = await on(channel)
+        let token = observer?.register { pump.cancel() }
+        return {
+            pump.cancel()
+            if let token { observer?.remove(token) }
+        }
+    }
+
     /// Runs `operation` in a task that is cancelled when the client goes away or when the
     /// caller is cancelled.
     func run<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {

@@ -241,12 +241,7 @@ struct KServeResponder: HTTPResponder {
             }
             queue.finish()
         }
-        let observer = await ClientDisconnectObserver.on(context.channel)
-        let token = observer?.register { pump.cancel() }
-        let stop: @Sendable () -> Void = {
-            pump.cancel()
-            if let token { observer?.remove(token) }
-        }
+        let stop = await ClientDisconnectObserver.cancelling(pump, on: context.channel)
 
         let first = await withTaskCancellationHandler { await queue.next() } onCancel: { pump.cancel() }
         var status = HTTPResponse.Status.ok

@@ -142,12 +142,7 @@ extension KServeResponder {
             }
             queue.finish()
         }
-        let observer = await ClientDisconnectObserver.on(context.channel)
-        let token = observer?.register { pump.cancel() }
-        let stop: @Sendable () -> Void = {
-            pump.cancel()
-            if let token { observer?.remove(token) }
-        }
+        let stop = await ClientDisconnectObserver.cancelling(pump, on: context.channel)
         let first = await withTaskCancellationHandler { await queue.next() } onCancel: { pump.cancel() }
         if case .failure(let e)? = first {
             stop()
