@@ -54,7 +54,7 @@ let package = Package(
         // Triton's HTTP endpoint (KServe v2 + generate extension, 8000) and the /metrics endpoint (8002, Serving's
         // figures through Telemetry), on Hummingbird.
         .target(name: "HTTPFrontend", dependencies: [
-            "Serving", "TritonProtos", "Telemetry",
+            "Serving", "TritonProtos", "Telemetry", "Compute",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -66,7 +66,7 @@ let package = Package(
         // Triton's gRPC endpoint (inference.GRPCInferenceService + grpc.health.v1.Health on 8001);
         // Generated/ holds the service stubs written by scripts/generate-protos.sh.
         .target(name: "GRPCFrontend", dependencies: [
-            "Serving", "TritonProtos",
+            "Serving", "TritonProtos", "Compute",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -89,7 +89,7 @@ let package = Package(
         .testTarget(name: "ParallelTests", dependencies: ["TestFixtures", "Parallel", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "RuntimeTests", dependencies: ["TestFixtures", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Tokenization"]),
         .testTarget(name: "GRPCFrontendTests", dependencies: [
-            "GRPCFrontend", "Serving", "TritonProtos",
+            "GRPCFrontend", "Serving", "TritonProtos", "Compute",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(name: "ServingTests", dependencies: ["Serving", "CPUCompute", "Compute", "Parallel", "Runtime", "Engine", "Tokenization", "TritonProtos"]),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"]),
         .testTarget(name: "HTTPFrontendTests", dependencies: [
-            "HTTPFrontend", "Serving", "TritonProtos", "Telemetry",
+            "HTTPFrontend", "Serving", "TritonProtos", "Telemetry", "Compute",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),

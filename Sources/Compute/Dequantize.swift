@@ -41,20 +41,3 @@ extension HostTensor {
         return .float32(floatValues(), shape: shape)
     }
 }
-
-/// IEEE half → Float, without relying on the Float16 type (unavailable on some hosts).
-@inline(__always)
-public func halfToFloat(_ h: UInt16) -> Float {
-    let sign = UInt32(h & 0x8000) << 16
-    var exp = UInt32((h >> 10) & 0x1F)
-    var man = UInt32(h & 0x3FF)
-    if exp == 0 {
-        if man == 0 { return Float(bitPattern: sign) }
-        exp = 127 - 15 + 1
-        while man & 0x400 == 0 { man <<= 1; exp -= 1 }
-        man &= 0x3FF
-        return Float(bitPattern: sign | (exp << 23) | (man << 13))
-    }
-    if exp == 31 { return Float(bitPattern: sign | 0x7F80_0000 | (man << 13)) }
-    return Float(bitPattern: sign | ((exp + 127 - 15) << 23) | (man << 13))
-}

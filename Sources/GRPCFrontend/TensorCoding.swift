@@ -5,6 +5,7 @@
 // each prefixed by a 4-byte little-endian length). Outputs always leave as
 // `raw_output_contents`, as Triton sends them.
 import Foundation
+import Compute
 import Serving
 import TritonProtos
 
@@ -286,8 +287,8 @@ enum TensorCoding {
                 for i in 0..<count {
                     let d = tensor.data.double(at: i)
                     switch datatype {
-                    case .fp16: store(floatToHalf(Float(d)), i)
-                    case .bf16: store(floatToBFloat16(Float(d)), i)
+                    case .fp16: store(halfBits(Float(d)), i)
+                    case .bf16: store(bfloat16Bits(Float(d)), i)
                     case .fp32: store(Float(d).bitPattern, i)
                     default: store(d.bitPattern, i)
                     }
@@ -306,51 +307,6 @@ enum TensorCoding {
             }
         }
         return out
-    }
-
-    // MARK: half precision (no Float16 dependency: it is unavailable on some platforms)
-
-    static func halfToFloat(_ h: UInt16) -> Float {
-        let sign: UInt32 = UInt32(h & 0x8000) << 16
-        let exponent = UInt32(h >> 10) & 0x1f
-        let mantissa = UInt32(h & 0x3ff)
-        if exponent == 0 {
-            let magnitude = Float(mantissa) * 0x1p-24
-            return sign != 0 ? -magnitude : magnitude
-        }
-        if exponent == 31 { return Float(bitPattern: sign | 0x7f80_0000 | (mantissa << 13)) }
-        return Float(bitPattern: sign | ((exponent + 112) << 23) | (mantissa << 13))
-    }
-
-    /// Round to nearest, ties to even; overflow gives infinity.
-    static func floatToHalf(_ f: Float) -> UInt16 {
-        let x = f.bitPattern
-        let sign = UInt16((x >> 16) & 0x8000)
-        let exponent = Int((x >> 23) & 0xff)
-        var mantissa = x & 0x7f_ffff
-        if exponent == 0xff { return sign | 0x7c00 | (mantissa != 0 ? 0x200 : 0) }
-        let e = exponent - 127 + 15
-        if e >= 0x1f { return sign | 0x7c00 }
-        if e <= 0 {
-            if e < -10 { return sign }
-            mantissa |= 0x80_0000
-            let shift = UInt32(14 - e)
-            var h = mantissa >> shift
-            let rest = mantissa & ((1 << shift) - 1)
-            let halfway = UInt32(1) << (shift - 1)
-            if rest > halfway || (rest == halfway && (h & 1) != 0) { h += 1 }
-            return sign | UInt16(h)
-        }
-        var h = (UInt32(e) << 10) | (mantissa >> 13)
-        let rest = mantissa & 0x1fff
-        if rest > 0x1000 || (rest == 0x1000 && (h & 1) != 0) { h += 1 }
-        return sign | UInt16(h)
-    }
-
-    static func floatToBFloat16(_ f: Float) -> UInt16 {
-        let x = f.bitPattern
-        if f.isNaN { return UInt16(x >> 16) | 0x40 }
-        return UInt16((x &+ 0x7fff &+ ((x >> 16) & 1)) >> 16)
     }
 }
 

@@ -6,6 +6,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Compute
 import Serving
 
 func badRequest(_ message: String) -> ServingError { ServingError(.badRequest, message) }
@@ -145,7 +146,7 @@ func tensorData(fromBinary raw: UnsafeRawBufferPointer, datatype: TensorDataType
     case .int16: return .ints(load(Int16.self).map { Int64($0) })
     case .int32: return .ints(load(Int32.self).map { Int64($0) })
     case .int64: return .ints(load(Int64.self))
-    case .fp16: return .floats(load(UInt16.self).map { Double(floatFromHalfBits($0)) })
+    case .fp16: return .floats(load(UInt16.self).map { Double(halfToFloat($0)) })
     case .bf16: return .floats(load(UInt16.self).map { Double(Float(bitPattern: UInt32($0) << 16)) })
     case .fp32: return .floats(load(UInt32.self).map { Double(Float(bitPattern: $0)) })
     case .fp64: return .floats(load(UInt64.self).map { Double(bitPattern: $0) })
@@ -237,49 +238,4 @@ func binaryData(_ t: InferTensor) throws -> [UInt8] {
         }
     }
     return out
-}
-
-// MARK: - Half precision (portable: Float16 is unavailable on some platforms)
-
-/// IEEE binary16 bits of `f`, rounded to nearest even.
-func halfBits(_ f: Float) -> UInt16 {
-    let x = f.bitPattern
-    let sign = UInt16(truncatingIfNeeded: (x >> 16) & 0x8000)
-    let exponent = Int((x >> 23) & 0xFF)
-    var mantissa = x & 0x7F_FFFF
-    if exponent == 0xFF { return sign | 0x7C00 | (mantissa != 0 ? 0x200 : 0) }
-    let e = exponent - 127 + 15
-    if e >= 0x1F { return sign | 0x7C00 }
-    if e <= 0 {
-        if e < -10 { return sign }
-        mantissa |= 0x80_0000
-        let shift = UInt32(14 - e)
-        var h = mantissa >> shift
-        let rest = mantissa & ((1 << shift) - 1)
-        let halfway = UInt32(1) << (shift - 1)
-        if rest > halfway || (rest == halfway && h & 1 == 1) { h += 1 }
-        return sign | UInt16(h)
-    }
-    var h = UInt32(e << 10) | (mantissa >> 13)
-    let rest = mantissa & 0x1FFF
-    if rest > 0x1000 || (rest == 0x1000 && h & 1 == 1) { h += 1 }  // a carry rounds up the exponent
-    return sign | UInt16(h)
-}
-
-func floatFromHalfBits(_ h: UInt16) -> Float {
-    let sign: Float = h & 0x8000 != 0 ? -1 : 1
-    let exponent = Int((h >> 10) & 0x1F)
-    let mantissa = UInt32(h & 0x3FF)
-    if exponent == 0 { return sign * Float(mantissa) / 16_777_216 }  // subnormal: m * 2^-24
-    let signBit = UInt32(h & 0x8000) << 16
-    if exponent == 0x1F { return Float(bitPattern: signBit | 0x7F80_0000 | (mantissa << 13)) }
-    return Float(bitPattern: signBit | UInt32(exponent - 15 + 127) << 23 | mantissa << 13)
-}
-
-/// bfloat16 bits of `f`, rounded to nearest even.
-func bfloat16Bits(_ f: Float) -> UInt16 {
-    let x = f.bitPattern
-    if f.isNaN { return UInt16(truncatingIfNeeded: x >> 16) | 0x40 }
-    let rounding = 0x7FFF + ((x >> 16) & 1)
-    return UInt16(truncatingIfNeeded: (x &+ rounding) >> 16)
 }

@@ -442,25 +442,4 @@ struct SplitMix {
     }
 }
 
-/// Float → IEEE half bits, round to nearest even; values past the half range become ±inf, tiny
-/// ones become subnormals or zero.
-func halfBits(_ f: Float) -> UInt16 {
-    let b = f.bitPattern
-    let sign = UInt16((b >> 16) & 0x8000)
-    if f.isNaN { return 0x7E00 }
-    let a = abs(f)
-    if a >= 65520 { return sign | 0x7C00 }
-    if a < 6.103515625e-05 {   // subnormal half: multiples of 2^-24
-        let q = (a * 16_777_216).rounded(.toNearestOrEven)
-        return sign | UInt16(q)
-    }
-    let exp = Int((b >> 23) & 0xFF) - 127 + 15
-    var man = b & 0x7F_FFFF
-    let rest = man & 0x1FFF
-    man >>= 13
-    var bits = UInt32(exp << 10) | man
-    if rest > 0x1000 || (rest == 0x1000 && (man & 1) == 1) { bits += 1 }   // may carry into the exponent: still right
-    return sign | UInt16(bits)
-}
-
 func roundToHalf(_ f: Float) -> Float { halfToFloat(halfBits(f)) }

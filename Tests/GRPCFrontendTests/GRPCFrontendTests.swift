@@ -7,6 +7,7 @@ import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import Serving
 import Synchronization
+import Compute
 import Testing
 import TritonProtos
 
@@ -847,16 +848,16 @@ struct TensorCodingTests {
             (0x1p-14, 0x0400), (1.0009765625, 0x3c01), (1.00048828125, 0x3c00), (1.00146484375, 0x3c02),
         ]
         for (f, h) in cases {
-            #expect(TensorCoding.floatToHalf(f) == h, "\(f)")
+            #expect(halfBits(f) == h, "\(f)")
         }
         for h: UInt16 in [0x0000, 0x0001, 0x03ff, 0x0400, 0x3c00, 0x3555, 0x7bff, 0x7c00, 0x8001, 0xc000, 0xfbff] {
-            #expect(TensorCoding.floatToHalf(TensorCoding.halfToFloat(h)) == h, "\(h)")
+            #expect(halfBits(halfToFloat(h)) == h, "\(h)")
         }
-        #expect(TensorCoding.halfToFloat(0x7e00).isNaN)
-        #expect(TensorCoding.floatToHalf(.nan) & 0x7c00 == 0x7c00)
-        #expect(TensorCoding.floatToBFloat16(1) == 0x3f80)
-        #expect(TensorCoding.floatToBFloat16(Float(bitPattern: 0x3f80_8000)) == 0x3f80)  // tie to even
-        #expect(TensorCoding.floatToBFloat16(Float(bitPattern: 0x3f81_8000)) == 0x3f82)
+        #expect(halfToFloat(0x7e00).isNaN)
+        #expect(halfBits(.nan) & 0x7c00 == 0x7c00)
+        #expect(bfloat16Bits(1) == 0x3f80)
+        #expect(bfloat16Bits(Float(bitPattern: 0x3f80_8000)) == 0x3f80)  // tie to even
+        #expect(bfloat16Bits(Float(bitPattern: 0x3f81_8000)) == 0x3f82)
     }
 
     @Test func outputsOfAnotherFamilyAreConverted() throws {

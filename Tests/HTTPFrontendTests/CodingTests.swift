@@ -3,6 +3,7 @@
 import Foundation
 @testable import HTTPFrontend
 @testable import Serving
+import Compute
 import Testing
 
 @Suite struct RouteTests {
@@ -89,7 +90,7 @@ import Testing
     @Test func roundTripsEveryHalfValue() {
         var wrong: [UInt16] = []
         for bits in UInt16.min...UInt16.max {
-            let f = floatFromHalfBits(bits)
+            let f = halfToFloat(bits)
             let ok = f.isNaN ? halfBits(f) & 0x7C00 == 0x7C00 && halfBits(f) & 0x3FF != 0 : halfBits(f) == bits
             if !ok { wrong.append(bits) }
         }
