@@ -16,6 +16,16 @@ public protocol CausalLM: AnyObject {
     func logits(_ batch: ForwardBatch, cache: KVCache) -> [Float]
     /// Copies KV block `from` to `to` in every layer (copy-on-write when beams fork).
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
+    /// Where the logits can stay on the device (DeviceTokenSelection backends): runs the batch
+    /// and returns each logit row's `count` best entries and log-sum-exp at its temperature
+    /// instead of the logits; nil when this model cannot (then nothing has run).
+    func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float])
+        -> (ids: [Int32], values: [Float], logSumExp: [Float])?
+}
+
+extension CausalLM {
+    public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float])
+        -> (ids: [Int32], values: [Float], logSumExp: [Float])? { nil }
 }
 
 extension LlamaModel: CausalLM {
@@ -29,5 +39,11 @@ extension LlamaModel: CausalLM {
 
     public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {
         backend.copyKVBlock(cache, from: from, to: to)
+    }
+
+    public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float])
+        -> (ids: [Int32], values: [Float], logSumExp: [Float])? {
+        guard let selector = backend as? DeviceTokenSelection else { return nil }
+        return selector.topCandidates(forward(batch, cache: cache), count: count, temperatures: temperatures)
     }
 }

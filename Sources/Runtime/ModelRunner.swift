@@ -59,13 +59,12 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         let deviceCounts = sampledSequences.map {
             Sampler.deviceSamplingCount($0.parameters, hasMasks: !$0.badWords.isEmpty || !$0.suppressedTokenIDs.isEmpty)
         }
-        if let llama = model as? LlamaModel, let selector = llama.backend as? DeviceTokenSelection, deviceSampling,
-           !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }) {
-            // Every row needs only its best few logits: the device finds them (and each row's
-            // log-sum-exp); only those cross to the host instead of the whole logits.
+        if deviceSampling, !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }),
+           let picks = model.topCandidates(batch, cache: cache, count: deviceCounts.map { $0! }.max()!,
+                                           temperatures: sampledSequences.map { $0.parameters.temperature > 0 ? $0.parameters.temperature : 1 }) {
+            // Every row needs only its best few logits: the device found them (and each row's
+            // log-sum-exp); only those crossed to the host instead of the whole logits.
             let k = deviceCounts.map { $0! }.max()!
-            let temperatures = sampledSequences.map { $0.parameters.temperature > 0 ? $0.parameters.temperature : 1 }
-            let picks = selector.topCandidates(llama.forward(batch, cache: cache), count: k, temperatures: temperatures)
             var samples: [Sample?] = []
             var row = 0
             for s in output.sequences {
