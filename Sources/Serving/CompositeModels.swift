@@ -345,7 +345,14 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
                 var logProbs = Array(repeating: [Float](), count: b)
                 var cumulative = Array(repeating: Float(0), count: b)
                 var reason = "stop"
-                var success = false
+                var recorded = false
+                // Statistics are recorded before the final response reaches the client.
+                func record(_ success: Bool) {
+                    guard !recorded else { return }
+                    recorded = true
+                    recorder.execution(requestCount: 1, inferences: b, inputNs: 0, inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
+                    recorder.requestFinished(success: success, arrival: arrival)
+                }
                 do {
                     // Items run concurrently in the engine; their streams are read in turn.
                     for (i, handle) in handles.enumerated() {
@@ -375,6 +382,7 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
                                 default: break
                                 }
                             }
+                            if last { record(true) }
                             continuation.yield(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
                                                              parameters: last ? Self.parameters(reason, items, tokens) : [:], isFinal: last))
                         }
@@ -401,17 +409,17 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
                             default: break
                             }
                         }
+                        record(true)
                         continuation.yield(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
                                                          parameters: Self.parameters(reason, items, tokens)))
                     }
-                    success = true
+                    record(true)
                     continuation.finish()
                 } catch {
                     for h in handles { h.cancel() }
+                    record(false)
                     continuation.finish(throwing: error)
                 }
-                recorder.execution(requestCount: 1, inferences: b, inputNs: 0, inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
-                recorder.requestFinished(success: success, arrival: arrival)
                 lease.release()
             }
             continuation.onTermination = { termination in

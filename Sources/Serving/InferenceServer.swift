@@ -182,7 +182,9 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
         let upstream = lease.model.execute(checked)
         return AsyncThrowingStream { continuation in
             let task = Task {
-                var first = true, success = false
+                // Statistics are recorded before the final response reaches the client, so a
+                // client that reads them after its last response sees its own request counted.
+                var first = true, recorded = false
                 do {
                     for try await var response in upstream {
                         if first {
@@ -192,18 +194,26 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
                         response.modelName = lease.name
                         response.modelVersion = lease.version
                         response.id = request.id
+                        if response.isFinal && !recorded && !Task.isCancelled {
+                            recorder.requestFinished(success: true, arrival: arrival)
+                            recorded = true
+                        }
                         continuation.yield(response)
                     }
-                    success = !Task.isCancelled
-                    if success {
-                        continuation.finish()
-                    } else {
+                    if Task.isCancelled && !recorded {
+                        recorder.requestFinished(success: false, arrival: arrival)
+                        recorded = true
                         continuation.finish(throwing: ServingError(.unavailable, "the request was cancelled"))
+                    } else {
+                        if !recorded { recorder.requestFinished(success: true, arrival: arrival) }
+                        recorded = true
+                        continuation.finish()
                     }
                 } catch {
+                    if !recorded { recorder.requestFinished(success: false, arrival: arrival) }
+                    recorded = true
                     continuation.finish(throwing: publicErrors ? Self.publicError(error) : error)
                 }
-                recorder.requestFinished(success: success, arrival: arrival)
                 lease.release()
             }
             continuation.onTermination = { termination in

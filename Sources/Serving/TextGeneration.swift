@@ -186,14 +186,21 @@ extension InferenceServer: TextGenerationService {
                         try await group.waitForAll()
                     }
                     success = true
-                    continuation.finish()
                 } catch {
                     for h in submitted { h.cancel() }
+                    // Recorded before the stream ends, so a client that reads the statistics
+                    // after its response sees its own request counted.
+                    recorder.execution(requestCount: 1, inferences: submitted.count, inputNs: 0,
+                                       inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
+                    recorder.requestFinished(success: false, arrival: arrival)
                     continuation.finish(throwing: Self.publicError(error))
                 }
-                recorder.execution(requestCount: 1, inferences: submitted.count, inputNs: 0,
-                                   inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
-                recorder.requestFinished(success: success, arrival: arrival)
+                if success {
+                    recorder.execution(requestCount: 1, inferences: submitted.count, inputNs: 0,
+                                       inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
+                    recorder.requestFinished(success: true, arrival: arrival)
+                    continuation.finish()
+                }
                 for l in leases { l.release() }
             }
             continuation.onTermination = { termination in
