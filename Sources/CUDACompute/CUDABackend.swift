@@ -207,11 +207,15 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
                         "matmulSwiGLU \(x.shape) x \(gateUp.shape)")
     }
 
-    public func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float]) -> (ids: [Int32], values: [Float], logSumExp: [Float]) {
+    public func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float], edits: [LogitEdit])
+        -> (ids: [Int32], values: [Float], logSumExp: [Float]) {
         let rows = logits.rowCount, vocab = logits.rowLength
         precondition(count >= 1 && count <= min(vocab, 1024))
         precondition(temperatures.isEmpty || (temperatures.count == rows && temperatures.allSatisfy { $0 > 0 }))
         let inverse = temperatures.map { 1 / $0 }
+        let cEdits = edits.map {
+            petrel_logit_edit(row: $0.row, id: $0.id, repetition: $0.repetition, subtract: $0.subtract, masked: $0.masked ? 1 : 0)
+        }
         var ids = [Int32](repeating: -1, count: rows * count)
         var values = [Float](repeating: 0, count: rows * count)
         var lse = [Float](repeating: 0, count: rows)
@@ -219,9 +223,11 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
             values.withUnsafeMutableBufferPointer { v in
                 lse.withUnsafeMutableBufferPointer { l in
                     inverse.withUnsafeBufferPointer { t in
-                        context.require(lib.topCandidates(ctx, ptr(logits), Int64(rows), Int64(vocab), Int32(count),
-                                                          inverse.isEmpty ? nil : t.baseAddress, i.baseAddress, v.baseAddress,
-                                                          l.baseAddress), "topCandidates")
+                        cEdits.withUnsafeBufferPointer { e in
+                            context.require(lib.topCandidates(ctx, ptr(logits), Int64(rows), Int64(vocab), Int32(count),
+                                                              inverse.isEmpty ? nil : t.baseAddress, e.baseAddress, Int64(e.count),
+                                                              i.baseAddress, v.baseAddress, l.baseAddress), "topCandidates")
+                        }
                     }
                 }
             }

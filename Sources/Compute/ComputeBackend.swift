@@ -2,6 +2,8 @@
 // against this protocol; CPUCompute is the reference implementation every other backend is
 // tested against, op by op. Activations are float32 (n tokens × features) unless stated.
 
+import Foundation
+
 /// One sequence's slice of a ragged batch, as attention sees it.
 public struct AttentionSequence: Sendable, Equatable {
     /// First row of this sequence in the batch's activations.
@@ -112,13 +114,85 @@ extension ComputeBackend {
     }
 }
 
+/// One change the sampler makes to one logit before choosing (penalties and masks), computed on
+/// the host from the request's history and applied where the logits are:
+/// masked → -inf; else v → (v > 0 ? v / repetition : v * repetition) when repetition != 1, then
+/// v − subtract. fp32 math in this order, the same on every backend and in the host sampler.
+public struct LogitEdit: Sendable, Equatable {
+    public var row: Int32
+    public var id: Int32
+    public var repetition: Float
+    public var subtract: Float
+    public var masked: Bool
+
+    public init(row: Int32, id: Int32, repetition: Float = 1, subtract: Float = 0, masked: Bool = false) {
+        self.row = row
+        self.id = id
+        self.repetition = repetition
+        self.subtract = subtract
+        self.masked = masked
+    }
+
+    /// The edited value of logit `v`.
+    @inlinable public func apply(_ v: Float) -> Float {
+        if masked { return -.infinity }
+        var x = v
+        if repetition != 1 { x = x > 0 ? x / repetition : x * repetition }
+        if subtract != 0 { x -= subtract }
+        return x
+    }
+}
+
 /// A backend that can choose tokens where the logits are, so a step's logits need not be copied
-/// to the host (the CUDA backend). The Runtime uses it for greedy rows.
+/// to the host (the CUDA backend). The Runtime uses it for rows whose sampling needs only their
+/// best few logits.
 public protocol DeviceTokenSelection: AnyObject {
-    /// For each row of `logits` (rows, vocab): its `count` largest entries, largest first (ties:
-    /// the lower id first), and the row's log(sum(exp(logits / temperature))) with that row's
-    /// temperature (`temperatures` empty: 1 for every row).
-    func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float]) -> (ids: [Int32], values: [Float], logSumExp: [Float])
+    /// For each row of `logits` (rows, vocab), after `edits` (at most one per row and id): its
+    /// `count` largest entries, largest first (ties: the lower id first), and the row's
+    /// log(sum(exp(logits / temperature))) with that row's temperature (`temperatures` empty: 1
+    /// for every row). `logits` itself is left as it was.
+    func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float], edits: [LogitEdit])
+        -> (ids: [Int32], values: [Float], logSumExp: [Float])
+}
+
+/// The host's answer to DeviceTokenSelection.topCandidates over float logits: what a device must
+/// reproduce (the GPU self-test compares against it) and the selection of test backends.
+public enum TokenSelectionReference {
+    public static func topCandidates(_ logits: [Float], rows: Int, vocab: Int, count: Int, temperatures: [Float],
+                                     edits: [LogitEdit]) -> (ids: [Int32], values: [Float], logSumExp: [Float]) {
+        precondition(logits.count == rows * vocab && count >= 1 && count <= vocab)
+        var edited = logits
+        for e in edits {
+            precondition(Int(e.row) < rows && e.id >= 0 && Int(e.id) < vocab, "edit outside the logits")
+            let i = Int(e.row) * vocab + Int(e.id)
+            edited[i] = e.apply(edited[i])
+        }
+        var ids: [Int32] = [], values: [Float] = [], lse: [Float] = []
+        for r in 0..<rows {
+            let row = edited[(r * vocab)..<((r + 1) * vocab)]
+            var best: [(Float, Int32)] = []
+            best.reserveCapacity(count + 1)
+            for (j, v) in row.enumerated() {
+                if best.count == count && !(v > best[count - 1].0) { continue }
+                var k = best.count
+                if best.count < count { best.append((v, Int32(j))) } else { k = count - 1 }
+                while k > 0 && best[k - 1].0 < v { best[k] = best[k - 1]; k -= 1 }
+                best[k] = (v, Int32(j))
+            }
+            ids += best.map(\.1)
+            values += best.map(\.0)
+            let invT = temperatures.isEmpty ? 1 : 1 / temperatures[r]
+            let m = best[0].0
+            if m.isFinite {
+                var sum: Double = 0
+                for v in row { sum += exp(Double((v - m) * invT)) }
+                lse.append(m * invT + Float(log(sum)))
+            } else {
+                lse.append(m)
+            }
+        }
+        return (ids, values, lse)
+    }
 }
 
 /// A backend on a device with its own memory (the CUDA backend): the KV cache is sized from what

@@ -17,15 +17,35 @@ public protocol CausalLM: AnyObject {
     /// Copies KV block `from` to `to` in every layer (copy-on-write when beams fork).
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
     /// Where the logits can stay on the device (DeviceTokenSelection backends): runs the batch
-    /// and returns each logit row's `count` best entries and log-sum-exp at its temperature
-    /// instead of the logits; nil when this model cannot (then nothing has run).
-    func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float])
-        -> (ids: [Int32], values: [Float], logSumExp: [Float])?
+    /// and returns each logit row's `count` best entries after `edits` (penalties, masks) and
+    /// its log-sum-exp at its temperature instead of the logits; nil when this model cannot
+    /// (then nothing has run).
+    func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float], edits: [LogitEdit])
+        -> TokenCandidates?
+}
+
+/// A step's best logits per row, found where the logits are (CausalLM.topCandidates).
+public struct TokenCandidates {
+    /// rows × count, largest first (ties: lower id first).
+    public var ids: [Int32]
+    public var values: [Float]
+    /// Per row: log(sum(exp(logit / temperature))) over the edited row.
+    public var logSumExp: [Float]
+    /// The step's unedited logits (rows, vocab), copied to the host on demand, for rows whose
+    /// sampling turns out to need the whole row. Valid until the model's next forward pass.
+    public var allLogits: () -> [Float]
+
+    public init(ids: [Int32], values: [Float], logSumExp: [Float], allLogits: @escaping () -> [Float]) {
+        self.ids = ids
+        self.values = values
+        self.logSumExp = logSumExp
+        self.allLogits = allLogits
+    }
 }
 
 extension CausalLM {
-    public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float])
-        -> (ids: [Int32], values: [Float], logSumExp: [Float])? { nil }
+    public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float], edits: [LogitEdit])
+        -> TokenCandidates? { nil }
 }
 
 extension LlamaModel: CausalLM {
@@ -41,9 +61,13 @@ extension LlamaModel: CausalLM {
         backend.copyKVBlock(cache, from: from, to: to)
     }
 
-    public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float])
-        -> (ids: [Int32], values: [Float], logSumExp: [Float])? {
+    public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float], edits: [LogitEdit])
+        -> TokenCandidates? {
         guard let selector = backend as? DeviceTokenSelection else { return nil }
-        return selector.topCandidates(forward(batch, cache: cache), count: count, temperatures: temperatures)
+        let logits = forward(batch, cache: cache)
+        let picked = selector.topCandidates(logits, count: count, temperatures: temperatures, edits: edits)
+        let backend = self.backend
+        return TokenCandidates(ids: picked.ids, values: picked.values, logSumExp: picked.logSumExp,
+                               allLogits: { backend.download(logits) })
     }
 }

@@ -56,49 +56,62 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         }
         let batch = ForwardBatch(tokens: tokens, positions: positions, sequences: sequences, logitRows: logitRows)
         let sampledSequences = output.sequences.filter(\.needsSample)
-        let deviceCounts = sampledSequences.map {
-            Sampler.deviceSamplingCount($0.parameters, hasMasks: !$0.badWords.isEmpty || !$0.suppressedTokenIDs.isEmpty)
-        }
-        if deviceSampling, !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }),
-           let picks = model.topCandidates(batch, cache: cache, count: deviceCounts.map { $0! }.max()!,
-                                           temperatures: sampledSequences.map { $0.parameters.temperature > 0 ? $0.parameters.temperature : 1 }) {
-            // Every row needs only its best few logits: the device found them (and each row's
-            // log-sum-exp); only those crossed to the host instead of the whole logits.
+        let deviceCounts = sampledSequences.map { Sampler.deviceSamplingCount($0.parameters, vocab: vocab) }
+        var logits: [Float]
+        var results = [Sample?](repeating: nil, count: sampledSequences.count)
+        var hostRows = Array(sampledSequences.indices)
+        if deviceSampling, !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }) {
+            // Every row needs only its best few logits (after its penalties and masks, applied
+            // where the logits are): the device finds them and each row's log-sum-exp, and only
+            // those cross to the host. A top-p row whose nucleus reaches past them takes the
+            // full-row path below with the step's logits, copied once.
             let k = deviceCounts.map { $0! }.max()!
-            var samples: [Sample?] = []
-            var row = 0
-            for s in output.sequences {
-                guard s.needsSample else { samples.append(nil); continue }
-                var sampler = samplers[s.requestID] ?? Sampler(s.parameters)
-                samples.append(sampler.sample(candidateIDs: picks.ids[(row * k)..<((row + 1) * k)],
-                                              values: picks.values[(row * k)..<((row + 1) * k)], logSumExp: picks.logSumExp[row]))
-                samplers[s.requestID] = sampler
-                row += 1
+            var edits: [LogitEdit] = []
+            for (row, s) in sampledSequences.enumerated() {
+                let sampler = samplers[s.requestID] ?? Sampler(s.parameters)
+                edits += sampler.logitEdits(Self.context(s), row: Int32(row), vocab: vocab)
             }
-            return StepOutput(samples: samples)
+            let temperatures = sampledSequences.map { $0.parameters.temperature > 0 ? $0.parameters.temperature : 1 }
+            if let picks = model.topCandidates(batch, cache: cache, count: k, temperatures: temperatures, edits: edits) {
+                hostRows = []
+                for (row, s) in sampledSequences.enumerated() {
+                    var sampler = samplers[s.requestID] ?? Sampler(s.parameters)
+                    if let sample = sampler.sample(candidateIDs: picks.ids[(row * k)..<((row + 1) * k)],
+                                                   values: picks.values[(row * k)..<((row + 1) * k)], logSumExp: picks.logSumExp[row]) {
+                        results[row] = sample
+                        samplers[s.requestID] = sampler
+                    } else {
+                        hostRows.append(row)
+                    }
+                }
+                logits = hostRows.isEmpty ? [] : picks.allLogits()
+            } else {
+                logits = model.logits(batch, cache: cache)
+            }
+        } else {
+            logits = model.logits(batch, cache: cache)
         }
-        let logits = model.logits(batch, cache: cache)
 
-        // Sequences sample independently (each has its own sampler and RNG), so large batches
-        // spread over the CPU's cores; results keep the batch order.
-        let sampled = sampledSequences
+        // Rows left to the host sample independently (each has its own sampler and RNG), so
+        // large batches spread over the CPU's cores; results keep the batch order.
+        let sampled = hostRows.map { sampledSequences[$0] }
         var drawn = sampled.map { samplers[$0.requestID] ?? Sampler($0.parameters) }
-        var results = [Sample?](repeating: nil, count: sampled.count)
+        var hostResults = [Sample?](repeating: nil, count: sampled.count)
+        let rowsOfLogits = hostRows
         drawn.withUnsafeMutableBufferPointer { statesBuffer in
-            results.withUnsafeMutableBufferPointer { outBuffer in
+            hostResults.withUnsafeMutableBufferPointer { outBuffer in
                 let states = statesBuffer, out = outBuffer   // each row touches only its own slots
-                let work = { (row: Int) in
-                    let s = sampled[row]
+                let work = { (i: Int) in
+                    let s = sampled[i], row = rowsOfLogits[i]
                     var values = Array(logits[row * vocab..<(row + 1) * vocab])
-                    let context = SamplingContext(history: s.history, generatedCount: s.generatedCount,
-                                                  badWords: s.badWords, suppressed: s.suppressedTokenIDs)
-                    out[row] = states[row].sample(&values, context)
+                    out[i] = states[i].sample(&values, Self.context(s))
                 }
                 if sampled.count >= 4 { DispatchQueue.concurrentPerform(iterations: sampled.count, execute: work) }
-                else { for row in 0..<sampled.count { work(row) } }
+                else { for i in 0..<sampled.count { work(i) } }
             }
         }
         for (s, sampler) in zip(sampled, drawn) { samplers[s.requestID] = sampler }
+        for (i, row) in hostRows.enumerated() { results[row] = hostResults[i] }
         var samples: [Sample?] = []
         samples.reserveCapacity(output.sequences.count)
         var row = 0
@@ -108,5 +121,9 @@ public final class ModelRunner: Executor, @unchecked Sendable {
             row += 1
         }
         return StepOutput(samples: samples)
+    }
+
+    static func context(_ s: ScheduledSequence) -> SamplingContext {
+        SamplingContext(history: s.history, generatedCount: s.generatedCount, badWords: s.badWords, suppressed: s.suppressedTokenIDs)
     }
 }

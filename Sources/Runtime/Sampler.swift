@@ -2,6 +2,7 @@
 // suppressed ids and bad words, repetition / presence / frequency penalties, then greedy or
 // temperature → top-k → top-p → min-p sampling with the request's own seeded RNG (so the same
 // seed gives the same text at any batch composition). Also log probs and beam candidates.
+import Compute
 import Engine
 import Foundation
 
@@ -102,28 +103,40 @@ public struct Sampler: Sendable {
     }
 
     func applyMasksAndPenalties(_ logits: inout [Float], _ c: SamplingContext) {
+        for e in logitEdits(c, row: 0, vocab: logits.count) { logits[Int(e.id)] = e.apply(logits[Int(e.id)]) }
+    }
+
+    /// Suppressed ids and bad words (masked), the repetition penalty over the whole history and
+    /// the presence / frequency penalties over the generated tokens, as one edit per touched id
+    /// (ascending ids). The host applies them to its copy of the row; a device applies the same
+    /// edits where the logits are (DeviceTokenSelection).
+    public func logitEdits(_ c: SamplingContext, row: Int32, vocab: Int) -> [LogitEdit] {
         let p = parameters
-        for id in c.suppressed where Int(id) < logits.count { logits[Int(id)] = -.infinity }
+        let penalties = p.repetitionPenalty != 1 || p.presencePenalty != 0 || p.frequencyPenalty != 0
+        if c.suppressed.isEmpty && c.badWords.isEmpty && !penalties { return [] }
+        var byID: [Int32: LogitEdit] = [:]
+        func edit(_ id: Int32, _ change: (inout LogitEdit) -> Void) {
+            guard id >= 0 && Int(id) < vocab else { return }
+            var e = byID[id] ?? LogitEdit(row: row, id: id)
+            change(&e)
+            byID[id] = e
+        }
+        for id in c.suppressed { edit(id) { $0.masked = true } }
         for word in c.badWords where !word.isEmpty {
             let prefix = word.dropLast()
-            if c.history.count >= prefix.count && c.history.suffix(prefix.count).elementsEqual(prefix),
-               Int(word.last!) < logits.count, word.last! >= 0 {
-                logits[Int(word.last!)] = -.infinity
+            if c.history.count >= prefix.count && c.history.suffix(prefix.count).elementsEqual(prefix) {
+                edit(word.last!) { $0.masked = true }
             }
         }
         if p.repetitionPenalty != 1 {
-            for id in Set(c.history) where id >= 0 && Int(id) < logits.count {
-                let v = logits[Int(id)]
-                logits[Int(id)] = v > 0 ? v / p.repetitionPenalty : v * p.repetitionPenalty
-            }
+            for id in Set(c.history) { edit(id) { $0.repetition = p.repetitionPenalty } }
         }
         if p.presencePenalty != 0 || p.frequencyPenalty != 0 {
             var counts: [Int32: Int] = [:]
             for id in c.history.suffix(c.generatedCount) { counts[id, default: 0] += 1 }
-            for (id, n) in counts where id >= 0 && Int(id) < logits.count {
-                logits[Int(id)] -= p.presencePenalty + p.frequencyPenalty * Float(n)
-            }
+            for (id, n) in counts { edit(id) { $0.subtract = p.presencePenalty + p.frequencyPenalty * Float(n) } }
         }
+        return byID.values.sorted { $0.id < $1.id }
     }
 
     private func logSumExp(_ logits: [Float], scale: Float) -> Float {
@@ -153,11 +166,15 @@ public struct Sampler: Sendable {
     }
 
     /// A row whose sampling needs only its best logits (`deviceSamplingCount`), drawn from the
-    /// `ids` / `values` the device found (largest first, ties to the lower id, at least
-    /// deviceSamplingCount of them) and the row's log-sum-exp at the request's temperature
-    /// (1 when greedy). Gives exactly the token, RNG draw and log prob of `sample(_:_:)` on the
-    /// full row, since top-k sampling never looks past the k best.
-    public mutating func sample(candidateIDs ids: ArraySlice<Int32>, values: ArraySlice<Float>, logSumExp: Float) -> Sample {
+    /// `ids` / `values` the device found after this row's `logitEdits` (largest first, ties to the
+    /// lower id, at least deviceSamplingCount of them) and the edited row's log-sum-exp at the
+    /// request's temperature (1 when greedy). Gives the token, RNG draw, log prob and top log
+    /// probs of `sample(_:_:)` on the full row: top-k sampling never looks past the k best, and
+    /// top-p without top-k is drawn here only when the candidates hold the whole nucleus (the
+    /// row's total mass comes from the log-sum-exp, in float: a nucleus whose edge lies within
+    /// float rounding of top_p may end one token apart). nil: the nucleus reaches past the
+    /// candidates; nothing was drawn and the caller samples the full row.
+    public mutating func sample(candidateIDs ids: ArraySlice<Int32>, values: ArraySlice<Float>, logSumExp: Float) -> Sample? {
         let p = parameters
         let t = p.temperature > 0 ? p.temperature : 1
         var token = ids.first!
@@ -165,30 +182,55 @@ public struct Sampler: Sendable {
         if !(p.temperature == 0 || p.topK == 1) {
             let invT = Double(1 / p.temperature)
             let maxLogit = Double(values.first!)
-            let candidates = zip(ids.prefix(p.topK), values.prefix(p.topK)).map { ($0, exp((Double($1) - maxLogit) * invT)) }
-            if let drawn = pick(candidates), let j = ids.firstIndex(of: drawn) {
+            let candidates: [(id: Int32, p: Double)]
+            var total: Double? = nil
+            if p.topK > 0 {
+                candidates = zip(ids.prefix(p.topK), values.prefix(p.topK)).map { ($0, exp((Double($1) - maxLogit) * invT)) }
+            } else {
+                candidates = zip(ids, values).filter { $0.1 > -.infinity }.map { ($0, exp((Double($1) - maxLogit) * invT)) }
+                let all = exp(Double(logSumExp) - maxLogit * invT)
+                guard p.topP < 1, candidates.reduce(0, { $0 + $1.p }) >= Double(p.topP) * all else { return nil }
+                total = all
+            }
+            if let drawn = pick(candidates, total: total), let j = ids.firstIndex(of: drawn) {
                 token = drawn
                 value = values[values.startIndex + (j - ids.startIndex)]
             }
         }
-        return Sample(token: token, logProb: value / t - logSumExp)
+        let top = zip(ids.prefix(p.topLogProbs), values.prefix(p.topLogProbs)).map { TokenLogProb($0, $1 / t - logSumExp) }
+        return Sample(token: token, logProb: value / t - logSumExp, topLogProbs: top)
     }
 
-    /// How many of a row's best logits the device must find for this request, or nil when the
-    /// sampler needs the whole row (penalties, masks, top-p or min-p over the full vocabulary,
-    /// log-prob lists, beams).
-    public static func deviceSamplingCount(_ p: SamplingParameters, hasMasks: Bool) -> Int? {
-        guard p.beamWidth == 1, p.topLogProbs == 0, !hasMasks, p.repetitionPenalty == 1, p.presencePenalty == 0,
-              p.frequencyPenalty == 0 else { return nil }
-        if p.temperature == 0 || p.topK == 1 { return 1 }
-        return p.topK >= 1 && p.topK <= 1024 ? p.topK : nil
+    /// How many of a row's best logits the device must find for this request (after its logit
+    /// edits), or nil when the sampler needs the whole row on the host (plain temperature
+    /// sampling or min-p over the full vocabulary, beams). Top-p without top-k asks for
+    /// `nucleusCandidates` and falls back to the full row when its nucleus is larger.
+    public static func deviceSamplingCount(_ p: SamplingParameters, vocab: Int) -> Int? {
+        guard p.beamWidth == 1 else { return nil }
+        let k: Int
+        if p.temperature == 0 || p.topK == 1 {
+            k = 1
+        } else if p.topK > 0 {
+            guard p.topK < vocab else { return nil }   // the host takes the whole row then
+            k = p.topK
+        } else if p.topP < 1 {
+            k = nucleusCandidates
+        } else {
+            return nil
+        }
+        let count = max(k, p.topLogProbs)
+        return count <= min(1024, vocab) ? count : nil
     }
+
+    /// Candidates asked of the device for top-p without top-k.
+    public static let nucleusCandidates = 64
 
     /// top-p → min-p over candidates (id, unnormalised probability), then a draw; nil if none is left.
-    private mutating func pick(_ drawnFrom: [(id: Int32, p: Double)]) -> Int32? {
+    /// `total`: the mass that top-p is a fraction of, when the candidates are not the whole row.
+    private mutating func pick(_ drawnFrom: [(id: Int32, p: Double)], total: Double? = nil) -> Int32? {
         let p = parameters
         var candidates = drawnFrom
-        let total = candidates.reduce(0) { $0 + $1.p }
+        let total = total ?? candidates.reduce(0) { $0 + $1.p }
         if p.topP < 1 {
             // The nucleus lies within the items above any threshold whose mass reaches topP:
             // lower the threshold until it does, then sort only those.

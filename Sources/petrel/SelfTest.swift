@@ -216,32 +216,54 @@ struct OpCheck {
         try engineSampling()
     }
 
-    /// The device's top-k (greedy is k = 1) against the host sampler's order: same ids and values,
-    /// log-sum-exp within 1e-4; rows with planted ties (the lower id must come first).
+    /// The device's top-k (greedy is k = 1) against the host's reference (TokenSelectionReference):
+    /// same ids and values, log-sum-exp within 1e-4; rows with planted ties (the lower id must
+    /// come first); then with logit edits (penalties and masks, applied in fp32 on the device).
     mutating func tokenSelection() throws {
         guard let selector = dev as? DeviceTokenSelection else { return }
-        for (rows, vocab, k) in [(1, 32000, 1), (5, 49152, 8), (130, 32000, 1), (3, 151936, 40)] {
+        for (rows, vocab, k, withEdits) in [(1, 32000, 1, false), (5, 49152, 8, false), (130, 32000, 1, false), (3, 151936, 40, false),
+                                            (1, 32000, 1, true), (6, 32000, 64, true), (130, 32000, 4, true)] {
             var values = normals(rows * vocab, scale: 3)
             for r in 0..<rows where r % 2 == 0 {   // a tie for first place, and one further down
                 let top = values[(r * vocab)..<((r + 1) * vocab)].max()!
                 values[r * vocab + vocab - 1] = top
                 values[r * vocab + 7] = top
             }
-            let t = try dev.upload(.float32(values, shape: [rows, vocab]))
-            let picked = selector.topCandidates(t, count: k, temperatures: [])
-            var idsOK = true, lseErr: Float = 0
-            for r in 0..<rows {
-                let row = Array(values[(r * vocab)..<((r + 1) * vocab)])
-                let order = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k)
-                for (j, id) in order.enumerated() where picked.ids[r * k + j] != Int32(id) || picked.values[r * k + j] != row[id] {
-                    idsOK = false
+            var edits: [LogitEdit] = []
+            if withEdits {
+                for r in 0..<rows {
+                    // The row's best ids get penalised (so the order changes), one is masked, and
+                    // a few random ids get each kind of edit.
+                    let row = Array(values[(r * vocab)..<((r + 1) * vocab)])
+                    let best = row.indices.sorted { row[$0] > row[$1] }.prefix(6)
+                    var touched = Set<Int>()
+                    for (j, id) in best.enumerated() where touched.insert(id).inserted {
+                        edits.append(LogitEdit(row: Int32(r), id: Int32(id), repetition: j == 0 ? 1 : 1.3,
+                                               subtract: j % 2 == 0 ? 0.75 : 0, masked: j == 0))
+                    }
+                    for _ in 0..<20 {
+                        let id = rng.below(vocab)
+                        guard touched.insert(id).inserted else { continue }
+                        edits.append(LogitEdit(row: Int32(r), id: Int32(id), repetition: 1.2, subtract: Float(rng.below(4)) * 0.4))
+                    }
                 }
-                let m = Double(row.max()!)
-                let lse = Float(m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) }))
-                lseErr = max(lseErr, abs(picked.logSumExp[r] - lse) / max(abs(lse), 1))
             }
-            record("topCandidates ids", "(\(rows), \(vocab)) k \(k)", [idsOK ? 0 : 1], [0], tolerance: 0)
-            record("topCandidates logSumExp", "(\(rows), \(vocab)) k \(k)", [1], [1 + lseErr], tolerance: 1e-4)
+            let temperatures = withEdits ? (0..<rows).map { Float(0.5 + 0.25 * Double($0 % 4)) } : []
+            let t = try dev.upload(.float32(values, shape: [rows, vocab]))
+            let picked = selector.topCandidates(t, count: k, temperatures: temperatures, edits: edits)
+            let want = TokenSelectionReference.topCandidates(values, rows: rows, vocab: vocab, count: k,
+                                                             temperatures: temperatures, edits: edits)
+            let idsOK = picked.ids == want.ids && picked.values == want.values
+            var lseErr: Float = 0
+            for r in 0..<rows { lseErr = max(lseErr, abs(picked.logSumExp[r] - want.logSumExp[r]) / max(abs(want.logSumExp[r]), 1)) }
+            let what = "(\(rows), \(vocab)) k \(k)\(withEdits ? ", \(edits.count) edits, temperatures" : "")"
+            record("topCandidates ids", what, [idsOK ? 0 : 1], [0], tolerance: 0)
+            record("topCandidates logSumExp", what, [1], [1 + lseErr], tolerance: 1e-4)
+            // The logits themselves are left as they were.
+            if withEdits {
+                let after = dev.download(t)
+                record("topCandidates leaves logits", what, values, after, tolerance: 0)
+            }
         }
     }
 
@@ -358,7 +380,12 @@ struct OpCheck {
         let model = try LlamaModel(config: smol, weights: LlamaWeights.random(config: smol, dtype: .f16, seed: 3), backend: dev)
         let params = [SamplingParameters(returnLogProbs: true), SamplingParameters(temperature: 0.8, topK: 40, seed: 7, returnLogProbs: true),
                       SamplingParameters(temperature: 1.2, topK: 5, topP: 0.9, seed: 8, returnLogProbs: true),
-                      SamplingParameters(temperature: 0.6, topK: 1, seed: 9, returnLogProbs: true)]
+                      SamplingParameters(temperature: 0.6, topK: 1, seed: 9, returnLogProbs: true),
+                      // penalties, top-p without top-k (nucleus on the device or the full row), top log probs
+                      SamplingParameters(repetitionPenalty: 1.3, presencePenalty: 0.4, frequencyPenalty: 0.3, returnLogProbs: true),
+                      SamplingParameters(temperature: 0.9, topK: 20, seed: 10, repetitionPenalty: 1.2, frequencyPenalty: 0.5, returnLogProbs: true),
+                      SamplingParameters(temperature: 0.5, topP: 0.8, seed: 11, returnLogProbs: true),
+                      SamplingParameters(temperature: 1.5, topP: 0.95, seed: 12, presencePenalty: 0.6, returnLogProbs: true, topLogProbs: 3)]
         func run(_ prompts: [[Int32]], _ params: [SamplingParameters], device: Bool) throws -> [Int: ([Int32], [Float])] {
             let runner = try ModelRunner(model: model, blockCount: 64, blockSize: 16)
             runner.deviceSampling = device
@@ -388,10 +415,14 @@ struct OpCheck {
             done.wait()
             return try box.result()
         }
-        for i in 0..<4 {
-            let prompt = (0..<(12 + 5 * i)).map { _ in Int32(rng.below(smol.vocabularySize)) }
+        for i in params.indices {
+            let prompt = (0..<(12 + 5 * (i % 4))).map { _ in Int32(rng.below(smol.vocabularySize)) }
             let a = try run([prompt], [params[i]], device: true)[0]!, b = try run([prompt], [params[i]], device: false)[0]!
-            record("engine sampling device = host", "request \(i): \(params[i].temperature == 0 ? "greedy" : "top-k \(params[i].topK)"), 24 tokens",
+            let p = params[i]
+            let kind = (p.temperature == 0 ? "greedy" : p.topK > 0 ? "top-k \(p.topK)" : "top-p \(p.topP)")
+                + (p.repetitionPenalty != 1 || p.presencePenalty != 0 || p.frequencyPenalty != 0 ? ", penalties" : "")
+                + (p.topLogProbs > 0 ? ", top \(p.topLogProbs) log probs" : "")
+            record("engine sampling device = host", "request \(i): \(kind), 24 tokens",
                    [a.0 == b.0 && a.0.count == 24 ? 0 : 1], [0], tolerance: 0)
             record("engine log probs device vs host", "request \(i): \(b.1.count) values", b.1.count == 24 ? b.1 : [], a.1, tolerance: 1e-3)
         }

@@ -2,7 +2,8 @@
 // cross to the host. top_candidates_kernel finds each row's k best logits in order (value
 // descending, then index ascending: the host sampler's tie rule), one thread block per row: k
 // rounds of a block-wide argmax, each over the elements that rank below the previous round's
-// pick. Greedy decoding is k = 1.
+// pick. Greedy decoding is k = 1. Rows with penalties or masks are first copied to fp32 with the
+// host's edits applied (edit_kernel), and selection reads that copy.
 #include "internal.h"
 
 #include <climits>
@@ -25,12 +26,39 @@ __device__ __forceinline__ void warp_best(float &bv, int &bi) {
     }
 }
 
-__global__ void __launch_bounds__(kThreads) top_candidates_kernel(const half *logits, int64_t vocab, int k, int32_t *ids,
+__device__ __forceinline__ float load_logit(const half *p) { return __half2float(*p); }
+__device__ __forceinline__ float load_logit(const float *p) { return *p; }
+
+// out (rows, vocab) fp32 = logits as floats.
+__global__ void widen_kernel(const half *logits, int64_t count, float *out) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __half2float(logits[i]);
+}
+
+// One thread per edit, in place on the fp32 copy. Explicitly rounded operations: no contraction
+// into fused multiply-adds, so the result is the host sampler's to the bit.
+__global__ void edit_kernel(float *rows, int64_t vocab, const petrel_logit_edit *edits, int64_t count) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    const petrel_logit_edit e = edits[i];
+    float *p = rows + (int64_t)e.row * vocab + e.id;
+    if (e.masked) {
+        *p = -INFINITY;
+        return;
+    }
+    float v = *p;
+    if (e.repetition != 1.f) v = v > 0.f ? __fdiv_rn(v, e.repetition) : __fmul_rn(v, e.repetition);
+    if (e.subtract != 0.f) v = __fsub_rn(v, e.subtract);
+    *p = v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) top_candidates_kernel(const T *logits, int64_t vocab, int k, int32_t *ids,
                                                                   float *values, const float *inv_temperature,
                                                                   float *log_sum_exp) {
     __shared__ float shared_v[32];
     __shared__ int shared_i[32];
-    const half *row = logits + (int64_t)blockIdx.x * vocab;
+    const T *row = logits + (int64_t)blockIdx.x * vocab;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     float pv = INFINITY;
     int pi = -1;
@@ -38,7 +66,7 @@ __global__ void __launch_bounds__(kThreads) top_candidates_kernel(const half *lo
         float bv = -INFINITY;
         int bi = INT_MAX;
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-            const float v = __half2float(row[i]);
+            const float v = load_logit(row + i);
             const bool ranks_below = v < pv || (v == pv && i > pi);
             if (ranks_below && better(v, i, bv, bi)) {
                 bv = v;
@@ -71,7 +99,7 @@ __global__ void __launch_bounds__(kThreads) top_candidates_kernel(const half *lo
             const float it = inv_temperature ? inv_temperature[blockIdx.x] : 1.f;
             float sum = 0.f;
             if (isfinite(pv))
-                for (int i = threadIdx.x; i < vocab; i += blockDim.x) sum += __expf((__half2float(row[i]) - pv) * it);
+                for (int i = threadIdx.x; i < vocab; i += blockDim.x) sum += __expf((load_logit(row + i) - pv) * it);
             for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
             if (lane == 0) shared_v[warp] = sum;
             __syncthreads();
@@ -88,22 +116,50 @@ __global__ void __launch_bounds__(kThreads) top_candidates_kernel(const half *lo
 }  // namespace
 
 extern "C" int32_t petrel_top_candidates(petrel_context *ctx, const void *logits, int64_t rows, int64_t vocab, int32_t k,
-                                         const float *inv_temperature, int32_t *ids, float *values, float *log_sum_exp) {
+                                         const float *inv_temperature, const petrel_logit_edit *edits, int64_t edit_count,
+                                         int32_t *ids, float *values, float *log_sum_exp) {
     if (rows == 0) return PETREL_OK;
     if (k < 1 || k > 1024 || k > vocab || vocab > INT_MAX)
         return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "top_candidates: k = %d over a vocabulary of %lld", k, (long long)vocab);
+    if (edit_count < 0 || (edit_count > 0 && !edits))
+        return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "top_candidates: %lld edits", (long long)edit_count);
+    for (int64_t i = 0; i < edit_count; i++)
+        if (edits[i].row < 0 || edits[i].row >= rows || edits[i].id < 0 || edits[i].id >= vocab)
+            return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "top_candidates: edit %lld at row %d, id %d is outside (%lld, %lld)",
+                        (long long)i, edits[i].row, edits[i].id, (long long)rows, (long long)vocab);
     const size_t count = (size_t)(rows * k);
     void *dev_inv_t = nullptr;
     if (inv_temperature) {
         int32_t status = upload_scratch(ctx, inv_temperature, (size_t)rows * 4, &dev_inv_t);
         if (status != PETREL_OK) return status;
     }
+    // One allocation: ids, values, log-sum-exps, then (with edits) the fp32 copy of the rows and
+    // the edits themselves (copied straight from the caller's memory: the call waits for the
+    // stream before it returns, so the borrowed array outlives the copy).
+    const size_t widened = edit_count > 0 ? (size_t)(rows * vocab) * 4 : 0;
+    const size_t edit_bytes = (size_t)edit_count * sizeof(petrel_logit_edit);
     void *dev = nullptr;
-    CUDA_TRY(ctx, cudaMallocAsync(&dev, count * 8 + (size_t)rows * 4, ctx->stream));
+    CUDA_TRY(ctx, cudaMallocAsync(&dev, count * 8 + (size_t)rows * 4 + widened + edit_bytes, ctx->stream));
     int32_t *dev_ids = (int32_t *)dev;
     float *dev_values = (float *)(dev_ids + count), *dev_lse = dev_values + count;
-    top_candidates_kernel<<<(unsigned)rows, kThreads, 0, ctx->stream>>>((const half *)logits, vocab, k, dev_ids, dev_values,
-                                                                         (const float *)dev_inv_t, log_sum_exp ? dev_lse : nullptr);
+    float *dev_rows = dev_lse + rows;   // fp32 edited copy (only with edits)
+    petrel_logit_edit *dev_edits = (petrel_logit_edit *)(dev_rows + (edit_count > 0 ? rows * vocab : 0));
+    if (edit_count > 0) {
+        cudaError_t copied = cudaMemcpyAsync(dev_edits, edits, edit_bytes, cudaMemcpyHostToDevice, ctx->stream);
+        if (copied != cudaSuccess) {
+            cudaFreeAsync(dev, ctx->stream);
+            return fail(ctx, PETREL_ERROR_CUDA, "top_candidates: copying %lld edits: %s", (long long)edit_count,
+                        cudaGetErrorString(copied));
+        }
+        widen_kernel<<<grid_for(rows * vocab, 256) < 4096 ? grid_for(rows * vocab, 256) : 4096, 256, 0, ctx->stream>>>(
+            (const half *)logits, rows * vocab, dev_rows);
+        edit_kernel<<<grid_for(edit_count, 256), 256, 0, ctx->stream>>>(dev_rows, vocab, dev_edits, edit_count);
+        top_candidates_kernel<float><<<(unsigned)rows, kThreads, 0, ctx->stream>>>(
+            dev_rows, vocab, k, dev_ids, dev_values, (const float *)dev_inv_t, log_sum_exp ? dev_lse : nullptr);
+    } else {
+        top_candidates_kernel<half><<<(unsigned)rows, kThreads, 0, ctx->stream>>>(
+            (const half *)logits, vocab, k, dev_ids, dev_values, (const float *)dev_inv_t, log_sum_exp ? dev_lse : nullptr);
+    }
     cudaError_t launch = cudaGetLastError();
     if (launch == cudaSuccess) {
         cudaMemcpyAsync(ids, dev_ids, count * 4, cudaMemcpyDeviceToHost, ctx->stream);

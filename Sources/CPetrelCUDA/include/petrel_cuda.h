@@ -39,7 +39,7 @@ extern "C" {
     typedef ret (*name##_fn) args;  \
     PETREL_EXPORT ret name args;
 
-#define PETREL_ABI_VERSION 3
+#define PETREL_ABI_VERSION 4
 
 enum {
     PETREL_OK = 0,
@@ -70,6 +70,17 @@ typedef struct {
     const int32_t *block_table;  // host, borrowed for the call: blocks covering the whole context
     int64_t block_count;         // entries in block_table
 } petrel_attn_seq;
+
+// One change to one logit before token selection (penalties and masks, computed by the host,
+// mirrors Compute.LogitEdit): masked != 0 → -inf; else v → (v > 0 ? v / repetition : v * repetition)
+// when repetition != 1, then v - subtract; fp32, correctly rounded, in this order.
+typedef struct {
+    int32_t row;
+    int32_t id;
+    float repetition;
+    float subtract;
+    int32_t masked;
+} petrel_logit_edit;
 
 // ---- versions, contexts, errors
 
@@ -167,14 +178,17 @@ PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void 
 
 // ---- sampling on the device
 
-// For each of `rows` rows of fp16 logits (rows, vocab), its k best entries in order (value
-// descending, ties to the lower id): ids into `ids` and values into `values` (host, caller-owned,
-// rows * k each), and, unless NULL, each row's log(sum(exp(logits * inv_temperature[row]))) into
-// `log_sum_exp` (rows; inv_temperature: host, borrowed, rows values, or NULL for 1). Waits for the
-// stream: this is a step's only copy back when every row is sampled on the device.
+// For each of `rows` rows of fp16 logits (rows, vocab), after `edits` (edit_count entries, host,
+// borrowed; at most one per row and id; NULL when edit_count is 0: the rows are then read as
+// they are, else from an fp32 copy with the edits applied — `logits` itself is never changed):
+// its k best entries in order (value descending, ties to the lower id): ids into `ids` and
+// values into `values` (host, caller-owned, rows * k each), and, unless NULL, each row's
+// log(sum(exp(logits * inv_temperature[row]))) into `log_sum_exp` (rows; inv_temperature: host,
+// borrowed, rows values, or NULL for 1). Waits for the stream: this is a step's only copy back
+// when every row is sampled on the device.
 PETREL_FN(int32_t, petrel_top_candidates, (petrel_context *ctx, const void *logits, int64_t rows, int64_t vocab,
-                                           int32_t k, const float *inv_temperature, int32_t *ids, float *values,
-                                           float *log_sum_exp))
+                                           int32_t k, const float *inv_temperature, const petrel_logit_edit *edits,
+                                           int64_t edit_count, int32_t *ids, float *values, float *log_sum_exp))
 
 #ifdef __cplusplus
 }
