@@ -6,7 +6,10 @@
 // take a split-K path instead (decode_attention_kernel, below): their context is cut into
 // partitions of 64-512 keys, each its own thread block; the last block of a sequence's KV head to
 // finish combines the partitions. New keys are rotated (RoPE) as they are written when the caller
-// passes positions (rope_kv_write_kernel).
+// passes positions (rope_kv_write_kernel). Fresh prefills (no cached prefix, at least
+// kGemmMinTokens new tokens) take tensor-core GEMMs through cuBLAS instead of the tiled kernel
+// (prefill_gemm_attention, below): S = scale Q K^T in fp32, a causal softmax into fp16 P, then
+// O = P V written straight into `out`.
 #include "internal.h"
 
 #include <cfloat>
@@ -35,9 +38,12 @@ __global__ void kv_write_kernel(const half *qkv, int64_t stride, int heads, int 
 // heads are rotated in place (rotate-half, angle position * inv_freq[i]), key heads rotated into
 // the row's cache slot, value heads copied there. One thread per frequency (head_dim / 2).
 // The attention kernels read keys from the cache only, so qkv's key part is left unrotated.
+// k_rot, unless NULL, receives the same rotated keys of rows [k_first, k_end), row r at
+// (r - k_first) kv_heads head_dim (the GEMM prefill path reads them there: contiguous, unlike
+// the paged cache, and qkv's key part stays as the caller gave it).
 __global__ void rope_kv_write_kernel(half *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
                                      const int32_t *slots, const int32_t *positions, const float *inv_freq,
-                                     half *k_cache, half *v_cache) {
+                                     half *k_cache, half *v_cache, half *k_rot, int k_first, int k_end) {
     const int half_dim = head_dim / 2, kvs = kv_heads * head_dim;
     const int h = blockIdx.y, i = threadIdx.x;
     const int slot = slots[blockIdx.x];
@@ -56,6 +62,11 @@ __global__ void rope_kv_write_kernel(half *qkv, int64_t stride, int heads, int k
     const half ra = __float2half(a * c - b * s), rb = __float2half(b * c + a * s);
     half *dst = src;
     if (h >= heads) {
+        if (k_rot && (int)blockIdx.x >= k_first && (int)blockIdx.x < k_end) {
+            half *kr = k_rot + (int64_t)(blockIdx.x - k_first) * kvs + (int64_t)(h - heads) * head_dim;
+            kr[i] = ra;
+            kr[i + half_dim] = rb;
+        }
         if (slot < 0) return;
         dst = k_cache + (int64_t)slot * kvs + (int64_t)(h - heads) * head_dim;
     }
@@ -218,6 +229,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     int part_keys, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, half *out,
     int64_t out_stride) {
     extern __shared__ float smem[];
+    pdl_launch_dependents();   // the next GEMV may get resident and start on its weights meanwhile
     const int G = heads / kv_heads;
     const int d = blockIdx.z, kvh = blockIdx.y, part = blockIdx.x;
     const int4 sq = seqs[decode_seqs[d]];
@@ -409,6 +421,144 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     }
 }
 
+// ---- Prefill attention through cuBLAS (tensor cores), for sequences with no cached prefix.
+//
+// Per sequence (T new tokens at rows [b, b + T) of qkv, positions 0..T-1), the queries are cut
+// into row blocks [r0, r1) of at most `R` rows (gemm_block_rows): causal, so a block needs keys
+// [0, r1) only. Per block, with L = r1 keys, Lp = L rounded up to 8 (the scratch row length, so
+// rows start 32-byte aligned) and Rb = r1 - r0 rows:
+//   1. S_h (Rb x L, fp32, row stride Lp) = scale Q_h[r0:r1] K_{h/g}^T     (cuBLAS, per head)
+//   2. P_h (Rb x L, fp16, row stride Lp) = causal softmax of each row      (prefill_softmax_kernel)
+//   3. out[b + r0 : b + r1, h head_dim : (h + 1) head_dim] = P_h V_{h/g}   (cuBLAS, per head)
+// Heads are the batch of strided-batched GEMMs; with GQA (g = heads / kv_heads > 1) one call per
+// member m of the group batches over the KV heads kvh (query head kvh g + m).
+// Scratch per block: heads x Rb x Lp x (4 + 2) bytes; kGemmScoreBudget bounds heads x R x Lp.
+// The budget is only a memory bound: the benchmark's 512-token prefills (32 heads) fit in one
+// block. Longer sequences are split into row blocks of a multiple of 16 rows; a sequence so long
+// that even 16 rows miss the budget (32 heads: T > 32768) stays on the tiled kernel.
+constexpr int kGemmMinTokens = 16;                  // shorter fresh prefills stay on the tiled kernel
+constexpr int64_t kGemmScoreBudget = 16ll << 20;    // heads x rows x Lp per block: 64 MiB S + 32 MiB P
+constexpr int kSoftmaxThreads = 256;                // one warp per score row
+
+inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
+inline size_t round256(size_t x) { return (x + 255) / 256 * 256; }
+
+// Query rows per block for a fresh prefill of `tokens` tokens: all of them when the whole T x T
+// scores fit the budget, else the largest multiple of 16 that fits with T keys; 0: none fits.
+inline int64_t gemm_block_rows(int64_t heads, int64_t tokens) {
+    const int64_t lp = round8(tokens);
+    if (heads * tokens * lp <= kGemmScoreBudget) return tokens;
+    const int64_t r = kGemmScoreBudget / (heads * lp) / 16 * 16;
+    return r >= 16 ? r : 0;
+}
+
+// One warp per score row. Row q = h * rows + i of the block (query r0 + i of head h) sees keys
+// [0, r0 + i]; P gets exp(S - max) / sum over them and 0 for the keys after, up to `keys`.
+// S and P rows are `ld` (a multiple of 8) elements apart; S entries past the diagonal are never used.
+__global__ void __launch_bounds__(kSoftmaxThreads) prefill_softmax_kernel(const float *S, half *P, int64_t total_rows,
+                                                                          int rows, int r0, int keys, int ld) {
+    const int64_t q = (int64_t)blockIdx.x * (kSoftmaxThreads / 32) + threadIdx.x / 32;
+    if (q >= total_rows) return;   // warp-uniform
+    const int lane = threadIdx.x % 32;
+    const int n = r0 + (int)(q % rows) + 1;   // visible keys, 1 <= n <= keys
+    const int n4 = (n + 3) / 4, k4 = (keys + 3) / 4;   // float4 chunks holding visible keys / all keys
+    const float4 *s4 = (const float4 *)(S + q * ld);
+    // Online max and sum per lane over its chunks (each chunk's first key is visible: 4 c < n).
+    float m = -FLT_MAX, l = 0.f;
+    for (int c = lane; c < n4; c += 32) {
+        const float4 v = s4[c];
+        const int j = 4 * c;
+        const float x0 = v.x, x1 = j + 1 < n ? v.y : -FLT_MAX, x2 = j + 2 < n ? v.z : -FLT_MAX,
+                    x3 = j + 3 < n ? v.w : -FLT_MAX;
+        const float nm = fmaxf(m, fmaxf(fmaxf(x0, x1), fmaxf(x2, x3)));
+        l = l * __expf(m - nm) + __expf(x0 - nm) + __expf(x1 - nm) + __expf(x2 - nm) + __expf(x3 - nm);
+        m = nm;
+    }
+    float mx = m;
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    l *= __expf(m - mx);   // a lane with no chunk: 0 * 0
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    const float inv = 1.f / l;   // l >= 1: the maximum contributes exp(0)
+    uint2 *p4 = (uint2 *)(P + q * ld);
+    for (int c = lane; c < k4; c += 32) {
+        const int j = 4 * c;
+        float p[4] = {0.f, 0.f, 0.f, 0.f};
+        if (c < n4) {
+            const float4 v = s4[c];
+            p[0] = __expf(v.x - mx) * inv;   // j < n
+            if (j + 1 < n) p[1] = __expf(v.y - mx) * inv;
+            if (j + 2 < n) p[2] = __expf(v.z - mx) * inv;
+            if (j + 3 < n) p[3] = __expf(v.w - mx) * inv;
+        }
+        const half2 a = __floats2half2_rn(p[0], p[1]), b = __floats2half2_rn(p[2], p[3]);
+        uint2 u;
+        u.x = *(const uint32_t *)&a;
+        u.y = *(const uint32_t *)&b;
+        p4[c] = u;
+    }
+}
+
+// C = alpha op(A) B (column-major, B never transposed), `batch` times with the given strides;
+// fp16 A and B, fp32 accumulation, C fp32 or fp16 (beta = 0: C is only written).
+int32_t gemm_strided(petrel_context *ctx, cublasOperation_t transa, int64_t m, int64_t n, int64_t k, float alpha,
+                     const half *A, int64_t lda, int64_t stride_a, const half *B, int64_t ldb, int64_t stride_b,
+                     void *C, cudaDataType_t c_type, int64_t ldc, int64_t stride_c, int64_t batch) {
+    const float beta = 0.0f;
+    cublasStatus_t st = cublasGemmStridedBatchedEx(
+        ctx->cublas, transa, CUBLAS_OP_N, (int)m, (int)n, (int)k, &alpha, A, CUDA_R_16F, (int)lda, (long long)stride_a,
+        B, CUDA_R_16F, (int)ldb, (long long)stride_b, &beta, C, c_type, (int)ldc, (long long)stride_c, (int)batch,
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return fail(ctx, PETREL_ERROR_CUBLAS,
+                    "attention: cublasGemmStridedBatchedEx(op %d, m=%lld, n=%lld, k=%lld, batch %lld) failed: status %d",
+                    (int)transa, (long long)m, (long long)n, (long long)k, (long long)batch, (int)st);
+    return PETREL_OK;
+}
+
+// One fresh prefill: T tokens from row b. q, k, v: row b's query head 0, key head 0, value head
+// 0, rows ldq / ldk / ldv halves apart (qkv rows, or the rotated-key rows); out row b's head 0,
+// rows ldo apart. S, P: the scratch (heads x R x round8(T) of each at least).
+int32_t prefill_gemm_attention(petrel_context *ctx, int64_t T, int64_t R, int64_t heads, int64_t kv_heads,
+                               int64_t head_dim, const half *q, int64_t ldq, const half *k, int64_t ldk,
+                               const half *v, int64_t ldv, float scale, float *S, half *P, half *out, int64_t ldo) {
+    const int64_t g = heads / kv_heads, hd = head_dim;
+    for (int64_t r0 = 0; r0 < T; r0 += R) {
+        const int64_t r1 = r0 + R < T ? r0 + R : T, rb = r1 - r0, L = r1, lp = round8(L);
+        // 1. Row-major S_h (rb x L, row stride lp) is column-major S_h^T (L x rb, ldc lp), and
+        //    S_h^T = K (L x hd) . Q_h[r0:r1]^T (hd x rb). Row-major K rows (ldk apart) are the
+        //    column-major hd x L matrix K^T with lda = ldk, so op(A) = OP_T; row-major Q rows (ldq
+        //    apart) are the column-major hd x rb matrix Q^T with ldb = ldq, so OP_N.
+        //    m = L, n = rb, k = hd, alpha = scale. Batch over kvh (kv_heads of them), member mm of
+        //    the group: A = K head kvh (stride hd), B = query head kvh g + mm (stride g hd), C = S of
+        //    that head at (kvh g + mm) rb lp (stride g rb lp). g = 1: one call over all heads.
+        for (int64_t mm = 0; mm < g; mm++) {
+            int32_t st = gemm_strided(ctx, CUBLAS_OP_T, L, rb, hd, scale, k, ldk, hd, q + r0 * ldq + mm * hd, ldq, g * hd,
+                                      S + mm * rb * lp, CUDA_R_32F, lp, g * rb * lp, kv_heads);
+            if (st != PETREL_OK) return st;
+        }
+        // 2. Causal softmax of the heads x rb rows into P (same layout as S).
+        const int64_t total_rows = heads * rb;
+        constexpr int rows_per_block = kSoftmaxThreads / 32;
+        prefill_softmax_kernel<<<(unsigned)((total_rows + rows_per_block - 1) / rows_per_block), kSoftmaxThreads, 0, ctx->stream>>>(
+            S, P, total_rows, (int)rb, (int)r0, (int)L, (int)lp);
+        LAUNCH_CHECK(ctx);
+        // 3. Row-major O_h (rb x hd, rows ldo apart) is column-major O_h^T (hd x rb, ldc ldo), and
+        //    O_h^T = V^T (hd x L) . P_h^T (L x rb). Row-major V rows (ldv apart) are the
+        //    column-major hd x L matrix V^T with lda = ldv: OP_N; row-major P_h (rb x L, row stride
+        //    lp) is the column-major L x rb matrix P_h^T with ldb = lp: OP_N (only its first L
+        //    of lp entries per column are read, k = L). m = hd, n = rb, k = L, alpha = 1. Batch
+        //    over kvh, member mm: A = V head kvh (stride hd), B = P of head kvh g + mm (stride
+        //    g rb lp), C = out row r0, column (kvh g + mm) hd (stride g hd: the heads' outputs
+        //    interleave within each row, never overlapping).
+        for (int64_t mm = 0; mm < g; mm++) {
+            int32_t st = gemm_strided(ctx, CUBLAS_OP_N, hd, rb, L, 1.0f, v, ldv, hd, P + mm * rb * lp, lp, g * rb * lp,
+                                      out + r0 * ldo + mm * hd, CUDA_R_16F, ldo, g * hd, kv_heads);
+            if (st != PETREL_OK) return st;
+        }
+    }
+    return PETREL_OK;
+}
+
 }  // namespace
 
 extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int64_t heads, int64_t kv_heads,
@@ -428,10 +578,21 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
     // head_dim % 8 == 0; its registers hold up to kDecodeMaxGroup query heads per KV head).
     const bool split_decode = head_dim % 8 == 0 && group <= kDecodeMaxGroup;
     auto is_decode = [&](const petrel_attn_seq &q) { return split_decode && q.token_count == 1; };
+    // Fresh prefills (no cached prefix) of at least kGemmMinTokens tokens take the cuBLAS path
+    // (prefill_gemm_attention) after the kernels, unless PETREL_PREFILL_ATTENTION=tiled, the
+    // sequence is too long for the score budget, or its scratch cannot be allocated.
+    bool gemm_on = ctx->prefill_gemm;
+    auto is_gemm = [&](const petrel_attn_seq &q) {
+        return gemm_on && !is_decode(q) && q.context_before == 0 && q.token_count >= kGemmMinTokens &&
+               gemm_block_rows(heads, q.token_count) > 0;
+    };
 
     // Metadata blob (int32): seqs (4 each) | block tables | slot of every row | tiles (2 each) |
     // indices of the decode sequences.
     int64_t rows = 0, table_total = 0, tile_count = 0, decode_count = 0, max_context = 0;
+    // GEMM path: its sequences, the tiles they would take otherwise, the largest block's
+    // heads x rows x padded keys, and the rows [key_first, key_end) that hold its sequences.
+    int64_t gemm_count = 0, gemm_tiles = 0, score_elems = 0, key_first = 0, key_end = 0;
     for (int64_t s = 0; s < seq_count; s++) {
         const petrel_attn_seq &q = seqs[s];
         if (q.block_count * block_size < q.context_before + q.token_count)
@@ -441,11 +602,44 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
         if (is_decode(q)) {
             decode_count++;
             max_context = max_context > q.context_before + 1 ? max_context : q.context_before + 1;
+        } else if (is_gemm(q)) {
+            const int64_t elems = heads * gemm_block_rows(heads, q.token_count) * round8(q.token_count);
+            score_elems = score_elems > elems ? score_elems : elems;
+            key_first = gemm_count == 0 || q.token_begin < key_first ? q.token_begin : key_first;
+            key_end = key_end > q.token_begin + q.token_count ? key_end : q.token_begin + q.token_count;
+            gemm_count++;
+            gemm_tiles += (q.token_count + tile_tokens - 1) / tile_tokens;
         } else {
             tile_count += (q.token_count + tile_tokens - 1) / tile_tokens;
         }
     }
-    if (tile_count == 0 && decode_count == 0) return PETREL_OK;
+    // GEMM scratch (ctx->prefill_scratch): with RoPE the rotated keys of rows [key_first,
+    // key_end) (fp16, kv_heads * head_dim each; rope_kv_write_kernel writes them), then S (fp32)
+    // and P (fp16) of one row block, score_elems each. Grown on demand, stream-ordered; if it
+    // cannot be had, this call's fresh prefills take the tiled kernel instead.
+    const int64_t kvs = kv_heads * head_dim;
+    size_t keys_bytes = 0, score_bytes = 0;
+    if (gemm_count > 0) {
+        keys_bytes = positions ? round256((size_t)((key_end - key_first) * kvs) * 2) : 0;
+        score_bytes = round256((size_t)score_elems * 4);
+        const size_t need = keys_bytes + score_bytes + (size_t)score_elems * 2;
+        if (need > ctx->prefill_scratch_bytes) {
+            if (ctx->prefill_scratch) CUDA_TRY(ctx, cudaFreeAsync(ctx->prefill_scratch, ctx->stream));
+            ctx->prefill_scratch = nullptr;
+            ctx->prefill_scratch_bytes = 0;
+            const size_t grow = (need + (8u << 20) - 1) / (8u << 20) * (8u << 20);   // whole 8 MiB
+            if (cudaMallocAsync(&ctx->prefill_scratch, grow, ctx->stream) == cudaSuccess) {
+                ctx->prefill_scratch_bytes = grow;
+            } else {
+                cudaGetLastError();   // out of memory is not sticky: fall back to the tiled kernel
+                ctx->prefill_scratch = nullptr;
+                gemm_on = false;
+                tile_count += gemm_tiles;
+                gemm_count = 0;
+            }
+        }
+    }
+    if (tile_count == 0 && decode_count == 0 && gemm_count == 0) return PETREL_OK;
     // One padding int keeps the tiles (read as int2) 8-byte aligned.
     const int64_t pad = (seq_count * 4 + table_total + rows) % 2;
     const int64_t position_count = positions ? rows : 0;
@@ -473,6 +667,7 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
             decode_part[decode_index++] = (int32_t)s;
             continue;
         }
+        if (is_gemm(q)) continue;   // no tiles: prefill_gemm_attention serves it below
         for (int64_t first = 0; first < q.token_count; first += tile_tokens) {
             tile_part[tile * 2] = (int32_t)s;
             tile_part[tile * 2 + 1] = (int32_t)first;
@@ -493,10 +688,12 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
     const int32_t *d_positions = d_decode + decode_count;
 
     const int64_t stride = (heads + 2 * kv_heads) * head_dim;
+    half *k_rot = positions && gemm_count > 0 ? (half *)ctx->prefill_scratch : nullptr;
     if (positions)
         rope_kv_write_kernel<<<dim3((unsigned)rows, (unsigned)(heads + 2 * kv_heads)), (unsigned)((head_dim / 2 + 31) / 32 * 32), 0,
                                ctx->stream>>>((half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, d_slots,
-                                              d_positions, (const float *)dev_freq, (half *)k_cache, (half *)v_cache);
+                                              d_positions, (const float *)dev_freq, (half *)k_cache, (half *)v_cache,
+                                              k_rot, (int)key_first, (int)key_end);
     else
         kv_write_kernel<<<(unsigned)rows, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
                                                                   (int)head_dim, d_slots, (half *)k_cache, (half *)v_cache);
@@ -568,18 +765,41 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
 #undef DLAUNCH
         LAUNCH_CHECK(ctx);
     }
-    if (tile_count == 0) return PETREL_OK;
-
-    dim3 grid((unsigned)tile_count, (unsigned)(kv_heads * (group / group_heads)));
+    if (tile_count > 0) {
+        dim3 grid((unsigned)tile_count, (unsigned)(kv_heads * (group / group_heads)));
 #define LAUNCH(NT)                                                                                             \
     attention_kernel<NT><<<grid, kThreads, 0, ctx->stream>>>(                                                 \
         (const half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const half *)k_cache,            \
         (const half *)v_cache, (int)block_size, d_seqs, d_tables, d_tiles, group_heads, tile_tokens, scale,     \
         (half *)out, heads * head_dim)
-    if (head_dim <= 64) LAUNCH(1);
-    else if (head_dim <= 128) LAUNCH(2);
-    else LAUNCH(3);
+        if (head_dim <= 64) LAUNCH(1);
+        else if (head_dim <= 128) LAUNCH(2);
+        else LAUNCH(3);
 #undef LAUNCH
-    LAUNCH_CHECK(ctx);
+        LAUNCH_CHECK(ctx);
+    }
+
+    // Fresh prefills through cuBLAS, one sequence at a time (they share the scratch; the stream
+    // orders them). Queries: qkv (rotated in place by now). Keys: with RoPE the rotated copies in
+    // k_rot (the very halves the cache got), else qkv's key part (what kv_write_kernel copied).
+    // Values: qkv's value part (copied to the cache unchanged either way).
+    if (gemm_count > 0) {
+        const half *base = (const half *)qkv;
+        unsigned char *scratch = (unsigned char *)ctx->prefill_scratch;
+        float *S = (float *)(scratch + keys_bytes);
+        half *P = (half *)(scratch + keys_bytes + score_bytes);
+        for (int64_t s = 0; s < seq_count; s++) {
+            const petrel_attn_seq &q = seqs[s];
+            if (!is_gemm(q)) continue;
+            const int64_t b = q.token_begin;
+            const half *row = base + b * stride;
+            const half *k = k_rot ? k_rot + (b - key_first) * kvs : row + heads * head_dim;
+            const int32_t st = prefill_gemm_attention(
+                ctx, q.token_count, gemm_block_rows(heads, q.token_count), heads, kv_heads, head_dim, row, stride, k,
+                k_rot ? kvs : stride, row + (heads + kv_heads) * head_dim, stride, scale, S, P,
+                (half *)out + b * heads * head_dim, heads * head_dim);
+            if (st != PETREL_OK) return st;
+        }
+    }
     return PETREL_OK;
 }

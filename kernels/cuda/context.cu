@@ -96,6 +96,11 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
             const int v = atoi(keys);
             if (v == 64 || v == 128 || v == 256 || v == 512) ctx->decode_min_partition = v;
         }
+        if (const char *pdl = getenv("PETREL_PDL")) ctx->pdl = strcmp(pdl, "0") != 0;
+        if (const char *mode = getenv("PETREL_PREFILL_ATTENTION")) {   // gemm (default) or tiled
+            if (strcmp(mode, "tiled") == 0) ctx->prefill_gemm = false;
+            else if (strcmp(mode, "gemm") == 0) ctx->prefill_gemm = true;
+        }
         if (cublasCreate(&ctx->cublas) != CUBLAS_STATUS_SUCCESS ||
             cublasSetStream(ctx->cublas, ctx->stream) != CUBLAS_STATUS_SUCCESS ||
             cublasSetWorkspace(ctx->cublas, ctx->cublas_workspace, kCublasWorkspaceBytes) != CUBLAS_STATUS_SUCCESS) {
@@ -119,6 +124,7 @@ void petrel_context_destroy(petrel_context *ctx) {
     if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->decode_partials) cudaFree(ctx->decode_partials);
     if (ctx->decode_counters) cudaFree(ctx->decode_counters);
+    if (ctx->prefill_scratch) cudaFree(ctx->prefill_scratch);
     if (ctx->staging) cudaFreeHost(ctx->staging);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     delete ctx;

@@ -69,6 +69,21 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restric
 #pragma unroll
         for (int n = 0; n < N; n++) acc[r][n] = 0.f;
 
+    // Launched as a programmatic dependent (launch_dependent): the weights are not written by
+    // the previous kernel, so the first loads of this warp's weight rows go to L2 while that
+    // kernel finishes; x and out are touched only after pdl_wait().
+    if (valid) {
+#pragma unroll
+        for (int u = 0; u < kUnroll; u++) {
+            const int64_t c = begin + lane + u * 32;
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (c < end) asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[r] + c));
+        }
+    }
+    pdl_wait();
+    pdl_launch_dependents();
+
     if (valid) {
         for (int64_t base = begin + lane; base < end; base += 32 * kUnroll) {
             int4 wv[R][kUnroll];
@@ -125,16 +140,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restric
 }
 
 template <int MODE, int S>
-void launch_split(int64_t n, cudaStream_t s, const half *x, const half *w, const half *bias, int64_t k, int64_t cols,
-                  half *out) {
+cudaError_t launch_split(const petrel_context *ctx, int64_t n, const half *x, const half *w, const half *bias, int64_t k,
+                         int64_t cols, half *out) {
     const int per_block = kWarps / S;
     dim3 grid((unsigned)((cols + per_block - 1) / per_block));
     switch (n) {
 #define CASE(N) \
-    case N: gemv_kernel<N, MODE, S><<<grid, kWarps * 32, 0, s>>>(x, w, bias, k, cols, out); break;
+    case N: return launch_dependent(ctx, grid, dim3(kWarps * 32), 0, gemv_kernel<N, MODE, S>, x, w, bias, k, cols, out);
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
     }
+    return cudaErrorInvalidValue;
 }
 
 // Slices per column: enough warps in flight to cover the card twice over (132 SMs x 64 warps),
@@ -142,12 +158,12 @@ void launch_split(int64_t n, cudaStream_t s, const half *x, const half *w, const
 inline int slices_for(int64_t cols) { return cols <= 4096 ? 4 : cols <= 8192 ? 2 : 1; }
 
 template <int MODE>
-void launch_mode(int64_t n, cudaStream_t s, const half *x, const half *w, const half *bias, int64_t k, int64_t cols,
-                 half *out) {
+cudaError_t launch_mode(const petrel_context *ctx, int64_t n, const half *x, const half *w, const half *bias, int64_t k,
+                        int64_t cols, half *out) {
     switch (slices_for(cols)) {
-    case 4: launch_split<MODE, 4>(n, s, x, w, bias, k, cols, out); break;
-    case 2: launch_split<MODE, 2>(n, s, x, w, bias, k, cols, out); break;
-    default: launch_split<MODE, 1>(n, s, x, w, bias, k, cols, out); break;
+    case 4: return launch_split<MODE, 4>(ctx, n, x, w, bias, k, cols, out);
+    case 2: return launch_split<MODE, 2>(ctx, n, x, w, bias, k, cols, out);
+    default: return launch_split<MODE, 1>(ctx, n, x, w, bias, k, cols, out);
     }
 }
 
@@ -162,9 +178,10 @@ int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, in
                      const void *bias, void *out) {
     const half *xh = (const half *)x, *wh = (const half *)w, *bh = (const half *)bias;
     half *oh = (half *)out;
-    if (mode == kGemvBias) launch_mode<kGemvBias>(n, ctx->stream, xh, wh, bh, k, cols, oh);
-    else if (mode == kGemvSwiGLU) launch_mode<kGemvSwiGLU>(n, ctx->stream, xh, wh, bh, k, cols, oh);
-    else launch_mode<kGemvPlain>(n, ctx->stream, xh, wh, bh, k, cols, oh);
-    LAUNCH_CHECK(ctx);
+    cudaError_t e;
+    if (mode == kGemvBias) e = launch_mode<kGemvBias>(ctx, n, xh, wh, bh, k, cols, oh);
+    else if (mode == kGemvSwiGLU) e = launch_mode<kGemvSwiGLU>(ctx, n, xh, wh, bh, k, cols, oh);
+    else e = launch_mode<kGemvPlain>(ctx, n, xh, wh, bh, k, cols, oh);
+    CUDA_TRY(ctx, e);
     return PETREL_OK;
 }

@@ -53,6 +53,19 @@ struct petrel_context {
     // Split-K decode attention: partitions are halved from 512 keys down to this size while the
     // step has fewer than two blocks per SM (PETREL_DECODE_MIN_PARTITION: 64, 128, 256 or 512).
     int decode_min_partition = 64;
+    // Programmatic dependent launch (Hopper) for the decode chain's GEMVs and norms: each is
+    // launched while its predecessor still runs, gets resident, starts its own weight loads and
+    // waits (griddepcontrol.wait) before it reads anything the predecessor writes.
+    // PETREL_PDL=0 turns it off.
+    bool pdl = true;
+    // Prefill attention through cuBLAS (attention.cu): fresh prefills (no cached prefix, at least
+    // 16 new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
+    // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
+    bool prefill_gemm = true;
+    // Its scratch, grown on demand, stream-ordered: the rotated keys of the step's rows (fp16,
+    // with RoPE only), then one query block's scores (fp32) and probabilities (fp16).
+    void *prefill_scratch = nullptr;
+    size_t prefill_scratch_bytes = 0;
 };
 
 // Records a formatted message on the context and returns `status`.
@@ -90,4 +103,40 @@ int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, in
 inline unsigned grid_for(int64_t count, int threads) {
     int64_t blocks = (count + threads - 1) / threads;
     return (unsigned)(blocks > 1 << 30 ? 1 << 30 : blocks);
+}
+
+// ---- programmatic dependent launch (see petrel_context::pdl)
+
+// Waits until the grids this one depends on have finished and their writes are visible; a no-op
+// when the kernel was launched without the attribute. Call before touching a predecessor's output
+// (or anything it might still read).
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Lets the next kernel in the stream (if launched with the attribute) start launching its blocks.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// Launches `kernel` on the context's stream, as a programmatic dependent of the previous kernel
+// when ctx->pdl is set. The kernel must call pdl_wait() before it reads its inputs.
+template <typename... Params, typename... Args>
+cudaError_t launch_dependent(const petrel_context *ctx, dim3 grid, dim3 block, size_t smem, void (*kernel)(Params...),
+                             Args... args) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = ctx->stream;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attribute;
+    config.numAttrs = ctx->pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
 }

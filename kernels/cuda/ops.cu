@@ -36,6 +36,8 @@ __device__ float block_sum(float v) {
 }
 
 __global__ void rmsnorm_kernel(const half *x, const half *w, int64_t d, float eps, half *out) {
+    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
+    pdl_launch_dependents();
     const half *xr = x + (int64_t)blockIdx.x * d;
     half *o = out + (int64_t)blockIdx.x * d;
     float ss = 0;
@@ -53,6 +55,8 @@ __global__ void rmsnorm_kernel(const half *x, const half *w, int64_t d, float ep
 // Each thread rereads only the residual elements it wrote, so out may be x (not the residual).
 
 __global__ void add_rmsnorm_kernel(half *res, const half *x, const half *w, int64_t d, float eps, half *out) {
+    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
+    pdl_launch_dependents();
     half *r = res + (int64_t)blockIdx.x * d;
     const half *xr = x + (int64_t)blockIdx.x * d;
     half *o = out + (int64_t)blockIdx.x * d;
@@ -69,6 +73,8 @@ __global__ void add_rmsnorm_kernel(half *res, const half *x, const half *w, int6
 }
 
 __global__ void add_rmsnorm2_kernel(half2 *res, const half2 *x, const half2 *w, int64_t d2, float eps, half2 *out) {
+    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
+    pdl_launch_dependents();
     half2 *r = res + (int64_t)blockIdx.x * d2;
     const half2 *xr = x + (int64_t)blockIdx.x * d2;
     half2 *o = out + (int64_t)blockIdx.x * d2;
@@ -91,6 +97,8 @@ __global__ void add_rmsnorm2_kernel(half2 *res, const half2 *x, const half2 *w, 
 // the sum in registers, so the row is read once and written once.
 template <int PER>
 __global__ void add_rmsnorm_regs_kernel(half2 *res, const half2 *x, const half2 *w, int d2, float eps, half2 *out) {
+    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
+    pdl_launch_dependents();
     half2 *r = res + (int64_t)blockIdx.x * d2;
     const half2 *xr = x + (int64_t)blockIdx.x * d2;
     half2 *o = out + (int64_t)blockIdx.x * d2;
@@ -201,8 +209,8 @@ int32_t petrel_rows_gather_enqueue(petrel_context *ctx, const void *x, int64_t d
 
 int32_t petrel_rmsnorm_enqueue(petrel_context *ctx, const void *x, const void *weight, int64_t n, int64_t d, float eps, void *out) {
     if (n == 0) return PETREL_OK;
-    rmsnorm_kernel<<<(unsigned)n, rows_threads(d), 0, ctx->stream>>>((const half *)x, (const half *)weight, d, eps, (half *)out);
-    LAUNCH_CHECK(ctx);
+    CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)n), dim3(rows_threads(d)), 0, rmsnorm_kernel, (const half *)x,
+                                   (const half *)weight, d, eps, (half *)out));
     return PETREL_OK;
 }
 
@@ -260,19 +268,21 @@ int32_t petrel_add_rmsnorm_enqueue(petrel_context *ctx, void *residual, const vo
         const int64_t d2 = d / 2;
         const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
         const int per = (int)((d2 + threads - 1) / threads);
-#define REGS(P) add_rmsnorm_regs_kernel<P><<<(unsigned)n, threads, 0, ctx->stream>>>( \
-            (half2 *)residual, (const half2 *)x, (const half2 *)weight, (int)d2, eps, (half2 *)out)
+        cudaError_t e;
+#define REGS(P) e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)threads), 0, add_rmsnorm_regs_kernel<P>, \
+                                     (half2 *)residual, (const half2 *)x, (const half2 *)weight, (int)d2, eps, (half2 *)out)
         if (per == 1) REGS(1);
         else if (per == 2) REGS(2);
         else REGS(4);
 #undef REGS
-    } else if (pairs)
-        add_rmsnorm2_kernel<<<(unsigned)n, rows_threads(d / 2), 0, ctx->stream>>>(
-            (half2 *)residual, (const half2 *)x, (const half2 *)weight, d / 2, eps, (half2 *)out);
-    else
-        add_rmsnorm_kernel<<<(unsigned)n, rows_threads(d), 0, ctx->stream>>>((half *)residual, (const half *)x,
-                                                                            (const half *)weight, d, eps, (half *)out);
-    LAUNCH_CHECK(ctx);
+        CUDA_TRY(ctx, e);
+    } else if (pairs) {
+        CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d / 2)), 0, add_rmsnorm2_kernel,
+                                       (half2 *)residual, (const half2 *)x, (const half2 *)weight, d / 2, eps, (half2 *)out));
+    } else {
+        CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d)), 0, add_rmsnorm_kernel,
+                                       (half *)residual, (const half *)x, (const half *)weight, d, eps, (half *)out));
+    }
     return PETREL_OK;
 }
 
