@@ -5,7 +5,11 @@
 # issue's grid. Logs go to $OUT. Stages: STAGES="build selftest gemv peaks bench hf profile" (default:
 # build selftest peaks bench hf). logits: last-position logits and greedy ids against transformers on
 # the same weights (scripts/hf_logits_check.py); gemv: the decode-matmul microbenchmark (kernels/cuda/bench_gemv);
-# profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py).
+# profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
+# ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
+# points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
+# build: a libpetrel_cuda.so carried in .device/ (scripts/cuda-pack.sh --with-library) is used
+# when it loads there; else kernels/cuda is built with make -j.
 set -uo pipefail
 OUT=${OUT:-/tmp/petrel-out}
 STAGES=${STAGES:-"build selftest peaks bench hf"}
@@ -16,14 +20,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 date -u | tee -a "$OUT/gpu.txt"
 if has build; then
     nvcc --version | tail -1
-    (time make -C kernels/cuda) 2>&1 | tee "$OUT/build.log" || exit 1
+    if [ -f .device/libpetrel_cuda.so ] && python3 -c "import ctypes, sys; ctypes.CDLL(sys.argv[1])" .device/libpetrel_cuda.so; then
+        cp .device/libpetrel_cuda.so kernels/cuda/libpetrel_cuda.so
+        echo "using the carried .device/libpetrel_cuda.so" | tee "$OUT/build.log"
+    else
+        (time make -j 8 -C kernels/cuda) 2>&1 | tee "$OUT/build.log" || exit 1
+    fi
     [ -f kernels/cuda/libpetrel_cuda.so ] || { echo "no libpetrel_cuda.so"; exit 1; }
 fi
 gunzip -c .device/petrel.gz > /tmp/petrel && chmod +x /tmp/petrel
 export PETREL_CUDA_LIB=$PWD/kernels/cuda/libpetrel_cuda.so
 status=0
 if has selftest; then
-    /tmp/petrel selftest --device cuda 2>&1 | tee "$OUT/selftest.md"
+    timeout ${SELFTEST_TIMEOUT:-300} /tmp/petrel selftest --device cuda 2>&1 | tee "$OUT/selftest.md"
     status=${PIPESTATUS[0]}
 fi
 BW=${BW:-3000}; TF=${TF:-700}
@@ -41,6 +50,18 @@ fi
 if has bench; then
     timeout ${BENCH_TIMEOUT:-220} /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
         --peak-bandwidth "$BW" --peak-tflops "$TF" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-petrel.md"
+fi
+if has ab; then
+    for v in 0 1; do
+        echo "## PETREL_PDL=$v" | tee -a "$OUT/ab.md"
+        PETREL_PDL=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size 1 \
+            --input-output-len "60,20;128,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/ab.md"
+    done
+    for mode in tiled gemm; do
+        echo "## PETREL_PREFILL_ATTENTION=$mode" | tee -a "$OUT/ab.md"
+        PETREL_PREFILL_ATTENTION=$mode timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
+            --batch-size "16;128" --input-output-len "512,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/ab.md"
+    done
 fi
 if has hf; then
     timeout ${HF_TIMEOUT:-200} python3 scripts/hf_bench.py ${HF_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/bench-hf.md"

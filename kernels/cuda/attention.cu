@@ -44,6 +44,8 @@ __global__ void kv_write_kernel(const half *qkv, int64_t stride, int heads, int 
 __global__ void rope_kv_write_kernel(half *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
                                      const int32_t *slots, const int32_t *positions, const float *inv_freq,
                                      half *k_cache, half *v_cache, half *k_rot, int k_first, int k_end) {
+    pdl_wait();   // launched as a programmatic dependent of the QKV matmul (launch_dependent)
+    pdl_launch_dependents();
     const int half_dim = head_dim / 2, kvs = kv_heads * head_dim;
     const int h = blockIdx.y, i = threadIdx.x;
     const int slot = slots[blockIdx.x];
@@ -229,6 +231,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     int part_keys, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, half *out,
     int64_t out_stride) {
     extern __shared__ float smem[];
+    pdl_wait();                // launched as a programmatic dependent of rope_kv_write (launch_dependent)
     pdl_launch_dependents();   // the next GEMV may get resident and start on its weights meanwhile
     const int G = heads / kv_heads;
     const int d = blockIdx.z, kvh = blockIdx.y, part = blockIdx.x;
@@ -690,10 +693,11 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
     const int64_t stride = (heads + 2 * kv_heads) * head_dim;
     half *k_rot = positions && gemm_count > 0 ? (half *)ctx->prefill_scratch : nullptr;
     if (positions)
-        rope_kv_write_kernel<<<dim3((unsigned)rows, (unsigned)(heads + 2 * kv_heads)), (unsigned)((head_dim / 2 + 31) / 32 * 32), 0,
-                               ctx->stream>>>((half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, d_slots,
-                                              d_positions, (const float *)dev_freq, (half *)k_cache, (half *)v_cache,
-                                              k_rot, (int)key_first, (int)key_end);
+        CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)rows, (unsigned)(heads + 2 * kv_heads)),
+                                       dim3((unsigned)((head_dim / 2 + 31) / 32 * 32)), 0, rope_kv_write_kernel, (half *)qkv,
+                                       stride, (int)heads, (int)kv_heads, (int)head_dim, (const int32_t *)d_slots,
+                                       (const int32_t *)d_positions, (const float *)dev_freq, (half *)k_cache,
+                                       (half *)v_cache, k_rot, (int)key_first, (int)key_end));
     else
         kv_write_kernel<<<(unsigned)rows, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
                                                                   (int)head_dim, d_slots, (half *)k_cache, (half *)v_cache);
@@ -745,7 +749,7 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
         dim3 dgrid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
         const int vecs = (int)(head_dim / 8);
 #define DLAUNCH(L, G)                                                                                        \
-    decode_attention_kernel<L, G><<<dgrid, kDecodeThreads, smem, ctx->stream>>>(                            \
+    launched = launch_dependent(ctx, dgrid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G>,      \
         (const half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const half *)k_cache,          \
         (const half *)v_cache, (int)block_size, d_seqs, d_tables, d_decode, part_keys, max_parts, scale, part_o, part_ml, \
         ctx->decode_counters, (half *)out, heads * head_dim)
@@ -756,6 +760,7 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
         else if (group <= 4) DLAUNCH(L, 4); \
         else DLAUNCH(L, 8);                 \
     } while (0)
+        cudaError_t launched = cudaSuccess;
         if (vecs <= 2) DLAUNCH_G(2);
         else if (vecs <= 4) DLAUNCH_G(4);
         else if (vecs <= 8) DLAUNCH_G(8);
@@ -763,7 +768,7 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
         else DLAUNCH_G(32);
 #undef DLAUNCH_G
 #undef DLAUNCH
-        LAUNCH_CHECK(ctx);
+        CUDA_TRY(ctx, launched);
     }
     if (tile_count > 0) {
         dim3 grid((unsigned)tile_count, (unsigned)(kv_heads * (group / group_heads)));
