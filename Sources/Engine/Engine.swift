@@ -52,20 +52,43 @@ public final class Engine: Sendable {
     }
 
     public func submit(_ request: Request) throws -> AsyncThrowingStream<RequestOutput, Error> {
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: RequestOutput.self, bufferingPolicy: .unbounded)
-        let serial = try core.state.withLock { state in
+        try submit([request])[0]
+    }
+
+    /// Submits several requests together: all are queued under one lock before the loop wakes,
+    /// so the next step can take them together (a static batch; requests submitted one by one
+    /// may start a step with only the first). All are accepted or none: the first invalid
+    /// request's error is thrown and the others are withdrawn. One stream per request, in order.
+    public func submit(_ requests: [Request]) throws -> [AsyncThrowingStream<RequestOutput, Error>] {
+        let made = requests.map { _ in AsyncThrowingStream.makeStream(of: RequestOutput.self, bufferingPolicy: .unbounded) }
+        let serials = try core.state.withLock { state -> [Int] in
             guard !state.isShutDown else { throw EngineError.shutDown }
-            try state.scheduler.add(request)
-            state.serials += 1
-            state.streams[request.id] = Core.Stream(continuation: continuation, serial: state.serials)
-            return state.serials
+            var added: [String] = []
+            do {
+                for r in requests {
+                    try state.scheduler.add(r)
+                    added.append(r.id)
+                }
+            } catch {
+                for id in added { _ = state.scheduler.withdraw(id) }
+                throw error
+            }
+            var serials: [Int] = []
+            for (r, m) in zip(requests, made) {
+                state.serials += 1
+                state.streams[r.id] = Core.Stream(continuation: m.continuation, serial: state.serials)
+                serials.append(state.serials)
+            }
+            return serials
         }
-        let id = request.id
-        continuation.onTermination = { [weak core] termination in
-            if case .cancelled = termination { core?.cancel(id, reason: .cancelled, serial: serial) }
+        for (i, r) in requests.enumerated() {
+            let id = r.id, serial = serials[i]
+            made[i].continuation.onTermination = { [weak core] termination in
+                if case .cancelled = termination { core?.cancel(id, reason: .cancelled, serial: serial) }
+            }
         }
         core.wake.yield()
-        return stream
+        return made.map(\.stream)
     }
 
     /// Finishes the request now (its blocks are freed at once); its stream gets a last output

@@ -91,6 +91,17 @@ public struct Scheduler: Sendable {
         return RequestOutput(requestID: id, cumulativeLogProb: entry.beams[0].cumulativeLogProb, finishReason: reason)
     }
 
+    /// Takes back a request that `add` accepted and no step has scheduled yet, as if it had
+    /// never been added (Engine.submit's all-or-nothing batches). Returns whether it was there.
+    @discardableResult
+    public mutating func withdraw(_ id: String) -> Bool {
+        guard let entry = entries[id], entry.reservedBlocks == 0, waitingIDs.contains(id),
+              !runningIDs.contains(id) else { return false }
+        entries[id] = nil
+        waitingIDs.removeAll { $0 == id }
+        return true
+    }
+
     /// Fails the step's requests named in `requestIDs` (all of the step's requests when nil or
     /// when it names none of them) with `.error(message)`. The others did not advance and run
     /// again next step.

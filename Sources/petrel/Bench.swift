@@ -31,6 +31,7 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("max-num-tokens"), help: "Engine token budget per step.") var maxNumTokens = 8192
     @Option(name: .customLong("tokens-per-block")) var blockSize = 32
     @Option(help: "Where to run: cpu or cuda (libpetrel_cuda.so from PETREL_CUDA_LIB or next to petrel).") var device: Device = .cpu
+    @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
     @Option(name: .customLong("peak-bandwidth"), help: "Static mode: the device's measured copy bandwidth in GB/s, for each point's ceiling.")
     var peakBandwidth: Double?
@@ -67,7 +68,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let backend = try device.makeBackend(threads: threads)
+        let backend = try device.makeBackend(threads: threads, gpuDtype: gpuDtype)
         let llama: any CausalLM
         let name: String
         let loadStart = DispatchTime.now().uptimeNanoseconds
@@ -149,9 +150,12 @@ struct Bench: AsyncParsableCommand {
         let start = DispatchTime.now().uptimeNanoseconds
         let peak = PeakTracker()
         let sampler = Task { while !Task.isCancelled { peak.observe(engine.metrics.kvBlocksUsed); try? await Task.sleep(nanoseconds: 500_000) } }
+        // The whole batch at once (one static batch), as TensorRT-LLM's static benchmarks do.
+        let streams = try engine.submit(ps.enumerated().map { i, p in
+            Request(id: "b\(i)", prompt: p, stop: StopConditions(maxTokens: output, ignoreEOS: true))
+        })
         let firsts = try await withThrowingTaskGroup(of: Double.self) { group in
-            for (i, p) in ps.enumerated() {
-                let stream = try engine.submit(Request(id: "b\(i)", prompt: p, stop: StopConditions(maxTokens: output, ignoreEOS: true)))
+            for stream in streams {
                 group.addTask {
                     var first = 0.0
                     for try await o in stream where first == 0 && !o.newTokenIDs.isEmpty {

@@ -193,4 +193,38 @@ final class FlakyExecutor: Executor {
         #expect(error == nil && outs.map(\.newTokenIDs) == [[2, 5]] && outs[0].finishReason == .stop)
         await engine.shutdown()
     }
+
+    /// A batch submitted at once is one static batch: the first step prefills every request
+    /// (one by one, the loop may start a step with only the first).
+    @Test func aSubmittedBatchStartsInOneStep() async throws {
+        final class Recorder: Executor, @unchecked Sendable {
+            let steps = Mutex<[Set<String>]>([])
+            func execute(_ output: SchedulerOutput) async throws -> StepOutput {
+                steps.withLock { $0.append(Set(output.sequences.map(\.requestID))) }
+                return successor(output)
+            }
+        }
+        for _ in 0..<5 {
+            let recorder = Recorder()
+            let engine = try Engine(config: config(), executor: recorder)
+            let ids = (0..<8).map { "r\($0)" }
+            let streams = try engine.submit(ids.map { request($0, prompt(20), maxTokens: 3) })
+            for s in streams { #expect(await collect(s).error == nil) }
+            #expect(recorder.steps.withLock { $0.first { !$0.isEmpty } } == Set(ids))
+            await engine.shutdown()
+        }
+    }
+
+    /// All or nothing: one invalid request in a batch rejects the batch, and the valid ones can
+    /// be submitted again (they were withdrawn, not left queued).
+    @Test func aBatchWithAnInvalidRequestIsRejectedWhole() async throws {
+        let engine = try Engine(config: config(), executor: SuccessorExecutor())
+        #expect(throws: EngineError.self) {
+            try engine.submit([request("a", prompt(4)), request("b", []), request("c", prompt(4))])
+        }
+        #expect(engine.metrics.waitingCount == 0 && engine.metrics.runningCount == 0)
+        let again = try engine.submit([request("a", prompt(4), maxTokens: 2), request("c", prompt(4), maxTokens: 2)])
+        for s in again { #expect(await collect(s).outputs.flatMap(\.newTokenIDs).count == 2) }
+        await engine.shutdown()
+    }
 }
