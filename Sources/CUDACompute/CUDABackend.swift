@@ -1,6 +1,7 @@
 // CUDABackend: ComputeBackend on an NVIDIA GPU through libpetrel_cuda.so (kernels/cuda).
-// Weights are converted to fp16 once on upload; activations and the KV cache are fp16 (the
-// Tensors say .f16); every op is queued on one stream and `download` is the only wait.
+// One element type per backend, fp16 (default) or bf16: weights are converted to it once on
+// upload, activations, logits and the KV cache are of it (the Tensors say so); all math inside
+// the kernels is fp32. Every op is queued on one stream and `download` is the only wait.
 import CPetrelCUDA
 import Compute
 
@@ -32,12 +33,21 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     public let uuid: String
     /// Where the library was loaded from.
     public var libraryPath: String { context.lib.path }
+    /// The element type of every device tensor: .f16 or .bf16.
+    public let elementType: DType
 
     /// Loads the library (`libraryPath`, else `PETREL_CUDA_LIB`, else next to the executable)
-    /// and opens `device`. Throws CUDABackendError with a clear message when either is missing.
-    public init(libraryPath: String? = nil, device: Int = 0) throws {
+    /// and opens `device` with tensors of `elementType` (.f16 or .bf16). Throws
+    /// CUDABackendError with a clear message when the library or device is missing or the type
+    /// is not one of those.
+    public init(libraryPath: String? = nil, device: Int = 0, elementType: DType = .f16) throws {
+        guard elementType == .f16 || elementType == .bf16 else {
+            throw CUDABackendError("--device cuda runs in f16 or bf16, not \(elementType)")
+        }
+        self.elementType = elementType
         let lib = try CUDALibrary(path: libraryPath ?? CUDALibrary.defaultPath())
         context = try CUDAContext(lib: lib, device: device)
+        try context.check(lib.contextSetDtype(context.handle, Int32(elementType.rawValue)), "set element type \(elementType)")
         var name = [CChar](repeating: 0, count: 256)
         var total: Int64 = 0, free: Int64 = 0
         var sms: Int32 = 0
@@ -55,13 +65,13 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
 
     private func buffer(_ t: Tensor) -> CUDABuffer { t.storage as! CUDABuffer }
     private func ptr(_ t: Tensor) -> UnsafeMutableRawPointer {
-        precondition(t.dtype == .f16, "the CUDA backend holds fp16 tensors only")
+        precondition(t.dtype == elementType, "this CUDA backend holds \(elementType) tensors only, not \(t.dtype)")
         return buffer(t).pointer
     }
 
     private func makeTensor(_ shape: [Int]) throws -> Tensor {
         let count = shape.reduce(1, *)
-        return Tensor(dtype: .f16, shape: shape, storage: try CUDABuffer(context: context, byteCount: count * 2))
+        return Tensor(dtype: elementType, shape: shape, storage: try CUDABuffer(context: context, byteCount: count * 2))
     }
 
     // MARK: memory

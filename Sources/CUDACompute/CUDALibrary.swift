@@ -22,6 +22,7 @@ final class CUDALibrary: @unchecked Sendable {
 
     let abiVersion: petrel_abi_version_fn
     let contextCreate: petrel_context_create_fn
+    let contextSetDtype: petrel_context_set_dtype_fn
     let contextDestroy: petrel_context_destroy_fn
     let contextLastError: petrel_context_last_error_fn
     let contextSynchronize: petrel_context_synchronize_fn
@@ -75,6 +76,7 @@ final class CUDALibrary: @unchecked Sendable {
             throw CUDABackendError("--device cuda: \(path) speaks ABI version \(version), this petrel needs \(PETREL_ABI_VERSION); rebuild kernels/cuda")
         }
         contextCreate = try resolve("petrel_context_create", petrel_context_create_fn.self)
+        contextSetDtype = try resolve("petrel_context_set_dtype", petrel_context_set_dtype_fn.self)
         contextDestroy = try resolve("petrel_context_destroy", petrel_context_destroy_fn.self)
         contextLastError = try resolve("petrel_context_last_error", petrel_context_last_error_fn.self)
         contextSynchronize = try resolve("petrel_context_synchronize", petrel_context_synchronize_fn.self)

@@ -11,12 +11,21 @@ enum Device: String, ExpressibleByArgument, CaseIterable {
 
     /// The backend for this device. For cuda: loads libpetrel_cuda.so (PETREL_CUDA_LIB, else next
     /// to the executable) or throws a clear error.
-    func makeBackend(threads: Int = 0, exactQuantizedMath: Bool = false) throws -> ComputeBackend {
+    func makeBackend(threads: Int = 0, exactQuantizedMath: Bool = false, gpuDtype: GPUDType = .f16) throws -> ComputeBackend {
         switch self {
         case .cpu: return CPUBackend(exactQuantizedMath: exactQuantizedMath, threads: threads)
-        case .cuda: return try CUDABackend()
+        case .cuda: return try CUDABackend(elementType: gpuDtype.dtype)
         }
     }
+}
+
+/// `--gpu-dtype f16|bf16`: the element type of weights, activations, logits and the KV cache on
+/// the GPU (the kernels' math is fp32 either way). The CPU backend ignores it.
+enum GPUDType: String, ExpressibleByArgument, CaseIterable {
+    case f16, bf16
+
+    var dtype: DType { self == .f16 ? .f16 : .bf16 }
+    static let help: ArgumentHelp = "Element type on the GPU (--device cuda): f16 or bf16 (weights, activations, KV cache; math in fp32)."
 }
 
 /// One line saying where a backend runs.
@@ -28,10 +37,10 @@ func describe(_ backend: ComputeBackend) -> String {
     return backend.name
 }
 
-/// A built-in shape with random weights: made on the device when the backend can (fp16 only),
-/// otherwise generated on the host as `dtype` and uploaded.
+/// A built-in shape with random weights: made on the device when the backend can (f16 or bf16:
+/// the device's own element type), otherwise generated on the host as `dtype` and uploaded.
 func makeDummyModel(_ shape: BuiltinConfig, dtype: DType, seed: UInt64, backend: ComputeBackend) throws -> LlamaModel {
-    if dtype == .f16, let filler = backend as? RandomWeightFilling {
+    if dtype == .f16 || dtype == .bf16, let filler = backend as? RandomWeightFilling {
         return try LlamaModel(config: shape.config, randomWeightsOn: filler, seed: seed)
     }
     return try LlamaModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed), backend: backend)

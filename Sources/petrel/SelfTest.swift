@@ -20,37 +20,62 @@ struct SelfTest: ParsableCommand {
     @Option(help: "A small Hugging Face checkpoint folder for the end-to-end check.") var fixture = "Tests/Fixtures/tiny-llama"
     @Option(help: "Seed for the random inputs.") var seed: UInt64 = 7
 
+    @Option(help: "Element types to check on the GPU, separated by ','.") var gpuDtypes = "f16,bf16"
+
     func run() throws {
-        let gpu = try device.makeBackend(exactQuantizedMath: true)
-        print("device: \(describe(gpu))")
-        var check = OpCheck(ref: CPUBackend(exactQuantizedMath: true), dev: gpu, seed: seed)
-        print("| op | shape | max rel error | tolerance | ok |")
-        print("|---|---|---|---|---|")
-        try check.all(fixture: fixture)
-        print("\(check.passed) passed, \(check.failed) failed")
-        if check.failed > 0 { throw ExitCode(1) }
+        let types = device == .cpu ? [GPUDType.f16] : try gpuDtypes.split(separator: ",").map {
+            guard let t = GPUDType(rawValue: String($0)) else { throw ValidationError("--gpu-dtypes: '\($0)' is not f16 or bf16") }
+            return t
+        }
+        var passed = 0, failed = 0
+        for type in types {
+            let gpu = try device.makeBackend(exactQuantizedMath: true, gpuDtype: type)
+            print("device: \(describe(gpu))\(device == .cuda ? ", \(type)" : "")")
+            var check = OpCheck(ref: CPUBackend(exactQuantizedMath: true), dev: gpu, seed: seed,
+                                elementType: device == .cuda ? type.dtype : .f16)
+            print("| op | shape | max rel error | tolerance | ok |")
+            print("|---|---|---|---|---|")
+            try check.all(fixture: fixture)
+            print("\(type): \(check.passed) passed, \(check.failed) failed\n")
+            passed += check.passed
+            failed += check.failed
+        }
+        print("\(passed) passed, \(failed) failed")
+        if failed > 0 { throw ExitCode(1) }
     }
 }
 
-/// Runs each op on the reference and the device from identical inputs (rounded to fp16, so both
-/// start from the same numbers) and compares: max |dev - ref| / max |ref|; NaN always fails.
+/// Runs each op on the reference and the device from identical inputs (rounded to the device's
+/// element type, so both start from the same numbers) and compares: max |dev - ref| / max |ref|;
+/// NaN always fails. Tolerances are stated for fp16 and widened 8x for bf16 (3 fewer mantissa
+/// bits: 8x the rounding of every stored value).
 struct OpCheck {
     let ref: ComputeBackend
     let dev: ComputeBackend
+    let elementType: DType
     var rng: SplitMix
     var passed = 0
     var failed = 0
 
-    init(ref: ComputeBackend, dev: ComputeBackend, seed: UInt64) {
+    init(ref: ComputeBackend, dev: ComputeBackend, seed: UInt64, elementType: DType = .f16) {
         self.ref = ref
         self.dev = dev
+        self.elementType = elementType
         rng = SplitMix(seed: seed)
     }
+
+    /// `f` as the device stores it.
+    func rounded(_ f: Float) -> Float {
+        elementType == .bf16 ? Float(bitPattern: UInt32(bfloat16Bits(f)) << 16) : roundToHalf(f)
+    }
+
+    /// A tolerance stated for fp16, for this device's element type.
+    func tol(_ fp16: Float) -> Float { elementType == .bf16 ? fp16 * 8 : fp16 }
 
     // MARK: inputs
 
     mutating func normals(_ count: Int, scale: Float = 1) -> [Float] {
-        (0..<count).map { _ in roundToHalf(rng.normal() * scale) }
+        (0..<count).map { _ in rounded(rng.normal() * scale) }
     }
 
     /// The same values on both backends.
@@ -120,11 +145,11 @@ struct OpCheck {
         }
         for (n, d, inPlace) in [(1, 64, false), (5, 576, false), (33, 4096, false), (7, 4096, true)] {
             let x = try pair(normals(n * d), [n, d])
-            let w = try pair(normals(d, scale: 0.2).map { roundToHalf(1 + $0) }, [d])
+            let w = try pair(normals(d, scale: 0.2).map { rounded(1 + $0) }, [d])
             let out = inPlace ? x : try poisoned([n, d])
             ref.rmsNorm(x.0, weight: w.0, eps: 1e-5, into: out.0)
             dev.rmsNorm(x.1, weight: w.1, eps: 1e-5, into: out.1)
-            compare("rmsNorm", "(\(n), \(d))\(inPlace ? " in place" : "")", out, tolerance: 2e-3)
+            compare("rmsNorm", "(\(n), \(d))\(inPlace ? " in place" : "")", out, tolerance: tol(2e-3))
         }
         let matmulCases: [(Int, Int, Int, DType, Bool)] = [
             (1, 64, 128, .f16, false), (7, 576, 1536, .f16, true), (33, 4096, 512, .f16, false),
@@ -142,7 +167,7 @@ struct OpCheck {
             let out = try poisoned([n, m])
             ref.matmul(x.0, weight: w.0, bias: bias?.0, into: out.0)
             dev.matmul(x.1, weight: w.1, bias: bias?.1, into: out.1)
-            compare("matmul", "x (\(n), \(k)) w \(dtype) (\(m), \(k))\(withBias ? " + bias" : "")", out, tolerance: 5e-3)
+            compare("matmul", "x (\(n), \(k)) w \(dtype) (\(m), \(k))\(withBias ? " + bias" : "")", out, tolerance: tol(5e-3))
         }
         // The streaming GEMV (n <= 4 rows by default) sums each row in the same order whatever n
         // is: row 0 of a 4-row product must equal, bit for bit, the same row multiplied alone.
@@ -163,17 +188,17 @@ struct OpCheck {
             let out = try poisoned([n, f])
             ref.matmulSwiGLU(x.0, gateUp: w.0, into: out.0)
             dev.matmulSwiGLU(x.1, gateUp: w.1, into: out.1)
-            compare("matmulSwiGLU", "x (\(n), \(k)) w (2 x \(f), \(k))", out, tolerance: 5e-3)
+            compare("matmulSwiGLU", "x (\(n), \(k)) w (2 x \(f), \(k))", out, tolerance: tol(5e-3))
         }
         for (n, d, outIsX) in [(1, 4096, true), (9, 576, false), (33, 4097, true), (2, 9000, false), (3, 6144, true)] {
             let res = try pair(normals(n * d), [n, d])
             let x = try pair(normals(n * d), [n, d])
-            let w = try pair(normals(d, scale: 0.2).map { roundToHalf(1 + $0) }, [d])
+            let w = try pair(normals(d, scale: 0.2).map { rounded(1 + $0) }, [d])
             let out = outIsX ? x : try poisoned([n, d])
             ref.addRMSNorm(x.0, into: res.0, weight: w.0, eps: 1e-5, out: out.0)
             dev.addRMSNorm(x.1, into: res.1, weight: w.1, eps: 1e-5, out: out.1)
-            compare("addRMSNorm residual", "(\(n), \(d))", res, tolerance: 2e-3)
-            compare("addRMSNorm out", "(\(n), \(d))\(outIsX ? " into x" : "")", out, tolerance: 3e-3)
+            compare("addRMSNorm residual", "(\(n), \(d))", res, tolerance: tol(2e-3))
+            compare("addRMSNorm out", "(\(n), \(d))\(outIsX ? " into x" : "")", out, tolerance: tol(3e-3))
         }
         for (n, heads, kvHeads, hd) in [(3, 4, 2, 16), (17, 9, 3, 64), (33, 32, 32, 128), (5, 32, 8, 128)] {
             let width = (heads + 2 * kvHeads) * hd
@@ -182,7 +207,7 @@ struct OpCheck {
             let inv = (0..<(hd / 2)).map { Float(1 / pow(10000.0, Double(2 * $0) / Double(hd))) }
             ref.rope(x.0, headCount: heads + kvHeads, headDim: hd, positions: positions, inverseFrequencies: inv)
             dev.rope(x.1, headCount: heads + kvHeads, headDim: hd, positions: positions, inverseFrequencies: inv)
-            compare("rope", "(\(n), \(heads)+\(kvHeads) heads x \(hd))", x, tolerance: 3e-3)
+            compare("rope", "(\(n), \(heads)+\(kvHeads) heads x \(hd))", x, tolerance: tol(3e-3))
         }
         for (heads, kvHeads, hd, blockSize) in [(4, 2, 16, 16), (9, 3, 64, 32), (32, 32, 128, 32), (32, 8, 128, 16), (14, 2, 64, 32)] {
             try attention(heads: heads, kvHeads: kvHeads, headDim: hd, blockSize: blockSize, rope: false)
@@ -195,14 +220,14 @@ struct OpCheck {
             let out = try poisoned([n, f])
             ref.swiglu(gu.0, into: out.0)
             dev.swiglu(gu.1, into: out.1)
-            compare("swiglu", "(\(n), \(f))", out, tolerance: 3e-3)
+            compare("swiglu", "(\(n), \(f))", out, tolerance: tol(3e-3))
         }
         for (n, d) in [(1, 63), (9, 576), (64, 4096)] {
             let acc = try pair(normals(n * d), [n, d])
             let x = try pair(normals(n * d), [n, d])
             ref.add(x.0, into: acc.0)
             dev.add(x.1, into: acc.1)
-            compare("add", "(\(n), \(d))", acc, tolerance: 2e-3)
+            compare("add", "(\(n), \(d))", acc, tolerance: tol(2e-3))
         }
         for (n, d, rows) in [(5, 64, [4]), (40, 4096, [0, 39, 7, 7, 12])] {
             let x = try pair(normals(n * d), [n, d])
@@ -309,7 +334,7 @@ struct OpCheck {
                 me.dev.attention(qkv: qkv.1, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.1, layer: 1,
                                  sequences: seqs, scale: scale, into: out.1)
             }
-            me.compare(rope ? "ropeAttention" : "attention", "\(heads)/\(kvHeads) heads x \(hd), block \(blockSize): \(name)", out, tolerance: 5e-3)
+            me.compare(rope ? "ropeAttention" : "attention", "\(heads)/\(kvHeads) heads x \(hd), block \(blockSize): \(name)", out, tolerance: me.tol(5e-3))
             for (s, count) in newTokens.enumerated() { context[s] += count }
         }
         try step("prefill \(lengths.map { $0 == 300 ? 200 : $0 })", lengths.map { $0 == 300 ? 200 : $0 }, &self)
@@ -353,12 +378,12 @@ struct OpCheck {
                                          logitRows: Array(0..<n))
                 let la = a.backend.download(a.forward(batch, cache: caches.0))
                 let lb = b.backend.download(b.forward(batch, cache: caches.1))
-                record("model logits", "\(name): \(stepIndex == 0 ? "prefill \(n)" : "decode \(stepIndex)") x \(vocab)", la, lb, tolerance: 1e-2)
+                record("model logits", "\(name): \(stepIndex == 0 ? "prefill \(n)" : "decode \(stepIndex)") x \(vocab)", la, lb, tolerance: tol(1e-2))
                 // Greedy agreement on the last row, unless the reference's two best are within fp16 rounding.
                 let last = Array(la[((n - 1) * vocab)...]), lastDev = Array(lb[((n - 1) * vocab)...])
                 let best = last.indices.max { last[$0] < last[$1] }!, bestDev = lastDev.indices.max { lastDev[$0] < lastDev[$1] }!
                 let sorted = last.sorted(by: >)
-                let tie = sorted[0] - sorted[1] < 2e-3 * max(abs(sorted[0]), 1)
+                let tie = sorted[0] - sorted[1] < tol(2e-3) * max(abs(sorted[0]), 1)
                 record("model argmax", "\(name): step \(stepIndex) (ref \(best), dev \(bestDev)\(tie ? ", near tie" : ""))",
                        [best == bestDev || tie ? 0 : 1], [0], tolerance: 0)
                 context += n

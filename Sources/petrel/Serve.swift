@@ -29,6 +29,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("exit-timeout-secs"), help: "Grace period for in-flight requests at shutdown.") var exitTimeout = 30
     @Option(name: .customLong("kv-cache-bytes"), help: "CPU KV-cache budget per LLM model instance, in bytes.") var kvCacheBytes = 512 << 20
     @Option(help: "Device for LLM models: cpu or cuda.") var device: Device = .cpu
+    @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
     @OptionGroup var parallel: ParallelOptions
 
@@ -53,7 +54,7 @@ struct Serve: AsyncParsableCommand {
         var options = ServerOptions(modelRepositories: repositories,
                                     modelControlMode: ServerOptions.ModelControlMode(rawValue: modelControlMode)!,
                                     startupModels: loadModels, repositoryPollSeconds: pollSeconds,
-                                    backendFactory: { gpuMetrics.track(try device.makeBackend(threads: threads)) },
+                                    backendFactory: { gpuMetrics.track(try device.makeBackend(threads: threads, gpuDtype: gpuDtype)) },
                                     kvCacheMemoryBytes: kvCacheBytes)
         options.tensorParallelSize = parallel.tensorParallelSize
         options.pipelineParallelSize = parallel.pipelineParallelSize

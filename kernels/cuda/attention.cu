@@ -8,8 +8,11 @@
 // finish combines the partitions. New keys are rotated (RoPE) as they are written when the caller
 // passes positions (rope_kv_write_kernel). Fresh prefills (no cached prefix, at least
 // kGemmMinTokens new tokens) take tensor-core GEMMs through cuBLAS instead of the tiled kernel
-// (prefill_gemm_attention, below): S = scale Q K^T in fp32, a causal softmax into fp16 P, then
-// O = P V written straight into `out`.
+// (prefill_gemm_attention, below): S = scale Q K^T in fp32, a causal softmax into P (the context's
+// element type), then O = P V written straight into `out`.
+//
+// Element type T: the context's (half or __nv_bfloat16) for qkv, the caches and out; every score,
+// softmax and accumulator is fp32.
 #include "internal.h"
 
 #include <cfloat>
@@ -20,6 +23,7 @@ constexpr int kRows = 16;      // query rows per tile
 constexpr int kKeys = 32;      // keys per shared-memory chunk (one per lane)
 constexpr int kThreads = 128;  // 4 warps x 4 rows
 
+// Copies 2-byte elements bit for bit: serves fp16 and bf16 alike.
 __global__ void kv_write_kernel(const half *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
                                 const int32_t *slots, half *k_cache, half *v_cache) {
     int slot = slots[blockIdx.x];
@@ -41,31 +45,32 @@ __global__ void kv_write_kernel(const half *qkv, int64_t stride, int heads, int 
 // k_rot, unless NULL, receives the same rotated keys of rows [k_first, k_end), row r at
 // (r - k_first) kv_heads head_dim (the GEMM prefill path reads them there: contiguous, unlike
 // the paged cache, and qkv's key part stays as the caller gave it).
-__global__ void rope_kv_write_kernel(half *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
+template <typename T>
+__global__ void rope_kv_write_kernel(T *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
                                      const int32_t *slots, const int32_t *positions, const float *inv_freq,
-                                     half *k_cache, half *v_cache, half *k_rot, int k_first, int k_end) {
+                                     T *k_cache, T *v_cache, T *k_rot, int k_first, int k_end) {
     pdl_wait();   // launched as a programmatic dependent of the QKV matmul (launch_dependent)
     pdl_launch_dependents();
     const int half_dim = head_dim / 2, kvs = kv_heads * head_dim;
     const int h = blockIdx.y, i = threadIdx.x;
     const int slot = slots[blockIdx.x];
-    half *src = qkv + (int64_t)blockIdx.x * stride + (int64_t)h * head_dim;
+    T *src = qkv + (int64_t)blockIdx.x * stride + (int64_t)h * head_dim;
     if (i >= half_dim) return;
     if (h >= heads + kv_heads) {   // a value head: copy
         if (slot < 0) return;
-        half *dst = v_cache + (int64_t)slot * kvs + (int64_t)(h - heads - kv_heads) * head_dim;
+        T *dst = v_cache + (int64_t)slot * kvs + (int64_t)(h - heads - kv_heads) * head_dim;
         dst[i] = src[i];
         dst[i + half_dim] = src[i + half_dim];
         return;
     }
     float s, c;
     sincosf((float)positions[blockIdx.x] * inv_freq[i], &s, &c);
-    const float a = __half2float(src[i]), b = __half2float(src[i + half_dim]);
-    const half ra = __float2half(a * c - b * s), rb = __float2half(b * c + a * s);
-    half *dst = src;
+    const float a = to_float(src[i]), b = to_float(src[i + half_dim]);
+    const T ra = from_float<T>(a * c - b * s), rb = from_float<T>(b * c + a * s);
+    T *dst = src;
     if (h >= heads) {
         if (k_rot && (int)blockIdx.x >= k_first && (int)blockIdx.x < k_end) {
-            half *kr = k_rot + (int64_t)(blockIdx.x - k_first) * kvs + (int64_t)(h - heads) * head_dim;
+            T *kr = k_rot + (int64_t)(blockIdx.x - k_first) * kvs + (int64_t)(h - heads) * head_dim;
             kr[i] = ra;
             kr[i + half_dim] = rb;
         }
@@ -80,15 +85,16 @@ __global__ void rope_kv_write_kernel(half *qkv, int64_t stride, int heads, int k
 // tiles: (sequence, first token within the sequence) per tile.
 // blockIdx.x: tile; blockIdx.y: kv head * splits + split, where a split is `group_heads`
 // consecutive query heads of that KV head's group.
-template <int NT>  // head_dim <= 64 NT; lane owns dims 2 lane + 64 t (t < NT), as half2
+template <int NT, typename T>  // head_dim <= 64 NT; lane owns dims 2 lane + 64 t (t < NT), as a pair
 __global__ void __launch_bounds__(kThreads) attention_kernel(
-    const half *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const half *k_cache,
-    const half *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int2 *tiles,
-    int group_heads, int tile_tokens, float scale, half *out, int64_t out_stride) {
-    constexpr int HD2 = 32 * NT;                    // max half2 per head row
+    const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
+    const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int2 *tiles,
+    int group_heads, int tile_tokens, float scale, T *out, int64_t out_stride) {
+    using P = pair_t<T>;                            // half2 or __nv_bfloat162 (4 bytes either way)
+    constexpr int HD2 = 32 * NT;                    // max pairs per head row
     __shared__ float2 qs[kRows][HD2];               // scaled queries
-    __shared__ half2 ks[kKeys][HD2 + 1];            // +1: odd row stride, conflict-free per lane
-    __shared__ half2 vs[kKeys][HD2];
+    __shared__ P ks[kKeys][HD2 + 1];                // +1: odd row stride, conflict-free per lane
+    __shared__ P vs[kKeys][HD2];
 
     const int2 tile = tiles[blockIdx.x];
     const int4 sq = seqs[tile.x];
@@ -104,8 +110,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
         float2 v = make_float2(0.f, 0.f);
         if (r < rows && d2 < hd2) {
             int t = r / group_heads, h = kvh * group + split * group_heads + r % group_heads;
-            const half2 *q = (const half2 *)(qkv + (int64_t)(sq.x + tile.y + t) * stride + h * head_dim);
-            v = __half22float2(q[d2]);
+            const P *q = (const P *)(qkv + (int64_t)(sq.x + tile.y + t) * stride + h * head_dim);
+            v = to_float2(q[d2]);
             v.x *= scale;
             v.y *= scale;
         }
@@ -134,12 +140,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
         __syncthreads();   // the previous chunk (and the queries, first time) are settled
         for (int idx = threadIdx.x; idx < kKeys * hd2; idx += kThreads) {
             int j = idx / hd2, d2 = idx % hd2, pos = k0 + j;
-            half2 kv = __float2half2_rn(0.f), vv = kv;
+            P kv = splat2<T>(0.f), vv = kv;
             if (pos < key_end) {
                 int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
                 int64_t off = slot * kvs + kvh * head_dim;
-                kv = ((const half2 *)(k_cache + off))[d2];
-                vv = ((const half2 *)(v_cache + off))[d2];
+                kv = ((const P *)(k_cache + off))[d2];
+                vv = ((const P *)(v_cache + off))[d2];
             }
             ks[j][d2] = kv;
             vs[j][d2] = vv;
@@ -150,7 +156,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
         // Scores: lane j against the warp's 4 rows.
         float s[4] = {0.f, 0.f, 0.f, 0.f};
         for (int d2 = 0; d2 < hd2; d2++) {
-            float2 k = __half22float2(ks[lane][d2]);
+            float2 k = to_float2(ks[lane][d2]);
 #pragma unroll
             for (int r = 0; r < 4; r++) {
                 float2 q = qs[row0 + r][d2];
@@ -188,7 +194,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
             for (int t = 0; t < NT; t++) {
                 int d2 = lane + 32 * t;
                 if (d2 < hd2) {
-                    float2 v = __half22float2(vs[j][d2]);
+                    float2 v = to_float2(vs[j][d2]);
 #pragma unroll
                     for (int r = 0; r < 4; r++) {
                         acc[r][t].x += pj[r] * v.x;
@@ -204,12 +210,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
         int row = row0 + r;
         if (row >= rows) continue;
         int t = row / group_heads, h = kvh * group + split * group_heads + row % group_heads;
-        half2 *o = (half2 *)(out + (int64_t)(sq.x + tile.y + t) * out_stride + h * head_dim);
+        P *o = (P *)(out + (int64_t)(sq.x + tile.y + t) * out_stride + h * head_dim);
         float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
 #pragma unroll
         for (int tt = 0; tt < NT; tt++) {
             int d2 = lane + 32 * tt;
-            if (d2 < hd2) o[d2] = __floats2half2_rn(acc[r][tt].x * inv, acc[r][tt].y * inv);
+            if (d2 < hd2) o[d2] = from_float2<T>(acc[r][tt].x * inv, acc[r][tt].y * inv);
         }
     }
 }
@@ -217,19 +223,20 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
 // Split-K ("flash-decoding") attention for sequences with one new token. blockIdx: (partition,
 // kv head, decode sequence); a partition is `part_keys` consecutive keys of the context. The
 // block's G = heads / kv_heads query heads share every K/V row it loads. L lanes take one key
-// row, each loading 16 bytes (8 halves) of it. Results per (sequence, query head, partition):
+// row, each loading 16 bytes (8 elements) of it. Results per (sequence, query head, partition):
 // the unnormalized output sum p V, the partition's max score and its sum of p; the last block to
 // arrive (an atomic counter per sequence and KV head) combines them into the output. A context
 // of one partition writes the output directly.
 constexpr int kDecodeThreads = 128;
 constexpr int kDecodeMaxGroup = 8;
 
-template <int L, int MAXG>  // MAXG >= G: register arrays sized for the group
+template <int L, int MAXG, typename T>  // MAXG >= G: register arrays sized for the group
 __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
-    const half *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const half *k_cache,
-    const half *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
-    int part_keys, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, half *out,
+    const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
+    const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
+    int part_keys, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out,
     int64_t out_stride) {
+    using P = pair_t<T>;
     extern __shared__ float smem[];
     pdl_wait();                // launched as a programmatic dependent of rope_kv_write (launch_dependent)
     pdl_launch_dependents();   // the next GEMV may get resident and start on its weights meanwhile
@@ -250,9 +257,9 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const int kvs = kv_heads * head_dim;
     const int32_t *table = tables + sq.w;
 
-    const half *q = qkv + (int64_t)sq.x * stride + (int64_t)kvh * G * head_dim;
+    const T *q = qkv + (int64_t)sq.x * stride + (int64_t)kvh * G * head_dim;
     for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
-        qs[idx] = __half2float(q[idx]) * scale;
+        qs[idx] = to_float(q[idx]) * scale;
         os[idx] = 0.f;
     }
     __syncthreads();
@@ -275,10 +282,10 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
 #pragma unroll
         for (int u = 0; u < KU; u++) {
             const int j = j0 + u * KPW + lane / L;
-            const half2 *h2 = (const half2 *)&raw[u];
+            const P *h2 = (const P *)&raw[u];
             float2 kf[4];
 #pragma unroll
-            for (int i = 0; i < 4; i++) kf[i] = __half22float2(h2[i]);
+            for (int i = 0; i < 4; i++) kf[i] = to_float2(h2[i]);
 #pragma unroll
             for (int g = 0; g < MAXG; g++) {
                 if (g < G) {
@@ -340,10 +347,10 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
             for (int u = 0; u < VU; u++) {
                 const int j = j0 + u * kSlices;
                 if (j >= n) break;
-                const half2 *h2 = (const half2 *)&raw[u];
+                const P *h2 = (const P *)&raw[u];
                 float2 vf[4];
 #pragma unroll
-                for (int i = 0; i < 4; i++) vf[i] = __half22float2(h2[i]);
+                for (int i = 0; i < 4; i++) vf[i] = to_float2(h2[i]);
 #pragma unroll
                 for (int g = 0; g < MAXG; g++) {
                     if (g < G) {
@@ -379,11 +386,11 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     }
 
     const int parts = (ctx_len + part_keys - 1) / part_keys;
-    half *o = out + (int64_t)sq.x * out_stride + (int64_t)kvh * G * head_dim;
+    T *o = out + (int64_t)sq.x * out_stride + (int64_t)kvh * G * head_dim;
     if (parts == 1) {   // the whole context in one partition: normalize and write the output
         for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
             const float l = ls[idx / head_dim];
-            o[idx] = __float2half(l > 0.f ? os[idx] / l : 0.f);
+            o[idx] = from_float<T>(l > 0.f ? os[idx] / l : 0.f);
         }
         return;
     }
@@ -420,7 +427,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
             total += __ldcg(&part_ml[base + p].y) * w;
             a += __ldcg(&part_o[(base + p) * head_dim + x]) * w;
         }
-        o[idx] = __float2half(total > 0.f ? a / total : 0.f);
+        o[idx] = from_float<T>(total > 0.f ? a / total : 0.f);
     }
 }
 
@@ -431,11 +438,11 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
 // [0, r1) only. Per block, with L = r1 keys, Lp = L rounded up to 8 (the scratch row length, so
 // rows start 32-byte aligned) and Rb = r1 - r0 rows:
 //   1. S_h (Rb x L, fp32, row stride Lp) = scale Q_h[r0:r1] K_{h/g}^T     (cuBLAS, per head)
-//   2. P_h (Rb x L, fp16, row stride Lp) = causal softmax of each row      (prefill_softmax_kernel)
+//   2. P_h (Rb x L, T, row stride Lp) = causal softmax of each row         (prefill_softmax_kernel)
 //   3. out[b + r0 : b + r1, h head_dim : (h + 1) head_dim] = P_h V_{h/g}   (cuBLAS, per head)
 // Heads are the batch of strided-batched GEMMs; with GQA (g = heads / kv_heads > 1) one call per
 // member m of the group batches over the KV heads kvh (query head kvh g + m).
-// Scratch per block: heads x Rb x Lp x (4 + 2) bytes; kGemmScoreBudget bounds heads x R x Lp.
+// Scratch per block: heads x Rb x Lp x (4 + 2) bytes (T is 2 bytes); kGemmScoreBudget bounds heads x R x Lp.
 // The budget is only a memory bound: the benchmark's 512-token prefills (32 heads) fit in one
 // block. Longer sequences are split into row blocks of a multiple of 16 rows; a sequence so long
 // that even 16 rows miss the budget (32 heads: T > 32768) stays on the tiled kernel.
@@ -458,7 +465,8 @@ inline int64_t gemm_block_rows(int64_t heads, int64_t tokens) {
 // One warp per score row. Row q = h * rows + i of the block (query r0 + i of head h) sees keys
 // [0, r0 + i]; P gets exp(S - max) / sum over them and 0 for the keys after, up to `keys`.
 // S and P rows are `ld` (a multiple of 8) elements apart; S entries past the diagonal are never used.
-__global__ void __launch_bounds__(kSoftmaxThreads) prefill_softmax_kernel(const float *S, half *P, int64_t total_rows,
+template <typename T>
+__global__ void __launch_bounds__(kSoftmaxThreads) prefill_softmax_kernel(const float *S, T *P, int64_t total_rows,
                                                                           int rows, int r0, int keys, int ld) {
     const int64_t q = (int64_t)blockIdx.x * (kSoftmaxThreads / 32) + threadIdx.x / 32;
     if (q >= total_rows) return;   // warp-uniform
@@ -493,7 +501,7 @@ __global__ void __launch_bounds__(kSoftmaxThreads) prefill_softmax_kernel(const 
             if (j + 2 < n) p[2] = __expf(v.z - mx) * inv;
             if (j + 3 < n) p[3] = __expf(v.w - mx) * inv;
         }
-        const half2 a = __floats2half2_rn(p[0], p[1]), b = __floats2half2_rn(p[2], p[3]);
+        const pair_t<T> a = from_float2<T>(p[0], p[1]), b = from_float2<T>(p[2], p[3]);
         uint2 u;
         u.x = *(const uint32_t *)&a;
         u.y = *(const uint32_t *)&b;
@@ -502,14 +510,16 @@ __global__ void __launch_bounds__(kSoftmaxThreads) prefill_softmax_kernel(const 
 }
 
 // C = alpha op(A) B (column-major, B never transposed), `batch` times with the given strides;
-// fp16 A and B, fp32 accumulation, C fp32 or fp16 (beta = 0: C is only written).
+// A and B of the context's element type (fp16 or bf16), fp32 accumulation, C fp32 or the element
+// type (beta = 0: C is only written).
 int32_t gemm_strided(petrel_context *ctx, cublasOperation_t transa, int64_t m, int64_t n, int64_t k, float alpha,
-                     const half *A, int64_t lda, int64_t stride_a, const half *B, int64_t ldb, int64_t stride_b,
+                     const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb, int64_t stride_b,
                      void *C, cudaDataType_t c_type, int64_t ldc, int64_t stride_c, int64_t batch) {
     const float beta = 0.0f;
+    const cudaDataType_t ab_type = cuda_element_type(ctx);
     cublasStatus_t st = cublasGemmStridedBatchedEx(
-        ctx->cublas, transa, CUBLAS_OP_N, (int)m, (int)n, (int)k, &alpha, A, CUDA_R_16F, (int)lda, (long long)stride_a,
-        B, CUDA_R_16F, (int)ldb, (long long)stride_b, &beta, C, c_type, (int)ldc, (long long)stride_c, (int)batch,
+        ctx->cublas, transa, CUBLAS_OP_N, (int)m, (int)n, (int)k, &alpha, A, ab_type, (int)lda, (long long)stride_a,
+        B, ab_type, (int)ldb, (long long)stride_b, &beta, C, c_type, (int)ldc, (long long)stride_c, (int)batch,
         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS)
         return fail(ctx, PETREL_ERROR_CUBLAS,
@@ -519,11 +529,12 @@ int32_t gemm_strided(petrel_context *ctx, cublasOperation_t transa, int64_t m, i
 }
 
 // One fresh prefill: T tokens from row b. q, k, v: row b's query head 0, key head 0, value head
-// 0, rows ldq / ldk / ldv halves apart (qkv rows, or the rotated-key rows); out row b's head 0,
-// rows ldo apart. S, P: the scratch (heads x R x round8(T) of each at least).
+// 0, rows ldq / ldk / ldv elements apart (qkv rows, or the rotated-key rows); out row b's head 0,
+// rows ldo apart. S, P: the scratch (heads x R x round8(T) of each at least). E: the element type.
+template <typename E>
 int32_t prefill_gemm_attention(petrel_context *ctx, int64_t T, int64_t R, int64_t heads, int64_t kv_heads,
-                               int64_t head_dim, const half *q, int64_t ldq, const half *k, int64_t ldk,
-                               const half *v, int64_t ldv, float scale, float *S, half *P, half *out, int64_t ldo) {
+                               int64_t head_dim, const E *q, int64_t ldq, const E *k, int64_t ldk,
+                               const E *v, int64_t ldv, float scale, float *S, E *P, E *out, int64_t ldo) {
     const int64_t g = heads / kv_heads, hd = head_dim;
     for (int64_t r0 = 0; r0 < T; r0 += R) {
         const int64_t r1 = r0 + R < T ? r0 + R : T, rb = r1 - r0, L = r1, lp = round8(L);
@@ -542,7 +553,7 @@ int32_t prefill_gemm_attention(petrel_context *ctx, int64_t T, int64_t R, int64_
         // 2. Causal softmax of the heads x rb rows into P (same layout as S).
         const int64_t total_rows = heads * rb;
         constexpr int rows_per_block = kSoftmaxThreads / 32;
-        prefill_softmax_kernel<<<(unsigned)((total_rows + rows_per_block - 1) / rows_per_block), kSoftmaxThreads, 0, ctx->stream>>>(
+        prefill_softmax_kernel<E><<<(unsigned)((total_rows + rows_per_block - 1) / rows_per_block), kSoftmaxThreads, 0, ctx->stream>>>(
             S, P, total_rows, (int)rb, (int)r0, (int)L, (int)lp);
         LAUNCH_CHECK(ctx);
         // 3. Row-major O_h (rb x hd, rows ldo apart) is column-major O_h^T (hd x rb, ldc ldo), and
@@ -555,7 +566,7 @@ int32_t prefill_gemm_attention(petrel_context *ctx, int64_t T, int64_t R, int64_
         //    interleave within each row, never overlapping).
         for (int64_t mm = 0; mm < g; mm++) {
             int32_t st = gemm_strided(ctx, CUBLAS_OP_N, hd, rb, L, 1.0f, v, ldv, hd, P + mm * rb * lp, lp, g * rb * lp,
-                                      out + r0 * ldo + mm * hd, CUDA_R_16F, ldo, g * hd, kv_heads);
+                                      out + r0 * ldo + mm * hd, cuda_element_type(ctx), ldo, g * hd, kv_heads);
             if (st != PETREL_OK) return st;
         }
     }
@@ -617,9 +628,10 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
         }
     }
     // GEMM scratch (ctx->prefill_scratch): with RoPE the rotated keys of rows [key_first,
-    // key_end) (fp16, kv_heads * head_dim each; rope_kv_write_kernel writes them), then S (fp32)
-    // and P (fp16) of one row block, score_elems each. Grown on demand, stream-ordered; if it
-    // cannot be had, this call's fresh prefills take the tiled kernel instead.
+    // key_end) (the element type, 2 bytes, kv_heads * head_dim each; rope_kv_write_kernel writes
+    // them), then S (fp32) and P (the element type) of one row block, score_elems each. Grown on
+    // demand, stream-ordered; if it cannot be had, this call's fresh prefills take the tiled kernel
+    // instead.
     const int64_t kvs = kv_heads * head_dim;
     size_t keys_bytes = 0, score_bytes = 0;
     if (gemm_count > 0) {
@@ -690,121 +702,126 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
     const int32_t *d_decode = (const int32_t *)(d_tiles + tile_count);
     const int32_t *d_positions = d_decode + decode_count;
 
-    const int64_t stride = (heads + 2 * kv_heads) * head_dim;
-    half *k_rot = positions && gemm_count > 0 ? (half *)ctx->prefill_scratch : nullptr;
-    if (positions)
-        CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)rows, (unsigned)(heads + 2 * kv_heads)),
-                                       dim3((unsigned)((head_dim / 2 + 31) / 32 * 32)), 0, rope_kv_write_kernel, (half *)qkv,
-                                       stride, (int)heads, (int)kv_heads, (int)head_dim, (const int32_t *)d_slots,
-                                       (const int32_t *)d_positions, (const float *)dev_freq, (half *)k_cache,
-                                       (half *)v_cache, k_rot, (int)key_first, (int)key_end));
-    else
-        kv_write_kernel<<<(unsigned)rows, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
-                                                                  (int)head_dim, d_slots, (half *)k_cache, (half *)v_cache);
-    LAUNCH_CHECK(ctx);
+    // The launches, for the context's element type T (kv_write_kernel copies 2-byte elements as
+    // they are, whichever the type).
+    return with_element_type(ctx, [&](auto tag) -> int32_t {
+        using T = typename decltype(tag)::type;
+        const int64_t stride = (heads + 2 * kv_heads) * head_dim;
+        T *k_rot = positions && gemm_count > 0 ? (T *)ctx->prefill_scratch : nullptr;
+        if (positions)
+            CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)rows, (unsigned)(heads + 2 * kv_heads)),
+                                           dim3((unsigned)((head_dim / 2 + 31) / 32 * 32)), 0, rope_kv_write_kernel<T>, (T *)qkv,
+                                           stride, (int)heads, (int)kv_heads, (int)head_dim, (const int32_t *)d_slots,
+                                           (const int32_t *)d_positions, (const float *)dev_freq, (T *)k_cache,
+                                           (T *)v_cache, k_rot, (int)key_first, (int)key_end));
+        else
+            kv_write_kernel<<<(unsigned)rows, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
+                                                                      (int)head_dim, d_slots, (half *)k_cache, (half *)v_cache);
+        LAUNCH_CHECK(ctx);
 
-    if (decode_count > 0) {
-        // Partition size: the largest of 512, 256, 128, 64 keys that still gives about two
-        // blocks per SM, so a small batch spreads its long contexts over the whole card.
-        int part_keys = 512;
-        auto blocks_for = [&](int pk) {
-            int64_t b = 0;
-            for (int64_t s = 0; s < seq_count; s++)
-                if (is_decode(seqs[s])) b += (seqs[s].context_before + 1 + pk - 1) / pk;
-            return b * kv_heads;
-        };
-        while (part_keys > ctx->decode_min_partition && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
-        // Balance: as many partitions as that size needs for the longest context, of equal
-        // length (rounded up to 32 keys), so a 530-key context splits 288 + 242, not 512 + 18.
-        {
-            const int64_t parts = (max_context + part_keys - 1) / part_keys;
-            const int64_t even = (max_context + parts - 1) / parts;
-            part_keys = (int)((even + 31) / 32 * 32);
-        }
-        const int max_parts = (int)((max_context + part_keys - 1) / part_keys);
-        const size_t entries = (size_t)(decode_count * heads * max_parts);
-        const size_t need = entries * (size_t)head_dim * 4 + entries * 8;
-        if (need > ctx->decode_partials_bytes) {
-            if (ctx->decode_partials) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_partials, ctx->stream));
-            ctx->decode_partials = nullptr;
-            ctx->decode_partials_bytes = 0;
-            size_t grow = need * 2;
-            CUDA_TRY(ctx, cudaMallocAsync(&ctx->decode_partials, grow, ctx->stream));
-            ctx->decode_partials_bytes = grow;
-        }
-        // One arrival counter per (decode sequence, KV head), zero between launches (the last
-        // block of each resets its own).
-        const size_t counter_count = (size_t)(decode_count * kv_heads);
-        if (counter_count > ctx->decode_counter_count) {
-            if (ctx->decode_counters) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_counters, ctx->stream));
-            ctx->decode_counters = nullptr;
-            ctx->decode_counter_count = 0;
-            CUDA_TRY(ctx, cudaMallocAsync((void **)&ctx->decode_counters, counter_count * 2 * 4, ctx->stream));
-            CUDA_TRY(ctx, cudaMemsetAsync(ctx->decode_counters, 0, counter_count * 2 * 4, ctx->stream));
-            ctx->decode_counter_count = counter_count * 2;
-        }
-        float2 *part_ml = (float2 *)ctx->decode_partials;
-        float *part_o = (float *)(part_ml + entries);
-        const size_t smem = (size_t)(2 * group * head_dim + group * part_keys + 2 * kDecodeMaxGroup) * 4;
-        dim3 dgrid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
-        const int vecs = (int)(head_dim / 8);
+        if (decode_count > 0) {
+            // Partition size: the largest of 512, 256, 128, 64 keys that still gives about two
+            // blocks per SM, so a small batch spreads its long contexts over the whole card.
+            int part_keys = 512;
+            auto blocks_for = [&](int pk) {
+                int64_t b = 0;
+                for (int64_t s = 0; s < seq_count; s++)
+                    if (is_decode(seqs[s])) b += (seqs[s].context_before + 1 + pk - 1) / pk;
+                return b * kv_heads;
+            };
+            while (part_keys > ctx->decode_min_partition && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
+            // Balance: as many partitions as that size needs for the longest context, of equal
+            // length (rounded up to 32 keys), so a 530-key context splits 288 + 242, not 512 + 18.
+            {
+                const int64_t parts = (max_context + part_keys - 1) / part_keys;
+                const int64_t even = (max_context + parts - 1) / parts;
+                part_keys = (int)((even + 31) / 32 * 32);
+            }
+            const int max_parts = (int)((max_context + part_keys - 1) / part_keys);
+            const size_t entries = (size_t)(decode_count * heads * max_parts);
+            const size_t need = entries * (size_t)head_dim * 4 + entries * 8;
+            if (need > ctx->decode_partials_bytes) {
+                if (ctx->decode_partials) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_partials, ctx->stream));
+                ctx->decode_partials = nullptr;
+                ctx->decode_partials_bytes = 0;
+                size_t grow = need * 2;
+                CUDA_TRY(ctx, cudaMallocAsync(&ctx->decode_partials, grow, ctx->stream));
+                ctx->decode_partials_bytes = grow;
+            }
+            // One arrival counter per (decode sequence, KV head), zero between launches (the last
+            // block of each resets its own).
+            const size_t counter_count = (size_t)(decode_count * kv_heads);
+            if (counter_count > ctx->decode_counter_count) {
+                if (ctx->decode_counters) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_counters, ctx->stream));
+                ctx->decode_counters = nullptr;
+                ctx->decode_counter_count = 0;
+                CUDA_TRY(ctx, cudaMallocAsync((void **)&ctx->decode_counters, counter_count * 2 * 4, ctx->stream));
+                CUDA_TRY(ctx, cudaMemsetAsync(ctx->decode_counters, 0, counter_count * 2 * 4, ctx->stream));
+                ctx->decode_counter_count = counter_count * 2;
+            }
+            float2 *part_ml = (float2 *)ctx->decode_partials;
+            float *part_o = (float *)(part_ml + entries);
+            const size_t smem = (size_t)(2 * group * head_dim + group * part_keys + 2 * kDecodeMaxGroup) * 4;
+            dim3 dgrid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
+            const int vecs = (int)(head_dim / 8);
 #define DLAUNCH(L, G)                                                                                        \
-    launched = launch_dependent(ctx, dgrid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G>,      \
-        (const half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const half *)k_cache,          \
-        (const half *)v_cache, (int)block_size, d_seqs, d_tables, d_decode, part_keys, max_parts, scale, part_o, part_ml, \
-        ctx->decode_counters, (half *)out, heads * head_dim)
+        launched = launch_dependent(ctx, dgrid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, T>,   \
+            (const T *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const T *)k_cache,                \
+            (const T *)v_cache, (int)block_size, d_seqs, d_tables, d_decode, part_keys, max_parts, scale, part_o, part_ml, \
+            ctx->decode_counters, (T *)out, heads * head_dim)
 #define DLAUNCH_G(L)                 \
-    do {                             \
-        if (group == 1) DLAUNCH(L, 1);      \
-        else if (group == 2) DLAUNCH(L, 2); \
-        else if (group <= 4) DLAUNCH(L, 4); \
-        else DLAUNCH(L, 8);                 \
-    } while (0)
-        cudaError_t launched = cudaSuccess;
-        if (vecs <= 2) DLAUNCH_G(2);
-        else if (vecs <= 4) DLAUNCH_G(4);
-        else if (vecs <= 8) DLAUNCH_G(8);
-        else if (vecs <= 16) DLAUNCH_G(16);
-        else DLAUNCH_G(32);
+        do {                             \
+            if (group == 1) DLAUNCH(L, 1);      \
+            else if (group == 2) DLAUNCH(L, 2); \
+            else if (group <= 4) DLAUNCH(L, 4); \
+            else DLAUNCH(L, 8);                 \
+        } while (0)
+            cudaError_t launched = cudaSuccess;
+            if (vecs <= 2) DLAUNCH_G(2);
+            else if (vecs <= 4) DLAUNCH_G(4);
+            else if (vecs <= 8) DLAUNCH_G(8);
+            else if (vecs <= 16) DLAUNCH_G(16);
+            else DLAUNCH_G(32);
 #undef DLAUNCH_G
 #undef DLAUNCH
-        CUDA_TRY(ctx, launched);
-    }
-    if (tile_count > 0) {
-        dim3 grid((unsigned)tile_count, (unsigned)(kv_heads * (group / group_heads)));
-#define LAUNCH(NT)                                                                                             \
-    attention_kernel<NT><<<grid, kThreads, 0, ctx->stream>>>(                                                 \
-        (const half *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const half *)k_cache,            \
-        (const half *)v_cache, (int)block_size, d_seqs, d_tables, d_tiles, group_heads, tile_tokens, scale,     \
-        (half *)out, heads * head_dim)
-        if (head_dim <= 64) LAUNCH(1);
-        else if (head_dim <= 128) LAUNCH(2);
-        else LAUNCH(3);
-#undef LAUNCH
-        LAUNCH_CHECK(ctx);
-    }
-
-    // Fresh prefills through cuBLAS, one sequence at a time (they share the scratch; the stream
-    // orders them). Queries: qkv (rotated in place by now). Keys: with RoPE the rotated copies in
-    // k_rot (the very halves the cache got), else qkv's key part (what kv_write_kernel copied).
-    // Values: qkv's value part (copied to the cache unchanged either way).
-    if (gemm_count > 0) {
-        const half *base = (const half *)qkv;
-        unsigned char *scratch = (unsigned char *)ctx->prefill_scratch;
-        float *S = (float *)(scratch + keys_bytes);
-        half *P = (half *)(scratch + keys_bytes + score_bytes);
-        for (int64_t s = 0; s < seq_count; s++) {
-            const petrel_attn_seq &q = seqs[s];
-            if (!is_gemm(q)) continue;
-            const int64_t b = q.token_begin;
-            const half *row = base + b * stride;
-            const half *k = k_rot ? k_rot + (b - key_first) * kvs : row + heads * head_dim;
-            const int32_t st = prefill_gemm_attention(
-                ctx, q.token_count, gemm_block_rows(heads, q.token_count), heads, kv_heads, head_dim, row, stride, k,
-                k_rot ? kvs : stride, row + (heads + kv_heads) * head_dim, stride, scale, S, P,
-                (half *)out + b * heads * head_dim, heads * head_dim);
-            if (st != PETREL_OK) return st;
+            CUDA_TRY(ctx, launched);
         }
-    }
-    return PETREL_OK;
+        if (tile_count > 0) {
+            dim3 grid((unsigned)tile_count, (unsigned)(kv_heads * (group / group_heads)));
+#define LAUNCH(NT)                                                                                             \
+        attention_kernel<NT, T><<<grid, kThreads, 0, ctx->stream>>>(                                              \
+            (const T *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const T *)k_cache,                  \
+            (const T *)v_cache, (int)block_size, d_seqs, d_tables, d_tiles, group_heads, tile_tokens, scale,        \
+            (T *)out, heads * head_dim)
+            if (head_dim <= 64) LAUNCH(1);
+            else if (head_dim <= 128) LAUNCH(2);
+            else LAUNCH(3);
+#undef LAUNCH
+            LAUNCH_CHECK(ctx);
+        }
+
+        // Fresh prefills through cuBLAS, one sequence at a time (they share the scratch; the stream
+        // orders them). Queries: qkv (rotated in place by now). Keys: with RoPE the rotated copies in
+        // k_rot (the very elements the cache got), else qkv's key part (what kv_write_kernel copied).
+        // Values: qkv's value part (copied to the cache unchanged either way).
+        if (gemm_count > 0) {
+            const T *base = (const T *)qkv;
+            unsigned char *scratch = (unsigned char *)ctx->prefill_scratch;
+            float *S = (float *)(scratch + keys_bytes);
+            T *P = (T *)(scratch + keys_bytes + score_bytes);
+            for (int64_t s = 0; s < seq_count; s++) {
+                const petrel_attn_seq &q = seqs[s];
+                if (!is_gemm(q)) continue;
+                const int64_t b = q.token_begin;
+                const T *row = base + b * stride;
+                const T *k = k_rot ? k_rot + (b - key_first) * kvs : row + heads * head_dim;
+                const int32_t st = prefill_gemm_attention(
+                    ctx, q.token_count, gemm_block_rows(heads, q.token_count), heads, kv_heads, head_dim, row, stride, k,
+                    k_rot ? kvs : stride, row + (heads + kv_heads) * head_dim, stride, scale, S, P,
+                    (T *)out + b * heads * head_dim, heads * head_dim);
+                if (st != PETREL_OK) return st;
+            }
+        }
+        return PETREL_OK;
+    });
 }

@@ -1,5 +1,6 @@
 // context.cu: contexts, errors, the stream-ordered memory pool, staging, and the host <-> device
-// copies (weights converted to fp16 on upload, fp16 activations to float32 on download).
+// copies (weights converted to the context's element type, fp16 or bf16, on upload; tensors of
+// that type to float32 on download).
 #include "internal.h"
 
 #include <cstdlib>
@@ -130,6 +131,15 @@ void petrel_context_destroy(petrel_context *ctx) {
     delete ctx;
 }
 
+int32_t petrel_context_set_dtype(petrel_context *ctx, int32_t dtype) {
+    if (!ctx) return PETREL_ERROR_INVALID_ARGUMENT;
+    if (dtype != PETREL_DTYPE_F16 && dtype != PETREL_DTYPE_BF16)
+        return fail(ctx, PETREL_ERROR_UNSUPPORTED, "context_set_dtype: dtype %d (supported: %d = fp16, %d = bf16)", dtype,
+                    PETREL_DTYPE_F16, PETREL_DTYPE_BF16);
+    ctx->dtype = dtype;
+    return PETREL_OK;
+}
+
 const char *petrel_context_last_error(petrel_context *ctx) { return ctx ? ctx->error : "no context"; }
 
 int32_t petrel_context_synchronize(petrel_context *ctx) {
@@ -200,22 +210,33 @@ int32_t petrel_buffer_copy(petrel_context *ctx, void *dst_dev, const void *src_d
 
 }  // extern "C"
 
-// ---- conversions
+// ---- conversions (T: the context's element type, half or __nv_bfloat16; math in fp32)
 
-__global__ void convert_f32_kernel(const float *src, half *dst, int64_t count) {
+template <typename T>
+__global__ void convert_f32_kernel(const float *src, T *dst, int64_t count) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __float2half(src[i]);
+        dst[i] = from_float<T>(src[i]);
 }
 
-__global__ void convert_bf16_kernel(const uint16_t *src, half *dst, int64_t count) {
+// bf16 bits -> T (exact as a float; a bf16 context copies bf16 weights as they are instead).
+template <typename T>
+__global__ void convert_bf16_kernel(const uint16_t *src, T *dst, int64_t count) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __float2half(__uint_as_float((uint32_t)src[i] << 16));
+        dst[i] = from_float<T>(__uint_as_float((uint32_t)src[i] << 16));
+}
+
+// fp16 -> T (a bf16 context; an fp16 context copies fp16 weights as they are).
+template <typename T>
+__global__ void convert_f16_kernel(const half *src, T *dst, int64_t count) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = from_float<T>(__half2float(src[i]));
 }
 
 // GGML block formats, 32 elements a block: Q8_0 {half d; int8 q[32]}, Q4_0 {half d; uint8 q[16]}
 // (value (nibble - 8) d), Q4_1 {half d, m; uint8 q[16]} (value nibble d + m); element j < 16 in
 // the low nibble of byte j, element j + 16 in its high nibble.
-__global__ void convert_quant_kernel(const unsigned char *src, int32_t dtype, half *dst, int64_t count) {
+template <typename T>
+__global__ void convert_quant_kernel(const unsigned char *src, int32_t dtype, T *dst, int64_t count) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x) {
         int64_t b = i / 32;
         int j = (int)(i % 32);
@@ -235,24 +256,26 @@ __global__ void convert_quant_kernel(const unsigned char *src, int32_t dtype, ha
             int byte = blk[4 + (j & 15)];
             v = d * (float)(j < 16 ? byte & 15 : byte >> 4) + m;
         }
-        dst[i] = __float2half(v);
+        dst[i] = from_float<T>(v);
     }
 }
 
-__global__ void random_kernel(half *dst, int64_t count, uint64_t seed, float amplitude) {
+template <typename T>
+__global__ void random_kernel(T *dst, int64_t count, uint64_t seed, float amplitude) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x) {
         uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);   // splitmix64
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
         z ^= z >> 31;
         float u = (float)(z >> 40) * (1.0f / 16777216.0f);             // [0, 1)
-        dst[i] = __float2half((2.0f * u - 1.0f) * amplitude);
+        dst[i] = from_float<T>((2.0f * u - 1.0f) * amplitude);
     }
 }
 
-__global__ void half_to_float_kernel(const half *src, float *dst, int64_t count) {
+template <typename T>
+__global__ void to_float_kernel(const T *src, float *dst, int64_t count) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __half2float(src[i]);
+        dst[i] = to_float(src[i]);
 }
 
 extern "C" {
@@ -270,7 +293,7 @@ int32_t petrel_weights_upload(petrel_context *ctx, int32_t dtype, const void *ho
     if (dtype != PETREL_DTYPE_F32 && dtype != PETREL_DTYPE_F16 && dtype != PETREL_DTYPE_BF16 && count % 32 != 0)
         return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "weights_upload: %lld elements is not a whole number of blocks", (long long)count);
     if (count == 0) return PETREL_OK;
-    if (dtype == PETREL_DTYPE_F16) {
+    if (dtype == ctx->dtype) {   // fp16 into an fp16 context, bf16 into a bf16 one: the bytes as they are
         CUDA_TRY(ctx, cudaMemcpyAsync(dst_dev, host, raw, cudaMemcpyHostToDevice, ctx->stream));
         CUDA_TRY(ctx, cudaStreamSynchronize(ctx->stream));   // the host bytes are only borrowed
         return PETREL_OK;
@@ -281,11 +304,19 @@ int32_t petrel_weights_upload(petrel_context *ctx, int32_t dtype, const void *ho
     CUDA_TRY(ctx, cudaMemcpyAsync(tmp, host, raw, cudaMemcpyHostToDevice, ctx->stream));
     unsigned grid = grid_for(count, 256);
     if (grid > 65536) grid = 65536;
-    if (dtype == PETREL_DTYPE_F32) convert_f32_kernel<<<grid, 256, 0, ctx->stream>>>((const float *)tmp, (half *)dst_dev, count);
-    else if (dtype == PETREL_DTYPE_BF16) convert_bf16_kernel<<<grid, 256, 0, ctx->stream>>>((const uint16_t *)tmp, (half *)dst_dev, count);
-    else convert_quant_kernel<<<grid, 256, 0, ctx->stream>>>((const unsigned char *)tmp, dtype, (half *)dst_dev, count);
-    LAUNCH_CHECK(ctx);
+    with_element_type(ctx, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        T *dst = (T *)dst_dev;
+        if (dtype == PETREL_DTYPE_F32) convert_f32_kernel<T><<<grid, 256, 0, ctx->stream>>>((const float *)tmp, dst, count);
+        else if (dtype == PETREL_DTYPE_BF16) convert_bf16_kernel<T><<<grid, 256, 0, ctx->stream>>>((const uint16_t *)tmp, dst, count);
+        else if (dtype == PETREL_DTYPE_F16) convert_f16_kernel<T><<<grid, 256, 0, ctx->stream>>>((const half *)tmp, dst, count);
+        else convert_quant_kernel<T><<<grid, 256, 0, ctx->stream>>>((const unsigned char *)tmp, dtype, dst, count);
+        return 0;
+    });
+    cudaError_t launched = cudaGetLastError();
     petrel_buffer_free(ctx, tmp);
+    if (launched != cudaSuccess)
+        return fail(ctx, PETREL_ERROR_CUDA, "weights_upload: conversion launch: %s", cudaGetErrorString(launched));
     CUDA_TRY(ctx, cudaStreamSynchronize(ctx->stream));
     return PETREL_OK;
 }
@@ -294,7 +325,11 @@ int32_t petrel_weights_random(petrel_context *ctx, void *dst_dev, int64_t count,
     if (count == 0) return PETREL_OK;
     unsigned grid = grid_for(count, 256);
     if (grid > 65536) grid = 65536;
-    random_kernel<<<grid, 256, 0, ctx->stream>>>((half *)dst_dev, count, seed, amplitude);
+    with_element_type(ctx, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        random_kernel<T><<<grid, 256, 0, ctx->stream>>>((T *)dst_dev, count, seed, amplitude);
+        return 0;
+    });
     LAUNCH_CHECK(ctx);
     return PETREL_OK;
 }
@@ -306,7 +341,11 @@ int32_t petrel_tensor_download(petrel_context *ctx, const void *src_dev, int64_t
     if (status != PETREL_OK) return status;
     unsigned grid = grid_for(count, 256);
     if (grid > 65536) grid = 65536;
-    half_to_float_kernel<<<grid, 256, 0, ctx->stream>>>((const half *)src_dev, (float *)tmp, count);
+    with_element_type(ctx, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        to_float_kernel<T><<<grid, 256, 0, ctx->stream>>>((const T *)src_dev, (float *)tmp, count);
+        return 0;
+    });
     LAUNCH_CHECK(ctx);
     CUDA_TRY(ctx, cudaMemcpyAsync(host, tmp, (size_t)count * 4, cudaMemcpyDeviceToHost, ctx->stream));
     petrel_buffer_free(ctx, tmp);

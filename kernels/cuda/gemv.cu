@@ -10,6 +10,9 @@
 // whatever n is (lane l takes chunks l, l + 32, ...; the same butterfly reduction), so a
 // sequence's logits do not depend on how many others share the step, as long as n stays within
 // the kernel's range.
+//
+// Element type T: the context's (half or __nv_bfloat16); weights, activations, bias and output
+// all of it, products and sums in fp32 either way.
 #include "internal.h"
 
 namespace {
@@ -25,12 +28,15 @@ __device__ __forceinline__ int4 load_streaming(const int4 *p) {
     return v;
 }
 
+// acc + the dot product of 8 elements of T each (16 bytes: 4 pairs), in order, fp32 fused multiply-adds.
+template <typename T>
 __device__ __forceinline__ float dot8(const int4 &w, const int4 &x, float acc) {
-    const half2 *wh = reinterpret_cast<const half2 *>(&w);
-    const half2 *xh = reinterpret_cast<const half2 *>(&x);
+    using P = pair_t<T>;
+    const P *wh = reinterpret_cast<const P *>(&w);
+    const P *xh = reinterpret_cast<const P *>(&x);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        float2 a = __half22float2(wh[i]), b = __half22float2(xh[i]);
+        float2 a = to_float2(wh[i]), b = to_float2(xh[i]);
         acc = fmaf(a.x, b.x, acc);
         acc = fmaf(a.y, b.y, acc);
     }
@@ -46,10 +52,10 @@ __device__ __forceinline__ float warp_total(float v) {
 // out (N, cols): out[n][c] = x[n] . w[c] (+ bias[c]); SWIGLU: out[n][c] = silu(x[n].w[c]) * (x[n].w[c + cols]).
 // S warps share one output column, each summing one contiguous slice of k (more loads in flight
 // for matrices with few columns); their partial sums meet in shared memory in slice order.
-template <int N, int MODE, int S>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restrict__ x, const half *__restrict__ w,
-                                                           const half *__restrict__ bias, int64_t k, int64_t cols,
-                                                           half *__restrict__ out) {
+template <typename T, int N, int MODE, int S>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__ x, const T *__restrict__ w,
+                                                           const T *__restrict__ bias, int64_t k, int64_t cols,
+                                                           T *__restrict__ out) {
     constexpr int R = MODE == kGemvSwiGLU ? 2 : 1;  // weight rows per output column
     __shared__ float partial[kWarps][R][N];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, slice = warp % S;
@@ -101,7 +107,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restric
                 for (int n = 0; n < N; n++) {
                     const int4 xv = __ldg(x4 + n * chunks + c);
 #pragma unroll
-                    for (int r = 0; r < R; r++) acc[r][n] = dot8(wv[r][u], xv, acc[r][n]);
+                    for (int r = 0; r < R; r++) acc[r][n] = dot8<T>(wv[r][u], xv, acc[r][n]);
                 }
             }
         }
@@ -133,20 +139,20 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const half *__restric
 #pragma unroll
     for (int n = 0; n < N; n++) {
         float v = acc[0][n];
-        if (MODE == kGemvBias) v += __half2float(bias[col]);
+        if (MODE == kGemvBias) v += to_float(bias[col]);
         if (MODE == kGemvSwiGLU) v = v / (1.0f + __expf(-v)) * acc[R - 1][n];
-        out[n * cols + col] = __float2half(v);
+        out[n * cols + col] = from_float<T>(v);
     }
 }
 
-template <int MODE, int S>
-cudaError_t launch_split(const petrel_context *ctx, int64_t n, const half *x, const half *w, const half *bias, int64_t k,
-                         int64_t cols, half *out) {
+template <typename T, int MODE, int S>
+cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
+                         int64_t cols, T *out) {
     const int per_block = kWarps / S;
     dim3 grid((unsigned)((cols + per_block - 1) / per_block));
     switch (n) {
 #define CASE(N) \
-    case N: return launch_dependent(ctx, grid, dim3(kWarps * 32), 0, gemv_kernel<N, MODE, S>, x, w, bias, k, cols, out);
+    case N: return launch_dependent(ctx, grid, dim3(kWarps * 32), 0, gemv_kernel<T, N, MODE, S>, x, w, bias, k, cols, out);
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
     }
@@ -157,14 +163,24 @@ cudaError_t launch_split(const petrel_context *ctx, int64_t n, const half *x, co
 // at most 4; a function of the matrix alone, so results never depend on the row count.
 inline int slices_for(int64_t cols) { return cols <= 4096 ? 4 : cols <= 8192 ? 2 : 1; }
 
-template <int MODE>
-cudaError_t launch_mode(const petrel_context *ctx, int64_t n, const half *x, const half *w, const half *bias, int64_t k,
-                        int64_t cols, half *out) {
+template <typename T, int MODE>
+cudaError_t launch_mode(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
+                        int64_t cols, T *out) {
     switch (slices_for(cols)) {
-    case 4: return launch_split<MODE, 4>(ctx, n, x, w, bias, k, cols, out);
-    case 2: return launch_split<MODE, 2>(ctx, n, x, w, bias, k, cols, out);
-    default: return launch_split<MODE, 1>(ctx, n, x, w, bias, k, cols, out);
+    case 4: return launch_split<T, MODE, 4>(ctx, n, x, w, bias, k, cols, out);
+    case 2: return launch_split<T, MODE, 2>(ctx, n, x, w, bias, k, cols, out);
+    default: return launch_split<T, MODE, 1>(ctx, n, x, w, bias, k, cols, out);
     }
+}
+
+template <typename T>
+cudaError_t launch_gemv(const petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w,
+                        int64_t cols, const void *bias, void *out) {
+    const T *xt = (const T *)x, *wt = (const T *)w, *bt = (const T *)bias;
+    T *ot = (T *)out;
+    if (mode == kGemvBias) return launch_mode<T, kGemvBias>(ctx, n, xt, wt, bt, k, cols, ot);
+    if (mode == kGemvSwiGLU) return launch_mode<T, kGemvSwiGLU>(ctx, n, xt, wt, bt, k, cols, ot);
+    return launch_mode<T, kGemvPlain>(ctx, n, xt, wt, bt, k, cols, ot);
 }
 
 }  // namespace
@@ -176,12 +192,8 @@ bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x
 
 int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,
                      const void *bias, void *out) {
-    const half *xh = (const half *)x, *wh = (const half *)w, *bh = (const half *)bias;
-    half *oh = (half *)out;
-    cudaError_t e;
-    if (mode == kGemvBias) e = launch_mode<kGemvBias>(ctx, n, xh, wh, bh, k, cols, oh);
-    else if (mode == kGemvSwiGLU) e = launch_mode<kGemvSwiGLU>(ctx, n, xh, wh, bh, k, cols, oh);
-    else e = launch_mode<kGemvPlain>(ctx, n, xh, wh, bh, k, cols, oh);
+    const cudaError_t e = is_bf16(ctx) ? launch_gemv<__nv_bfloat16>(ctx, mode, x, n, k, w, cols, bias, out)
+                                       : launch_gemv<half>(ctx, mode, x, n, k, w, cols, bias, out);
     CUDA_TRY(ctx, e);
     return PETREL_OK;
 }

@@ -2,6 +2,7 @@
 // .cu files of libpetrel_cuda.so. Nothing here crosses the C ABI.
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -26,6 +27,10 @@ constexpr int kGemvDefaultRows = 4;   // measured: past 4 rows cuBLAS is as fast
 
 struct petrel_context {
     int device = 0;
+    // Element type of every device tensor of the context (weights, activations, KV cache,
+    // logits): PETREL_DTYPE_F16 or PETREL_DTYPE_BF16 (petrel_context_set_dtype). Math inside the
+    // kernels is fp32 either way.
+    int32_t dtype = PETREL_DTYPE_F16;
     cudaStream_t stream = nullptr;
     cublasHandle_t cublas = nullptr;
     cudaMemPool_t pool = nullptr;
@@ -62,11 +67,58 @@ struct petrel_context {
     // 16 new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
     // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
     bool prefill_gemm = true;
-    // Its scratch, grown on demand, stream-ordered: the rotated keys of the step's rows (fp16,
-    // with RoPE only), then one query block's scores (fp32) and probabilities (fp16).
+    // Its scratch, grown on demand, stream-ordered: the rotated keys of the step's rows (the
+    // context's element type, with RoPE only), then one query block's scores (fp32) and
+    // probabilities (the context's element type).
     void *prefill_scratch = nullptr;
     size_t prefill_scratch_bytes = 0;
 };
+
+// Whether the context's device tensors are bf16 (else fp16).
+inline bool is_bf16(const petrel_context *ctx) { return ctx->dtype == PETREL_DTYPE_BF16; }
+
+// cuBLAS's name for the context's element type.
+inline cudaDataType_t cuda_element_type(const petrel_context *ctx) { return is_bf16(ctx) ? CUDA_R_16BF : CUDA_R_16F; }
+
+// ---- element types: every kernel that reads or writes device tensors is a template on T, the
+// storage type (half or __nv_bfloat16; 2 bytes either way), and does its math in fp32 through
+// these helpers. For half they are exactly the intrinsics the kernels used before bf16 existed
+// (__half2float, __half22float2, __float2half, __floats2half2_rn, __float2half2_rn), so the fp16
+// kernels compile to the same instructions; for bf16 the conversions to it round to nearest even.
+
+template <typename T> struct Pair;   // two elements in one 4-byte word
+template <> struct Pair<half> { using type = half2; };
+template <> struct Pair<__nv_bfloat16> { using type = __nv_bfloat162; };
+template <typename T> using pair_t = typename Pair<T>::type;
+
+__device__ __forceinline__ float to_float(half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float2 to_float2(half2 v) { return __half22float2(v); }
+__device__ __forceinline__ float2 to_float2(__nv_bfloat162 v) { return __bfloat1622float2(v); }
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ half from_float<half>(float v) { return __float2half(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// (a, b) as a pair: .x = a, .y = b.
+template <typename T> __device__ __forceinline__ pair_t<T> from_float2(float a, float b);
+template <> __device__ __forceinline__ half2 from_float2<half>(float a, float b) { return __floats2half2_rn(a, b); }
+template <> __device__ __forceinline__ __nv_bfloat162 from_float2<__nv_bfloat16>(float a, float b) {
+    return __floats2bfloat162_rn(a, b);
+}
+
+// (v, v) as a pair.
+template <typename T> __device__ __forceinline__ pair_t<T> splat2(float v);
+template <> __device__ __forceinline__ half2 splat2<half>(float v) { return __float2half2_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat162 splat2<__nv_bfloat16>(float v) { return __float2bfloat162_rn(v); }
+
+// Host side: calls f(ElementTag<T>{}) with T the context's element type, so a launcher is
+// written once (`using T = typename decltype(tag)::type;`) and instantiated for both.
+template <typename T> struct ElementTag { using type = T; };
+template <typename F> auto with_element_type(const petrel_context *ctx, F &&f) {
+    if (is_bf16(ctx)) return f(ElementTag<__nv_bfloat16>{});
+    return f(ElementTag<half>{});
+}
 
 // Records a formatted message on the context and returns `status`.
 int32_t fail(petrel_context *ctx, int32_t status, const char *format, ...);

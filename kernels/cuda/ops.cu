@@ -1,8 +1,10 @@
 // ops.cu: the element-wise and row-wise operations (embedding, RMSNorm, RoPE, SwiGLU, add, row
-// gather) and the cuBLAS matmul. fp16 in and out, fp32 arithmetic inside every kernel.
+// gather) and the cuBLAS matmul. The context's element type (fp16 or bf16: T, half or
+// __nv_bfloat16) in and out, fp32 arithmetic inside every kernel.
 #include "internal.h"
 
-// ---- embedding and row gather: one block per output row
+// ---- embedding and row gather: one block per output row. Copies 2-byte elements bit for bit
+// (16 bytes at a time when rows are whole 16-byte vectors), so it serves fp16 and bf16 alike.
 
 __global__ void gather_rows_kernel(const half *table, const int32_t *rows, int64_t dim, half *out) {
     const half *src = table + (int64_t)rows[blockIdx.x] * dim;
@@ -35,83 +37,87 @@ __device__ float block_sum(float v) {
     return warp_sum(v);
 }
 
-__global__ void rmsnorm_kernel(const half *x, const half *w, int64_t d, float eps, half *out) {
+template <typename T>
+__global__ void rmsnorm_kernel(const T *x, const T *w, int64_t d, float eps, T *out) {
     pdl_wait();   // launched as a programmatic dependent (launch_dependent)
     pdl_launch_dependents();
-    const half *xr = x + (int64_t)blockIdx.x * d;
-    half *o = out + (int64_t)blockIdx.x * d;
+    const T *xr = x + (int64_t)blockIdx.x * d;
+    T *o = out + (int64_t)blockIdx.x * d;
     float ss = 0;
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-        float v = __half2float(xr[i]);
+        float v = to_float(xr[i]);
         ss += v * v;
     }
     float scale = rsqrtf(block_sum(ss) / (float)d + eps);
     // Each thread rewrites only the elements it read, so out may be x.
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-        o[i] = __float2half(__half2float(xr[i]) * scale * __half2float(w[i]));
+        o[i] = from_float<T>(to_float(xr[i]) * scale * to_float(w[i]));
 }
 
 // ---- residual add fused with the next RMSNorm: residual += x; out = rmsnorm(residual) * w.
 // Each thread rereads only the residual elements it wrote, so out may be x (not the residual).
 
-__global__ void add_rmsnorm_kernel(half *res, const half *x, const half *w, int64_t d, float eps, half *out) {
+template <typename T>
+__global__ void add_rmsnorm_kernel(T *res, const T *x, const T *w, int64_t d, float eps, T *out) {
     pdl_wait();   // launched as a programmatic dependent (launch_dependent)
     pdl_launch_dependents();
-    half *r = res + (int64_t)blockIdx.x * d;
-    const half *xr = x + (int64_t)blockIdx.x * d;
-    half *o = out + (int64_t)blockIdx.x * d;
+    T *r = res + (int64_t)blockIdx.x * d;
+    const T *xr = x + (int64_t)blockIdx.x * d;
+    T *o = out + (int64_t)blockIdx.x * d;
     float ss = 0;
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-        half s = __float2half(__half2float(r[i]) + __half2float(xr[i]));
+        T s = from_float<T>(to_float(r[i]) + to_float(xr[i]));
         r[i] = s;
-        float v = __half2float(s);
+        float v = to_float(s);
         ss += v * v;
     }
     float scale = rsqrtf(block_sum(ss) / (float)d + eps);
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-        o[i] = __float2half(__half2float(r[i]) * scale * __half2float(w[i]));
+        o[i] = from_float<T>(to_float(r[i]) * scale * to_float(w[i]));
 }
 
-__global__ void add_rmsnorm2_kernel(half2 *res, const half2 *x, const half2 *w, int64_t d2, float eps, half2 *out) {
+// P: pair_t<T> (half2 or __nv_bfloat162), two elements per access.
+template <typename T, typename P = pair_t<T>>
+__global__ void add_rmsnorm2_kernel(P *res, const P *x, const P *w, int64_t d2, float eps, P *out) {
     pdl_wait();   // launched as a programmatic dependent (launch_dependent)
     pdl_launch_dependents();
-    half2 *r = res + (int64_t)blockIdx.x * d2;
-    const half2 *xr = x + (int64_t)blockIdx.x * d2;
-    half2 *o = out + (int64_t)blockIdx.x * d2;
+    P *r = res + (int64_t)blockIdx.x * d2;
+    const P *xr = x + (int64_t)blockIdx.x * d2;
+    P *o = out + (int64_t)blockIdx.x * d2;
     float ss = 0;
     for (int64_t i = threadIdx.x; i < d2; i += blockDim.x) {
-        float2 a = __half22float2(r[i]), b = __half22float2(xr[i]);
-        half2 s = __floats2half2_rn(a.x + b.x, a.y + b.y);
+        float2 a = to_float2(r[i]), b = to_float2(xr[i]);
+        P s = from_float2<T>(a.x + b.x, a.y + b.y);
         r[i] = s;
-        float2 v = __half22float2(s);
+        float2 v = to_float2(s);
         ss += v.x * v.x + v.y * v.y;
     }
     float scale = rsqrtf(block_sum(ss) / (float)(2 * d2) + eps);
     for (int64_t i = threadIdx.x; i < d2; i += blockDim.x) {
-        float2 v = __half22float2(r[i]), g = __half22float2(w[i]);
-        o[i] = __floats2half2_rn(v.x * scale * g.x, v.y * scale * g.y);
+        float2 v = to_float2(r[i]), g = to_float2(w[i]);
+        o[i] = from_float2<T>(v.x * scale * g.x, v.y * scale * g.y);
     }
 }
 
-// Rows of up to 4 half2 per thread (d <= 8192 at 1024 threads): each thread keeps its part of
+// Rows of up to 4 pairs per thread (d <= 8192 at 1024 threads): each thread keeps its part of
 // the sum in registers, so the row is read once and written once.
-template <int PER>
-__global__ void add_rmsnorm_regs_kernel(half2 *res, const half2 *x, const half2 *w, int d2, float eps, half2 *out) {
+template <int PER, typename T, typename P = pair_t<T>>
+__global__ void add_rmsnorm_regs_kernel(P *res, const P *x, const P *w, int d2, float eps, P *out) {
     pdl_wait();   // launched as a programmatic dependent (launch_dependent)
     pdl_launch_dependents();
-    half2 *r = res + (int64_t)blockIdx.x * d2;
-    const half2 *xr = x + (int64_t)blockIdx.x * d2;
-    half2 *o = out + (int64_t)blockIdx.x * d2;
+    P *r = res + (int64_t)blockIdx.x * d2;
+    const P *xr = x + (int64_t)blockIdx.x * d2;
+    P *o = out + (int64_t)blockIdx.x * d2;
     float2 v[PER];
     float ss = 0;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
         const int i = threadIdx.x + j * blockDim.x;
         if (i < d2) {
-            float2 a = __half22float2(r[i]), b = __half22float2(xr[i]);
-            half2 s = __floats2half2_rn(a.x + b.x, a.y + b.y);
+            float2 a = to_float2(r[i]), b = to_float2(xr[i]);
+            P s = from_float2<T>(a.x + b.x, a.y + b.y);
             r[i] = s;
-            v[j] = __half22float2(s);
+            v[j] = to_float2(s);
             ss += v[j].x * v[j].x + v[j].y * v[j].y;
         }
     }
@@ -120,57 +126,62 @@ __global__ void add_rmsnorm_regs_kernel(half2 *res, const half2 *x, const half2 
     for (int j = 0; j < PER; j++) {
         const int i = threadIdx.x + j * blockDim.x;
         if (i < d2) {
-            float2 g = __half22float2(w[i]);
-            o[i] = __floats2half2_rn(v[j].x * scale * g.x, v[j].y * scale * g.y);
+            float2 g = to_float2(w[i]);
+            o[i] = from_float2<T>(v[j].x * scale * g.x, v[j].y * scale * g.y);
         }
     }
 }
 
 // ---- RoPE (rotate-half): one block per row
 
-__global__ void rope_kernel(half *x, int64_t row_stride, int heads, int head_dim, const int32_t *positions,
+template <typename T>
+__global__ void rope_kernel(T *x, int64_t row_stride, int heads, int head_dim, const int32_t *positions,
                             const float *inv_freq) {
     int half_dim = head_dim / 2;
-    half *row = x + (int64_t)blockIdx.x * row_stride;
+    T *row = x + (int64_t)blockIdx.x * row_stride;
     float pos = (float)positions[blockIdx.x];
     for (int idx = threadIdx.x; idx < heads * half_dim; idx += blockDim.x) {
         int h = idx / half_dim, i = idx % half_dim;
         float s, c;
         sincosf(pos * inv_freq[i], &s, &c);
-        half *v = row + h * head_dim;
-        float a = __half2float(v[i]), b = __half2float(v[i + half_dim]);
-        v[i] = __float2half(a * c - b * s);
-        v[i + half_dim] = __float2half(b * c + a * s);
+        T *v = row + h * head_dim;
+        float a = to_float(v[i]), b = to_float(v[i + half_dim]);
+        v[i] = from_float<T>(a * c - b * s);
+        v[i + half_dim] = from_float<T>(b * c + a * s);
     }
 }
 
 // ---- SwiGLU, add, bias
 
-__global__ void swiglu_kernel(const half *gu, int64_t n, int64_t f, half *out) {
+template <typename T>
+__global__ void swiglu_kernel(const T *gu, int64_t n, int64_t f, T *out) {
     int64_t total = n * f;
     for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x) {
         int64_t t = idx / f, i = idx % f;
-        float g = __half2float(gu[t * 2 * f + i]), u = __half2float(gu[t * 2 * f + f + i]);
-        out[idx] = __float2half(g / (1.0f + __expf(-g)) * u);
+        float g = to_float(gu[t * 2 * f + i]), u = to_float(gu[t * 2 * f + f + i]);
+        out[idx] = from_float<T>(g / (1.0f + __expf(-g)) * u);
     }
 }
 
-__global__ void add_kernel(half *acc, const half *x, int64_t count) {
+template <typename T>
+__global__ void add_kernel(T *acc, const T *x, int64_t count) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
-        acc[i] = __float2half(__half2float(acc[i]) + __half2float(x[i]));
+        acc[i] = from_float<T>(to_float(acc[i]) + to_float(x[i]));
 }
 
-__global__ void add2_kernel(half2 *acc, const half2 *x, int64_t count2) {
+template <typename T, typename P = pair_t<T>>
+__global__ void add2_kernel(P *acc, const P *x, int64_t count2) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count2; i += (int64_t)gridDim.x * blockDim.x) {
-        float2 a = __half22float2(acc[i]), b = __half22float2(x[i]);
-        acc[i] = __floats2half2_rn(a.x + b.x, a.y + b.y);
+        float2 a = to_float2(acc[i]), b = to_float2(x[i]);
+        acc[i] = from_float2<T>(a.x + b.x, a.y + b.y);
     }
 }
 
-__global__ void bias_kernel(half *out, const half *bias, int64_t n, int64_t m) {
+template <typename T>
+__global__ void bias_kernel(T *out, const T *bias, int64_t n, int64_t m) {
     int64_t total = n * m;
     for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total; idx += (int64_t)gridDim.x * blockDim.x)
-        out[idx] = __float2half(__half2float(out[idx]) + __half2float(bias[idx % m]));
+        out[idx] = from_float<T>(to_float(out[idx]) + to_float(bias[idx % m]));
 }
 
 static unsigned elementwise_grid(petrel_context *ctx, int64_t count) {
@@ -209,18 +220,24 @@ int32_t petrel_rows_gather_enqueue(petrel_context *ctx, const void *x, int64_t d
 
 int32_t petrel_rmsnorm_enqueue(petrel_context *ctx, const void *x, const void *weight, int64_t n, int64_t d, float eps, void *out) {
     if (n == 0) return PETREL_OK;
-    CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)n), dim3(rows_threads(d)), 0, rmsnorm_kernel, (const half *)x,
-                                   (const half *)weight, d, eps, (half *)out));
+    const cudaError_t e = with_element_type(ctx, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        return launch_dependent(ctx, dim3((unsigned)n), dim3(rows_threads(d)), 0, rmsnorm_kernel<T>, (const T *)x,
+                                (const T *)weight, d, eps, (T *)out);
+    });
+    CUDA_TRY(ctx, e);
     return PETREL_OK;
 }
 
 static int32_t cublas_matmul(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m, void *out) {
     // Row-major out (n, m) is column-major out^T (m, n) = W (m, k) . X^T (k, n); W row-major (m, k)
-    // is column-major (k, m), hence OP_T on it.
+    // is column-major (k, m), hence OP_T on it. A, B and C of the context's element type (fp16
+    // or bf16), fp32 compute and scale.
     const float alpha = 1.0f, beta = 0.0f;
+    const cudaDataType_t type = cuda_element_type(ctx);
     cublasStatus_t s = cublasGemmEx(ctx->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n, (int)k, &alpha,
-                                    w, CUDA_R_16F, (int)k, x, CUDA_R_16F, (int)k, &beta,
-                                    out, CUDA_R_16F, (int)m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                                    w, type, (int)k, x, type, (int)k, &beta,
+                                    out, type, (int)m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (s != CUBLAS_STATUS_SUCCESS)
         return fail(ctx, PETREL_ERROR_CUBLAS, "cublasGemmEx(m=%lld, n=%lld, k=%lld) failed: status %d",
                     (long long)m, (long long)n, (long long)k, (int)s);
@@ -235,7 +252,11 @@ int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int
     int32_t status = cublas_matmul(ctx, x, n, k, w, m, out);
     if (status != PETREL_OK) return status;
     if (bias) {
-        bias_kernel<<<elementwise_grid(ctx, n * m), 256, 0, ctx->stream>>>((half *)out, (const half *)bias, n, m);
+        with_element_type(ctx, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            bias_kernel<T><<<elementwise_grid(ctx, n * m), 256, 0, ctx->stream>>>((T *)out, (const T *)bias, n, m);
+            return 0;
+        });
         LAUNCH_CHECK(ctx);
     }
     return PETREL_OK;
@@ -247,10 +268,14 @@ int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t
     if (gemv_applies(ctx, n, k, x, w_gate_up, out)) return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out);
     // Large batches: one cuBLAS GEMM into a stream-ordered temporary, then the SwiGLU kernel.
     void *gate_up = nullptr;
-    CUDA_TRY(ctx, cudaMallocAsync(&gate_up, (size_t)(n * 2 * f) * 2, ctx->stream));
+    CUDA_TRY(ctx, cudaMallocAsync(&gate_up, (size_t)(n * 2 * f) * 2, ctx->stream));   // 2-byte elements
     int32_t status = cublas_matmul(ctx, x, n, k, w_gate_up, 2 * f, gate_up);
     if (status == PETREL_OK) {
-        swiglu_kernel<<<elementwise_grid(ctx, n * f), 256, 0, ctx->stream>>>((const half *)gate_up, n, f, (half *)out);
+        with_element_type(ctx, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            swiglu_kernel<T><<<elementwise_grid(ctx, n * f), 256, 0, ctx->stream>>>((const T *)gate_up, n, f, (T *)out);
+            return 0;
+        });
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) status = fail(ctx, PETREL_ERROR_CUDA, "swiglu launch: %s", cudaGetErrorString(e));
     }
@@ -264,25 +289,30 @@ int32_t petrel_add_rmsnorm_enqueue(petrel_context *ctx, void *residual, const vo
     if (out == residual) return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "add_rmsnorm: out must not be the residual");
     const bool pairs = d % 2 == 0 && ((uintptr_t)residual & 3) == 0 && ((uintptr_t)x & 3) == 0 &&
                        ((uintptr_t)weight & 3) == 0 && ((uintptr_t)out & 3) == 0;
-    if (pairs && d / 2 <= 4 * 1024) {
-        const int64_t d2 = d / 2;
-        const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
-        const int per = (int)((d2 + threads - 1) / threads);
+    const cudaError_t launched = with_element_type(ctx, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        using P = pair_t<T>;
         cudaError_t e;
-#define REGS(P) e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)threads), 0, add_rmsnorm_regs_kernel<P>, \
-                                     (half2 *)residual, (const half2 *)x, (const half2 *)weight, (int)d2, eps, (half2 *)out)
-        if (per == 1) REGS(1);
-        else if (per == 2) REGS(2);
-        else REGS(4);
+        if (pairs && d / 2 <= 4 * 1024) {
+            const int64_t d2 = d / 2;
+            const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
+            const int per = (int)((d2 + threads - 1) / threads);
+#define REGS(PER) e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)threads), 0, add_rmsnorm_regs_kernel<PER, T>, \
+                                       (P *)residual, (const P *)x, (const P *)weight, (int)d2, eps, (P *)out)
+            if (per == 1) REGS(1);
+            else if (per == 2) REGS(2);
+            else REGS(4);
 #undef REGS
-        CUDA_TRY(ctx, e);
-    } else if (pairs) {
-        CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d / 2)), 0, add_rmsnorm2_kernel,
-                                       (half2 *)residual, (const half2 *)x, (const half2 *)weight, d / 2, eps, (half2 *)out));
-    } else {
-        CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d)), 0, add_rmsnorm_kernel,
-                                       (half *)residual, (const half *)x, (const half *)weight, d, eps, (half *)out));
-    }
+        } else if (pairs) {
+            e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d / 2)), 0, add_rmsnorm2_kernel<T>,
+                                 (P *)residual, (const P *)x, (const P *)weight, d / 2, eps, (P *)out);
+        } else {
+            e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d)), 0, add_rmsnorm_kernel<T>,
+                                 (T *)residual, (const T *)x, (const T *)weight, d, eps, (T *)out);
+        }
+        return e;
+    });
+    CUDA_TRY(ctx, launched);
     return PETREL_OK;
 }
 
@@ -296,25 +326,38 @@ int32_t petrel_rope_enqueue(petrel_context *ctx, void *x, int64_t n, int64_t row
     if (status == PETREL_OK) status = upload_cached(ctx, ctx->inv_freq_cache, inv_freq, (size_t)head_dim / 2 * 4, &dev_freq);
     if (status != PETREL_OK) return status;
     int threads = heads * head_dim / 2 >= 1024 ? 512 : 128;
-    rope_kernel<<<(unsigned)n, threads, 0, ctx->stream>>>((half *)x, row_stride, (int)heads, (int)head_dim,
-                                                           (const int32_t *)dev_pos, (const float *)dev_freq);
+    with_element_type(ctx, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        rope_kernel<T><<<(unsigned)n, threads, 0, ctx->stream>>>((T *)x, row_stride, (int)heads, (int)head_dim,
+                                                                  (const int32_t *)dev_pos, (const float *)dev_freq);
+        return 0;
+    });
     LAUNCH_CHECK(ctx);
     return PETREL_OK;
 }
 
 int32_t petrel_swiglu_enqueue(petrel_context *ctx, const void *gate_up, int64_t n, int64_t f, void *out) {
     if (n * f == 0) return PETREL_OK;
-    swiglu_kernel<<<elementwise_grid(ctx, n * f), 256, 0, ctx->stream>>>((const half *)gate_up, n, f, (half *)out);
+    with_element_type(ctx, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        swiglu_kernel<T><<<elementwise_grid(ctx, n * f), 256, 0, ctx->stream>>>((const T *)gate_up, n, f, (T *)out);
+        return 0;
+    });
     LAUNCH_CHECK(ctx);
     return PETREL_OK;
 }
 
 int32_t petrel_add_enqueue(petrel_context *ctx, void *acc, const void *x, int64_t count) {
     if (count == 0) return PETREL_OK;
-    if (count % 2 == 0 && ((uintptr_t)acc & 3) == 0 && ((uintptr_t)x & 3) == 0)
-        add2_kernel<<<elementwise_grid(ctx, count / 2), 256, 0, ctx->stream>>>((half2 *)acc, (const half2 *)x, count / 2);
-    else
-        add_kernel<<<elementwise_grid(ctx, count), 256, 0, ctx->stream>>>((half *)acc, (const half *)x, count);
+    with_element_type(ctx, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        using P = pair_t<T>;
+        if (count % 2 == 0 && ((uintptr_t)acc & 3) == 0 && ((uintptr_t)x & 3) == 0)
+            add2_kernel<T><<<elementwise_grid(ctx, count / 2), 256, 0, ctx->stream>>>((P *)acc, (const P *)x, count / 2);
+        else
+            add_kernel<T><<<elementwise_grid(ctx, count), 256, 0, ctx->stream>>>((T *)acc, (const T *)x, count);
+        return 0;
+    });
     LAUNCH_CHECK(ctx);
     return PETREL_OK;
 }

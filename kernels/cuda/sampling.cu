@@ -3,7 +3,8 @@
 // descending, then index ascending: the host sampler's tie rule), one thread block per row: k
 // rounds of a block-wide argmax, each over the elements that rank below the previous round's
 // pick. Greedy decoding is k = 1. Rows with penalties or masks are first copied to fp32 with the
-// host's edits applied (edit_kernel), and selection reads that copy.
+// host's edits applied (edit_kernel), and selection reads that copy. Logits are of the context's
+// element type (fp16 or bf16); comparisons and sums are fp32.
 #include "internal.h"
 
 #include <climits>
@@ -27,12 +28,14 @@ __device__ __forceinline__ void warp_best(float &bv, int &bi) {
 }
 
 __device__ __forceinline__ float load_logit(const half *p) { return __half2float(*p); }
+__device__ __forceinline__ float load_logit(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 __device__ __forceinline__ float load_logit(const float *p) { return *p; }
 
 // out (rows, vocab) fp32 = logits as floats.
-__global__ void widen_kernel(const half *logits, int64_t count, float *out) {
+template <typename T>
+__global__ void widen_kernel(const T *logits, int64_t count, float *out) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < count; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __half2float(logits[i]);
+        out[i] = to_float(logits[i]);
 }
 
 // One thread per edit, in place on the fp32 copy. Explicitly rounded operations: no contraction
@@ -151,14 +154,22 @@ extern "C" int32_t petrel_top_candidates(petrel_context *ctx, const void *logits
             return fail(ctx, PETREL_ERROR_CUDA, "top_candidates: copying %lld edits: %s", (long long)edit_count,
                         cudaGetErrorString(copied));
         }
-        widen_kernel<<<grid_for(rows * vocab, 256) < 4096 ? grid_for(rows * vocab, 256) : 4096, 256, 0, ctx->stream>>>(
-            (const half *)logits, rows * vocab, dev_rows);
+        const unsigned widen_grid = grid_for(rows * vocab, 256) < 4096 ? grid_for(rows * vocab, 256) : 4096;
+        with_element_type(ctx, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            widen_kernel<T><<<widen_grid, 256, 0, ctx->stream>>>((const T *)logits, rows * vocab, dev_rows);
+            return 0;
+        });
         edit_kernel<<<grid_for(edit_count, 256), 256, 0, ctx->stream>>>(dev_rows, vocab, dev_edits, edit_count);
         top_candidates_kernel<float><<<(unsigned)rows, kThreads, 0, ctx->stream>>>(
             dev_rows, vocab, k, dev_ids, dev_values, (const float *)dev_inv_t, log_sum_exp ? dev_lse : nullptr);
     } else {
-        top_candidates_kernel<half><<<(unsigned)rows, kThreads, 0, ctx->stream>>>(
-            (const half *)logits, vocab, k, dev_ids, dev_values, (const float *)dev_inv_t, log_sum_exp ? dev_lse : nullptr);
+        with_element_type(ctx, [&](auto tag) {
+            using T = typename decltype(tag)::type;
+            top_candidates_kernel<T><<<(unsigned)rows, kThreads, 0, ctx->stream>>>(
+                (const T *)logits, vocab, k, dev_ids, dev_values, (const float *)dev_inv_t, log_sum_exp ? dev_lse : nullptr);
+            return 0;
+        });
     }
     cudaError_t launch = cudaGetLastError();
     if (launch == cudaSuccess) {

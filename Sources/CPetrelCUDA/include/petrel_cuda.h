@@ -16,8 +16,11 @@
 // petrel_context_synchronize and petrel_tensor_download wait for it. A context is not
 // thread-safe except petrel_buffer_free, which may be called from any thread.
 //
-// Element types: activations, weights and the KV cache are IEEE fp16 on the device. Shapes are
-// row-major; `(n, k)` means n rows of k elements.
+// Element types: every device tensor of a context (weights after upload, activations, the KV
+// cache, logits) is of the context's element type: IEEE fp16 (the default) or bf16, chosen once
+// by petrel_context_set_dtype right after the context is created. Both are 2 bytes an element;
+// arithmetic inside the kernels is fp32 either way. Shapes are row-major; `(n, k)` means n rows
+// of k elements.
 #ifndef PETREL_CUDA_H
 #define PETREL_CUDA_H
 
@@ -39,7 +42,8 @@ extern "C" {
     typedef ret (*name##_fn) args;  \
     PETREL_EXPORT ret name args;
 
-#define PETREL_ABI_VERSION 4
+// 5: petrel_context_set_dtype (bf16 contexts).
+#define PETREL_ABI_VERSION 5
 
 enum {
     PETREL_OK = 0,
@@ -50,7 +54,8 @@ enum {
     PETREL_ERROR_UNSUPPORTED = 5,   // a dtype or shape this build has no kernel for
 };
 
-// Weight element types accepted by petrel_weights_upload; values match GGML / Compute.DType.
+// Weight element types accepted by petrel_weights_upload (and, F16 or BF16, by
+// petrel_context_set_dtype); values match GGML / Compute.DType.
 enum {
     PETREL_DTYPE_F32 = 0,
     PETREL_DTYPE_F16 = 1,
@@ -92,6 +97,12 @@ PETREL_FN(int32_t, petrel_abi_version, (void))
 PETREL_FN(int32_t, petrel_context_create, (int32_t device, petrel_context **out, char *error, size_t error_capacity))
 // Waits for queued work, then frees everything the context owns. NULL is allowed.
 PETREL_FN(void, petrel_context_destroy, (petrel_context *ctx))
+// Sets the context's element type: PETREL_DTYPE_F16 (the default) or PETREL_DTYPE_BF16; any other
+// value fails with PETREL_ERROR_UNSUPPORTED (and a message). Call it right after
+// petrel_context_create, before any buffer is made: from then on every device tensor of the
+// context, and every function below that reads or writes one, is of that type (buffers made
+// before the call are not converted).
+PETREL_FN(int32_t, petrel_context_set_dtype, (petrel_context *ctx, int32_t dtype))
 // Message of the last failure on this context (owned by the context; "" when none).
 PETREL_FN(const char *, petrel_context_last_error, (petrel_context *ctx))
 // Waits until all queued work is done; reports asynchronous kernel errors.
@@ -120,17 +131,20 @@ PETREL_FN(int32_t, petrel_buffer_copy, (petrel_context *ctx, void *dst_dev, cons
 // ---- host <-> device
 
 // Converts `count` elements of `dtype` at `host` (borrowed; quantized types: count is a
-// multiple of 32, blocks as in GGML) to fp16 at dst_dev (count elements). Returns after the
-// host bytes have been read.
+// multiple of 32, blocks as in GGML) to the context's element type (fp16 or bf16) at dst_dev
+// (count elements): fp16 into an fp16 context and bf16 into a bf16 one are copied exactly, every
+// other conversion rounds to nearest even. Returns after the host bytes have been read.
 PETREL_FN(int32_t, petrel_weights_upload, (petrel_context *ctx, int32_t dtype, const void *host, int64_t count, void *dst_dev))
-// Fills `count` fp16 elements at dst_dev with uniform values in [-amplitude, amplitude] from a
-// counter-based generator keyed by `seed` (queued). For speed measurements with random weights.
+// Fills `count` elements of the context's element type (fp16 or bf16) at dst_dev with uniform
+// values in [-amplitude, amplitude] from a counter-based generator keyed by `seed` (the same
+// values for either type, then rounded to it; queued). For speed measurements with random weights.
 PETREL_FN(int32_t, petrel_weights_random, (petrel_context *ctx, void *dst_dev, int64_t count, uint64_t seed, float amplitude))
-// Waits for queued work, then writes `count` fp16 elements at src_dev to `host` (caller-owned,
-// `count` floats) as float32.
+// Waits for queued work, then writes `count` elements of the context's element type (fp16 or
+// bf16) at src_dev to `host` (caller-owned, `count` floats) as float32.
 PETREL_FN(int32_t, petrel_tensor_download, (petrel_context *ctx, const void *src_dev, int64_t count, float *host))
 
-// ---- operations (all queued on the context's stream; device pointers are fp16 unless stated)
+// ---- operations (all queued on the context's stream; device pointers are of the context's
+// element type, fp16 or bf16, unless stated)
 
 // out (count, dim) = rows ids[i] of table (vocab, dim). ids: host, borrowed.
 PETREL_FN(int32_t, petrel_embed_enqueue, (petrel_context *ctx, const int32_t *ids, int64_t count,
@@ -139,7 +153,8 @@ PETREL_FN(int32_t, petrel_embed_enqueue, (petrel_context *ctx, const int32_t *id
 PETREL_FN(int32_t, petrel_rmsnorm_enqueue, (petrel_context *ctx, const void *x, const void *weight,
                                             int64_t n, int64_t d, float eps, void *out))
 // out (n, m) = x (n, k) . w (m, k)^T [+ bias (m)], fp32 accumulation: a streaming GEMV (one warp
-// per output column) for n <= 8 rows (PETREL_GEMV_MAX_ROWS), else a cuBLAS fp16 GEMM.
+// per output column) for n <= 8 rows (PETREL_GEMV_MAX_ROWS), else a cuBLAS GEMM (fp16 or bf16
+// operands, fp32 compute).
 // bias may be NULL. out must not alias x or w.
 PETREL_FN(int32_t, petrel_matmul_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
                                            const void *w, int64_t m, const void *bias, void *out))
@@ -165,7 +180,7 @@ PETREL_FN(int32_t, petrel_attention_enqueue, (petrel_context *ctx, void *qkv, in
 PETREL_FN(int32_t, petrel_matmul_swiglu_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
                                                   const void *w_gate_up, int64_t f, void *out))
 // residual (n, d) += x; out = residual * rsqrt(mean(residual^2) + eps) * weight (d), per row,
-// fp32 math on the fp16-rounded sum. out may be x, not residual.
+// fp32 math on the sum as rounded to the element type. out may be x, not residual.
 PETREL_FN(int32_t, petrel_add_rmsnorm_enqueue, (petrel_context *ctx, void *residual, const void *x, const void *weight,
                                                 int64_t n, int64_t d, float eps, void *out))
 // out (n, f) = silu(gate_up[:, :f]) * gate_up[:, f:].
@@ -178,14 +193,14 @@ PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void 
 
 // ---- sampling on the device
 
-// For each of `rows` rows of fp16 logits (rows, vocab), after `edits` (edit_count entries, host,
-// borrowed; at most one per row and id; NULL when edit_count is 0: the rows are then read as
-// they are, else from an fp32 copy with the edits applied — `logits` itself is never changed):
-// its k best entries in order (value descending, ties to the lower id): ids into `ids` and
-// values into `values` (host, caller-owned, rows * k each), and, unless NULL, each row's
-// log(sum(exp(logits * inv_temperature[row]))) into `log_sum_exp` (rows; inv_temperature: host,
-// borrowed, rows values, or NULL for 1). Waits for the stream: this is a step's only copy back
-// when every row is sampled on the device.
+// For each of `rows` rows of logits (rows, vocab; the context's element type), after `edits`
+// (edit_count entries, host, borrowed; at most one per row and id; NULL when edit_count is 0: the
+// rows are then read as they are, else from an fp32 copy with the edits applied — `logits` itself
+// is never changed): its k best entries in order (value descending, ties to the lower id): ids
+// into `ids` and values into `values` (host, caller-owned, rows * k each), and, unless NULL, each
+// row's log(sum(exp(logits * inv_temperature[row]))) into `log_sum_exp` (rows; inv_temperature:
+// host, borrowed, rows values, or NULL for 1). Waits for the stream: this is a step's only copy
+// back when every row is sampled on the device.
 PETREL_FN(int32_t, petrel_top_candidates, (petrel_context *ctx, const void *logits, int64_t rows, int64_t vocab,
                                            int32_t k, const float *inv_temperature, const petrel_logit_edit *edits,
                                            int64_t edit_count, int32_t *ids, float *values, float *log_sum_exp))
