@@ -6,6 +6,7 @@
 # build selftest peaks bench hf). logits: last-position logits and greedy ids against transformers on
 # the same weights (scripts/hf_logits_check.py); gemv: the decode-matmul microbenchmark (kernels/cuda/bench_gemv);
 # profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
+# bf16: a few grid points with --gpu-dtype bf16;
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
 # points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
 # build: a libpetrel_cuda.so carried in .device/ (scripts/cuda-pack.sh --with-library) is used
@@ -52,7 +53,7 @@ if has bench; then
         --peak-bandwidth "$BW" --peak-tflops "$TF" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-petrel.md"
 fi
 if has ab; then
-    for v in 0 1; do
+    for v in 0 1 0 1; do
         echo "## PETREL_PDL=$v" | tee -a "$OUT/ab.md"
         PETREL_PDL=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size 1 \
             --input-output-len "60,20;128,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/ab.md"
@@ -63,13 +64,18 @@ if has ab; then
             --batch-size "16;128" --input-output-len "512,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/ab.md"
     done
 fi
+if has bf16; then
+    # The same engine with bf16 weights, activations and KV cache (--gpu-dtype bf16).
+    timeout ${BF16_TIMEOUT:-90} /tmp/petrel bench --device cuda --gpu-dtype bf16 --dummy-weights llama-2-7b --dtype bf16 \
+        --batch-size "1;16;64" --input-output-len "60,20;512,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee "$OUT/bench-bf16.md"
+fi
 if has hf; then
     timeout ${HF_TIMEOUT:-200} python3 scripts/hf_bench.py ${HF_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/bench-hf.md"
 fi
 if has profile; then
     # One batch-1 decode step, kernel by kernel: skip the weight fill, the prefill and the first
     # decode steps of the warm-up pass, then time PROFILE_COUNT consecutive kernels.
-    ncu --clock-control none --cache-control none --launch-skip ${PROFILE_SKIP:-3000} --launch-count ${PROFILE_COUNT:-700} \
+    timeout ${PROFILE_TIMEOUT:-300} ncu --clock-control none --cache-control none --launch-skip ${PROFILE_SKIP:-3000} --launch-count ${PROFILE_COUNT:-700} \
         --metrics gpu__time_duration.sum --csv --page raw \
         /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size 1 --input-output-len 60,40 \
         > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
