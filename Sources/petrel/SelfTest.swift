@@ -293,11 +293,12 @@ struct OpCheck {
     }
 
     /// Three steps through one paged cache: prefills of several lengths (one sequence split in
-    /// two chunks), then mixed decodes and a prefill chunk over cached prefixes, then decodes
+    /// two chunks; the 280-token one long enough for the cuBLAS prefill path, the others on the
+    /// tiled kernel), then mixed decodes and a prefill chunk over cached prefixes, then decodes
     /// after copyKVBlock moved one sequence's first block elsewhere.
     /// With `rope`, the fused ropeAttention runs instead (positions = context positions).
     mutating func attention(heads: Int, kvHeads: Int, headDim hd: Int, blockSize: Int, rope: Bool) throws {
-        let lengths = [1, 37, 100, 300]
+        let lengths = [1, 37, 100, 300, 280]
         let maxTokens = 300 + 40
         let blocksPerSeq = (maxTokens + blockSize - 1) / blockSize
         let blockCount = lengths.count * blocksPerSeq + 1
@@ -338,12 +339,12 @@ struct OpCheck {
             for (s, count) in newTokens.enumerated() { context[s] += count }
         }
         try step("prefill \(lengths.map { $0 == 300 ? 200 : $0 })", lengths.map { $0 == 300 ? 200 : $0 }, &self)
-        try step("decode x3 + chunk 100 on 200 cached", [1, 1, 1, 100], &self)
+        try step("decode x3 + chunk 100 on 200 cached + decode", [1, 1, 1, 100, 1], &self)
         // Beam fork: sequence 2's first block copied to the spare block, which it reads instead.
         ref.copyKVBlock(caches.0, from: Int(tables[2][0]), to: Int(spare))
         dev.copyKVBlock(caches.1, from: Int(tables[2][0]), to: Int(spare))
         tables[2][0] = spare
-        try step("decode x4 after copyKVBlock", [1, 1, 1, 1], &self)
+        try step("decode x5 after copyKVBlock", [1, 1, 1, 1, 1], &self)
     }
 
     /// Whole-model logits: the fixture checkpoint and a random SmolLM2-135M-shaped model (GQA,

@@ -7,7 +7,7 @@
 // partitions of 64-512 keys, each its own thread block; the last block of a sequence's KV head to
 // finish combines the partitions. New keys are rotated (RoPE) as they are written when the caller
 // passes positions (rope_kv_write_kernel). Fresh prefills (no cached prefix, at least
-// kGemmMinTokens new tokens) take tensor-core GEMMs through cuBLAS instead of the tiled kernel
+// 256 new tokens, ctx->prefill_gemm_min_tokens) take tensor-core GEMMs through cuBLAS instead of the tiled kernel
 // (prefill_gemm_attention, below): S = scale Q K^T in fp32, a causal softmax into P (the context's
 // element type), then O = P V written straight into `out`.
 //
@@ -446,7 +446,11 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
 // The budget is only a memory bound: the benchmark's 512-token prefills (32 heads) fit in one
 // block. Longer sequences are split into row blocks of a multiple of 16 rows; a sequence so long
 // that even 16 rows miss the budget (32 heads: T > 32768) stays on the tiled kernel.
-constexpr int kGemmMinTokens = 16;                  // shorter fresh prefills stay on the tiled kernel
+// Fresh prefills shorter than ctx->prefill_gemm_min_tokens (256; PETREL_PREFILL_GEMM_MIN_TOKENS)
+// stay on the tiled kernel: per sequence the GEMM path is three launches a layer, one sequence
+// after another, while the tiled kernel takes every sequence of the step in one launch — for many
+// short prompts (64-128 x 60-128 tokens) the launches cost more than the CUDA-core math they save
+// (measured on the H100, docs/BENCHMARKS.md, fifth pass).
 constexpr int64_t kGemmScoreBudget = 16ll << 20;    // heads x rows x Lp per block: 64 MiB S + 32 MiB P
 constexpr int kSoftmaxThreads = 256;                // one warp per score row
 
@@ -592,12 +596,13 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
     // head_dim % 8 == 0; its registers hold up to kDecodeMaxGroup query heads per KV head).
     const bool split_decode = head_dim % 8 == 0 && group <= kDecodeMaxGroup;
     auto is_decode = [&](const petrel_attn_seq &q) { return split_decode && q.token_count == 1; };
-    // Fresh prefills (no cached prefix) of at least kGemmMinTokens tokens take the cuBLAS path
+    // Fresh prefills (no cached prefix) of at least ctx->prefill_gemm_min_tokens tokens take the
+    // cuBLAS path
     // (prefill_gemm_attention) after the kernels, unless PETREL_PREFILL_ATTENTION=tiled, the
     // sequence is too long for the score budget, or its scratch cannot be allocated.
     bool gemm_on = ctx->prefill_gemm;
     auto is_gemm = [&](const petrel_attn_seq &q) {
-        return gemm_on && !is_decode(q) && q.context_before == 0 && q.token_count >= kGemmMinTokens &&
+        return gemm_on && !is_decode(q) && q.context_before == 0 && q.token_count >= ctx->prefill_gemm_min_tokens &&
                gemm_block_rows(heads, q.token_count) > 0;
     };
 

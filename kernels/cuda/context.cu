@@ -102,6 +102,10 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
             if (strcmp(mode, "tiled") == 0) ctx->prefill_gemm = false;
             else if (strcmp(mode, "gemm") == 0) ctx->prefill_gemm = true;
         }
+        if (const char *min = getenv("PETREL_PREFILL_GEMM_MIN_TOKENS")) {
+            const int v = atoi(min);
+            if (v >= 2) ctx->prefill_gemm_min_tokens = v;
+        }
         if (cublasCreate(&ctx->cublas) != CUBLAS_STATUS_SUCCESS ||
             cublasSetStream(ctx->cublas, ctx->stream) != CUBLAS_STATUS_SUCCESS ||
             cublasSetWorkspace(ctx->cublas, ctx->cublas_workspace, kCublasWorkspaceBytes) != CUBLAS_STATUS_SUCCESS) {

@@ -67,6 +67,9 @@ struct petrel_context {
     // 16 new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
     // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
     bool prefill_gemm = true;
+    // ... for fresh prefills of at least this many tokens (PETREL_PREFILL_GEMM_MIN_TOKENS
+    // overrides, at least 2); shorter ones stay on the tiled kernel (attention.cu says why).
+    int prefill_gemm_min_tokens = 256;
     // Its scratch, grown on demand, stream-ordered: the rotated keys of the step's rows (the
     // context's element type, with RoPE only), then one query block's scores (fp32) and
     // probabilities (the context's element type).
