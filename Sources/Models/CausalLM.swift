@@ -22,6 +22,8 @@ public protocol CausalLM: AnyObject {
     /// (then nothing has run).
     func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float], edits: [LogitEdit])
         -> TokenCandidates?
+    /// Whether `topCandidates` can answer (so a caller need not prepare edits for nothing).
+    var selectsTokensOnDevice: Bool { get }
 }
 
 /// A step's best logits per row, found where the logits are (CausalLM.topCandidates).
@@ -46,6 +48,7 @@ public struct TokenCandidates {
 extension CausalLM {
     public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float], edits: [LogitEdit])
         -> TokenCandidates? { nil }
+    public var selectsTokensOnDevice: Bool { false }
 }
 
 extension LlamaModel: CausalLM {
@@ -60,6 +63,8 @@ extension LlamaModel: CausalLM {
     public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {
         backend.copyKVBlock(cache, from: from, to: to)
     }
+
+    public var selectsTokensOnDevice: Bool { backend is DeviceTokenSelection }
 
     public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float], edits: [LogitEdit])
         -> TokenCandidates? {

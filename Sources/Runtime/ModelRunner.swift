@@ -60,7 +60,7 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         var logits: [Float]
         var results = [Sample?](repeating: nil, count: sampledSequences.count)
         var hostRows = Array(sampledSequences.indices)
-        if deviceSampling, !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }) {
+        if deviceSampling, model.selectsTokensOnDevice, !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }) {
             // Every row needs only its best few logits (after its penalties and masks, applied
             // where the logits are): the device finds them and each row's log-sum-exp, and only
             // those cross to the host. A top-p row whose nucleus reaches past them takes the

@@ -345,11 +345,11 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
                 var logProbs = Array(repeating: [Float](), count: b)
                 var cumulative = Array(repeating: Float(0), count: b)
                 var reason = "stop"
-                var recorded = false
-                // Statistics are recorded before the final response reaches the client.
+                // Statistics are recorded before the final response reaches the client; the final
+                // streamed response waits for the items' streams to end, so an item that fails
+                // after its last output counts the request as failed.
+                var heldFinal: InferResponse?
                 func record(_ success: Bool) {
-                    guard !recorded else { return }
-                    recorded = true
                     recorder.execution(requestCount: 1, inferences: b, inputNs: 0, inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
                     recorder.requestFinished(success: success, arrival: arrival)
                 }
@@ -382,9 +382,9 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
                                 default: break
                                 }
                             }
-                            if last { record(true) }
-                            continuation.yield(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
-                                                             parameters: last ? Self.parameters(reason, items, tokens) : [:], isFinal: last))
+                            let response = InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
+                                                         parameters: last ? Self.parameters(reason, items, tokens) : [:], isFinal: last)
+                            if last { heldFinal = response } else { continuation.yield(response) }
                         }
                     }
                     if !streaming {
@@ -409,15 +409,16 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
                             default: break
                             }
                         }
-                        record(true)
-                        continuation.yield(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
-                                                         parameters: Self.parameters(reason, items, tokens)))
+                        heldFinal = InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
+                                                  parameters: Self.parameters(reason, items, tokens))
                     }
                     record(true)
+                    if let heldFinal { continuation.yield(heldFinal) }
                     continuation.finish()
                 } catch {
                     for h in handles { h.cancel() }
                     record(false)
+                    if let heldFinal { continuation.yield(heldFinal) }
                     continuation.finish(throwing: error)
                 }
                 lease.release()

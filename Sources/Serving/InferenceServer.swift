@@ -184,7 +184,11 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
             let task = Task {
                 // Statistics are recorded before the final response reaches the client, so a
                 // client that reads them after its last response sees its own request counted.
-                var first = true, recorded = false
+                // The final response is held until the upstream ends: a request that fails after
+                // its final response (an engine error ends the stream with a last output, then
+                // throws) is counted as a failure, and its client still gets that response first.
+                var first = true
+                var held: InferResponse?
                 do {
                     for try await var response in upstream {
                         if first {
@@ -194,24 +198,23 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
                         response.modelName = lease.name
                         response.modelVersion = lease.version
                         response.id = request.id
-                        if response.isFinal && !recorded && !Task.isCancelled {
-                            recorder.requestFinished(success: true, arrival: arrival)
-                            recorded = true
+                        if let h = held {
+                            continuation.yield(h)
+                            held = nil
                         }
-                        continuation.yield(response)
+                        if response.isFinal { held = response } else { continuation.yield(response) }
                     }
-                    if Task.isCancelled && !recorded {
-                        recorder.requestFinished(success: false, arrival: arrival)
-                        recorded = true
-                        continuation.finish(throwing: ServingError(.unavailable, "the request was cancelled"))
-                    } else {
-                        if !recorded { recorder.requestFinished(success: true, arrival: arrival) }
-                        recorded = true
+                    let success = !Task.isCancelled
+                    recorder.requestFinished(success: success, arrival: arrival)
+                    if let held { continuation.yield(held) }
+                    if success {
                         continuation.finish()
+                    } else {
+                        continuation.finish(throwing: ServingError(.unavailable, "the request was cancelled"))
                     }
                 } catch {
-                    if !recorded { recorder.requestFinished(success: false, arrival: arrival) }
-                    recorded = true
+                    recorder.requestFinished(success: false, arrival: arrival)
+                    if let held { continuation.yield(held) }
                     continuation.finish(throwing: publicErrors ? Self.publicError(error) : error)
                 }
                 lease.release()

@@ -82,7 +82,7 @@ import Testing
         let server = try await startServer(repo)
         #expect(server.isReady())
         let prompt = "<|im_start|>user\nWrite three emoji and the word café in French.<|im_end|>\n<|im_start|>assistant\n"
-        for model in ["ensemble", "tensorrt_llm_bls"] {
+        for (index, model) in ["ensemble", "tensorrt_llm_bls"].enumerated() {
             let whole = try await server.infer(ensembleRequest(prompt, maxTokens: 24, model: model))
             let text = try #require(whole.text("text_output"))
             // Greedy SmolLM2 answers "Café is a French word…": multi-byte text went through the stream.
@@ -115,14 +115,17 @@ extension InferRequest {
         options.maxTokensInPagedKVCache = 4096
         try RepositoryTemplate.write(modelPath: Fixtures.smolLM2, outputDirectory: repo, options: options)
         let server = try await startServer(repo) { $0.startupModels = [] }
-        for model in ["ensemble", "tensorrt_llm_bls"] {
+        for (index, model) in ["ensemble", "tensorrt_llm_bls"].enumerated() {
             let stream = try server.inferStream(ensembleRequest("Count from one to one thousand:", maxTokens: 400, stream: true,
                                                                 extra: [int32("end_id", [-1])], model: model))
             try await readThenCancel(stream, after: 3)
             var llm = LLMMetrics()
             for _ in 0..<500 {
                 llm = server.metricsSnapshot().models.first { $0.name == "tensorrt_llm" }!.llm!
-                if llm.activeRequests == 0 && llm.kvBlocksUsed == 0 && llm.waitingRequests == 0 { break }
+                // The cancel is counted once the engine has finished the request, which can come a
+                // moment after its blocks are freed: wait for both.
+                if llm.activeRequests == 0 && llm.kvBlocksUsed == 0 && llm.waitingRequests == 0
+                    && llm.finishedRequests["cancelled", default: 0] > UInt64(index) { break }
                 try await Task.sleep(nanoseconds: 10_000_000)
             }
             #expect(llm.activeRequests == 0 && llm.kvBlocksUsed == 0, "\(model)")

@@ -64,7 +64,7 @@ struct petrel_context {
     // PETREL_PDL=0 turns it off.
     bool pdl = true;
     // Prefill attention through cuBLAS (attention.cu): fresh prefills (no cached prefix, at least
-    // 16 new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
+    // prefill_gemm_min_tokens new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
     // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
     bool prefill_gemm = true;
     // ... for fresh prefills of at least this many tokens (PETREL_PREFILL_GEMM_MIN_TOKENS
