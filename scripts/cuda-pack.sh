@@ -2,8 +2,9 @@
 # Packs a release petrel for the GPU machine (which has no Swift toolchain): a static-stdlib
 # build, stripped and gzipped into .device/petrel.gz (git-ignored), which the device call carries
 # and scripts/cuda-device-run.sh unpacks. The CUDA library itself is built there (make -C kernels/cuda),
-# unless --with-library: then it is built here too (nvcc on PATH, e.g. from the nvidia-cuda-nvcc
-# wheels) and carried as .device/libpetrel_cuda.so, saving the GPU machine's build time.
+# unless --with-library: then it is built here too (nvcc on PATH: `eval "$(scripts/setup-nvcc.sh)"`
+# installs CUDA 13.0's nvcc and cuBLAS from NVIDIA's wheels) and carried as .device/libpetrel_cuda.so,
+# saving the GPU machine's build time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --static-swift-stdlib --product petrel
