@@ -130,15 +130,7 @@ public struct StopConditions: Equatable, Sendable {
     /// The length of the longest suffix of `generated` that is a proper prefix of a stop
     /// sequence: those tokens must be held back, since they may yet become a stop.
     func pendingStopPrefix(_ generated: ArraySlice<Int32>) -> Int {
-        var best = 0
-        for s in stopSequences {
-            var n = min(s.count - 1, generated.count)
-            while n > best {
-                if generated.suffix(n).elementsEqual(s.prefix(n)) { best = n; break }
-                n -= 1
-            }
-        }
-        return best
+        longestPendingStopPrefix(of: stopSequences, in: generated)
     }
 }
 
@@ -164,4 +156,19 @@ public enum EngineError: Error, Equatable, Sendable, CustomStringConvertible {
         case .shutDown: "the engine has shut down"
         }
     }
+}
+
+/// The length of the longest tail of `text` that is a proper prefix of one of `stops`: what a
+/// streamer must hold back, since it may yet become a stop (stop token sequences here, stop
+/// strings' bytes in the OpenAI layer).
+public func longestPendingStopPrefix<E: Equatable>(of stops: [[E]], in text: ArraySlice<E>) -> Int {
+    var best = 0
+    for s in stops {
+        var n = min(s.count - 1, text.count)
+        while n > best {
+            if text.suffix(n).elementsEqual(s.prefix(n)) { best = n; break }
+            n -= 1
+        }
+    }
+    return best
 }

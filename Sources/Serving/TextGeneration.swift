@@ -332,15 +332,7 @@ struct ChoiceDecoder {
 
     /// The length of the longest tail of `text` that is a proper prefix of a stop.
     static func pendingStopPrefix(of stops: [[UInt8]], in text: [UInt8]) -> Int {
-        var best = 0
-        for s in stops {
-            var n = min(s.count - 1, text.count)
-            while n > best {
-                if text.suffix(n).elementsEqual(s.prefix(n)) { best = n; break }
-                n -= 1
-            }
-        }
-        return best
+        longestPendingStopPrefix(of: stops, in: text[...])
     }
 }
 
