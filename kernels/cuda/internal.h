@@ -195,3 +195,26 @@ cudaError_t launch_dependent(const petrel_context *ctx, dim3 grid, dim3 block, s
     config.numAttrs = ctx->pdl ? 1 : 0;
     return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
 }
+
+// ---- the cuBLAS prefill attention (attention_gemm.cu), used by petrel_attention_enqueue
+
+constexpr int64_t kGemmScoreBudget = 16ll << 20;    // heads x rows x Lp per block: 64 MiB S + 32 MiB P
+
+inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
+inline size_t round256(size_t x) { return (x + 255) / 256 * 256; }
+
+// Query rows per block for a fresh prefill of `tokens` tokens: all of them when the whole T x T
+// scores fit the budget, else the largest multiple of 16 that fits with T keys; 0: none fits.
+inline int64_t gemm_block_rows(int64_t heads, int64_t tokens) {
+    const int64_t lp = round8(tokens);
+    if (heads * tokens * lp <= kGemmScoreBudget) return tokens;
+    const int64_t r = kGemmScoreBudget / (heads * lp) / 16 * 16;
+    return r >= 16 ? r : 0;
+}
+
+// One fresh prefill through cuBLAS (documented at its definition in attention_gemm.cu;
+// instantiated for half and __nv_bfloat16).
+template <typename E>
+int32_t prefill_gemm_attention(petrel_context *ctx, int64_t T, int64_t R, int64_t heads, int64_t kv_heads,
+                               int64_t head_dim, const E *q, int64_t ldq, const E *k, int64_t ldk,
+                               const E *v, int64_t ldv, float scale, float *S, E *P, E *out, int64_t ldo);
