@@ -158,6 +158,22 @@ public protocol DeviceTokenSelection: AnyObject {
 /// The host's answer to DeviceTokenSelection.topCandidates over float logits: what a device must
 /// reproduce (the GPU self-test compares against it) and the selection of test backends.
 public enum TokenSelectionReference {
+    /// The `count` largest of `row` with their indices within it, largest first; ties: the
+    /// lower index first (the order every sampler and device follows).
+    @inlinable
+    public static func best<C: Collection<Float>>(_ row: C, count: Int) -> [(Float, Int32)] {
+        var best: [(Float, Int32)] = []
+        best.reserveCapacity(count + 1)
+        for (j, v) in row.enumerated() {
+            if best.count == count && !(v > best[count - 1].0) { continue }
+            var k = best.count
+            if best.count < count { best.append((v, Int32(j))) } else { k = count - 1 }
+            while k > 0 && best[k - 1].0 < v { best[k] = best[k - 1]; k -= 1 }
+            best[k] = (v, Int32(j))
+        }
+        return best
+    }
+
     public static func topCandidates(_ logits: [Float], rows: Int, vocab: Int, count: Int, temperatures: [Float],
                                      edits: [LogitEdit]) -> (ids: [Int32], values: [Float], logSumExp: [Float]) {
         precondition(logits.count == rows * vocab && count >= 1 && count <= vocab)
@@ -170,15 +186,7 @@ public enum TokenSelectionReference {
         var ids: [Int32] = [], values: [Float] = [], lse: [Float] = []
         for r in 0..<rows {
             let row = edited[(r * vocab)..<((r + 1) * vocab)]
-            var best: [(Float, Int32)] = []
-            best.reserveCapacity(count + 1)
-            for (j, v) in row.enumerated() {
-                if best.count == count && !(v > best[count - 1].0) { continue }
-                var k = best.count
-                if best.count < count { best.append((v, Int32(j))) } else { k = count - 1 }
-                while k > 0 && best[k - 1].0 < v { best[k] = best[k - 1]; k -= 1 }
-                best[k] = (v, Int32(j))
-            }
+            let best = Self.best(row, count: count)
             ids += best.map(\.1)
             values += best.map(\.0)
             let invT = temperatures.isEmpty ? 1 : 1 / temperatures[r]

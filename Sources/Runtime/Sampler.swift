@@ -268,17 +268,6 @@ public struct Sampler: Sendable {
 
     /// Ids of the k largest logits, largest first (ties: lower id first).
     static func topIDs(_ logits: [Float], _ k: Int) -> [Int32] {
-        let k = min(k, logits.count)
-        var best: [(Float, Int32)] = []
-        best.reserveCapacity(k + 1)
-        for i in 0..<logits.count {
-            let v = logits[i]
-            if best.count == k && !(v > best[k - 1].0) { continue }
-            var j = best.count
-            if best.count < k { best.append((v, Int32(i))) } else { j = k - 1 }
-            while j > 0 && best[j - 1].0 < v { best[j] = best[j - 1]; j -= 1 }
-            best[j] = (v, Int32(i))
-        }
-        return best.map(\.1)
+        TokenSelectionReference.best(logits, count: min(k, logits.count)).map(\.1)
     }
 }
