@@ -60,6 +60,8 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         var logits: [Float]
         var results = [Sample?](repeating: nil, count: sampledSequences.count)
         var hostRows = Array(sampledSequences.indices)
+        // Each row's sampler (its request's, or a new one), looked up once for the step.
+        var rowSamplers = sampledSequences.map { samplers[$0.requestID] ?? Sampler($0.parameters) }
         if deviceSampling, model.selectsTokensOnDevice, !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }) {
             // Every row needs only its best few logits (after its penalties and masks, applied
             // where the logits are): the device finds them and each row's log-sum-exp, and only
@@ -68,18 +70,16 @@ public final class ModelRunner: Executor, @unchecked Sendable {
             let k = deviceCounts.map { $0! }.max()!
             var edits: [LogitEdit] = []
             for (row, s) in sampledSequences.enumerated() {
-                let sampler = samplers[s.requestID] ?? Sampler(s.parameters)
-                edits += sampler.logitEdits(Self.context(s), row: Int32(row), vocab: vocab)
+                edits += rowSamplers[row].logitEdits(Self.context(s), row: Int32(row), vocab: vocab)
             }
             let temperatures = sampledSequences.map { $0.parameters.temperature > 0 ? $0.parameters.temperature : 1 }
             if let picks = model.topCandidates(batch, cache: cache, count: k, temperatures: temperatures, edits: edits) {
                 hostRows = []
-                for (row, s) in sampledSequences.enumerated() {
-                    var sampler = samplers[s.requestID] ?? Sampler(s.parameters)
-                    if let sample = sampler.sample(candidateIDs: picks.ids[(row * k)..<((row + 1) * k)],
-                                                   values: picks.values[(row * k)..<((row + 1) * k)], logSumExp: picks.logSumExp[row]) {
+                for row in sampledSequences.indices {
+                    if let sample = rowSamplers[row].sample(candidateIDs: picks.ids[(row * k)..<((row + 1) * k)],
+                                                            values: picks.values[(row * k)..<((row + 1) * k)],
+                                                            logSumExp: picks.logSumExp[row]) {
                         results[row] = sample
-                        samplers[s.requestID] = sampler
                     } else {
                         hostRows.append(row)
                     }
@@ -95,7 +95,7 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         // Rows left to the host sample independently (each has its own sampler and RNG), so
         // large batches spread over the CPU's cores; results keep the batch order.
         let sampled = hostRows.map { sampledSequences[$0] }
-        var drawn = sampled.map { samplers[$0.requestID] ?? Sampler($0.parameters) }
+        var drawn = hostRows.map { rowSamplers[$0] }
         var hostResults = [Sample?](repeating: nil, count: sampled.count)
         let rowsOfLogits = hostRows
         drawn.withUnsafeMutableBufferPointer { statesBuffer in
@@ -110,8 +110,11 @@ public final class ModelRunner: Executor, @unchecked Sendable {
                 else { for i in 0..<sampled.count { work(i) } }
             }
         }
-        for (s, sampler) in zip(sampled, drawn) { samplers[s.requestID] = sampler }
-        for (i, row) in hostRows.enumerated() { results[row] = hostResults[i] }
+        for (i, row) in hostRows.enumerated() {
+            results[row] = hostResults[i]
+            rowSamplers[row] = drawn[i]
+        }
+        for (s, sampler) in zip(sampledSequences, rowSamplers) { samplers[s.requestID] = sampler }
         var samples: [Sample?] = []
         samples.reserveCapacity(output.sequences.count)
         var row = 0
