@@ -7,6 +7,7 @@
 # the same weights (scripts/hf_logits_check.py); gemv: the decode-matmul microbenchmark (kernels/cuda/bench_gemv);
 # profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
 # bf16: a few grid points with --gpu-dtype bf16;
+# graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
 # points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
 # build: a libpetrel_cuda.so carried in .device/ (scripts/cuda-pack.sh --with-library) is used
@@ -62,6 +63,16 @@ if has ab; then
         echo "## PETREL_PREFILL_ATTENTION=$mode" | tee -a "$OUT/ab.md"
         PETREL_PREFILL_ATTENTION=$mode timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
             --batch-size "16;128" --input-output-len "512,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/ab.md"
+    done
+fi
+if has graphs; then
+    # Decode steps replayed as CUDA graphs (the default) against kernel-by-kernel launches
+    # (PETREL_CUDA_GRAPHS=0), alternating, one process each.
+    for v in 0 1 0 1; do
+        echo "## PETREL_CUDA_GRAPHS=$v" | tee -a "$OUT/graphs.md"
+        PETREL_CUDA_GRAPHS=$v timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
+            --batch-size "${GRAPH_BATCHES:-1;16;64}" --input-output-len "${GRAPH_LENS:-60,20;128,128}" \
+            --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/graphs.md"
     done
 fi
 if has bf16; then

@@ -69,6 +69,16 @@ def check(name, petrel, prompt_len, new_tokens, seed, workdir, scale, cpu):
             for pname, p in model.named_parameters():
                 if p.dim() == 2:
                     p.mul_(scale)
+    # Module.to(float16) casts every floating buffer, RoPE's inv_freq too, so a model built and then
+    # cast rotates with fp16-rounded frequencies (angles off by up to 1.5e-2 rad at position 60),
+    # and model.float() does not bring the lost bits back. A checkpoint loaded the usual way
+    # (from_pretrained(dtype=float16)), TensorRT-LLM and vLLM all keep the frequencies in float32:
+    # so does the reference here, recomputed by transformers' own function.
+    rot = model.model.rotary_emb
+    cast_to = rot.inv_freq.dtype
+    inv, _ = rot.compute_default_rope_parameters(rot.config)
+    rot.inv_freq = inv.to(device=rot.inv_freq.device, dtype=torch.float32)
+    print(f"  {name} x{scale}: transformers' inv_freq was {cast_to} after .to(float16); reset to float32", flush=True)
     folder = os.path.join(workdir, f"{name}-x{scale}")
     model.save_pretrained(folder, safe_serialization=True)
     rng = np.random.default_rng(seed)

@@ -18,11 +18,14 @@ final class CUDAKVCache: KVCache {
         try context.check(context.lib.bufferFill(context.handle, buffer.pointer, 0, buffer.byteCount), "clear KV cache")
     }
 
+    /// Step graphs hold the cache's addresses: none may outlive it.
+    deinit { buffer.context.lib.graphsClear(buffer.context.handle) }
+
     func keys(_ layer: Int) -> UnsafeMutableRawPointer { buffer.pointer + 2 * layer * layerBytes }
     func values(_ layer: Int) -> UnsafeMutableRawPointer { buffer.pointer + (2 * layer + 1) * layerBytes }
 }
 
-public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceTokenSelection, DeviceMemoryReporting {
+public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceTokenSelection, DeviceMemoryReporting, StepRecording {
     public let name = "cuda"
     let context: CUDAContext
     /// The GPU's name, memory and multiprocessors, as the driver reports them.
@@ -259,6 +262,48 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         precondition(out.rowLength == x.rowLength && out.rowCount >= rows.count)
         precondition(rows.allSatisfy { $0 >= 0 && $0 < x.rowCount }, "gatherRows: row out of range")
         context.require(lib.gatherRows(ctx, ptr(x), Int64(x.rowLength), rows.map(Int32.init), Int64(rows.count), ptr(out)), "gatherRows")
+    }
+
+    // MARK: decode steps as CUDA graphs (kernels/cuda/graphs.cu)
+
+    public func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], blockSize: Int,
+                          headCount: Int, kvHeadCount: Int, headDim: Int, inverseFrequencies: [Float], rows: [Int]) -> StepRecordingAction {
+        precondition(tokens.count == positions.count && inverseFrequencies.count == headDim / 2)
+        var flat: [Int32] = []
+        var offsets: [Int] = []
+        for s in sequences { offsets.append(flat.count); flat.append(contentsOf: s.blockTable) }
+        let rows32 = rows.map(Int32.init)
+        var action: Int32 = 0
+        flat.withUnsafeBufferPointer { tb in
+            let seqs = sequences.enumerated().map { i, s in
+                petrel_attn_seq(token_begin: Int64(s.tokenBegin), token_count: Int64(s.tokenCount),
+                                context_before: Int64(s.contextBefore), block_table: tb.baseAddress.map { $0 + offsets[i] },
+                                block_count: Int64(s.blockTable.count))
+            }
+            context.require(lib.stepBegin(ctx, owner, tokens, positions, Int64(tokens.count), seqs, Int64(seqs.count),
+                                          Int64(blockSize), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
+                                          inverseFrequencies, rows32, Int64(rows32.count), &action), "step_begin")
+        }
+        switch action {
+        case Int32(PETREL_STEP_REPLAYED): return .replayed
+        case Int32(PETREL_STEP_ENQUEUE): return .enqueue
+        default: return .ineligible
+        }
+    }
+
+    public func endStep() -> Bool {
+        var rerun: Int32 = 0
+        context.require(lib.stepEnd(ctx, &rerun), "step_end")
+        return rerun != 0
+    }
+
+    public func clearStepRecordings() { lib.graphsClear(ctx) }
+
+    /// Step graphs captured and replays launched so far.
+    public var graphCounts: (captured: Int, replayed: Int) {
+        var captured: Int64 = 0, replayed: Int64 = 0
+        lib.graphCounts(ctx, &captured, &replayed)
+        return (Int(captured), Int(replayed))
     }
 
     public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {

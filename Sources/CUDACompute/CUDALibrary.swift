@@ -46,6 +46,10 @@ final class CUDALibrary: @unchecked Sendable {
     let deviceUUID: petrel_device_uuid_fn
     let add: petrel_add_enqueue_fn
     let gatherRows: petrel_rows_gather_enqueue_fn
+    let stepBegin: petrel_step_begin_fn
+    let stepEnd: petrel_step_end_fn
+    let graphsClear: petrel_graphs_clear_fn
+    let graphCounts: petrel_graph_counts_fn
 
     /// `PETREL_CUDA_LIB` when set, else libpetrel_cuda.so next to the running executable.
     static func defaultPath() -> String {
@@ -100,6 +104,10 @@ final class CUDALibrary: @unchecked Sendable {
         deviceUUID = try resolve("petrel_device_uuid", petrel_device_uuid_fn.self)
         add = try resolve("petrel_add_enqueue", petrel_add_enqueue_fn.self)
         gatherRows = try resolve("petrel_rows_gather_enqueue", petrel_rows_gather_enqueue_fn.self)
+        stepBegin = try resolve("petrel_step_begin", petrel_step_begin_fn.self)
+        stepEnd = try resolve("petrel_step_end", petrel_step_end_fn.self)
+        graphsClear = try resolve("petrel_graphs_clear", petrel_graphs_clear_fn.self)
+        graphCounts = try resolve("petrel_graph_counts", petrel_graph_counts_fn.self)
     }
     // The handle is never closed: function pointers and buffers' deinits may outlive any owner.
 }

@@ -211,3 +211,29 @@ public protocol DeviceMemoryReporting: AnyObject {
     /// Bytes per element of the KV cache this backend makes.
     var kvCacheBytesPerElement: Int { get }
 }
+
+/// What a StepRecording backend asks of the caller for one decode step.
+public enum StepRecordingAction: Sendable {
+    /// The step was replayed from its recording: enqueue nothing.
+    case replayed
+    /// Enqueue the step's operations (they are run, or recorded and then run), then `endStep`.
+    case enqueue
+    /// Not a step the backend records: run it as usual.
+    case ineligible
+}
+
+/// A backend that records a decode step's chain of operations once per shape and replays it for
+/// later steps (CUDA graphs). The caller opens a step with its inputs, enqueues the step's
+/// operations only when asked, on the same buffers every time for the same `owner`, and closes it.
+public protocol StepRecording: AnyObject {
+    /// Opens a decode step: one new token per sequence (sequence i at row i), logits wanted for
+    /// `rows`. Between this and `endStep`, `embed`, `gatherRows` and the attention calls must be
+    /// given these same values.
+    func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], blockSize: Int,
+                   headCount: Int, kvHeadCount: Int, headDim: Int, inverseFrequencies: [Float], rows: [Int]) -> StepRecordingAction
+    /// Closes a step opened with `.enqueue`; true when nothing ran and the caller must enqueue the
+    /// same operations once more, then call `endStep` again.
+    func endStep() -> Bool
+    /// Forgets every recording (before the buffers an owner recorded with are freed).
+    func clearStepRecordings()
+}

@@ -2,6 +2,7 @@
 // over one ragged batch, written only against ComputeBackend.
 import Compute
 import Checkpoints
+import Foundation
 
 /// One step's input: the new tokens of several sequences, back to back.
 public struct ForwardBatch: Sendable {
@@ -90,17 +91,83 @@ public final class LlamaModel {
                       kvHeadCount: config.kvHeadCount, headDim: config.headDim)
     }
 
-    /// Runs the batch, writing its K/V into `cache`; returns logits (logitRows.count, vocab).
+    /// One forward pass's activations: n rows each, `rows` rows for the head.
+    struct Activations {
+        let x, h, qkv, attn, act, last, logits: Tensor
+
+        /// Fresh tensors from the backend.
+        init(_ b: ComputeBackend, _ c: TransformerConfig, n: Int, rows: Int) {
+            x = b.makeActivation([n, c.hiddenSize])         // residual stream
+            h = b.makeActivation([n, c.hiddenSize])         // normed input / projection output
+            qkv = b.makeActivation([n, (c.headCount + 2 * c.kvHeadCount) * c.headDim])
+            attn = b.makeActivation([n, c.headCount * c.headDim])
+            act = b.makeActivation([n, c.intermediateSize])
+            last = b.makeActivation([rows, c.hiddenSize])
+            logits = b.makeActivation([rows, c.vocabularySize])
+        }
+
+        /// The first n (and `rows`) rows of `full`, on the same storage.
+        init(viewing full: Activations, n: Int, rows: Int) {
+            func view(_ t: Tensor, _ r: Int) -> Tensor { Tensor(dtype: t.dtype, shape: [r, t.rowLength], storage: t.storage) }
+            x = view(full.x, n); h = view(full.h, n); qkv = view(full.qkv, n); attn = view(full.attn, n); act = view(full.act, n)
+            last = view(full.last, rows); logits = view(full.logits, rows)
+        }
+    }
+
+    /// Decode steps a StepRecording backend replays (CUDA graphs) run on these buffers, the same
+    /// for every step, sized for `stepCapacity` rows (grown to the next power of two).
+    private var stepBuffers: Activations?
+    private var stepCapacity = 0
+    private let stepLock = NSLock()
+
+    deinit {
+        if stepBuffers != nil, let recorder = backend as? StepRecording { recorder.clearStepRecordings() }
+    }
+
+    /// Runs the batch, writing its K/V into `cache`; returns logits (logitRows.count, vocab). The
+    /// logits of a decode step on a StepRecording backend stay valid until the next forward pass.
     public func forward(_ batch: ForwardBatch, cache: KVCache) -> Tensor {
-        let b = backend, c = config
         let n = batch.tokens.count
         precondition(n > 0 && batch.positions.count == n)
-        let qkvWidth = (c.headCount + 2 * c.kvHeadCount) * c.headDim
-        let x = b.makeActivation([n, c.hiddenSize])          // residual stream
-        let h = b.makeActivation([n, c.hiddenSize])          // normed input / projection output
-        let qkv = b.makeActivation([n, qkvWidth])
-        let attn = b.makeActivation([n, c.headCount * c.headDim])
-        let act = b.makeActivation([n, c.intermediateSize])
+        if let recorder = backend as? StepRecording, batch.sequences.count == n, batch.sequences.enumerated().allSatisfy({ $1.tokenBegin == $0 && $1.tokenCount == 1 }) {
+            stepLock.lock()
+            defer { stepLock.unlock() }
+            let rows = batch.logitRows.count
+            if n > stepCapacity {
+                // New buffers: recordings made on the old ones must never be replayed.
+                if stepBuffers != nil { recorder.clearStepRecordings() }
+                var capacity = 1
+                while capacity < n { capacity *= 2 }
+                stepBuffers = Activations(backend, config, n: capacity, rows: capacity)
+                stepCapacity = capacity
+            }
+            let full = stepBuffers!
+            let a = Activations(viewing: full, n: n, rows: rows)
+            // The recording holds these buffers' and the cache's addresses; both clear the
+            // recordings when they go, so a live pair names them uniquely.
+            let owner = UInt64(UInt(bitPattern: ObjectIdentifier(full.x.storage).hashValue)) &* 0x9E37_79B9_7F4A_7C15
+                ^ UInt64(UInt(bitPattern: ObjectIdentifier(cache).hashValue))
+            switch recorder.beginStep(owner: owner, tokens: batch.tokens, positions: batch.positions, sequences: batch.sequences,
+                                      blockSize: cache.layout.blockSize, headCount: config.headCount, kvHeadCount: config.kvHeadCount,
+                                      headDim: config.headDim, inverseFrequencies: inverseFrequencies, rows: batch.logitRows) {
+            case .replayed:
+                return a.logits
+            case .enqueue:
+                repeat { run(batch, cache: cache, a) } while recorder.endStep()
+                return a.logits
+            case .ineligible:
+                break
+            }
+        }
+        let a = Activations(backend, config, n: n, rows: batch.logitRows.count)
+        run(batch, cache: cache, a)
+        return a.logits
+    }
+
+    /// Enqueues the forward pass on `a`'s buffers.
+    private func run(_ batch: ForwardBatch, cache: KVCache, _ a: Activations) {
+        let b = backend, c = config
+        let (x, h, qkv, attn, act) = (a.x, a.h, a.qkv, a.attn, a.act)
         let scale = 1 / Float(c.headDim).squareRoot()
         let eps = Float(c.rmsNormEps)
 
@@ -121,11 +188,7 @@ public final class LlamaModel {
             b.addRMSNorm(h, into: x, weight: i + 1 < layers.count ? layers[i + 1].attentionNorm : finalNorm, eps: eps, out: h)
         }
         // h now holds every row through the final norm; the head runs on the wanted rows only.
-        let rows = batch.logitRows
-        let last = b.makeActivation([rows.count, c.hiddenSize])
-        b.gatherRows(h, rows: rows, into: last)
-        let logits = b.makeActivation([rows.count, c.vocabularySize])
-        b.matmul(last, weight: head, bias: nil, into: logits)
-        return logits
+        b.gatherRows(h, rows: batch.logitRows, into: a.last)
+        b.matmul(a.last, weight: head, bias: nil, into: a.logits)
     }
 }

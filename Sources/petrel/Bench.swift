@@ -5,6 +5,7 @@ import ArgumentParser
 import Checkpoints
 import Compute
 import CPUCompute
+import CUDACompute
 import Dispatch
 import Engine
 import Foundation
@@ -90,6 +91,10 @@ struct Bench: AsyncParsableCommand {
         switch mode {
         case .static: try await runStatic(llama)
         case .serving: try await runServing(llama)
+        }
+        if let gpu = backend as? CUDABackend {
+            let counts = gpu.graphCounts
+            print("decode steps as CUDA graphs: \(counts.captured) captured, \(counts.replayed) replayed\(counts.captured == 0 ? " (PETREL_CUDA_GRAPHS=0, or no step qualified)" : "")")
         }
     }
 

@@ -6,6 +6,7 @@
 import ArgumentParser
 import CPUCompute
 import Compute
+import CUDACompute
 import Foundation
 import Dispatch
 import Runtime
@@ -238,6 +239,7 @@ struct OpCheck {
         }
         try tokenSelection()
         try endToEnd(fixture: fixture)
+        try stepGraphs()
         try engineSampling()
     }
 
@@ -391,6 +393,73 @@ struct OpCheck {
                 tokens = [Int32(best)]
             }
         }
+    }
+
+    /// Decode steps replayed from CUDA graphs (kernels/cuda/graphs.cu) against the same steps run
+    /// kernel by kernel on a second context with graphs off (PETREL_CUDA_GRAPHS=0): bit-identical
+    /// logits at every step, over batches of 5 and then 4 sequences whose contexts cross KV-block,
+    /// block-table-capacity and split-K-partition boundaries (so shapes are warmed up, captured,
+    /// replayed, and captured anew); and graphs must really have been captured and replayed.
+    mutating func stepGraphs() throws {
+        guard let gpu = dev as? CUDABackend else { return }
+        let previous = getenv("PETREL_CUDA_GRAPHS").map { String(cString: $0) }
+        setenv("PETREL_CUDA_GRAPHS", "0", 1)
+        let plain = try CUDABackend(elementType: elementType)
+        if let previous { setenv("PETREL_CUDA_GRAPHS", previous, 1) } else { unsetenv("PETREL_CUDA_GRAPHS") }
+        let smol = BuiltinConfig.smollm2_135m.config, vocab = smol.vocabularySize
+        let weights = LlamaWeights.random(config: smol, dtype: .f16, seed: 4)
+        let a = try LlamaModel(config: smol, weights: weights, backend: dev)
+        let b = try LlamaModel(config: smol, weights: weights, backend: plain)
+        let blockSize = 16, perSequence = 16, count = 5
+        let layout = a.kvCacheLayout(blockCount: perSequence * count, blockSize: blockSize)
+        let caches = (try dev.makeKVCache(layout), try plain.makeKVCache(layout))
+        var blocks = (0..<(perSequence * count)).map(Int32.init)
+        for i in stride(from: blocks.count - 1, to: 0, by: -1) { blocks.swapAt(i, rng.below(i + 1)) }
+        let tables = (0..<count).map { Array(blocks[($0 * perSequence)..<(($0 + 1) * perSequence)]) }
+        func table(_ i: Int, covering tokens: Int) -> [Int32] { Array(tables[i].prefix((tokens + blockSize - 1) / blockSize)) }
+        func argmax(_ l: [Float], row: Int) -> Int32 {
+            let r = l[(row * vocab)..<((row + 1) * vocab)]
+            return Int32(r.indices.max { r[$0] < r[$1] }! - row * vocab)
+        }
+        let before = gpu.graphCounts
+        var contexts = [3, 17, 30, 64, 100]
+        // The prompts in one ragged prefill (run kernel by kernel on both: not a decode step).
+        var tokens: [Int32] = [], positions: [Int32] = [], sequences: [AttentionSequence] = [], rows: [Int] = []
+        for (i, c) in contexts.enumerated() {
+            sequences.append(AttentionSequence(tokenBegin: tokens.count, tokenCount: c, contextBefore: 0, blockTable: table(i, covering: c)))
+            tokens += (0..<c).map { _ in Int32(rng.below(vocab)) }
+            positions += (0..<c).map(Int32.init)
+            rows.append(tokens.count - 1)
+        }
+        let prefill = ForwardBatch(tokens: tokens, positions: positions, sequences: sequences, logitRows: rows)
+        let first = dev.download(a.forward(prefill, cache: caches.0))
+        _ = plain.download(b.forward(prefill, cache: caches.1))
+        var next = (0..<count).map { argmax(first, row: $0) }
+        var allA: [Float] = [], allB: [Float] = []
+        let steps = 70
+        for step in 0..<steps {
+            let active = step >= 30 && step < 45 ? [0, 1, 2, 4] : Array(0..<count)   // sequence 3 sits out a while
+            let batch = ForwardBatch(
+                tokens: active.map { next[$0] }, positions: active.map { Int32(contexts[$0]) },
+                sequences: active.enumerated().map { j, i in
+                    AttentionSequence(tokenBegin: j, tokenCount: 1, contextBefore: contexts[i], blockTable: table(i, covering: contexts[i] + 1))
+                },
+                logitRows: Array(active.indices))
+            let la = dev.download(a.forward(batch, cache: caches.0))
+            let lb = plain.download(b.forward(batch, cache: caches.1))
+            allA += la
+            allB += lb
+            for (j, i) in active.enumerated() {
+                next[i] = argmax(la, row: j)
+                contexts[i] += 1
+            }
+        }
+        let after = gpu.graphCounts
+        let captured = after.captured - before.captured, replayed = after.replayed - before.replayed
+        record("step graphs = kernel by kernel", "\(steps) decode steps of 5 and 4 sequences, contexts 4-\(contexts.max()!), logits bit for bit",
+               allB, allA, tolerance: 0)
+        record("step graphs used", "\(captured) captured, \(replayed) of \(steps) steps replayed", [captured >= 3 && replayed >= steps - 12 ? 0 : 1],
+               [0], tolerance: 0)
     }
 
     /// The engine on the device, tokens picked on the device (greedy, seeded top-k / top-p

@@ -229,17 +229,21 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(
 // of one partition writes the output directly.
 constexpr int kDecodeThreads = 128;
 constexpr int kDecodeMaxGroup = 8;
+constexpr int kMaxPartKeys = 512;   // the largest split-K partition (decode_partition)
 
 template <int L, int MAXG, typename T>  // MAXG >= G: register arrays sized for the group
 __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
     const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
-    int part_keys, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out,
+    const int32_t *dyn, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out,
     int64_t out_stride) {
     using P = pair_t<T>;
     extern __shared__ float smem[];
     pdl_wait();                // launched as a programmatic dependent of rope_kv_write (launch_dependent)
     pdl_launch_dependents();   // the next GEMV may get resident and start on its weights meanwhile
+    // The partition size is read from device memory (dyn[0], uploaded with the step's metadata),
+    // so a captured step graph serves every context length of its shape.
+    const int part_keys = dyn[0];
     const int G = heads / kv_heads;
     const int d = blockIdx.z, kvh = blockIdx.y, part = blockIdx.x;
     const int4 sq = seqs[decode_seqs[d]];
@@ -431,13 +435,135 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     }
 }
 
+// The split-K decode launch: decode_count sequences (their indices into seqs at `decode`), at most
+// max_parts partitions each (blocks past a sequence's own partitions return at once), the partition
+// size at dyn[0] (at most smem_keys keys: the scores' shared memory is sized for that many).
+template <typename T>
+cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
+                          const T *k_cache, const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables,
+                          const int32_t *decode, const int32_t *dyn, int64_t decode_count, int max_parts, int smem_keys,
+                          float scale, T *out) {
+    const int group = heads / kv_heads;
+    const size_t entries = (size_t)(decode_count * heads * max_parts);
+    float2 *part_ml = (float2 *)ctx->decode_partials;
+    float *part_o = (float *)(part_ml + entries);
+    const size_t smem = (size_t)(2 * group * head_dim + group * smem_keys + 2 * kDecodeMaxGroup) * 4;
+    const dim3 grid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
+    const int vecs = head_dim / 8;
+    cudaError_t launched = cudaErrorInvalidValue;
+#define DLAUNCH(L, G)                                                                                          \
+    launched = launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, T>, qkv, stride, \
+                                heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,   \
+                                max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim)
+#define DLAUNCH_G(L)                        \
+    do {                                    \
+        if (group == 1) DLAUNCH(L, 1);      \
+        else if (group == 2) DLAUNCH(L, 2); \
+        else if (group <= 4) DLAUNCH(L, 4); \
+        else DLAUNCH(L, 8);                 \
+    } while (0)
+    if (vecs <= 2) DLAUNCH_G(2);
+    else if (vecs <= 4) DLAUNCH_G(4);
+    else if (vecs <= 8) DLAUNCH_G(8);
+    else if (vecs <= 16) DLAUNCH_G(16);
+    else DLAUNCH_G(32);
+#undef DLAUNCH_G
+#undef DLAUNCH
+    return launched;
+}
+
+// A decode step inside petrel_step_begin .. petrel_step_end: every input comes from the step's
+// upload (ctx->step), so the launches are the same for every step of the shape and can be captured.
+int32_t step_attention(petrel_context *ctx, void *qkv, int64_t heads, int64_t kv_heads, int64_t head_dim, void *k_cache,
+                       void *v_cache, int64_t block_size, int64_t seq_count, bool rope, float scale, void *out) {
+    StepState &st = ctx->step;
+    if (seq_count != st.seq_count || head_dim / 2 != st.half_dim)
+        return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "attention: %lld sequences in a step begun with %lld",
+                    (long long)seq_count, (long long)st.seq_count);
+    return with_element_type(ctx, [&](auto tag) -> int32_t {
+        using T = typename decltype(tag)::type;
+        const int64_t stride = (heads + 2 * kv_heads) * head_dim;
+        if (rope)
+            CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)st.n, (unsigned)(heads + 2 * kv_heads)),
+                                           dim3((unsigned)((head_dim / 2 + 31) / 32 * 32)), 0, rope_kv_write_kernel<T>, (T *)qkv,
+                                           stride, (int)heads, (int)kv_heads, (int)head_dim, st.slots, st.positions,
+                                           st.inv_freq, (T *)k_cache, (T *)v_cache, (T *)nullptr, 0, 0));
+        else
+            kv_write_kernel<<<(unsigned)st.n, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
+                                                                      (int)head_dim, st.slots, (half *)k_cache, (half *)v_cache);
+        LAUNCH_CHECK(ctx);
+        CUDA_TRY(ctx, launch_decode<T>(ctx, (const T *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const T *)k_cache,
+                                       (const T *)v_cache, (int)block_size, st.seqs, st.tables, st.decode, st.dyn, st.seq_count,
+                                       (int)st.max_parts, kMaxPartKeys, scale, (T *)out));
+        return PETREL_OK;
+    });
+}
+
 }  // namespace
+
+bool step_attention_applies(int64_t heads, int64_t kv_heads, int64_t head_dim) {
+    return head_dim > 0 && head_dim % 8 == 0 && head_dim <= 192 && kv_heads > 0 && heads % kv_heads == 0 &&
+           heads / kv_heads <= kDecodeMaxGroup;
+}
+
+void decode_partition(const petrel_context *ctx, const std::vector<int64_t> &contexts, int64_t kv_heads, int *part_keys_out,
+                      int *max_parts_out) {
+    int64_t max_context = 0;
+    for (int64_t c : contexts) max_context = max_context > c ? max_context : c;
+    // Partition size: the largest of 512, 256, 128, 64 keys that still gives about two blocks per
+    // SM, so a small batch spreads its long contexts over the whole card.
+    int part_keys = kMaxPartKeys;
+    auto blocks_for = [&](int pk) {
+        int64_t b = 0;
+        for (int64_t c : contexts) b += (c + pk - 1) / pk;
+        return b * kv_heads;
+    };
+    while (part_keys > ctx->decode_min_partition && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
+    // Balance: as many partitions as that size needs for the longest context, of equal length
+    // (rounded up to 32 keys), so a 530-key context splits 288 + 242, not 512 + 18.
+    const int64_t parts = (max_context + part_keys - 1) / part_keys;
+    const int64_t even = (max_context + parts - 1) / parts;
+    part_keys = (int)((even + 31) / 32 * 32);
+    *part_keys_out = part_keys;
+    *max_parts_out = (int)((max_context + part_keys - 1) / part_keys);
+}
+
+int32_t ensure_decode_scratch(petrel_context *ctx, int64_t decode_count, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                              int64_t max_parts) {
+    const size_t entries = (size_t)(decode_count * heads * max_parts);
+    const size_t need = entries * (size_t)head_dim * 4 + entries * 8;
+    if (need > ctx->decode_partials_bytes) {
+        invalidate_graphs(ctx);
+        if (ctx->decode_partials) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_partials, ctx->stream));
+        ctx->decode_partials = nullptr;
+        ctx->decode_partials_bytes = 0;
+        const size_t grow = need * 2;
+        CUDA_TRY(ctx, cudaMallocAsync(&ctx->decode_partials, grow, ctx->stream));
+        ctx->decode_partials_bytes = grow;
+    }
+    // One arrival counter per (decode sequence, KV head), zero between launches (the last block of
+    // each resets its own).
+    const size_t counter_count = (size_t)(decode_count * kv_heads);
+    if (counter_count > ctx->decode_counter_count) {
+        invalidate_graphs(ctx);
+        if (ctx->decode_counters) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_counters, ctx->stream));
+        ctx->decode_counters = nullptr;
+        ctx->decode_counter_count = 0;
+        CUDA_TRY(ctx, cudaMallocAsync((void **)&ctx->decode_counters, counter_count * 2 * 4, ctx->stream));
+        CUDA_TRY(ctx, cudaMemsetAsync(ctx->decode_counters, 0, counter_count * 2 * 4, ctx->stream));
+        ctx->decode_counter_count = counter_count * 2;
+    }
+    return PETREL_OK;
+}
 
 extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int64_t heads, int64_t kv_heads,
                                             int64_t head_dim, void *k_cache, void *v_cache, int64_t block_size,
                                             const petrel_attn_seq *seqs, int64_t seq_count, const int32_t *positions,
                                             const float *inv_freq, float scale, void *out) {
     if (seq_count == 0) return PETREL_OK;
+    if (ctx->step.active)
+        return step_attention(ctx, qkv, heads, kv_heads, head_dim, k_cache, v_cache, block_size, seq_count,
+                              positions != nullptr, scale, out);
     if (head_dim % 2 || head_dim > 192 || head_dim <= 0)
         return fail(ctx, PETREL_ERROR_UNSUPPORTED, "attention: head_dim %lld (supported: even, <= 192)", (long long)head_dim);
     if (kv_heads <= 0 || heads % kv_heads)
@@ -462,7 +588,7 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
 
     // Metadata blob (int32): seqs (4 each) | block tables | slot of every row | tiles (2 each) |
     // indices of the decode sequences.
-    int64_t rows = 0, table_total = 0, tile_count = 0, decode_count = 0, max_context = 0;
+    int64_t rows = 0, table_total = 0, tile_count = 0, decode_count = 0;
     // GEMM path: its sequences, the tiles they would take otherwise, the largest block's
     // heads x rows x padded keys, and the rows [key_first, key_end) that hold its sequences.
     int64_t gemm_count = 0, gemm_tiles = 0, score_elems = 0, key_first = 0, key_end = 0;
@@ -474,7 +600,6 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
         table_total += q.block_count;
         if (is_decode(q)) {
             decode_count++;
-            max_context = max_context > q.context_before + 1 ? max_context : q.context_before + 1;
         } else if (is_gemm(q)) {
             const int64_t elems = heads * gemm_block_rows(heads, q.token_count) * round8(q.token_count);
             score_elems = score_elems > elems ? score_elems : elems;
@@ -514,14 +639,25 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
         }
     }
     if (tile_count == 0 && decode_count == 0 && gemm_count == 0) return PETREL_OK;
-    // One padding int keeps the tiles (read as int2) 8-byte aligned.
+    int part_keys = 0, max_parts = 0;
+    if (decode_count > 0) {
+        std::vector<int64_t> contexts;
+        for (int64_t s = 0; s < seq_count; s++)
+            if (is_decode(seqs[s])) contexts.push_back(seqs[s].context_before + 1);
+        decode_partition(ctx, contexts, kv_heads, &part_keys, &max_parts);
+        const int32_t status = ensure_decode_scratch(ctx, decode_count, heads, kv_heads, head_dim, max_parts);
+        if (status != PETREL_OK) return status;
+    }
+    // One padding int keeps the tiles (read as int2) 8-byte aligned. The last word: the decode
+    // partition size (the decode kernel reads it from the device).
     const int64_t pad = (seq_count * 4 + table_total + rows) % 2;
     const int64_t position_count = positions ? rows : 0;
-    std::vector<int32_t> blob((size_t)(seq_count * 4 + table_total + rows + pad + tile_count * 2 + decode_count + position_count));
+    std::vector<int32_t> blob((size_t)(seq_count * 4 + table_total + rows + pad + tile_count * 2 + decode_count + position_count + 1));
     int32_t *seq_part = blob.data(), *table_part = seq_part + seq_count * 4, *slot_part = table_part + table_total,
             *tile_part = slot_part + rows + pad, *decode_part = tile_part + tile_count * 2;
     int32_t *position_part = decode_part + decode_count;
     if (positions) memcpy(position_part, positions, (size_t)rows * 4);
+    position_part[position_count] = part_keys;
     int64_t decode_index = 0;
     for (int64_t i = 0; i < rows; i++) slot_part[i] = -1;
     int64_t table_offset = 0, tile = 0;
@@ -560,6 +696,7 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
     const int2 *d_tiles = (const int2 *)(d_slots + rows + pad);
     const int32_t *d_decode = (const int32_t *)(d_tiles + tile_count);
     const int32_t *d_positions = d_decode + decode_count;
+    const int32_t *d_dyn = d_positions + position_count;
 
     // The launches, for the context's element type T (kv_write_kernel copies 2-byte elements as
     // they are, whichever the type).
@@ -578,73 +715,10 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
                                                                       (int)head_dim, d_slots, (half *)k_cache, (half *)v_cache);
         LAUNCH_CHECK(ctx);
 
-        if (decode_count > 0) {
-            // Partition size: the largest of 512, 256, 128, 64 keys that still gives about two
-            // blocks per SM, so a small batch spreads its long contexts over the whole card.
-            int part_keys = 512;
-            auto blocks_for = [&](int pk) {
-                int64_t b = 0;
-                for (int64_t s = 0; s < seq_count; s++)
-                    if (is_decode(seqs[s])) b += (seqs[s].context_before + 1 + pk - 1) / pk;
-                return b * kv_heads;
-            };
-            while (part_keys > ctx->decode_min_partition && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
-            // Balance: as many partitions as that size needs for the longest context, of equal
-            // length (rounded up to 32 keys), so a 530-key context splits 288 + 242, not 512 + 18.
-            {
-                const int64_t parts = (max_context + part_keys - 1) / part_keys;
-                const int64_t even = (max_context + parts - 1) / parts;
-                part_keys = (int)((even + 31) / 32 * 32);
-            }
-            const int max_parts = (int)((max_context + part_keys - 1) / part_keys);
-            const size_t entries = (size_t)(decode_count * heads * max_parts);
-            const size_t need = entries * (size_t)head_dim * 4 + entries * 8;
-            if (need > ctx->decode_partials_bytes) {
-                if (ctx->decode_partials) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_partials, ctx->stream));
-                ctx->decode_partials = nullptr;
-                ctx->decode_partials_bytes = 0;
-                size_t grow = need * 2;
-                CUDA_TRY(ctx, cudaMallocAsync(&ctx->decode_partials, grow, ctx->stream));
-                ctx->decode_partials_bytes = grow;
-            }
-            // One arrival counter per (decode sequence, KV head), zero between launches (the last
-            // block of each resets its own).
-            const size_t counter_count = (size_t)(decode_count * kv_heads);
-            if (counter_count > ctx->decode_counter_count) {
-                if (ctx->decode_counters) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_counters, ctx->stream));
-                ctx->decode_counters = nullptr;
-                ctx->decode_counter_count = 0;
-                CUDA_TRY(ctx, cudaMallocAsync((void **)&ctx->decode_counters, counter_count * 2 * 4, ctx->stream));
-                CUDA_TRY(ctx, cudaMemsetAsync(ctx->decode_counters, 0, counter_count * 2 * 4, ctx->stream));
-                ctx->decode_counter_count = counter_count * 2;
-            }
-            float2 *part_ml = (float2 *)ctx->decode_partials;
-            float *part_o = (float *)(part_ml + entries);
-            const size_t smem = (size_t)(2 * group * head_dim + group * part_keys + 2 * kDecodeMaxGroup) * 4;
-            dim3 dgrid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
-            const int vecs = (int)(head_dim / 8);
-#define DLAUNCH(L, G)                                                                                        \
-        launched = launch_dependent(ctx, dgrid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, T>,   \
-            (const T *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const T *)k_cache,                \
-            (const T *)v_cache, (int)block_size, d_seqs, d_tables, d_decode, part_keys, max_parts, scale, part_o, part_ml, \
-            ctx->decode_counters, (T *)out, heads * head_dim)
-#define DLAUNCH_G(L)                 \
-        do {                             \
-            if (group == 1) DLAUNCH(L, 1);      \
-            else if (group == 2) DLAUNCH(L, 2); \
-            else if (group <= 4) DLAUNCH(L, 4); \
-            else DLAUNCH(L, 8);                 \
-        } while (0)
-            cudaError_t launched = cudaSuccess;
-            if (vecs <= 2) DLAUNCH_G(2);
-            else if (vecs <= 4) DLAUNCH_G(4);
-            else if (vecs <= 8) DLAUNCH_G(8);
-            else if (vecs <= 16) DLAUNCH_G(16);
-            else DLAUNCH_G(32);
-#undef DLAUNCH_G
-#undef DLAUNCH
-            CUDA_TRY(ctx, launched);
-        }
+        if (decode_count > 0)
+            CUDA_TRY(ctx, launch_decode<T>(ctx, (const T *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim,
+                                           (const T *)k_cache, (const T *)v_cache, (int)block_size, d_seqs, d_tables, d_decode,
+                                           d_dyn, decode_count, max_parts, part_keys, scale, (T *)out));
         if (tile_count > 0) {
             dim3 grid((unsigned)tile_count, (unsigned)(kv_heads * (group / group_heads)));
 #define LAUNCH(NT)                                                                                             \

@@ -98,6 +98,7 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
             if (v == 64 || v == 128 || v == 256 || v == 512) ctx->decode_min_partition = v;
         }
         if (const char *pdl = getenv("PETREL_PDL")) ctx->pdl = strcmp(pdl, "0") != 0;
+        if (const char *graphs = getenv("PETREL_CUDA_GRAPHS")) ctx->step.enabled = strcmp(graphs, "0") != 0;
         if (const char *mode = getenv("PETREL_PREFILL_ATTENTION")) {   // gemm (default) or tiled
             if (strcmp(mode, "tiled") == 0) ctx->prefill_gemm = false;
             else if (strcmp(mode, "gemm") == 0) ctx->prefill_gemm = true;
@@ -124,6 +125,7 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
 void petrel_context_destroy(petrel_context *ctx) {
     if (!ctx) return;
     if (ctx->stream) cudaStreamSynchronize(ctx->stream);
+    destroy_step_state(ctx);
     if (ctx->cublas) cublasDestroy(ctx->cublas);
     if (ctx->cublas_workspace) cudaFree(ctx->cublas_workspace);
     if (ctx->scratch) cudaFree(ctx->scratch);

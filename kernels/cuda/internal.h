@@ -9,6 +9,9 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <set>
+#include <tuple>
 #include <vector>
 
 #include "../../Sources/CPetrelCUDA/include/petrel_cuda.h"
@@ -24,6 +27,41 @@ struct UploadCache {
 enum { kGemvPlain = 0, kGemvBias = 1, kGemvSwiGLU = 2 };
 constexpr int kGemvMaxRows = 8;
 constexpr int kGemvDefaultRows = 4;   // measured: past 4 rows cuBLAS is as fast (docs/BENCHMARKS.md)
+
+// What a decode step's graph depends on besides its inputs' values (graphs.cu): the caller's
+// buffers (owner), rows, sequences, block-table capacity, split-K partitions (rounded up to a power
+// of two), the attention shape and the cache's block size.
+using StepKey = std::tuple<uint64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+
+// A decode step run as a CUDA graph (graphs.cu). Between petrel_step_begin and petrel_step_end the
+// step's inputs live in `dev` (one upload) and the enqueue functions read them from there instead
+// of their host arrays; the step's ops are either run (the first time a shape is seen: a warm-up
+// that also sizes every scratch buffer) or captured into a graph that is launched then and
+// replayed by later steps of the same shape.
+struct StepState {
+    bool enabled = true;          // PETREL_CUDA_GRAPHS=0 turns graphs off
+    bool active = false;          // inside petrel_step_begin .. petrel_step_end
+    bool capturing = false;       // ... and the stream is being captured
+    bool broken = false;          // an enqueue could not be captured (a scratch buffer too small)
+    StepKey key;
+    int64_t n = 0, seq_count = 0, table_cap = 0, max_parts = 0, half_dim = 0;
+    // The step's inputs on the device (int32 words, `bytes` in all), staged in pinned `host`.
+    unsigned char *host = nullptr;
+    void *dev = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t copied = nullptr;  // the last upload from `host` has been read
+    const int4 *seqs = nullptr;                                 // (token_begin, 1, context_before, table offset)
+    const int32_t *tables = nullptr, *slots = nullptr, *ids = nullptr, *positions = nullptr, *rows = nullptr,
+                  *decode = nullptr, *dyn = nullptr;            // dyn[0]: the split-K partition size in keys
+    const float *inv_freq = nullptr;
+    int64_t row_count = 0;
+    // matmul_swiglu's cuBLAS product for a step (a graph cannot allocate it), grown outside captures.
+    void *gate_up = nullptr;
+    size_t gate_up_bytes = 0;
+    std::map<StepKey, cudaGraphExec_t> graphs;
+    std::set<StepKey> warmed, failed;
+    int64_t captured = 0, replayed = 0;
+};
 
 struct petrel_context {
     int device = 0;
@@ -75,7 +113,29 @@ struct petrel_context {
     // probabilities (the context's element type).
     void *prefill_scratch = nullptr;
     size_t prefill_scratch_bytes = 0;
+    // Decode steps as CUDA graphs (graphs.cu).
+    StepState step;
 };
+
+// Drops every captured step graph (their kernels hold addresses of buffers about to be freed or
+// replaced); shapes seen before are warmed up again before they are captured anew.
+void invalidate_graphs(petrel_context *ctx);
+// Frees the graphs and the step buffers (petrel_context_destroy).
+void destroy_step_state(petrel_context *ctx);
+
+// Split-K decode attention's partition for decode contexts of these lengths (keys, the new token
+// included): the largest of 512, 256, 128, 64 keys that still gives about two blocks per SM, then
+// evened out over the longest context (rounded up to 32 keys). *max_parts: partitions of the
+// longest context.
+void decode_partition(const petrel_context *ctx, const std::vector<int64_t> &contexts, int64_t kv_heads,
+                      int *part_keys, int *max_parts);
+// Whether a decode step of this attention shape can run from a step upload (the split-K kernel
+// takes every sequence: head_dim a multiple of 8, at most 192, groups of at most 8 query heads).
+bool step_attention_applies(int64_t heads, int64_t kv_heads, int64_t head_dim);
+// Makes sure the split-K partials and arrival counters hold `decode_count` sequences of `heads`
+// query heads in `max_parts` partitions (growing them drops the step graphs).
+int32_t ensure_decode_scratch(petrel_context *ctx, int64_t decode_count, int64_t heads, int64_t kv_heads,
+                              int64_t head_dim, int64_t max_parts);
 
 // Whether the context's device tensors are bf16 (else fp16).
 inline bool is_bf16(const petrel_context *ctx) { return ctx->dtype == PETREL_DTYPE_BF16; }

@@ -201,8 +201,12 @@ int32_t petrel_embed_enqueue(petrel_context *ctx, const int32_t *ids, int64_t co
         if (ids[i] < 0 || ids[i] >= vocab)
             return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "embed: token id %d outside the vocabulary of %lld", ids[i], (long long)vocab);
     void *dev_ids;
-    int32_t status = upload_scratch(ctx, ids, (size_t)count * 4, &dev_ids);
-    if (status != PETREL_OK) return status;
+    if (ctx->step.active && count == ctx->step.n) {
+        dev_ids = (void *)ctx->step.ids;   // the step's upload (graphs.cu)
+    } else {
+        int32_t status = upload_scratch(ctx, ids, (size_t)count * 4, &dev_ids);
+        if (status != PETREL_OK) return status;
+    }
     gather_rows_kernel<<<(unsigned)count, 128, 0, ctx->stream>>>((const half *)table, (const int32_t *)dev_ids, dim, (half *)out);
     LAUNCH_CHECK(ctx);
     return PETREL_OK;
@@ -211,8 +215,12 @@ int32_t petrel_embed_enqueue(petrel_context *ctx, const int32_t *ids, int64_t co
 int32_t petrel_rows_gather_enqueue(petrel_context *ctx, const void *x, int64_t d, const int32_t *rows, int64_t count, void *out) {
     if (count == 0) return PETREL_OK;
     void *dev_rows;
-    int32_t status = upload_scratch(ctx, rows, (size_t)count * 4, &dev_rows);
-    if (status != PETREL_OK) return status;
+    if (ctx->step.active && count == ctx->step.row_count) {
+        dev_rows = (void *)ctx->step.rows;   // the step's upload (graphs.cu)
+    } else {
+        int32_t status = upload_scratch(ctx, rows, (size_t)count * 4, &dev_rows);
+        if (status != PETREL_OK) return status;
+    }
     gather_rows_kernel<<<(unsigned)count, 128, 0, ctx->stream>>>((const half *)x, (const int32_t *)dev_rows, d, (half *)out);
     LAUNCH_CHECK(ctx);
     return PETREL_OK;
@@ -266,9 +274,29 @@ int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t
                                      int64_t f, void *out) {
     if (n == 0 || f == 0) return PETREL_OK;
     if (gemv_applies(ctx, n, k, x, w_gate_up, out)) return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out);
-    // Large batches: one cuBLAS GEMM into a stream-ordered temporary, then the SwiGLU kernel.
+    // Large batches: one cuBLAS GEMM into a stream-ordered temporary, then the SwiGLU kernel. A
+    // step (graphs.cu) uses the step's own buffer instead, grown outside captures: a capture that
+    // finds it too small is abandoned and the step runs again uncaptured.
+    const size_t bytes = (size_t)(n * 2 * f) * 2;   // 2-byte elements
     void *gate_up = nullptr;
-    CUDA_TRY(ctx, cudaMallocAsync(&gate_up, (size_t)(n * 2 * f) * 2, ctx->stream));   // 2-byte elements
+    StepState &st = ctx->step;
+    if (st.active) {
+        if (bytes > st.gate_up_bytes) {
+            if (st.capturing) {
+                st.broken = true;
+                return PETREL_OK;
+            }
+            invalidate_graphs(ctx);
+            if (st.gate_up) CUDA_TRY(ctx, cudaFreeAsync(st.gate_up, ctx->stream));
+            st.gate_up = nullptr;
+            st.gate_up_bytes = 0;
+            CUDA_TRY(ctx, cudaMallocAsync(&st.gate_up, bytes, ctx->stream));
+            st.gate_up_bytes = bytes;
+        }
+        gate_up = st.gate_up;
+    } else {
+        CUDA_TRY(ctx, cudaMallocAsync(&gate_up, bytes, ctx->stream));
+    }
     int32_t status = cublas_matmul(ctx, x, n, k, w_gate_up, 2 * f, gate_up);
     if (status == PETREL_OK) {
         with_element_type(ctx, [&](auto tag) {
@@ -279,7 +307,7 @@ int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) status = fail(ctx, PETREL_ERROR_CUDA, "swiglu launch: %s", cudaGetErrorString(e));
     }
-    cudaFreeAsync(gate_up, ctx->stream);
+    if (!st.active) cudaFreeAsync(gate_up, ctx->stream);
     return status;
 }
 

@@ -43,7 +43,8 @@ extern "C" {
     PETREL_EXPORT ret name args;
 
 // 5: petrel_context_set_dtype (bf16 contexts).
-#define PETREL_ABI_VERSION 5
+// 6: decode steps as CUDA graphs (petrel_step_begin / petrel_step_end).
+#define PETREL_ABI_VERSION 6
 
 enum {
     PETREL_OK = 0,
@@ -204,6 +205,38 @@ PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void 
 PETREL_FN(int32_t, petrel_top_candidates, (petrel_context *ctx, const void *logits, int64_t rows, int64_t vocab,
                                            int32_t k, const float *inv_temperature, const petrel_logit_edit *edits,
                                            int64_t edit_count, int32_t *ids, float *values, float *log_sum_exp))
+
+// ---- decode steps as CUDA graphs
+
+// What petrel_step_begin tells the caller to do.
+enum {
+    PETREL_STEP_REPLAYED = 0,     // the step's graph was launched: enqueue nothing, do not call petrel_step_end
+    PETREL_STEP_ENQUEUE = 1,      // enqueue the step's operations, then call petrel_step_end
+    PETREL_STEP_INELIGIBLE = 2,   // not a step a graph can serve (or graphs are off): run it as usual
+};
+
+// Opens a decode step: every sequence has one new token (token_begin = its index, token_count =
+// 1), `rows` (row_count, the rows whose logits are wanted) index them. Uploads the step's inputs
+// (ids, positions, seqs with their block tables, inv_freq of head_dim / 2, rows; all host,
+// borrowed) in one copy; until petrel_step_end, petrel_embed_enqueue, petrel_rows_gather_enqueue
+// and petrel_attention_enqueue read them from that upload (their host arrays must hold the same
+// values) and every other enqueue must get the same device buffers whenever `owner` (any number
+// naming the caller's set of buffers) is the same. The first step of a shape runs its operations;
+// the second is captured into a CUDA graph and launched by petrel_step_end; later steps of the
+// shape launch that graph here (*action = PETREL_STEP_REPLAYED). PETREL_CUDA_GRAPHS=0 in the
+// environment, or a step that is not pure decode, gives PETREL_STEP_INELIGIBLE.
+PETREL_FN(int32_t, petrel_step_begin, (petrel_context *ctx, uint64_t owner, const int32_t *ids, const int32_t *positions,
+                                       int64_t n, const petrel_attn_seq *seqs, int64_t seq_count, int64_t block_size,
+                                       int64_t heads, int64_t kv_heads, int64_t head_dim, const float *inv_freq,
+                                       const int32_t *rows, int64_t row_count, int32_t *action))
+// Closes the step opened with PETREL_STEP_ENQUEUE: when it was being captured, instantiates the
+// graph and launches it. *rerun = 1: the capture could not be used and nothing ran; enqueue the
+// same operations once more, then call petrel_step_end again.
+PETREL_FN(int32_t, petrel_step_end, (petrel_context *ctx, int32_t *rerun))
+// Drops every step graph (call before freeing or replacing buffers a graph's owner used).
+PETREL_FN(void, petrel_graphs_clear, (petrel_context *ctx))
+// Graphs captured and replays launched on this context so far.
+PETREL_FN(void, petrel_graph_counts, (petrel_context *ctx, int64_t *captured, int64_t *replayed))
 
 #ifdef __cplusplus
 }
