@@ -7,6 +7,7 @@
 # the same weights (scripts/hf_logits_check.py); gemv: the decode-matmul microbenchmark (kernels/cuda/bench_gemv);
 # profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
 # bf16: a few grid points with --gpu-dtype bf16;
+# partition: batch 1 and 16 with the decode attention's smallest partition at 64 and 256 keys;
 # graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
 # points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
@@ -73,6 +74,15 @@ if has graphs; then
         PETREL_CUDA_GRAPHS=$v timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
             --batch-size "${GRAPH_BATCHES:-1;16;64}" --input-output-len "${GRAPH_LENS:-60,20;128,128}" \
             --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/graphs.md"
+    done
+fi
+if has partition; then
+    # The split-K decode attention's smallest partition (PETREL_DECODE_MIN_PARTITION, default 64):
+    # short contexts in one partition skip the combine.
+    for v in 64 256 64 256; do
+        echo "## PETREL_DECODE_MIN_PARTITION=$v" | tee -a "$OUT/partition.md"
+        PETREL_DECODE_MIN_PARTITION=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
+            --batch-size "1;16" --input-output-len "60,20;512,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/partition.md"
     done
 fi
 if has bf16; then

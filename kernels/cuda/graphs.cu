@@ -48,6 +48,7 @@ int32_t ensure_step_buffers(petrel_context *ctx, size_t bytes) {
 
 void invalidate_graphs(petrel_context *ctx) {
     StepState &st = ctx->step;
+    if (!st.graphs.empty() && !st.capturing) cudaStreamSynchronize(ctx->stream);   // none still running
     for (auto &entry : st.graphs) cudaGraphExecDestroy(entry.second);
     st.graphs.clear();
     st.warmed.clear();
