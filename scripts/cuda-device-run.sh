@@ -17,7 +17,9 @@ set -uo pipefail
 OUT=${OUT:-/tmp/petrel-out}
 STAGES=${STAGES:-"build selftest peaks bench hf"}
 mkdir -p "$OUT"
-has() { [[ " $STAGES " == *" $1 "* ]]; }
+T0=$(date +%s)
+# Whether stage $1 was asked for; logs the seconds since the start, so each stage's time shows.
+has() { [[ " $STAGES " == *" $1 "* ]] && echo "[stage $1 at +$(( $(date +%s) - T0 )) s]" >&2; }
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 date -u | tee -a "$OUT/gpu.txt"
@@ -48,7 +50,9 @@ if has logits; then
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if has gemv; then
-    make -C kernels/cuda bench_gemv >/dev/null && kernels/cuda/bench_gemv 2>&1 | tee "$OUT/gemv.md"
+    # A bench_gemv carried in .device/ (built here with the library) saves the build there.
+    if [ -x .device/bench_gemv ]; then cp .device/bench_gemv kernels/cuda/bench_gemv; else make -C kernels/cuda bench_gemv >/dev/null; fi
+    kernels/cuda/bench_gemv 2>&1 | tee "$OUT/gemv.md"
 fi
 if has bench; then
     timeout ${BENCH_TIMEOUT:-220} /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \

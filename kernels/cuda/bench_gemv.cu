@@ -1,5 +1,5 @@
 // bench_gemv.cu: the decode matmuls of Llama-2-7B (fp16) on the streaming GEMV and on cuBLAS,
-// n = 1..16 activation rows, timed with CUDA events (median of 50 after warm-up; weights rotate
+// n = 1..64 activation rows, timed with CUDA events (median of 50 after warm-up; weights rotate
 // over four copies so no matrix is served from L2). Prints a markdown table: microseconds and
 // weight bytes per second for each path. Built and run by scripts/cuda-device-run.sh (stage gemv).
 #include "internal.h"
@@ -24,7 +24,7 @@ int main() {
     struct Shape { const char *name; int64_t k, m; bool swiglu; };
     const Shape shapes[] = {{"qkv", 4096, 12288, false}, {"o", 4096, 4096, false}, {"gate_up+swiglu", 4096, 11008, true},
                             {"down", 11008, 4096, false}, {"head", 4096, 32000, false}};
-    const int ns[] = {1, 2, 4, 8, 16};
+    const int ns[] = {1, 2, 4, 8, 16, 32, 64};
     cudaEvent_t start, stop;
     cudaEventCreate(&start);
     cudaEventCreate(&stop);
@@ -37,9 +37,9 @@ int main() {
             check(petrel_buffer_alloc(ctx, wbytes, &p), ctx, "alloc w");
             check(petrel_weights_random(ctx, p, rows * s.k, 11, 0.05f), ctx, "random w");
         }
-        check(petrel_buffer_alloc(ctx, 16 * s.k * 2, &x), ctx, "alloc x");
-        check(petrel_weights_random(ctx, x, 16 * s.k, 12, 1.0f), ctx, "random x");
-        check(petrel_buffer_alloc(ctx, 16 * rows * 2, &out), ctx, "alloc out");
+        check(petrel_buffer_alloc(ctx, 64 * s.k * 2, &x), ctx, "alloc x");
+        check(petrel_weights_random(ctx, x, 64 * s.k, 12, 1.0f), ctx, "random x");
+        check(petrel_buffer_alloc(ctx, 64 * rows * 2, &out), ctx, "alloc out");
         for (int n : ns) {
             double us[2] = {0, 0};
             for (int path = 0; path < 2; path++) {
