@@ -8,6 +8,7 @@
 # profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
 # bf16: a few grid points with --gpu-dtype bf16;
 # partition: batch 1 and 16 with the decode attention's smallest partition at 64 and 256 keys;
+# unroll: batch 1 and 16 with the decode attention loading 4 or 8 rows per lane group before use;
 # graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
 # points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
@@ -45,10 +46,6 @@ if has peaks; then
     python3 scripts/device_peaks.py 2>&1 | tee "$OUT/peaks.txt"
     BW=$(sed -n 's/^PEAK_BW_GBS=//p' "$OUT/peaks.txt"); TF=$(sed -n 's/^PEAK_TFLOPS=//p' "$OUT/peaks.txt")
 fi
-if has logits; then
-    python3 scripts/hf_logits_check.py --petrel /tmp/petrel 2>&1 | grep -v Warning | tee "$OUT/logits.md"
-    [ "${PIPESTATUS[0]}" = 0 ] || status=1
-fi
 if has gemv; then
     # A bench_gemv carried in .device/ (built here with the library) saves the build there.
     if [ -x .device/bench_gemv ]; then cp .device/bench_gemv kernels/cuda/bench_gemv; else make -C kernels/cuda bench_gemv >/dev/null; fi
@@ -80,6 +77,15 @@ if has graphs; then
             --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/graphs.md"
     done
 fi
+if has unroll; then
+    # The decode attention loading 8 key / value rows per lane group before use (the default)
+    # against 4 (PETREL_DECODE_UNROLL=4), alternating.
+    for v in 4 8 4 8; do
+        echo "## PETREL_DECODE_UNROLL=$v" | tee -a "$OUT/unroll.md"
+        PETREL_DECODE_UNROLL=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
+            --batch-size "1;16" --input-output-len "60,20;128,128" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/unroll.md"
+    done
+fi
 if has partition; then
     # The split-K decode attention's smallest partition (PETREL_DECODE_MIN_PARTITION, default 64):
     # short contexts in one partition skip the combine.
@@ -96,6 +102,10 @@ if has bf16; then
 fi
 if has hf; then
     timeout ${HF_TIMEOUT:-200} python3 scripts/hf_bench.py ${HF_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/bench-hf.md"
+fi
+if has logits; then
+    timeout ${LOGITS_TIMEOUT:-300} python3 scripts/hf_logits_check.py --petrel /tmp/petrel ${LOGITS_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/logits.md"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if has profile; then
     # One batch-1 decode step, kernel by kernel: skip the weight fill, the prefill and the first

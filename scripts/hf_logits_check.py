@@ -5,7 +5,8 @@ For each shape (SmolLM2-135M and Llama-2-7B configs), transformers builds a rand
 LlamaForCausalLM in fp16 on the GPU and saves it (safetensors + config.json) to a folder; then
   - transformers: last-position logits of a fixed random prompt, and 16 greedy tokens;
   - petrel: `petrel logits --device cuda --model <folder>` on the same ids (logits file + greedy ids);
-and the script prints a table: max |petrel - hf| / max |hf| over the logits (target 1e-2) against
+and the script prints a table: max |petrel - hf| / max |hf| over the logits (target 1e-2), and the
+norm-wise ||petrel - hf|| / ||hf||, against
 transformers in fp16 and against the same weights in fp32 (the truth both fp16 runs approximate),
 whether the greedy ids agree, and where they part, the gap between transformers' two best logits at
 that step (agreement is required unless the two are within fp16 rounding of each other, or petrel's
@@ -102,6 +103,10 @@ def check(name, petrel, prompt_len, new_tokens, seed, workdir, scale, cpu):
     def rel(a, b):
         return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
+    def rel2(a, b):   # norm-wise: ||a - b|| / ||b|| (the device README's measure)
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
     def greedy(m, dtype_ids):
         with torch.no_grad():
             res = m(torch.tensor([dtype_ids], device="cuda"), use_cache=True)
@@ -130,6 +135,7 @@ def check(name, petrel, prompt_len, new_tokens, seed, workdir, scale, cpu):
         ref_logits = model(torch.tensor([ids], device="cuda")).logits[0, -1].float().cpu().numpy()
     ref_ids = greedy(model, ids)
     err16, err32, hf_err32 = rel(pl, hf_logits), rel(pl, ref_logits), rel(hf_logits, ref_logits)
+    norm16, norm32, hf_norm32 = rel2(pl, hf_logits), rel2(pl, ref_logits), rel2(hf_logits, ref_logits)
     agree = petrel_ids == hf_ids
 
     def prefix(a, b):
@@ -144,7 +150,8 @@ def check(name, petrel, prompt_len, new_tokens, seed, workdir, scale, cpu):
         cpu_err = rel(cpu_logits, ref_logits)
         cpu_cell = f"{cpu_err:.1e}, greedy {'=' if cpu_ids == ref_ids else '!='} fp32"
         ok = ok and cpu_err <= 1e-3 and cpu_ids == ref_ids
-    print(f"| {name} x{scale} | {prompt_len} | {err16:.2e} | {err32:.2e} | {hf_err32:.2e} | {cpu_cell} | "
+    print(f"| {name} x{scale} | {prompt_len} | {err16:.2e} | {err32:.2e} | {hf_err32:.2e} | "
+          f"{norm16:.2e} | {norm32:.2e} | {hf_norm32:.2e} | {cpu_cell} | "
           f"{'yes' if agree else 'no'} | {agree32}/{new_tokens} vs {hf_agree32}/{new_tokens} | {note or 'all agree'} | "
           f"{'ok' if ok else 'FAIL'} |", flush=True)
     print(f"  hf fp16 ids: {hf_ids}\n  hf fp32 ids: {ref_ids}\n  petrel ids:  {petrel_ids}", flush=True)
@@ -167,10 +174,11 @@ def main():
     a = p.parse_args()
     import transformers
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name()}")
-    print("| shape x weight scale | prompt | logits rel error petrel cuda vs hf fp16 | petrel cuda vs hf fp32 | "
-          "hf fp16 vs hf fp32 | petrel cpu (fp32) vs hf fp32 | greedy 16 = hf fp16 | leading ids equal to fp32 "
+    print("| shape x weight scale | prompt | max-abs rel error petrel cuda vs hf fp16 | petrel cuda vs hf fp32 | "
+          "hf fp16 vs hf fp32 | norm-wise rel error petrel cuda vs hf fp16 | petrel cuda vs hf fp32 | hf fp16 vs hf fp32 | "
+          "petrel cpu (fp32) vs hf fp32 | greedy 16 = hf fp16 | leading ids equal to fp32 "
           "greedy: petrel cuda vs hf fp16 | note | ok |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     workdir = tempfile.mkdtemp(prefix="petrel-hf-")
     results = [check(s, a.petrel, a.prompt_len, a.new_tokens, a.seed, workdir, float(x), not a.no_cpu)
                for s in a.shapes.split(";") for x in a.scales.split(";")]

@@ -39,6 +39,10 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("peak-tflops"), help: "Static mode: the device's measured matrix rate in TFLOP/s, for each point's ceiling.")
     var peakTFLOPs: Double?
     @Option(help: "Seed for the random prompts.") var seed: UInt64 = 1
+    @Option(name: .customLong("warm-up"), help: "Static mode: unreported runs of each point before it is timed (default: 1 on cuda, 0 on cpu), as gptSessionBenchmark's --warm_up.")
+    var warmUp: Int?
+    @Option(help: "Static mode: timed runs of each point; the row is the run of median latency (default: 3 on cuda, 1 on cpu).")
+    var runs: Int?
     @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
@@ -100,10 +104,15 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: static
 
-    func makeEngine(_ llama: any CausalLM, batch: Int, tokens: Int) throws -> Engine {
-        let perSeq = (tokens + blockSize - 1) / blockSize
-        let blocks = batch * perSeq + 1
-        let runner = try ModelRunner(model: llama, blockCount: blocks, blockSize: blockSize)
+    /// The executor (and its KV cache) for `batch` sequences of `tokens` tokens.
+    func makeRunner(_ llama: any CausalLM, batch: Int, tokens: Int) throws -> ModelRunner {
+        try ModelRunner(model: llama, blockCount: batch * ((tokens + blockSize - 1) / blockSize) + 1, blockSize: blockSize)
+    }
+
+    /// An engine over `runner` (a new one when nil), as a server would run it.
+    func makeEngine(_ llama: any CausalLM, batch: Int, tokens: Int, runner: ModelRunner? = nil) throws -> Engine {
+        let runner = try runner ?? makeRunner(llama, batch: batch, tokens: tokens)
+        let blocks = runner.cache.layout.blockCount
         return try Engine(config: SchedulerConfig(numBlocks: blocks, blockSize: blockSize, maxBatchSize: batch,
                                                   maxNumTokens: maxNumTokens, enableChunkedContext: true,
                                                   policy: .guaranteedNoEvict, maxSequenceLength: llama.config.maxPositions),
@@ -117,10 +126,10 @@ struct Bench: AsyncParsableCommand {
 
     func runStatic(_ llama: any CausalLM) async throws {
         let (batches, pairs) = try parseGrid()
-        if device == .cuda {
-            // Warm-up, not reported: module loading and cuBLAS's first calls at each batch size.
-            for batch in batches { _ = try await runPoint(llama, batch: batch, input: 16, output: 2) }
-        }
+        // Each point is run `warmUps` times unreported first (the first use of a kernel or a
+        // cuBLAS algorithm loads its module; a shape's first decode steps capture its CUDA
+        // graphs), then `timedRuns` times; the row is the run of median latency.
+        let warmUps = warmUp ?? (device == .cuda ? 1 : 0), timedRuns = max(1, runs ?? (device == .cuda ? 3 : 1))
         let roofline = peakBandwidth.flatMap { bw in
             peakTFLOPs.map { Roofline(config: llama.config, weightBytes: device == .cuda ? Roofline.fp16WeightBytes(llama.config) : llama.weightBytes,
                                       bandwidth: bw * 1e9, flopRate: $0 * 1e12) }
@@ -135,7 +144,15 @@ struct Bench: AsyncParsableCommand {
         }
         for (input, output) in pairs {
             for batch in batches {
-                let (latency, ttft, peak) = try await runPoint(llama, batch: batch, input: input, output: output)
+                // One executor and KV cache for the point's runs, as a server keeps its own (and
+                // the step graphs that hold the cache's addresses).
+                let runner = try makeRunner(llama, batch: batch, tokens: input + output)
+                for _ in 0..<warmUps { _ = try await runPoint(llama, batch: batch, input: input, output: output, runner: runner) }
+                var timed: [(Double, Double, Int)] = []
+                for _ in 0..<timedRuns {
+                    timed.append(try await runPoint(llama, batch: batch, input: input, output: output, runner: runner))
+                }
+                let (latency, ttft, peak) = timed.sorted { $0.0 < $1.0 }[timed.count / 2]
                 var row = String(format: "| %d | %d | %d | %.1f | %.1f | %.1f | %d |", batch, input, output, latency,
                                  Double(batch * output) / latency * 1000, ttft, peak)
                 if let roofline {
@@ -149,8 +166,9 @@ struct Bench: AsyncParsableCommand {
 
     /// One static point: `batch` requests of `input` random tokens, `output` tokens each.
     /// Returns latency (ms), mean time to first token (ms) and the peak KV blocks in use.
-    func runPoint(_ llama: any CausalLM, batch: Int, input: Int, output: Int) async throws -> (Double, Double, Int) {
-        let engine = try makeEngine(llama, batch: batch, tokens: input + output)
+    func runPoint(_ llama: any CausalLM, batch: Int, input: Int, output: Int, runner: ModelRunner? = nil) async throws
+        -> (Double, Double, Int) {
+        let engine = try makeEngine(llama, batch: batch, tokens: input + output, runner: runner)
         let ps = prompts(batch, length: input, vocab: llama.config.vocabularySize, salt: UInt64(batch * 1000 + input))
         let start = DispatchTime.now().uptimeNanoseconds
         let peak = PeakTracker()

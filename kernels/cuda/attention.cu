@@ -231,7 +231,11 @@ constexpr int kDecodeThreads = 128;
 constexpr int kDecodeMaxGroup = 8;
 constexpr int kMaxPartKeys = 512;   // the largest split-K partition (decode_partition)
 
-template <int L, int MAXG, typename T>  // MAXG >= G: register arrays sized for the group
+// U: key rows (and value rows) each lane group loads before using them: 8 (ctx->decode_unroll,
+// the default, for groups of at most 2 query heads: larger groups' accumulators would spill) or 4
+// (PETREL_DECODE_UNROLL=4). Either way each key's score and each slice's sum
+// take the keys in the same order, so the two give the same bits.
+template <int L, int MAXG, int U, typename T>  // MAXG >= G: register arrays sized for the group
 __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
     const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
@@ -270,7 +274,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
 
     const int lane = tid % 32, warp = tid / 32, sub = lane % L;
     constexpr int KPW = 32 / L;   // keys per warp per step
-    constexpr int KU = 4;         // key rows each lane group loads before using them
+    constexpr int KU = U;         // key rows each lane group loads before using them
     for (int j0 = warp * KPW * KU; j0 < n; j0 += (kDecodeThreads / 32) * KPW * KU) {   // warp-uniform
         uint4 raw[KU];
 #pragma unroll
@@ -306,6 +310,20 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
             }
         }
     }
+    // The first value rows this thread weighs, loaded now: their latency overlaps the softmax.
+    constexpr int kSlices = kDecodeThreads / L;   // keys in flight per block
+    const int slice = tid / L;
+    uint4 vraw[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int j = slice + u * kSlices;
+        vraw[u] = make_uint4(0u, 0u, 0u, 0u);
+        if (j < n && sub < V) {
+            const int pos = k0 + j;
+            const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+            vraw[u] = *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
+        }
+    }
     __syncthreads();
 
     for (int g = warp; g < G; g += kDecodeThreads / 32) {
@@ -326,32 +344,31 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     }
     __syncthreads();
 
-    constexpr int kSlices = kDecodeThreads / L;   // keys in flight per block
-    const int slice = tid / L;
     float acc[MAXG][8];
 #pragma unroll
     for (int g = 0; g < MAXG; g++)
 #pragma unroll
         for (int i = 0; i < 8; i++) acc[g][i] = 0.f;
     if (sub < V) {
-        constexpr int VU = 4;   // value rows loaded before use
+        constexpr int VU = U;   // value rows loaded before use
         for (int j0 = slice; j0 < n; j0 += kSlices * VU) {
-            uint4 raw[VU];
+            if (j0 != slice) {   // the first rows came before the softmax
 #pragma unroll
-            for (int u = 0; u < VU; u++) {
-                const int j = j0 + u * kSlices;
-                raw[u] = make_uint4(0u, 0u, 0u, 0u);
-                if (j < n) {
-                    const int pos = k0 + j;
-                    const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
-                    raw[u] = *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
+                for (int u = 0; u < VU; u++) {
+                    const int j = j0 + u * kSlices;
+                    vraw[u] = make_uint4(0u, 0u, 0u, 0u);
+                    if (j < n) {
+                        const int pos = k0 + j;
+                        const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+                        vraw[u] = *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
+                    }
                 }
             }
 #pragma unroll
             for (int u = 0; u < VU; u++) {
                 const int j = j0 + u * kSlices;
                 if (j >= n) break;
-                const P *h2 = (const P *)&raw[u];
+                const P *h2 = (const P *)&vraw[u];
                 float2 vf[4];
 #pragma unroll
                 for (int i = 0; i < 4; i++) vf[i] = to_float2(h2[i]);
@@ -452,7 +469,11 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
     const int vecs = head_dim / 8;
     cudaError_t launched = cudaErrorInvalidValue;
 #define DLAUNCH(L, G)                                                                                          \
-    launched = launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, T>, qkv, stride, \
+    launched = ctx->decode_unroll == 4                                                                         \
+        ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, 4, T>, qkv, stride, \
+                           heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,       \
+                           max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim)  \
+        : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), T>, qkv, stride, \
                                 heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,   \
                                 max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim)
 #define DLAUNCH_G(L)                        \

@@ -96,6 +96,9 @@ struct petrel_context {
     // Split-K decode attention: partitions are halved from 512 keys down to this size while the
     // step has fewer than two blocks per SM (PETREL_DECODE_MIN_PARTITION: 64, 128, 256 or 512).
     int decode_min_partition = 64;
+    // Key and value rows each lane group of the decode attention loads before using them: 8, or 4
+    // (PETREL_DECODE_UNROLL=4).
+    int decode_unroll = 8;
     // Programmatic dependent launch (Hopper) for the decode chain's GEMVs and norms: each is
     // launched while its predecessor still runs, gets resident, starts its own weight loads and
     // waits (griddepcontrol.wait) before it reads anything the predecessor writes.
