@@ -8,7 +8,7 @@
 # profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
 # bf16: a few grid points with --gpu-dtype bf16;
 # partition: batch 1 and 16 with the decode attention's smallest partition at 64 and 256 keys;
-# columns: batch 1 and 4 with the GEMV computing one or two output columns a warp;
+# unroll: batch 1 and 16 with the decode attention loading 4 or 8 rows per lane group before use;
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
 # graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
@@ -78,12 +78,13 @@ if has graphs; then
             --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/graphs.md"
     done
 fi
-if has columns; then
-    # The GEMV with two output columns a warp (PETREL_GEMV_COLUMNS=2) against one, alternating.
-    for v in 1 2 1 2; do
-        echo "## PETREL_GEMV_COLUMNS=$v" | tee -a "$OUT/columns.md"
-        PETREL_GEMV_COLUMNS=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
-            --batch-size "1;4" --input-output-len "60,20;128,128" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/columns.md"
+if has unroll; then
+    # The decode attention loading 8 key / value rows per lane group before use (the default)
+    # against 4 (PETREL_DECODE_UNROLL=4), alternating.
+    for v in 4 8 4 8; do
+        echo "## PETREL_DECODE_UNROLL=$v" | tee -a "$OUT/unroll.md"
+        PETREL_DECODE_UNROLL=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
+            --batch-size "1;16" --input-output-len "60,20;128,128" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/unroll.md"
     done
 fi
 if has serve; then

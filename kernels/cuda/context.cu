@@ -93,7 +93,6 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
         ctx->arena_bytes = kArenaBytes;
         ctx->sm_count = props.multiProcessorCount;
         if (const char *rows = getenv("PETREL_GEMV_MAX_ROWS")) ctx->gemv_max_rows = atoi(rows);
-        if (const char *columns = getenv("PETREL_GEMV_COLUMNS")) ctx->gemv_columns = atoi(columns) == 2 ? 2 : 1;
         if (const char *unroll = getenv("PETREL_DECODE_UNROLL")) ctx->decode_unroll = atoi(unroll) == 4 ? 4 : 8;
         if (const char *keys = getenv("PETREL_DECODE_MIN_PARTITION")) {
             const int v = atoi(keys);

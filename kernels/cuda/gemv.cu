@@ -52,17 +52,14 @@ __device__ __forceinline__ float warp_total(float v) {
 // out (N, cols): out[n][c] = x[n] . w[c] (+ bias[c]); SWIGLU: out[n][c] = silu(x[n].w[c]) * (x[n].w[c + cols]).
 // S warps share one output column, each summing one contiguous slice of k (more loads in flight
 // for matrices with few columns); their partial sums meet in shared memory in slice order.
-// C: output columns per warp (plain and bias modes: 1, or 2 with PETREL_GEMV_COLUMNS=2, which
-// streams two weight rows side by side as SwiGLU streams gate and up; cols must then be even).
-// Each column's dot product sums in the same order either way.
-template <typename T, int N, int MODE, int S, int C>
+template <typename T, int N, int MODE, int S>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__ x, const T *__restrict__ w,
                                                            const T *__restrict__ bias, int64_t k, int64_t cols,
                                                            T *__restrict__ out) {
-    constexpr int R = MODE == kGemvSwiGLU ? 2 : C;  // weight rows per warp
+    constexpr int R = MODE == kGemvSwiGLU ? 2 : 1;  // weight rows per output column
     __shared__ float partial[kWarps][R][N];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, slice = warp % S;
-    const int64_t col = ((int64_t)blockIdx.x * (kWarps / S) + warp / S) * C;   // the warp's first output column
+    const int64_t col = (int64_t)blockIdx.x * (kWarps / S) + warp / S;
     const bool valid = col < cols;
     const int64_t chunks = k / 8;
     const int64_t per_slice = (chunks + S - 1) / S;
@@ -70,8 +67,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
     const int4 *x4 = reinterpret_cast<const int4 *>(x);
     const int4 *wr[R];
 #pragma unroll
-    for (int r = 0; r < R; r++)
-        wr[r] = reinterpret_cast<const int4 *>(w + ((valid ? col : 0) + (MODE == kGemvSwiGLU ? r * cols : r)) * k);
+    for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const int4 *>(w + ((valid ? col : 0) + r * cols) * k);
 
     float acc[R][N];
 #pragma unroll
@@ -142,40 +138,25 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
     }
 #pragma unroll
     for (int n = 0; n < N; n++) {
-        if (MODE == kGemvSwiGLU) {
-            const float v = acc[0][n];
-            out[n * cols + col] = from_float<T>(v / (1.0f + __expf(-v)) * acc[1][n]);
-        } else {
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                float v = acc[r][n];
-                if (MODE == kGemvBias) v += to_float(bias[col + r]);
-                out[n * cols + col + r] = from_float<T>(v);
-            }
-        }
+        float v = acc[0][n];
+        if (MODE == kGemvBias) v += to_float(bias[col]);
+        if (MODE == kGemvSwiGLU) v = v / (1.0f + __expf(-v)) * acc[R - 1][n];
+        out[n * cols + col] = from_float<T>(v);
     }
-}
-
-template <typename T, int MODE, int S, int C>
-cudaError_t launch_columns(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
-                           int64_t cols, T *out) {
-    const int per_block = kWarps / S * C;
-    dim3 grid((unsigned)((cols + per_block - 1) / per_block));
-    switch (n) {
-#define CASE(N) \
-    case N: return launch_dependent(ctx, grid, dim3(kWarps * 32), 0, gemv_kernel<T, N, MODE, S, C>, x, w, bias, k, cols, out);
-        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
-#undef CASE
-    }
-    return cudaErrorInvalidValue;
 }
 
 template <typename T, int MODE, int S>
 cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
                          int64_t cols, T *out) {
-    if (MODE != kGemvSwiGLU && ctx->gemv_columns == 2 && cols % 2 == 0)
-        return launch_columns<T, MODE, S, MODE == kGemvSwiGLU ? 1 : 2>(ctx, n, x, w, bias, k, cols, out);
-    return launch_columns<T, MODE, S, 1>(ctx, n, x, w, bias, k, cols, out);
+    const int per_block = kWarps / S;
+    dim3 grid((unsigned)((cols + per_block - 1) / per_block));
+    switch (n) {
+#define CASE(N) \
+    case N: return launch_dependent(ctx, grid, dim3(kWarps * 32), 0, gemv_kernel<T, N, MODE, S>, x, w, bias, k, cols, out);
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    }
+    return cudaErrorInvalidValue;
 }
 
 // Slices per column: enough warps in flight to cover the card twice over (132 SMs x 64 warps),

@@ -93,8 +93,6 @@ struct petrel_context {
     // Matmuls with at most this many activation rows use the streaming GEMV (gemv.cu) instead
     // of cuBLAS; PETREL_GEMV_MAX_ROWS overrides it (0: always cuBLAS).
     int gemv_max_rows = kGemvDefaultRows;
-    // Output columns per warp in the GEMV's plain and bias modes: 1, or 2 (PETREL_GEMV_COLUMNS=2).
-    int gemv_columns = 1;
     // Split-K decode attention: partitions are halved from 512 keys down to this size while the
     // step has fewer than two blocks per SM (PETREL_DECODE_MIN_PARTITION: 64, 128, 256 or 512).
     int decode_min_partition = 64;
