@@ -56,49 +56,31 @@ if has bench; then
     timeout ${BENCH_TIMEOUT:-220} /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
         --peak-bandwidth "$BW" --peak-tflops "$TF" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-petrel.md"
 fi
+# Side by side in one call: `petrel bench` over BATCHES x LENS once per value of the environment
+# variable VAR, in the order given (alternate them to see the run-to-run spread), one process each,
+# appended to $OUT/FILE.   alternate VAR "VALUES" FILE "BATCHES" "LENS"
+alternate() {
+    local var=$1 values=$2 file=$3 batches=$4 lens=$5 v
+    for v in $values; do
+        echo "## $var=$v" | tee -a "$OUT/$file"
+        env "$var=$v" timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size "$batches" \
+            --input-output-len "$lens" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/$file"
+    done
+}
 if has ab; then
-    for v in 0 1 0 1; do
-        echo "## PETREL_PDL=$v" | tee -a "$OUT/ab.md"
-        PETREL_PDL=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size 1 \
-            --input-output-len "60,20;128,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/ab.md"
-    done
-    for mode in tiled gemm; do
-        echo "## PETREL_PREFILL_ATTENTION=$mode" | tee -a "$OUT/ab.md"
-        PETREL_PREFILL_ATTENTION=$mode timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
-            --batch-size "16;128" --input-output-len "512,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/ab.md"
-    done
+    alternate PETREL_PDL "0 1 0 1" ab.md "1" "60,20;128,20"
+    alternate PETREL_PREFILL_ATTENTION "tiled gemm" ab.md "16;128" "512,20"
 fi
-if has graphs; then
-    # Decode steps replayed as CUDA graphs (the default) against kernel-by-kernel launches
-    # (PETREL_CUDA_GRAPHS=0), alternating, one process each.
-    for v in 0 1 0 1; do
-        echo "## PETREL_CUDA_GRAPHS=$v" | tee -a "$OUT/graphs.md"
-        PETREL_CUDA_GRAPHS=$v timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
-            --batch-size "${GRAPH_BATCHES:-1;16;64}" --input-output-len "${GRAPH_LENS:-60,20;128,128}" \
-            --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/graphs.md"
-    done
-fi
-if has unroll; then
-    # The decode attention loading 8 key / value rows per lane group before use (the default)
-    # against 4 (PETREL_DECODE_UNROLL=4), alternating.
-    for v in 4 8 4 8; do
-        echo "## PETREL_DECODE_UNROLL=$v" | tee -a "$OUT/unroll.md"
-        PETREL_DECODE_UNROLL=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
-            --batch-size "1;16" --input-output-len "60,20;128,128" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/unroll.md"
-    done
-fi
+# Decode steps replayed as CUDA graphs (the default) against kernel-by-kernel launches.
+has graphs && alternate PETREL_CUDA_GRAPHS "0 1 0 1" graphs.md "${GRAPH_BATCHES:-1;16;64}" "${GRAPH_LENS:-60,20;128,128}"
+# The decode attention loading 8 key / value rows per lane group before use (the default) or 4.
+has unroll && alternate PETREL_DECODE_UNROLL "4 8 4 8" unroll.md "1;16" "60,20;128,128"
+# The split-K decode attention's smallest partition (default 64): short contexts in one partition
+# skip the combine.
+has partition && alternate PETREL_DECODE_MIN_PARTITION "64 256 64 256" partition.md "1;16" "60,20;512,20"
 if has serve; then
     bash scripts/cuda-serve-smoke.sh 2>&1 | tee "$OUT/serve-smoke.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
-fi
-if has partition; then
-    # The split-K decode attention's smallest partition (PETREL_DECODE_MIN_PARTITION, default 64):
-    # short contexts in one partition skip the combine.
-    for v in 64 256 64 256; do
-        echo "## PETREL_DECODE_MIN_PARTITION=$v" | tee -a "$OUT/partition.md"
-        PETREL_DECODE_MIN_PARTITION=$v timeout 90 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
-            --batch-size "1;16" --input-output-len "60,20;512,20" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/partition.md"
-    done
 fi
 if has bf16; then
     # The same engine with bf16 weights, activations and KV cache (--gpu-dtype bf16).
