@@ -266,9 +266,15 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
 
     // MARK: decode steps as CUDA graphs (kernels/cuda/graphs.cu)
 
-    public func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], blockSize: Int,
+    public func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], layout: KVCacheLayout,
                           headCount: Int, kvHeadCount: Int, headDim: Int, inverseFrequencies: [Float], rows: [Int]) -> StepRecordingAction {
         precondition(tokens.count == positions.count && inverseFrequencies.count == headDim / 2)
+        // A replayed step runs no enqueue function, so the checks they make are made here, every step.
+        for s in sequences {
+            precondition(s.blockTable.count * layout.blockSize >= s.contextBefore + s.tokenCount, "block table too short")
+            precondition(s.blockTable.allSatisfy { $0 >= 0 && Int($0) < layout.blockCount }, "block id out of range")
+        }
+        let blockSize = layout.blockSize
         var flat: [Int32] = []
         var offsets: [Int] = []
         for s in sequences { offsets.append(flat.count); flat.append(contentsOf: s.blockTable) }

@@ -213,7 +213,7 @@ public protocol DeviceMemoryReporting: AnyObject {
 }
 
 /// What a StepRecording backend asks of the caller for one decode step.
-public enum StepRecordingAction: Sendable {
+public enum StepRecordingAction: Sendable, Equatable {
     /// The step was replayed from its recording: enqueue nothing.
     case replayed
     /// Enqueue the step's operations (they are run, or recorded and then run), then `endStep`.
@@ -229,7 +229,7 @@ public protocol StepRecording: AnyObject {
     /// Opens a decode step: one new token per sequence (sequence i at row i), logits wanted for
     /// `rows`. Between this and `endStep`, `embed`, `gatherRows` and the attention calls must be
     /// given these same values.
-    func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], blockSize: Int,
+    func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], layout: KVCacheLayout,
                    headCount: Int, kvHeadCount: Int, headDim: Int, inverseFrequencies: [Float], rows: [Int]) -> StepRecordingAction
     /// Closes a step opened with `.enqueue`; true when nothing ran and the caller must enqueue the
     /// same operations once more, then call `endStep` again.

@@ -24,6 +24,10 @@ public protocol CausalLM: AnyObject {
         -> TokenCandidates?
     /// Whether `topCandidates` can answer (so a caller need not prepare edits for nothing).
     var selectsTokensOnDevice: Bool { get }
+    /// Runs `body` (a step: the forward pass and everything done with its logits) while no other
+    /// caller uses the model, where the model needs that (one device stream, logits in buffers the
+    /// next step reuses); otherwise runs it at once.
+    func withExclusiveUse<T>(_ body: () throws -> T) rethrows -> T
 }
 
 /// A step's best logits per row, found where the logits are (CausalLM.topCandidates).
@@ -49,6 +53,7 @@ extension CausalLM {
     public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float], edits: [LogitEdit])
         -> TokenCandidates? { nil }
     public var selectsTokensOnDevice: Bool { false }
+    public func withExclusiveUse<T>(_ body: () throws -> T) rethrows -> T { try body() }
 }
 
 extension LlamaModel: CausalLM {

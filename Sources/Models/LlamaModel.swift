@@ -47,6 +47,7 @@ public final class LlamaModel {
     public init(config: TransformerConfig, weights: LlamaWeights, backend: ComputeBackend) throws {
         self.config = config
         self.backend = backend
+        useLock = backend is StepRecording ? NSLock() : nil
         embedding = try backend.upload(weights.embedding)
         layers = try weights.layers.map {
             Layer(attentionNorm: try backend.upload($0.attentionNorm), qkv: try backend.upload($0.qkv),
@@ -65,6 +66,7 @@ public final class LlamaModel {
     public init(config c: TransformerConfig, randomWeightsOn backend: RandomWeightFilling, seed: UInt64 = 1) throws {
         self.config = c
         self.backend = backend
+        useLock = backend is StepRecording ? NSLock() : nil
         var next = seed &* 0x9E37_79B9_7F4A_7C15
         func matrix(_ rows: Int, _ cols: Int) throws -> Tensor {
             next = next &+ 0x632B_E59B_D9B4_E019
@@ -115,13 +117,28 @@ public final class LlamaModel {
     }
 
     /// Decode steps a StepRecording backend replays (CUDA graphs) run on these buffers, the same
-    /// for every step, sized for `stepCapacity` rows (grown to the next power of two).
+    /// for every step, sized for `stepCapacity` rows (grown to the next power of two; each growth
+    /// is a new `stepGeneration`, so recordings of the old buffers are never asked for again).
     private var stepBuffers: Activations?
     private var stepCapacity = 0
+    private var stepGeneration = 0
     private let stepLock = NSLock()
+    /// One forward pass and the use of its logits at a time, on a backend with one stream and
+    /// step recordings (ModelRunner takes it through `withExclusiveUse`).
+    private let useLock: NSLock?
 
     deinit {
         if stepBuffers != nil, let recorder = backend as? StepRecording { recorder.clearStepRecordings() }
+    }
+
+    /// Runs `body` while no other caller runs this model (model instances sharing it, each with its
+    /// own runner thread): on a StepRecording backend a decode step's logits live in buffers the
+    /// next step reuses, and the device context takes one caller at a time.
+    public func withExclusiveUse<T>(_ body: () throws -> T) rethrows -> T {
+        guard let lock = useLock else { return try body() }
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
     }
 
     /// Runs the batch, writing its K/V into `cache`; returns logits (logitRows.count, vocab). The
@@ -133,26 +150,34 @@ public final class LlamaModel {
             stepLock.lock()
             defer { stepLock.unlock() }
             let rows = batch.logitRows.count
-            if n > stepCapacity {
-                // New buffers: recordings made on the old ones must never be replayed.
-                if stepBuffers != nil { recorder.clearStepRecordings() }
+            // The buffers are made only when the backend takes the step; growing them starts a new
+            // generation. A recording holds the buffers' and the cache's addresses (the model and
+            // the cache clear the recordings when they go), so (model, generation, cache) names them.
+            let grows = n > stepCapacity
+            // Recordings of the buffers about to be replaced go first (clearing after beginStep
+            // would also forget that this step warmed its shape up).
+            if grows && stepBuffers != nil { recorder.clearStepRecordings() }
+            var hasher = Hasher()
+            hasher.combine(ObjectIdentifier(self))
+            hasher.combine(grows ? stepGeneration + 1 : stepGeneration)
+            hasher.combine(ObjectIdentifier(cache))
+            let owner = UInt64(UInt(bitPattern: hasher.finalize()))
+            let action = recorder.beginStep(owner: owner, tokens: batch.tokens, positions: batch.positions, sequences: batch.sequences,
+                                            layout: cache.layout, headCount: config.headCount, kvHeadCount: config.kvHeadCount,
+                                            headDim: config.headDim, inverseFrequencies: inverseFrequencies, rows: batch.logitRows)
+            if action != .ineligible && grows {
+                // (.replayed cannot happen here: nothing was recorded under the new generation.)
                 var capacity = 1
                 while capacity < n { capacity *= 2 }
                 stepBuffers = Activations(backend, config, n: capacity, rows: capacity)
                 stepCapacity = capacity
+                stepGeneration += 1
             }
-            let full = stepBuffers!
-            let a = Activations(viewing: full, n: n, rows: rows)
-            // The recording holds these buffers' and the cache's addresses; both clear the
-            // recordings when they go, so a live pair names them uniquely.
-            let owner = UInt64(UInt(bitPattern: ObjectIdentifier(full.x.storage).hashValue)) &* 0x9E37_79B9_7F4A_7C15
-                ^ UInt64(UInt(bitPattern: ObjectIdentifier(cache).hashValue))
-            switch recorder.beginStep(owner: owner, tokens: batch.tokens, positions: batch.positions, sequences: batch.sequences,
-                                      blockSize: cache.layout.blockSize, headCount: config.headCount, kvHeadCount: config.kvHeadCount,
-                                      headDim: config.headDim, inverseFrequencies: inverseFrequencies, rows: batch.logitRows) {
+            switch action {
             case .replayed:
-                return a.logits
+                return Activations(viewing: stepBuffers!, n: n, rows: rows).logits
             case .enqueue:
+                let a = Activations(viewing: stepBuffers!, n: n, rows: rows)
                 repeat { run(batch, cache: cache, a) } while recorder.endStep()
                 return a.logits
             case .ineligible:

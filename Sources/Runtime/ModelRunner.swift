@@ -32,8 +32,13 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         }
     }
 
-    /// Runs one step synchronously (on the caller's thread).
+    /// Runs one step synchronously (on the caller's thread). Model instances share their model:
+    /// a step holds it for its forward pass and the use of its logits (CausalLM.withExclusiveUse).
     public func run(_ output: SchedulerOutput) throws -> StepOutput {
+        try model.withExclusiveUse { try runStep(output) }
+    }
+
+    private func runStep(_ output: SchedulerOutput) throws -> StepOutput {
         for id in output.finishedRequestIDs { samplers.removeValue(forKey: id) }
         for copy in output.blockCopies { model.copyKVBlock(cache, from: Int(copy.from), to: Int(copy.to)) }
         guard !output.sequences.isEmpty else { return StepOutput(samples: []) }

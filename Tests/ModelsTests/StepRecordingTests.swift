@@ -35,7 +35,7 @@ final class RecordingCPUBackend: ComputeBackend, StepRecording, @unchecked Senda
         recording?.append(op)
     }
 
-    func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], blockSize: Int,
+    func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], layout: KVCacheLayout,
                    headCount: Int, kvHeadCount: Int, headDim: Int, inverseFrequencies: [Float], rows: [Int]) -> StepRecordingAction {
         current = Inputs(tokens: tokens, positions: positions, sequences: sequences, rows: rows)
         let k = Key(owner: owner, n: tokens.count, rows: rows.count)

@@ -18,6 +18,8 @@
 
 namespace {
 
+constexpr size_t kMaxGraphs = 256;
+
 int64_t pow2_at_least(int64_t v, int64_t floor) {
     int64_t p = floor;
     while (p < v) p *= 2;
@@ -189,6 +191,8 @@ int32_t petrel_step_end(petrel_context *ctx, int32_t *rerun) {
         return PETREL_OK;
     }
     st.active = false;
+    // A server whose batch sizes wander keeps at most kMaxGraphs; past that it starts over.
+    if (st.graphs.size() >= kMaxGraphs) invalidate_graphs(ctx);
     st.graphs[st.key] = exec;
     st.captured++;
     CUDA_TRY(ctx, cudaGraphLaunch(exec, ctx->stream));
