@@ -181,29 +181,36 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         let c = cache as! CUDAKVCache
         precondition(qkv.rowLength == (headCount + 2 * kvHeadCount) * headDim)
         precondition(c.layout.kvHeadCount == kvHeadCount && c.layout.headDim == headDim && layer < c.layout.layerCount)
-        for s in sequences {
-            precondition(s.blockTable.count * c.layout.blockSize >= s.contextBefore + s.tokenCount, "block table too short")
-            precondition(s.blockTable.allSatisfy { $0 >= 0 && Int($0) < c.layout.blockCount }, "block id out of range")
-        }
-        // One flat copy of all block tables, borrowed by the C structs for the call.
-        var flat: [Int32] = []
-        var offsets: [Int] = []
-        for s in sequences { offsets.append(flat.count); flat.append(contentsOf: s.blockTable) }
         let positions = rope?.positions ?? [], frequencies = rope?.inverseFrequencies ?? []
-        flat.withUnsafeBufferPointer { tb in
+        withAttentionSequences(sequences, layout: c.layout) { seqs in
             positions.withUnsafeBufferPointer { pos in
                 frequencies.withUnsafeBufferPointer { freq in
-                    let seqs = sequences.enumerated().map { i, s in
-                        petrel_attn_seq(token_begin: Int64(s.tokenBegin), token_count: Int64(s.tokenCount),
-                                        context_before: Int64(s.contextBefore), block_table: tb.baseAddress.map { $0 + offsets[i] },
-                                        block_count: Int64(s.blockTable.count))
-                    }
                     context.require(lib.attention(ctx, ptr(qkv), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
                                                   c.keys(layer), c.values(layer), Int64(c.layout.blockSize),
                                                   seqs, Int64(seqs.count), rope == nil ? nil : pos.baseAddress,
                                                   rope == nil ? nil : freq.baseAddress, scale, ptr(out)), "attention")
                 }
             }
+        }
+    }
+
+    /// Checks `sequences` against the cache (block tables long enough, block ids in range) and
+    /// calls `body` with their C structs, which borrow one flat copy of all block tables for the call.
+    private func withAttentionSequences(_ sequences: [AttentionSequence], layout: KVCacheLayout,
+                                        _ body: ([petrel_attn_seq]) -> Void) {
+        for s in sequences {
+            precondition(s.blockTable.count * layout.blockSize >= s.contextBefore + s.tokenCount, "block table too short")
+            precondition(s.blockTable.allSatisfy { $0 >= 0 && Int($0) < layout.blockCount }, "block id out of range")
+        }
+        var flat: [Int32] = []
+        var offsets: [Int] = []
+        for s in sequences { offsets.append(flat.count); flat.append(contentsOf: s.blockTable) }
+        flat.withUnsafeBufferPointer { tb in
+            body(sequences.enumerated().map { i, s in
+                petrel_attn_seq(token_begin: Int64(s.tokenBegin), token_count: Int64(s.tokenCount),
+                                context_before: Int64(s.contextBefore), block_table: tb.baseAddress.map { $0 + offsets[i] },
+                                block_count: Int64(s.blockTable.count))
+            })
         }
     }
 
@@ -269,25 +276,12 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     public func beginStep(owner: UInt64, tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], layout: KVCacheLayout,
                           headCount: Int, kvHeadCount: Int, headDim: Int, inverseFrequencies: [Float], rows: [Int]) -> StepRecordingAction {
         precondition(tokens.count == positions.count && inverseFrequencies.count == headDim / 2)
-        // A replayed step runs no enqueue function, so the checks they make are made here, every step.
-        for s in sequences {
-            precondition(s.blockTable.count * layout.blockSize >= s.contextBefore + s.tokenCount, "block table too short")
-            precondition(s.blockTable.allSatisfy { $0 >= 0 && Int($0) < layout.blockCount }, "block id out of range")
-        }
-        let blockSize = layout.blockSize
-        var flat: [Int32] = []
-        var offsets: [Int] = []
-        for s in sequences { offsets.append(flat.count); flat.append(contentsOf: s.blockTable) }
+        // A replayed step runs no enqueue function: the attention call's checks are made here, every step.
         let rows32 = rows.map(Int32.init)
         var action: Int32 = 0
-        flat.withUnsafeBufferPointer { tb in
-            let seqs = sequences.enumerated().map { i, s in
-                petrel_attn_seq(token_begin: Int64(s.tokenBegin), token_count: Int64(s.tokenCount),
-                                context_before: Int64(s.contextBefore), block_table: tb.baseAddress.map { $0 + offsets[i] },
-                                block_count: Int64(s.blockTable.count))
-            }
+        withAttentionSequences(sequences, layout: layout) { seqs in
             context.require(lib.stepBegin(ctx, owner, tokens, positions, Int64(tokens.count), seqs, Int64(seqs.count),
-                                          Int64(blockSize), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
+                                          Int64(layout.blockSize), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
                                           inverseFrequencies, rows32, Int64(rows32.count), &action), "step_begin")
         }
         switch action {

@@ -98,7 +98,7 @@ int32_t petrel_step_begin(petrel_context *ctx, uint64_t owner, const int32_t *id
 
     // Layout (int32 words): seqs (4 each, 16-byte aligned first) | ids | positions | slots | rows |
     // decode indices | dyn (4) | inv_freq (float bits) | tables (table_cap each).
-    const int64_t words = 4 * n + 4 * n + row_count + n + 4 + half_dim + n * table_cap;
+    const int64_t words = 4 * n + 4 * n + row_count + 4 + half_dim + n * table_cap;
     int32_t status = ensure_step_buffers(ctx, (size_t)words * 4);
     if (status == PETREL_OK) status = ensure_decode_scratch(ctx, n, heads, kv_heads, head_dim, parts_cap);
     if (status != PETREL_OK) return status;
@@ -137,9 +137,7 @@ int32_t petrel_step_begin(petrel_context *ctx, uint64_t owner, const int32_t *id
     st.inv_freq = (const float *)(st.dyn + 4);
     st.tables = (const int32_t *)(st.inv_freq + half_dim);
     st.n = n;
-    st.seq_count = n;
     st.row_count = row_count;
-    st.table_cap = table_cap;
     st.max_parts = parts_cap;
     st.half_dim = half_dim;
     st.key = StepKey(owner, n, row_count, table_cap, parts_cap, heads, kv_heads, head_dim, block_size);

@@ -44,8 +44,8 @@ struct StepState {
     bool capturing = false;       // ... and the stream is being captured
     bool broken = false;          // an enqueue could not be captured (a scratch buffer too small)
     StepKey key;
-    int64_t n = 0, seq_count = 0, table_cap = 0, max_parts = 0, half_dim = 0;
-    // The step's inputs on the device (int32 words, `bytes` in all), staged in pinned `host`.
+    int64_t n = 0, max_parts = 0, half_dim = 0;   // rows (= sequences), grid partitions, head_dim / 2
+    // The step's inputs on the device (int32 words, `capacity` bytes allocated), staged in pinned `host`.
     unsigned char *host = nullptr;
     void *dev = nullptr;
     size_t capacity = 0;
@@ -126,6 +126,20 @@ void invalidate_graphs(petrel_context *ctx);
 // Frees the graphs and the step buffers (petrel_context_destroy).
 void destroy_step_state(petrel_context *ctx);
 
+// ---- the split-K decode attention (attention_decode.cu)
+
+constexpr int kDecodeMaxGroup = 8;   // query heads per KV head it takes
+constexpr int kMaxPartKeys = 512;    // the largest split-K partition (decode_partition)
+
+// The split-K decode launch: decode_count sequences (their indices into seqs at `decode`), at most
+// max_parts partitions each (blocks past a sequence's own partitions return at once), the partition
+// size at dyn[0] (at most smem_keys keys: the scores' shared memory is sized for that many).
+// Instantiated for half and __nv_bfloat16.
+template <typename T>
+cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
+                          const T *k_cache, const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables,
+                          const int32_t *decode, const int32_t *dyn, int64_t decode_count, int max_parts, int smem_keys,
+                          float scale, T *out);
 // Split-K decode attention's partition for decode contexts of these lengths (keys, the new token
 // included): the largest of 512, 256, 128, 64 keys that still gives about two blocks per SM, then
 // evened out over the longest context (rounded up to 32 keys). *max_parts: partitions of the

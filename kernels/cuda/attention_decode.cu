@@ -1,0 +1,345 @@
+// attention_decode.cu: the split-K ("flash-decoding") attention of decode sequences (one new token
+// each), launched by petrel_attention_enqueue and by a step's attention (attention.cu), and the host
+// helpers that size it: the partition of the contexts and the partials' scratch.
+//
+// Element type T: the context's (half or __nv_bfloat16) for qkv, the caches and out; every score,
+// softmax and accumulator is fp32.
+#include "internal.h"
+
+#include <cfloat>
+
+namespace {
+
+// Split-K ("flash-decoding") attention for sequences with one new token. blockIdx: (partition,
+// kv head, decode sequence); a partition is `part_keys` consecutive keys of the context. The
+// block's G = heads / kv_heads query heads share every K/V row it loads. L lanes take one key
+// row, each loading 16 bytes (8 elements) of it. Results per (sequence, query head, partition):
+// the unnormalized output sum p V, the partition's max score and its sum of p; the last block to
+// arrive (an atomic counter per sequence and KV head) combines them into the output. A context
+// of one partition writes the output directly.
+constexpr int kDecodeThreads = 128;
+
+// U: key rows (and value rows) each lane group loads before using them: 8 (ctx->decode_unroll,
+// the default, for groups of at most 2 query heads: larger groups' accumulators would spill) or 4
+// (PETREL_DECODE_UNROLL=4). Either way each key's score and each slice's sum
+// take the keys in the same order, so the two give the same bits.
+template <int L, int MAXG, int U, typename T>  // MAXG >= G: register arrays sized for the group
+__global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
+    const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
+    const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
+    const int32_t *dyn, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out,
+    int64_t out_stride) {
+    using P = pair_t<T>;
+    extern __shared__ float smem[];
+    pdl_wait();                // launched as a programmatic dependent of rope_kv_write (launch_dependent)
+    pdl_launch_dependents();   // the next GEMV may get resident and start on its weights meanwhile
+    // The partition size is read from device memory (dyn[0], uploaded with the step's metadata),
+    // so a captured step graph serves every context length of its shape.
+    const int part_keys = dyn[0];
+    const int G = heads / kv_heads;
+    const int d = blockIdx.z, kvh = blockIdx.y, part = blockIdx.x;
+    const int4 sq = seqs[decode_seqs[d]];
+    const int ctx_len = sq.z + 1;
+    const int k0 = part * part_keys;
+    if (k0 >= ctx_len) return;
+    const int n = min(part_keys, ctx_len - k0);
+    float *qs = smem;                        // G x head_dim, scaled queries
+    float *os = qs + G * head_dim;           // G x head_dim, output accumulators
+    float *ss = os + G * head_dim;           // G x part_keys, scores then probabilities
+    float *ms = ss + G * part_keys;          // G maxima
+    float *ls = ms + kDecodeMaxGroup;        // G sums
+    const int tid = threadIdx.x;
+    const int V = head_dim / 8;              // 16-byte vectors per row
+    const int kvs = kv_heads * head_dim;
+    const int32_t *table = tables + sq.w;
+
+    const T *q = qkv + (int64_t)sq.x * stride + (int64_t)kvh * G * head_dim;
+    for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+        qs[idx] = to_float(q[idx]) * scale;
+        os[idx] = 0.f;
+    }
+    __syncthreads();
+
+    const int lane = tid % 32, warp = tid / 32, sub = lane % L;
+    constexpr int KPW = 32 / L;   // keys per warp per step
+    constexpr int KU = U;         // key rows each lane group loads before using them
+    for (int j0 = warp * KPW * KU; j0 < n; j0 += (kDecodeThreads / 32) * KPW * KU) {   // warp-uniform
+        uint4 raw[KU];
+#pragma unroll
+        for (int u = 0; u < KU; u++) {
+            const int j = j0 + u * KPW + lane / L;
+            raw[u] = make_uint4(0u, 0u, 0u, 0u);
+            if (j < n && sub < V) {
+                const int pos = k0 + j;
+                const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+                raw[u] = *(const uint4 *)(k_cache + slot * kvs + kvh * head_dim + sub * 8);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < KU; u++) {
+            const int j = j0 + u * KPW + lane / L;
+            const P *h2 = (const P *)&raw[u];
+            float2 kf[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) kf[i] = to_float2(h2[i]);
+#pragma unroll
+            for (int g = 0; g < MAXG; g++) {
+                if (g < G) {
+                    float a = 0.f;
+                    if (sub < V) {
+                        const float *qq = qs + g * head_dim + sub * 8;
+#pragma unroll
+                        for (int i = 0; i < 4; i++) a += qq[2 * i] * kf[i].x + qq[2 * i + 1] * kf[i].y;
+                    }
+#pragma unroll
+                    for (int o = L / 2; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+                    if (sub == 0 && j < n) ss[g * part_keys + j] = a;
+                }
+            }
+        }
+    }
+    // The first value rows this thread weighs, loaded now: their latency overlaps the softmax.
+    constexpr int kSlices = kDecodeThreads / L;   // keys in flight per block
+    const int slice = tid / L;
+    uint4 vraw[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int j = slice + u * kSlices;
+        vraw[u] = make_uint4(0u, 0u, 0u, 0u);
+        if (j < n && sub < V) {
+            const int pos = k0 + j;
+            const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+            vraw[u] = *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
+        }
+    }
+    __syncthreads();
+
+    for (int g = warp; g < G; g += kDecodeThreads / 32) {
+        float mx = -FLT_MAX;
+        for (int j = lane; j < n; j += 32) mx = fmaxf(mx, ss[g * part_keys + j]);
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float sum = 0.f;
+        for (int j = lane; j < n; j += 32) {
+            float p = __expf(ss[g * part_keys + j] - mx);
+            ss[g * part_keys + j] = p;
+            sum += p;
+        }
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (lane == 0) {
+            ms[g] = mx;
+            ls[g] = sum;
+        }
+    }
+    __syncthreads();
+
+    float acc[MAXG][8];
+#pragma unroll
+    for (int g = 0; g < MAXG; g++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[g][i] = 0.f;
+    if (sub < V) {
+        constexpr int VU = U;   // value rows loaded before use
+        for (int j0 = slice; j0 < n; j0 += kSlices * VU) {
+            if (j0 != slice) {   // the first rows came before the softmax
+#pragma unroll
+                for (int u = 0; u < VU; u++) {
+                    const int j = j0 + u * kSlices;
+                    vraw[u] = make_uint4(0u, 0u, 0u, 0u);
+                    if (j < n) {
+                        const int pos = k0 + j;
+                        const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+                        vraw[u] = *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
+                    }
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < VU; u++) {
+                const int j = j0 + u * kSlices;
+                if (j >= n) break;
+                const P *h2 = (const P *)&vraw[u];
+                float2 vf[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) vf[i] = to_float2(h2[i]);
+#pragma unroll
+                for (int g = 0; g < MAXG; g++) {
+                    if (g < G) {
+                        const float p = ss[g * part_keys + j];
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            acc[g][2 * i] += p * vf[i].x;
+                            acc[g][2 * i + 1] += p * vf[i].y;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Sum the key slices in a fixed order, so a sequence's output never depends on timing (no
+    // float atomics): first the slices within a warp (a butterfly over the lanes that share
+    // `sub`), then the warps one after another into os.
+#pragma unroll
+    for (int o = L; o < 32; o <<= 1)
+#pragma unroll
+        for (int g = 0; g < MAXG; g++)
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+    for (int w = 0; w < kDecodeThreads / 32; w++) {
+        if (warp == w && lane < L && sub < V) {
+#pragma unroll
+            for (int g = 0; g < MAXG; g++)
+                if (g < G)
+#pragma unroll
+                    for (int i = 0; i < 8; i++) os[g * head_dim + sub * 8 + i] += acc[g][i];
+        }
+        __syncthreads();
+    }
+
+    const int parts = (ctx_len + part_keys - 1) / part_keys;
+    T *o = out + (int64_t)sq.x * out_stride + (int64_t)kvh * G * head_dim;
+    if (parts == 1) {   // the whole context in one partition: normalize and write the output
+        for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+            const float l = ls[idx / head_dim];
+            o[idx] = from_float<T>(l > 0.f ? os[idx] / l : 0.f);
+        }
+        return;
+    }
+    for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+        const int g = idx / head_dim, x = idx % head_dim;
+        const int64_t base = ((int64_t)d * heads + kvh * G + g) * max_parts + part;
+        part_o[base * head_dim + x] = os[idx];
+    }
+    if (tid < G) {
+        const int64_t base = ((int64_t)d * heads + kvh * G + tid) * max_parts + part;
+        part_ml[base] = make_float2(ms[tid], ls[tid]);
+    }
+    // The last partition block of this (sequence, KV head) to finish combines all partitions
+    // (no separate reduce launch): publish the partials, count in, and let the last one read.
+    __shared__ int is_last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        const int done = atomicAdd(&counters[d * kv_heads + kvh], 1);
+        is_last = done == parts - 1;
+        if (is_last) counters[d * kv_heads + kvh] = 0;   // ready for the next launch
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+        const int g = idx / head_dim, x = idx % head_dim;
+        const int64_t base = ((int64_t)d * heads + kvh * G + g) * max_parts;
+        float mx = -FLT_MAX;
+        for (int p = 0; p < parts; p++) mx = fmaxf(mx, __ldcg(&part_ml[base + p].x));
+        float total = 0.f, a = 0.f;
+        for (int p = 0; p < parts; p++) {
+            const float w = __expf(__ldcg(&part_ml[base + p].x) - mx);
+            total += __ldcg(&part_ml[base + p].y) * w;
+            a += __ldcg(&part_o[(base + p) * head_dim + x]) * w;
+        }
+        o[idx] = from_float<T>(total > 0.f ? a / total : 0.f);
+    }
+}
+
+}  // namespace
+
+// Declared and described in internal.h.
+template <typename T>
+cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
+                          const T *k_cache, const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables,
+                          const int32_t *decode, const int32_t *dyn, int64_t decode_count, int max_parts, int smem_keys,
+                          float scale, T *out) {
+    const int group = heads / kv_heads;
+    const size_t entries = (size_t)(decode_count * heads * max_parts);
+    float2 *part_ml = (float2 *)ctx->decode_partials;
+    float *part_o = (float *)(part_ml + entries);
+    const size_t smem = (size_t)(2 * group * head_dim + group * smem_keys + 2 * kDecodeMaxGroup) * 4;
+    const dim3 grid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
+    const int vecs = head_dim / 8;
+    cudaError_t launched = cudaErrorInvalidValue;
+#define DLAUNCH(L, G)                                                                                          \
+    launched = ctx->decode_unroll == 4                                                                         \
+        ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, 4, T>, qkv, stride, \
+                           heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,       \
+                           max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim)  \
+        : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), T>, qkv, stride, \
+                                heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,   \
+                                max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim)
+#define DLAUNCH_G(L)                        \
+    do {                                    \
+        if (group == 1) DLAUNCH(L, 1);      \
+        else if (group == 2) DLAUNCH(L, 2); \
+        else if (group <= 4) DLAUNCH(L, 4); \
+        else DLAUNCH(L, 8);                 \
+    } while (0)
+    if (vecs <= 2) DLAUNCH_G(2);
+    else if (vecs <= 4) DLAUNCH_G(4);
+    else if (vecs <= 8) DLAUNCH_G(8);
+    else if (vecs <= 16) DLAUNCH_G(16);
+    else DLAUNCH_G(32);
+#undef DLAUNCH_G
+#undef DLAUNCH
+    return launched;
+}
+
+template cudaError_t launch_decode<half>(petrel_context *, const half *, int64_t, int, int, int, const half *, const half *,
+                                         int, const int4 *, const int32_t *, const int32_t *, const int32_t *, int64_t, int,
+                                         int, float, half *);
+template cudaError_t launch_decode<__nv_bfloat16>(petrel_context *, const __nv_bfloat16 *, int64_t, int, int, int,
+                                                  const __nv_bfloat16 *, const __nv_bfloat16 *, int, const int4 *,
+                                                  const int32_t *, const int32_t *, const int32_t *, int64_t, int, int, float,
+                                                  __nv_bfloat16 *);
+
+bool step_attention_applies(int64_t heads, int64_t kv_heads, int64_t head_dim) {
+    return head_dim > 0 && head_dim % 8 == 0 && head_dim <= 192 && kv_heads > 0 && heads % kv_heads == 0 &&
+           heads / kv_heads <= kDecodeMaxGroup;
+}
+
+void decode_partition(const petrel_context *ctx, const std::vector<int64_t> &contexts, int64_t kv_heads, int *part_keys_out,
+                      int *max_parts_out) {
+    int64_t max_context = 0;
+    for (int64_t c : contexts) max_context = max_context > c ? max_context : c;
+    // Partition size: the largest of 512, 256, 128, 64 keys that still gives about two blocks per
+    // SM, so a small batch spreads its long contexts over the whole card.
+    int part_keys = kMaxPartKeys;
+    auto blocks_for = [&](int pk) {
+        int64_t b = 0;
+        for (int64_t c : contexts) b += (c + pk - 1) / pk;
+        return b * kv_heads;
+    };
+    while (part_keys > ctx->decode_min_partition && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
+    // Balance: as many partitions as that size needs for the longest context, of equal length
+    // (rounded up to 32 keys), so a 530-key context splits 288 + 242, not 512 + 18.
+    const int64_t parts = (max_context + part_keys - 1) / part_keys;
+    const int64_t even = (max_context + parts - 1) / parts;
+    part_keys = (int)((even + 31) / 32 * 32);
+    *part_keys_out = part_keys;
+    *max_parts_out = (int)((max_context + part_keys - 1) / part_keys);
+}
+
+int32_t ensure_decode_scratch(petrel_context *ctx, int64_t decode_count, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                              int64_t max_parts) {
+    const size_t entries = (size_t)(decode_count * heads * max_parts);
+    const size_t need = entries * (size_t)head_dim * 4 + entries * 8;
+    if (need > ctx->decode_partials_bytes) {
+        invalidate_graphs(ctx);
+        if (ctx->decode_partials) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_partials, ctx->stream));
+        ctx->decode_partials = nullptr;
+        ctx->decode_partials_bytes = 0;
+        const size_t grow = need * 2;
+        CUDA_TRY(ctx, cudaMallocAsync(&ctx->decode_partials, grow, ctx->stream));
+        ctx->decode_partials_bytes = grow;
+    }
+    // One arrival counter per (decode sequence, KV head), zero between launches (the last block of
+    // each resets its own).
+    const size_t counter_count = (size_t)(decode_count * kv_heads);
+    if (counter_count > ctx->decode_counter_count) {
+        invalidate_graphs(ctx);
+        if (ctx->decode_counters) CUDA_TRY(ctx, cudaFreeAsync(ctx->decode_counters, ctx->stream));
+        ctx->decode_counters = nullptr;
+        ctx->decode_counter_count = 0;
+        CUDA_TRY(ctx, cudaMallocAsync((void **)&ctx->decode_counters, counter_count * 2 * 4, ctx->stream));
+        CUDA_TRY(ctx, cudaMemsetAsync(ctx->decode_counters, 0, counter_count * 2 * 4, ctx->stream));
+        ctx->decode_counter_count = counter_count * 2;
+    }
+    return PETREL_OK;
+}
