@@ -10,6 +10,7 @@
 # partition: batch 1 and 16 with the decode attention's smallest partition at 64 and 256 keys;
 # unroll: batch 1 and 16 with the decode attention loading 4 or 8 rows per lane group before use;
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
+# prefetch: batch 1 and 16 with the next matmul's weights pulled into L2 ahead of it or not;
 # graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
 # points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
@@ -78,6 +79,8 @@ has unroll && alternate PETREL_DECODE_UNROLL "4 8 4 8" unroll.md "1;16" "60,20;1
 # The split-K decode attention's smallest partition (default 64): short contexts in one partition
 # skip the combine.
 has partition && alternate PETREL_DECODE_MIN_PARTITION "64 256 64 256" partition.md "1;16" "60,20;512,20"
+# The weights of the next matmul pulled into L2 ahead of it, by megabytes (0: off; default 24).
+has prefetch && alternate PETREL_L2_PREFETCH_MB "${PREFETCH_VALUES:-0 24 0 24}" prefetch.md "${PREFETCH_BATCHES:-1;16}" "${PREFETCH_LENS:-128,128}"
 if has serve; then
     bash scripts/cuda-serve-smoke.sh 2>&1 | tee "$OUT/serve-smoke.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1

@@ -152,6 +152,14 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
                         "matmul \(x.shape) x \(weight.shape)")
     }
 
+    /// Up to PETREL_L2_PREFETCH_MB of the weight's first rows into L2, when the matmul will stream
+    /// it (kernels/cuda/gemv.cu).
+    public func prefetch(_ weight: Tensor, forRows rows: Int, halves: Int) {
+        precondition(halves == 1 || halves == 2)
+        context.require(lib.weightsPrefetch(ctx, ptr(weight), Int64(weight.rowCount), Int64(weight.rowLength), Int64(rows),
+                                            Int32(halves)), "prefetch \(weight.shape)")
+    }
+
     public func rope(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float]) {
         precondition(positions.count == x.rowCount && inverseFrequencies.count == headDim / 2)
         context.require(lib.rope(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), Int64(headCount), Int64(headDim),

@@ -79,6 +79,12 @@ public protocol ComputeBackend: AnyObject {
     /// Copies KV block `from` to block `to` in every layer (copy-on-write when beams fork).
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
 
+    /// A hint that changes no result: the next matmul (`halves` 2: matmulSwiGLU) multiplies `rows`
+    /// activation rows by `weight`. A backend whose queued matmuls stream their weights may start
+    /// pulling the first part of `weight` into its cache behind the operations queued before that
+    /// matmul. Default: nothing.
+    func prefetch(_ weight: Tensor, forRows rows: Int, halves: Int)
+
     // Fused operations. Each has a default made of the operations above (the extension below),
     // so a backend implements them only where fusing pays.
 
@@ -93,6 +99,8 @@ public protocol ComputeBackend: AnyObject {
 }
 
 extension ComputeBackend {
+    public func prefetch(_ weight: Tensor, forRows rows: Int, halves: Int) {}
+
     public func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor) {
         add(x, into: residual)
         rmsNorm(residual, weight: weight, eps: eps, into: out)

@@ -201,15 +201,25 @@ public final class LlamaModel {
         // attention norm (the final norm after the last layer).
         b.embed(batch.tokens, table: embedding, into: x)
         b.rmsNorm(x, weight: layers[0].attentionNorm, eps: eps, into: h)
+        // Before the attention and the norms (short kernels that leave the memory idle), the backend
+        // may start pulling in the weights of the matmul that follows them (`prefetch`).
+        let n = batch.tokens.count
         for (i, layer) in layers.enumerated() {
             b.matmul(h, weight: layer.qkv, bias: layer.qkvBias, into: qkv)
+            b.prefetch(layer.output, forRows: n, halves: 1)
             b.ropeAttention(qkv: qkv, headCount: c.headCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
                             positions: batch.positions, inverseFrequencies: inverseFrequencies,
                             cache: cache, layer: i, sequences: batch.sequences, scale: scale, into: attn)
             b.matmul(attn, weight: layer.output, bias: nil, into: h)
+            b.prefetch(layer.gateUp, forRows: n, halves: 2)
             b.addRMSNorm(h, into: x, weight: layer.ffnNorm, eps: eps, out: h)
             b.matmulSwiGLU(h, gateUp: layer.gateUp, into: act)
             b.matmul(act, weight: layer.down, bias: nil, into: h)
+            if i + 1 < layers.count {
+                b.prefetch(layers[i + 1].qkv, forRows: n, halves: 1)
+            } else {
+                b.prefetch(head, forRows: batch.logitRows.count, halves: 1)
+            }
             b.addRMSNorm(h, into: x, weight: i + 1 < layers.count ? layers[i + 1].attentionNorm : finalNorm, eps: eps, out: h)
         }
         // h now holds every row through the final norm; the head runs on the wanted rows only.

@@ -182,6 +182,24 @@ struct OpCheck {
             record("matmul batch invariance", "row 0 of 4 vs alone, (\(m), \(k))", dev.download(outOne),
                    Array(dev.download(outEight)[0..<m]), tolerance: 0)
         }
+        // A weight prefetch (an L2 hint queued between a norm and the matmul that reads the norm's
+        // output) changes nothing: the chain with it equals the chain without it, bit for bit.
+        for (n, k, m, halves) in [(1, 4096, 12288, 1), (3, 4096, 2 * 11008, 2), (16, 4096, 4096, 1)] {
+            let res = normals(n * k), xs = normals(n * k)
+            let norm = try dev.upload(.float32(normals(k, scale: 0.2).map { rounded(1 + $0) }, shape: [k]))
+            let w = try dev.upload(randomWeight(.f16, rows: m, cols: k))
+            var outs: [[Float]] = []
+            for prefetching in [false, true] {
+                let r = try dev.upload(.float32(res, shape: [n, k])), x = try dev.upload(.float32(xs, shape: [n, k]))
+                let out = dev.makeActivation([n, halves == 2 ? m / 2 : m])
+                if prefetching { dev.prefetch(w, forRows: n, halves: halves) }
+                dev.addRMSNorm(x, into: r, weight: norm, eps: 1e-5, out: x)
+                if halves == 2 { dev.matmulSwiGLU(x, gateUp: w, into: out) } else { dev.matmul(x, weight: w, bias: nil, into: out) }
+                outs.append(dev.download(out))
+            }
+            record("prefetch", "norm, prefetch, \(halves == 2 ? "matmulSwiGLU" : "matmul") x (\(n), \(k)) w (\(m), \(k))",
+                   outs[1], outs[0], tolerance: 0)
+        }
         for (n, k, f) in [(1, 576, 1536), (5, 4096, 11008), (8, 64, 128), (16, 4096, 11008)] {
             let x = try pair(normals(n * k), [n, k])
             let host = randomWeight(.f16, rows: 2 * f, cols: k)

@@ -183,7 +183,50 @@ cudaError_t launch_gemv(const petrel_context *ctx, int mode, const void *x, int6
     return launch_mode<T, kGemvPlain>(ctx, n, xt, wt, bt, k, cols, ot);
 }
 
+// Pulls the first bytes of the next matmul's weights into L2 while the small kernels before it
+// run (petrel_weights_prefetch_enqueue). Each thread hands chunks to the SM's bulk-copy unit
+// (fire and forget), then the grid waits for its predecessor like every kernel of the chain, so
+// the kernels after it still see everything before it.
+constexpr int64_t kPrefetchChunk = 16384;
+
+__global__ void l2_prefetch_kernel(const char *a, int64_t a_bytes, const char *b, int64_t b_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const int64_t a_chunks = (a_bytes + kPrefetchChunk - 1) / kPrefetchChunk;
+    const int64_t chunks = a_chunks + (b_bytes + kPrefetchChunk - 1) / kPrefetchChunk;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += (int64_t)gridDim.x * blockDim.x) {
+        const bool first = i < a_chunks;
+        const int64_t offset = (first ? i : i - a_chunks) * kPrefetchChunk, total = first ? a_bytes : b_bytes;
+        const int64_t size = total - offset < kPrefetchChunk ? total - offset : kPrefetchChunk;
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((first ? a : b) + offset), "r"((unsigned)size)
+                     : "memory");
+    }
+#endif
+    pdl_launch_dependents();
+    pdl_wait();
+}
+
 }  // namespace
+
+int32_t weights_prefetch_enqueue(petrel_context *ctx, const void *w, int64_t rows, int64_t k, int64_t n, int32_t halves) {
+    if (ctx->l2_prefetch_bytes <= 0 || n < 1 || n > ctx->gemv_max_rows || n > kGemvMaxRows || rows < halves ||
+        k % 8 != 0 || ((uintptr_t)w & 15) != 0 || (halves != 1 && halves != 2))
+        return PETREL_OK;
+    // Whole rows of each half, as many as the budget holds (the GEMV reads the first rows of each
+    // half first: blocks start in order).
+    const int64_t row_bytes = k * 2, half_rows = rows / halves;
+    int64_t take = ctx->l2_prefetch_bytes / halves / row_bytes;
+    if (take > half_rows) take = half_rows;
+    if (take == 0) return PETREL_OK;
+    const int64_t bytes = take * row_bytes;
+    const char *a = (const char *)w, *b = halves == 2 ? a + half_rows * row_bytes : nullptr;
+    const int64_t chunks = (bytes + kPrefetchChunk - 1) / kPrefetchChunk * halves;
+    const int threads = 32;
+    int64_t blocks = (chunks + threads - 1) / threads;
+    if (blocks > ctx->sm_count) blocks = ctx->sm_count;
+    CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)blocks), dim3(threads), 0, l2_prefetch_kernel, a, bytes, b,
+                                   halves == 2 ? bytes : (int64_t)0));
+    return PETREL_OK;
+}
 
 bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out) {
     return n >= 1 && n <= ctx->gemv_max_rows && n <= kGemvMaxRows && k % 8 == 0 && ((uintptr_t)x & 15) == 0 &&

@@ -104,6 +104,10 @@ struct petrel_context {
     // waits (griddepcontrol.wait) before it reads anything the predecessor writes.
     // PETREL_PDL=0 turns it off.
     bool pdl = true;
+    // Bytes of a matmul's weights petrel_weights_prefetch_enqueue pulls into L2 ahead of it
+    // (PETREL_L2_PREFETCH_MB; 0: off). Capped at 3/4 of the card's L2.
+    int64_t l2_prefetch_bytes = 0;
+    int64_t l2_bytes = 0;
     // Prefill attention through cuBLAS (attention.cu): fresh prefills (no cached prefix, at least
     // prefill_gemm_min_tokens new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
     // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
@@ -231,6 +235,11 @@ bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x
 // has 2 cols rows (gate rows, then up rows) and out = silu(x . gate^T) * (x . up^T).
 int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,
                      const void *bias, void *out);
+
+// The next matmul will multiply n activation rows by w (rows, k; halves 2: gate rows then up rows):
+// when it streams w (the GEMV's row range), starts pulling its first rows (of each half) into L2, up
+// to ctx->l2_prefetch_bytes, behind the kernels queued before that matmul. Otherwise nothing.
+int32_t weights_prefetch_enqueue(petrel_context *ctx, const void *w, int64_t rows, int64_t k, int64_t n, int32_t halves);
 
 inline unsigned grid_for(int64_t count, int threads) {
     int64_t blocks = (count + threads - 1) / threads;

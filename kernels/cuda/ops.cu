@@ -375,6 +375,11 @@ int32_t petrel_swiglu_enqueue(petrel_context *ctx, const void *gate_up, int64_t 
     return PETREL_OK;
 }
 
+int32_t petrel_weights_prefetch_enqueue(petrel_context *ctx, const void *w, int64_t rows, int64_t k, int64_t n,
+                                        int32_t halves) {
+    return weights_prefetch_enqueue(ctx, w, rows, k, n, halves);
+}
+
 int32_t petrel_add_enqueue(petrel_context *ctx, void *acc, const void *x, int64_t count) {
     if (count == 0) return PETREL_OK;
     with_element_type(ctx, [&](auto tag) {

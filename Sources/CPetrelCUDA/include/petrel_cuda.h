@@ -44,7 +44,8 @@ extern "C" {
 
 // 5: petrel_context_set_dtype (bf16 contexts).
 // 6: decode steps as CUDA graphs (petrel_step_begin / petrel_step_end).
-#define PETREL_ABI_VERSION 6
+// 7: petrel_weights_prefetch_enqueue.
+#define PETREL_ABI_VERSION 7
 
 enum {
     PETREL_OK = 0,
@@ -188,6 +189,12 @@ PETREL_FN(int32_t, petrel_add_rmsnorm_enqueue, (petrel_context *ctx, void *resid
 PETREL_FN(int32_t, petrel_swiglu_enqueue, (petrel_context *ctx, const void *gate_up, int64_t n, int64_t f, void *out))
 // acc += x, `count` elements.
 PETREL_FN(int32_t, petrel_add_enqueue, (petrel_context *ctx, void *acc, const void *x, int64_t count))
+// A hint: the next matmul (petrel_matmul_enqueue, or petrel_matmul_swiglu_enqueue with halves 2)
+// multiplies n activation rows by w (rows, k). When it will stream w (few rows), the first rows of w
+// (of each half) are pulled into L2 from now on, while the kernels queued in between run, up to
+// PETREL_L2_PREFETCH_MB (default 24) and 3/4 of the card's L2. Otherwise it queues nothing.
+PETREL_FN(int32_t, petrel_weights_prefetch_enqueue, (petrel_context *ctx, const void *w, int64_t rows, int64_t k,
+                                                     int64_t n, int32_t halves))
 // out (count, d) = rows rows[i] of x (., d). rows: host, borrowed.
 PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void *x, int64_t d,
                                                 const int32_t *rows, int64_t count, void *out))
