@@ -10,7 +10,8 @@
 # partition: batch 1 and 16 with the decode attention's smallest partition at 64 and 256 keys;
 # unroll: batch 1 and 16 with the decode attention loading 4 or 8 rows per lane group before use;
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
-# prefetch: batch 1 and 16 with the next matmul's weights pulled into L2 ahead of it or not;
+# rope: batch 1 and 16 with a decode step's RoPE and K/V write inside the attention kernel or not;
+# norm: batch 1 and 16 with the RMSNorm done by the GEMV after it or by its own kernel;
 # graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
 # points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
@@ -79,8 +80,10 @@ has unroll && alternate PETREL_DECODE_UNROLL "4 8 4 8" unroll.md "1;16" "60,20;1
 # The split-K decode attention's smallest partition (default 64): short contexts in one partition
 # skip the combine.
 has partition && alternate PETREL_DECODE_MIN_PARTITION "64 256 64 256" partition.md "1;16" "60,20;512,20"
-# The weights of the next matmul pulled into L2 ahead of it, by megabytes (0: off; default 24).
-has prefetch && alternate PETREL_L2_PREFETCH_MB "${PREFETCH_VALUES:-0 24 0 24}" prefetch.md "${PREFETCH_BATCHES:-1;16}" "${PREFETCH_LENS:-128,128}"
+# A decode step's RoPE and K/V write inside its attention kernel (default) or a kernel of their own.
+has rope && alternate PETREL_DECODE_FUSED_ROPE "0 1 0 1" rope.md "1;16" "128,128"
+# The RMSNorm inside the GEMV after it (default) or a norm kernel before it.
+has norm && alternate PETREL_GEMV_NORM "0 1 0 1" norm.md "1;16" "128,128"
 if has serve; then
     bash scripts/cuda-serve-smoke.sh 2>&1 | tee "$OUT/serve-smoke.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1

@@ -152,14 +152,6 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
                         "matmul \(x.shape) x \(weight.shape)")
     }
 
-    /// Up to PETREL_L2_PREFETCH_MB of the weight's first rows into L2, when the matmul will stream
-    /// it (kernels/cuda/gemv.cu).
-    public func prefetch(_ weight: Tensor, forRows rows: Int, halves: Int) {
-        precondition(halves == 1 || halves == 2)
-        context.require(lib.weightsPrefetch(ctx, ptr(weight), Int64(weight.rowCount), Int64(weight.rowLength), Int64(rows),
-                                            Int32(halves)), "prefetch \(weight.shape)")
-    }
-
     public func rope(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float]) {
         precondition(positions.count == x.rowCount && inverseFrequencies.count == headDim / 2)
         context.require(lib.rope(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), Int64(headCount), Int64(headDim),
@@ -233,6 +225,34 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         precondition(x.rowLength == gateUp.rowLength && gateUp.rowCount == 2 * out.rowLength && out.rowCount == x.rowCount)
         context.require(lib.matmulSwiGLU(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), ptr(gateUp), Int64(out.rowLength), ptr(out)),
                         "matmulSwiGLU \(x.shape) x \(gateUp.shape)")
+    }
+
+    /// The streaming GEMV normalises x itself for a few rows (kernels/cuda/gemv.cu): no norm kernel.
+    public func rmsNormMatmul(_ x: Tensor, norm: Tensor, eps: Float, weight: Tensor, bias: Tensor?, normed: Tensor,
+                              into out: Tensor) {
+        precondition(x.rowLength == weight.rowLength && norm.elementCount == x.rowLength && normed.elementCount == x.elementCount)
+        precondition(out.rowLength == weight.rowCount && out.rowCount == x.rowCount)
+        precondition(buffer(normed) !== buffer(x) && buffer(out) !== buffer(x) && buffer(out) !== buffer(normed))
+        context.require(lib.rmsNormMatmul(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), ptr(weight),
+                                          Int64(weight.rowCount), bias.map { UnsafeRawPointer(ptr($0)) }, ptr(normed), ptr(out)),
+                        "rmsNormMatmul \(x.shape) x \(weight.shape)")
+    }
+
+    public func rmsNormMatmulSwiGLU(_ x: Tensor, norm: Tensor, eps: Float, gateUp: Tensor, normed: Tensor, into out: Tensor) {
+        precondition(x.rowLength == gateUp.rowLength && gateUp.rowCount == 2 * out.rowLength && out.rowCount == x.rowCount)
+        precondition(norm.elementCount == x.rowLength && normed.elementCount == x.elementCount)
+        precondition(buffer(normed) !== buffer(x) && buffer(out) !== buffer(x) && buffer(out) !== buffer(normed))
+        context.require(lib.rmsNormMatmulSwiGLU(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), ptr(gateUp),
+                                                Int64(out.rowLength), ptr(normed), ptr(out)),
+                        "rmsNormMatmulSwiGLU \(x.shape) x \(gateUp.shape)")
+    }
+
+    /// The GEMV adds in its epilogue; cuBLAS with beta 1 for larger batches.
+    public func matmulAdd(_ x: Tensor, weight: Tensor, into accumulator: Tensor) {
+        precondition(x.rowLength == weight.rowLength && accumulator.rowLength == weight.rowCount && accumulator.rowCount == x.rowCount)
+        precondition(buffer(accumulator) !== buffer(x))
+        context.require(lib.matmulAdd(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), ptr(weight), Int64(weight.rowCount),
+                                      ptr(accumulator)), "matmulAdd \(x.shape) x \(weight.shape)")
     }
 
     public func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float], edits: [LogitEdit])

@@ -46,7 +46,9 @@ final class CUDALibrary: @unchecked Sendable {
     let deviceUUID: petrel_device_uuid_fn
     let add: petrel_add_enqueue_fn
     let gatherRows: petrel_rows_gather_enqueue_fn
-    let weightsPrefetch: petrel_weights_prefetch_enqueue_fn
+    let matmulAdd: petrel_matmul_add_enqueue_fn
+    let rmsNormMatmul: petrel_rmsnorm_matmul_enqueue_fn
+    let rmsNormMatmulSwiGLU: petrel_rmsnorm_matmul_swiglu_enqueue_fn
     let stepBegin: petrel_step_begin_fn
     let stepEnd: petrel_step_end_fn
     let graphsClear: petrel_graphs_clear_fn
@@ -105,7 +107,9 @@ final class CUDALibrary: @unchecked Sendable {
         deviceUUID = try resolve("petrel_device_uuid", petrel_device_uuid_fn.self)
         add = try resolve("petrel_add_enqueue", petrel_add_enqueue_fn.self)
         gatherRows = try resolve("petrel_rows_gather_enqueue", petrel_rows_gather_enqueue_fn.self)
-        weightsPrefetch = try resolve("petrel_weights_prefetch_enqueue", petrel_weights_prefetch_enqueue_fn.self)
+        matmulAdd = try resolve("petrel_matmul_add_enqueue", petrel_matmul_add_enqueue_fn.self)
+        rmsNormMatmul = try resolve("petrel_rmsnorm_matmul_enqueue", petrel_rmsnorm_matmul_enqueue_fn.self)
+        rmsNormMatmulSwiGLU = try resolve("petrel_rmsnorm_matmul_swiglu_enqueue", petrel_rmsnorm_matmul_swiglu_enqueue_fn.self)
         stepBegin = try resolve("petrel_step_begin", petrel_step_begin_fn.self)
         stepEnd = try resolve("petrel_step_end", petrel_step_end_fn.self)
         graphsClear = try resolve("petrel_graphs_clear", petrel_graphs_clear_fn.self)

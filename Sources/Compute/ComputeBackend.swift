@@ -79,12 +79,6 @@ public protocol ComputeBackend: AnyObject {
     /// Copies KV block `from` to block `to` in every layer (copy-on-write when beams fork).
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
 
-    /// A hint that changes no result: the next matmul (`halves` 2: matmulSwiGLU) multiplies `rows`
-    /// activation rows by `weight`. A backend whose queued matmuls stream their weights may start
-    /// pulling the first part of `weight` into its cache behind the operations queued before that
-    /// matmul. Default: nothing.
-    func prefetch(_ weight: Tensor, forRows rows: Int, halves: Int)
-
     // Fused operations. Each has a default made of the operations above (the extension below),
     // so a backend implements them only where fusing pays.
 
@@ -92,6 +86,13 @@ public protocol ComputeBackend: AnyObject {
     func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor)
     /// out (n, f) = silu(x · gateᵀ) * (x · upᵀ), gateUp (2f, k) holding the gate rows then the up rows.
     func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor)
+    /// out = rmsNorm(x) · weightᵀ (+ bias). `normed` (x's shape, not x) is scratch the backend may
+    /// overwrite with rmsNorm(x) on the way.
+    func rmsNormMatmul(_ x: Tensor, norm: Tensor, eps: Float, weight: Tensor, bias: Tensor?, normed: Tensor, into out: Tensor)
+    /// matmulSwiGLU of rmsNorm(x); `normed` as in rmsNormMatmul.
+    func rmsNormMatmulSwiGLU(_ x: Tensor, norm: Tensor, eps: Float, gateUp: Tensor, normed: Tensor, into out: Tensor)
+    /// accumulator += x · weightᵀ.
+    func matmulAdd(_ x: Tensor, weight: Tensor, into accumulator: Tensor)
     /// `rope` on the query and key heads, then `attention`.
     func ropeAttention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, positions: [Int32],
                        inverseFrequencies: [Float], cache: KVCache, layer: Int, sequences: [AttentionSequence],
@@ -99,11 +100,26 @@ public protocol ComputeBackend: AnyObject {
 }
 
 extension ComputeBackend {
-    public func prefetch(_ weight: Tensor, forRows rows: Int, halves: Int) {}
-
     public func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor) {
         add(x, into: residual)
         rmsNorm(residual, weight: weight, eps: eps, into: out)
+    }
+
+    public func rmsNormMatmul(_ x: Tensor, norm: Tensor, eps: Float, weight: Tensor, bias: Tensor?, normed: Tensor,
+                              into out: Tensor) {
+        rmsNorm(x, weight: norm, eps: eps, into: normed)
+        matmul(normed, weight: weight, bias: bias, into: out)
+    }
+
+    public func rmsNormMatmulSwiGLU(_ x: Tensor, norm: Tensor, eps: Float, gateUp: Tensor, normed: Tensor, into out: Tensor) {
+        rmsNorm(x, weight: norm, eps: eps, into: normed)
+        matmulSwiGLU(normed, gateUp: gateUp, into: out)
+    }
+
+    public func matmulAdd(_ x: Tensor, weight: Tensor, into accumulator: Tensor) {
+        let product = makeActivation([x.rowCount, weight.rowCount])
+        matmul(x, weight: weight, bias: nil, into: product)
+        add(product, into: accumulator)
     }
 
     public func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor) {

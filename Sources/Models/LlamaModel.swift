@@ -100,7 +100,7 @@ public final class LlamaModel {
         /// Fresh tensors from the backend.
         init(_ b: ComputeBackend, _ c: TransformerConfig, n: Int, rows: Int) {
             x = b.makeActivation([n, c.hiddenSize])         // residual stream
-            h = b.makeActivation([n, c.hiddenSize])         // normed input / projection output
+            h = b.makeActivation([n, c.hiddenSize])         // normed input (scratch of the fused norms)
             qkv = b.makeActivation([n, (c.headCount + 2 * c.kvHeadCount) * c.headDim])
             attn = b.makeActivation([n, c.headCount * c.headDim])
             act = b.makeActivation([n, c.intermediateSize])
@@ -196,32 +196,20 @@ public final class LlamaModel {
         let scale = 1 / Float(c.headDim).squareRoot()
         let eps = Float(c.rmsNormEps)
 
-        // The residual adds are fused with the RMSNorm that follows them: after the output
-        // projection with the layer's FFN norm, after the down projection with the next layer's
-        // attention norm (the final norm after the last layer).
+        // x is the residual stream. Each RMSNorm is fused with the matmul after it (rmsNormMatmul:
+        // for a few rows the GPU's GEMV normalises its own copy, no norm kernel; h is scratch) and
+        // each residual add with the matmul before it (matmulAdd).
         b.embed(batch.tokens, table: embedding, into: x)
-        b.rmsNorm(x, weight: layers[0].attentionNorm, eps: eps, into: h)
-        // Before the attention and the norms (short kernels that leave the memory idle), the backend
-        // may start pulling in the weights of the matmul that follows them (`prefetch`).
-        let n = batch.tokens.count
         for (i, layer) in layers.enumerated() {
-            b.matmul(h, weight: layer.qkv, bias: layer.qkvBias, into: qkv)
-            b.prefetch(layer.output, forRows: n, halves: 1)
+            b.rmsNormMatmul(x, norm: layer.attentionNorm, eps: eps, weight: layer.qkv, bias: layer.qkvBias, normed: h, into: qkv)
             b.ropeAttention(qkv: qkv, headCount: c.headCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
                             positions: batch.positions, inverseFrequencies: inverseFrequencies,
                             cache: cache, layer: i, sequences: batch.sequences, scale: scale, into: attn)
-            b.matmul(attn, weight: layer.output, bias: nil, into: h)
-            b.prefetch(layer.gateUp, forRows: n, halves: 2)
-            b.addRMSNorm(h, into: x, weight: layer.ffnNorm, eps: eps, out: h)
-            b.matmulSwiGLU(h, gateUp: layer.gateUp, into: act)
-            b.matmul(act, weight: layer.down, bias: nil, into: h)
-            if i + 1 < layers.count {
-                b.prefetch(layers[i + 1].qkv, forRows: n, halves: 1)
-            } else {
-                b.prefetch(head, forRows: batch.logitRows.count, halves: 1)
-            }
-            b.addRMSNorm(h, into: x, weight: i + 1 < layers.count ? layers[i + 1].attentionNorm : finalNorm, eps: eps, out: h)
+            b.matmulAdd(attn, weight: layer.output, into: x)
+            b.rmsNormMatmulSwiGLU(x, norm: layer.ffnNorm, eps: eps, gateUp: layer.gateUp, normed: h, into: act)
+            b.matmulAdd(act, weight: layer.down, into: x)
         }
+        b.rmsNorm(x, weight: finalNorm, eps: eps, into: h)
         // h now holds every row through the final norm; the head runs on the wanted rows only.
         b.gatherRows(h, rows: batch.logitRows, into: a.last)
         b.matmul(a.last, weight: head, bias: nil, into: a.logits)

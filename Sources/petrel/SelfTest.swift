@@ -182,24 +182,6 @@ struct OpCheck {
             record("matmul batch invariance", "row 0 of 4 vs alone, (\(m), \(k))", dev.download(outOne),
                    Array(dev.download(outEight)[0..<m]), tolerance: 0)
         }
-        // A weight prefetch (an L2 hint queued between a norm and the matmul that reads the norm's
-        // output) changes nothing: the chain with it equals the chain without it, bit for bit.
-        for (n, k, m, halves) in [(1, 4096, 12288, 1), (3, 4096, 2 * 11008, 2), (16, 4096, 4096, 1)] {
-            let res = normals(n * k), xs = normals(n * k)
-            let norm = try dev.upload(.float32(normals(k, scale: 0.2).map { rounded(1 + $0) }, shape: [k]))
-            let w = try dev.upload(randomWeight(.f16, rows: m, cols: k))
-            var outs: [[Float]] = []
-            for prefetching in [false, true] {
-                let r = try dev.upload(.float32(res, shape: [n, k])), x = try dev.upload(.float32(xs, shape: [n, k]))
-                let out = dev.makeActivation([n, halves == 2 ? m / 2 : m])
-                if prefetching { dev.prefetch(w, forRows: n, halves: halves) }
-                dev.addRMSNorm(x, into: r, weight: norm, eps: 1e-5, out: x)
-                if halves == 2 { dev.matmulSwiGLU(x, gateUp: w, into: out) } else { dev.matmul(x, weight: w, bias: nil, into: out) }
-                outs.append(dev.download(out))
-            }
-            record("prefetch", "norm, prefetch, \(halves == 2 ? "matmulSwiGLU" : "matmul") x (\(n), \(k)) w (\(m), \(k))",
-                   outs[1], outs[0], tolerance: 0)
-        }
         for (n, k, f) in [(1, 576, 1536), (5, 4096, 11008), (8, 64, 128), (16, 4096, 11008)] {
             let x = try pair(normals(n * k), [n, k])
             let host = randomWeight(.f16, rows: 2 * f, cols: k)
@@ -208,6 +190,57 @@ struct OpCheck {
             ref.matmulSwiGLU(x.0, gateUp: w.0, into: out.0)
             dev.matmulSwiGLU(x.1, gateUp: w.1, into: out.1)
             compare("matmulSwiGLU", "x (\(n), \(k)) w (2 x \(f), \(k))", out, tolerance: tol(5e-3))
+        }
+        // The fused norm + matmul (the GEMV normalises its own copy for a few rows; larger n: norm
+        // into the scratch, then the matmul) and matmul + add, against the host's unfused ops.
+        for (n, k, m, withBias, swiGLU) in [(1, 4096, 12288, false, false), (3, 576, 1536, true, false), (5, 4096, 1000, false, false),
+                                            (12, 4096, 4096, false, false), (1, 4096, 2 * 11008, false, true),
+                                            (4, 576, 2 * 1536, false, true), (9, 4096, 2 * 1024, false, true)] {
+            let x = try pair(normals(n * k), [n, k])
+            let norm = try pair(normals(k, scale: 0.2).map { rounded(1 + $0) }, [k])
+            let host = randomWeight(.f16, rows: m, cols: k)
+            let w = (try ref.upload(host), try dev.upload(host))
+            let bias = withBias ? try pair(normals(m), [m]) : nil
+            let normed = try poisoned([n, k])
+            let out = try poisoned([n, swiGLU ? m / 2 : m])
+            if swiGLU {
+                ref.rmsNormMatmulSwiGLU(x.0, norm: norm.0, eps: 1e-5, gateUp: w.0, normed: normed.0, into: out.0)
+                dev.rmsNormMatmulSwiGLU(x.1, norm: norm.1, eps: 1e-5, gateUp: w.1, normed: normed.1, into: out.1)
+            } else {
+                ref.rmsNormMatmul(x.0, norm: norm.0, eps: 1e-5, weight: w.0, bias: bias?.0, normed: normed.0, into: out.0)
+                dev.rmsNormMatmul(x.1, norm: norm.1, eps: 1e-5, weight: w.1, bias: bias?.1, normed: normed.1, into: out.1)
+            }
+            compare(swiGLU ? "rmsNormMatmulSwiGLU" : "rmsNormMatmul", "x (\(n), \(k)) w (\(m), \(k))\(withBias ? " + bias" : "")", out,
+                    tolerance: tol(5e-3))
+        }
+        for (n, k, m) in [(1, 4096, 4096), (3, 11008, 4096), (7, 576, 1536), (33, 4096, 512)] {
+            let x = try pair(normals(n * k), [n, k])
+            let acc = try pair(normals(n * m), [n, m])
+            let host = randomWeight(.f16, rows: m, cols: k)
+            let w = (try ref.upload(host), try dev.upload(host))
+            ref.matmulAdd(x.0, weight: w.0, into: acc.0)
+            dev.matmulAdd(x.1, weight: w.1, into: acc.1)
+            compare("matmulAdd", "x (\(n), \(k)) w (\(m), \(k))", acc, tolerance: tol(5e-3))
+        }
+        // Batch invariance of the fused GEMV: row 0 of 4 equals the same row alone, bit for bit.
+        for swiGLU in [false, true] {
+            let k = 4096, m = swiGLU ? 2 * 2048 : 4096, f = swiGLU ? m / 2 : m
+            let xs = normals(4 * k)
+            let norm = try dev.upload(.float32(normals(k, scale: 0.2).map { rounded(1 + $0) }, shape: [k]))
+            let w = try dev.upload(randomWeight(.f16, rows: m, cols: k))
+            var rows: [[Float]] = []
+            for n in [1, 4] {
+                let x = try dev.upload(.float32(Array(xs[0..<(n * k)]), shape: [n, k]))
+                let normed = dev.makeActivation([n, k]), out = dev.makeActivation([n, f])
+                if swiGLU {
+                    dev.rmsNormMatmulSwiGLU(x, norm: norm, eps: 1e-5, gateUp: w, normed: normed, into: out)
+                } else {
+                    dev.rmsNormMatmul(x, norm: norm, eps: 1e-5, weight: w, bias: nil, normed: normed, into: out)
+                }
+                rows.append(Array(dev.download(out)[0..<f]))
+            }
+            record("\(swiGLU ? "rmsNormMatmulSwiGLU" : "rmsNormMatmul") batch invariance", "row 0 of 4 vs alone, (\(m), \(k))",
+                   rows[0], rows[1], tolerance: 0)
         }
         for (n, d, outIsX) in [(1, 4096, true), (9, 576, false), (33, 4097, true), (2, 9000, false), (3, 6144, true)] {
             let res = try pair(normals(n * d), [n, d])

@@ -63,10 +63,8 @@ __global__ void rope_kv_write_kernel(T *qkv, int64_t stride, int heads, int kv_h
         dst[i + half_dim] = src[i + half_dim];
         return;
     }
-    float s, c;
-    sincosf((float)positions[blockIdx.x] * inv_freq[i], &s, &c);
-    const float a = to_float(src[i]), b = to_float(src[i + half_dim]);
-    const T ra = from_float<T>(a * c - b * s), rb = from_float<T>(b * c + a * s);
+    T ra, rb;
+    rope_rotate<T>(to_float(src[i]), to_float(src[i + half_dim]), (float)positions[blockIdx.x], inv_freq[i], &ra, &rb);
     T *dst = src;
     if (h >= heads) {
         if (k_rot && (int)blockIdx.x >= k_first && (int)blockIdx.x < k_end) {
@@ -232,7 +230,14 @@ int32_t step_attention(petrel_context *ctx, void *qkv, int64_t heads, int64_t kv
     return with_element_type(ctx, [&](auto tag) -> int32_t {
         using T = typename decltype(tag)::type;
         const int64_t stride = (heads + 2 * kv_heads) * head_dim;
-        if (rope)
+        // Every row of a step is a decode sequence: its rotation and K/V write can go into the
+        // attention kernel itself.
+        DecodeRope fused;
+        if (rope && ctx->decode_fused_rope) {
+            fused.positions = st.positions;
+            fused.slots = st.slots;
+            fused.inv_freq = st.inv_freq;
+        } else if (rope)
             CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)st.n, (unsigned)(heads + 2 * kv_heads)),
                                            dim3((unsigned)((head_dim / 2 + 31) / 32 * 32)), 0, rope_kv_write_kernel<T>, (T *)qkv,
                                            stride, (int)heads, (int)kv_heads, (int)head_dim, st.slots, st.positions,
@@ -243,7 +248,7 @@ int32_t step_attention(petrel_context *ctx, void *qkv, int64_t heads, int64_t kv
         LAUNCH_CHECK(ctx);
         CUDA_TRY(ctx, launch_decode<T>(ctx, (const T *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const T *)k_cache,
                                        (const T *)v_cache, (int)block_size, st.seqs, st.tables, st.decode, st.dyn, st.n,
-                                       (int)st.max_parts, kMaxPartKeys, scale, (T *)out));
+                                       (int)st.max_parts, kMaxPartKeys, scale, (T *)out, fused));
         return PETREL_OK;
     });
 }

@@ -28,35 +28,80 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
     const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
     const int32_t *dyn, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out,
-    int64_t out_stride) {
+    int64_t out_stride, DecodeRope rope, T *k_write, T *v_write) {
     using P = pair_t<T>;
     extern __shared__ float smem[];
-    pdl_wait();                // launched as a programmatic dependent of rope_kv_write (launch_dependent)
-    pdl_launch_dependents();   // the next GEMV may get resident and start on its weights meanwhile
-    // The partition size is read from device memory (dyn[0], uploaded with the step's metadata),
-    // so a captured step graph serves every context length of its shape.
+    // The metadata (sequences, block tables, the partition size at dyn[0]: uploaded before any
+    // kernel of the step or call ran, never written by one) is read before waiting for the
+    // predecessor, and this block's keys and values are asked into L2: all but the newest were
+    // written by earlier steps, and a prefetch of the newest row at worst fetches it twice.
+    // The partition size comes from device memory so a captured step graph serves every context
+    // length of its shape.
     const int part_keys = dyn[0];
     const int G = heads / kv_heads;
     const int d = blockIdx.z, kvh = blockIdx.y, part = blockIdx.x;
     const int4 sq = seqs[decode_seqs[d]];
     const int ctx_len = sq.z + 1;
     const int k0 = part * part_keys;
-    if (k0 >= ctx_len) return;
     const int n = min(part_keys, ctx_len - k0);
+    const int tid = threadIdx.x;
+    const int kvs = kv_heads * head_dim;
+    const int32_t *table = tables + sq.w;
+    for (int j = tid; j < n; j += kDecodeThreads) {
+        const int pos = k0 + j;
+        const int64_t at = ((int64_t)table[pos / block_size] * block_size + pos % block_size) * kvs + kvh * head_dim;
+        for (int b = 0; b < head_dim * 2; b += 128) {
+            asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)(k_cache + at) + b));
+            asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)(v_cache + at) + b));
+        }
+    }
+    const bool fused = rope.inv_freq != nullptr;
+    const float position = fused ? (float)rope.positions[sq.x] : 0.f;
+    const int new_slot = fused ? rope.slots[sq.x] : -1;
+    pdl_wait();                // launched as a programmatic dependent of rope_kv_write or the QKV matmul
+    pdl_launch_dependents();   // the next GEMV may get resident and start on its weights meanwhile
+    if (k0 >= ctx_len) return;
     float *qs = smem;                        // G x head_dim, scaled queries
     float *os = qs + G * head_dim;           // G x head_dim, output accumulators
     float *ss = os + G * head_dim;           // G x part_keys, scores then probabilities
     float *ms = ss + G * part_keys;          // G maxima
     float *ls = ms + kDecodeMaxGroup;        // G sums
-    const int tid = threadIdx.x;
     const int V = head_dim / 8;              // 16-byte vectors per row
-    const int kvs = kv_heads * head_dim;
-    const int32_t *table = tables + sq.w;
 
     const T *q = qkv + (int64_t)sq.x * stride + (int64_t)kvh * G * head_dim;
-    for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
-        qs[idx] = to_float(q[idx]) * scale;
-        os[idx] = 0.f;
+    if (fused) {
+        // rope_kv_write_kernel's work for this block: the group's query heads rotated (kept here
+        // only), and in the block holding the newest key (the last partition) that key rotated into
+        // its cache slot and its value copied; the __syncthreads below makes them visible here.
+        const int half_dim = head_dim / 2;
+        for (int idx = tid; idx < G * half_dim; idx += kDecodeThreads) {
+            const int g = idx / half_dim, i = idx % half_dim;
+            T ra, rb;
+            rope_rotate<T>(to_float(q[g * head_dim + i]), to_float(q[g * head_dim + i + half_dim]), position, rope.inv_freq[i],
+                           &ra, &rb);
+            qs[g * head_dim + i] = to_float(ra) * scale;
+            qs[g * head_dim + i + half_dim] = to_float(rb) * scale;
+            os[g * head_dim + i] = 0.f;
+            os[g * head_dim + i + half_dim] = 0.f;
+        }
+        if (k0 + n == ctx_len && new_slot >= 0) {
+            const T *kn = qkv + (int64_t)sq.x * stride + (int64_t)(heads + kvh) * head_dim, *vn = kn + kvs;
+            T *kd = k_write + (int64_t)new_slot * kvs + (int64_t)kvh * head_dim;
+            T *vd = v_write + (int64_t)new_slot * kvs + (int64_t)kvh * head_dim;
+            for (int i = tid; i < half_dim; i += kDecodeThreads) {
+                T ra, rb;
+                rope_rotate<T>(to_float(kn[i]), to_float(kn[i + half_dim]), position, rope.inv_freq[i], &ra, &rb);
+                kd[i] = ra;
+                kd[i + half_dim] = rb;
+                vd[i] = vn[i];
+                vd[i + half_dim] = vn[i + half_dim];
+            }
+        }
+    } else {
+        for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
+            qs[idx] = to_float(q[idx]) * scale;
+            os[idx] = 0.f;
+        }
     }
     __syncthreads();
 
@@ -247,7 +292,7 @@ template <typename T>
 cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
                           const T *k_cache, const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables,
                           const int32_t *decode, const int32_t *dyn, int64_t decode_count, int max_parts, int smem_keys,
-                          float scale, T *out) {
+                          float scale, T *out, DecodeRope rope) {
     const int group = heads / kv_heads;
     const size_t entries = (size_t)(decode_count * heads * max_parts);
     float2 *part_ml = (float2 *)ctx->decode_partials;
@@ -260,10 +305,12 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
     launched = ctx->decode_unroll == 4                                                                         \
         ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, 4, T>, qkv, stride, \
                            heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,       \
-                           max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim)  \
+                           max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim, \
+                           rope, (T *)k_cache, (T *)v_cache)                                                             \
         : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), T>, qkv, stride, \
                                 heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,   \
-                                max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim)
+                                max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim, \
+                                rope, (T *)k_cache, (T *)v_cache)
 #define DLAUNCH_G(L)                        \
     do {                                    \
         if (group == 1) DLAUNCH(L, 1);      \
@@ -283,11 +330,11 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
 
 template cudaError_t launch_decode<half>(petrel_context *, const half *, int64_t, int, int, int, const half *, const half *,
                                          int, const int4 *, const int32_t *, const int32_t *, const int32_t *, int64_t, int,
-                                         int, float, half *);
+                                         int, float, half *, DecodeRope);
 template cudaError_t launch_decode<__nv_bfloat16>(petrel_context *, const __nv_bfloat16 *, int64_t, int, int, int,
                                                   const __nv_bfloat16 *, const __nv_bfloat16 *, int, const int4 *,
                                                   const int32_t *, const int32_t *, const int32_t *, int64_t, int, int, float,
-                                                  __nv_bfloat16 *);
+                                                  __nv_bfloat16 *, DecodeRope);
 
 bool step_attention_applies(int64_t heads, int64_t kv_heads, int64_t head_dim) {
     return head_dim > 0 && head_dim % 8 == 0 && head_dim <= 192 && kv_heads > 0 && heads % kv_heads == 0 &&

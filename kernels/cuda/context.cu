@@ -6,7 +6,6 @@
 #include <cstdlib>
 
 static const size_t kArenaBytes = 64u << 20;            // pinned staging and device scratch, each
-static const int64_t kDefaultL2PrefetchBytes = 24ll << 20;   // measured: docs/BENCHMARKS.md, seventh pass
 static const size_t kCublasWorkspaceBytes = 32u << 20;
 
 int32_t fail(petrel_context *ctx, int32_t status, const char *format, ...) {
@@ -99,11 +98,8 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
             const int v = atoi(keys);
             if (v == 64 || v == 128 || v == 256 || v == 512) ctx->decode_min_partition = v;
         }
-        ctx->l2_bytes = props.l2CacheSize;
-        ctx->l2_prefetch_bytes = kDefaultL2PrefetchBytes;
-        if (const char *mb = getenv("PETREL_L2_PREFETCH_MB")) ctx->l2_prefetch_bytes = (int64_t)atoi(mb) << 20;
-        if (ctx->l2_prefetch_bytes > ctx->l2_bytes * 3 / 4) ctx->l2_prefetch_bytes = ctx->l2_bytes * 3 / 4;
-        if (ctx->l2_prefetch_bytes < 0) ctx->l2_prefetch_bytes = 0;
+        if (const char *fused = getenv("PETREL_DECODE_FUSED_ROPE")) ctx->decode_fused_rope = strcmp(fused, "0") != 0;
+        if (const char *norm = getenv("PETREL_GEMV_NORM")) ctx->gemv_norm = strcmp(norm, "0") != 0;
         if (const char *pdl = getenv("PETREL_PDL")) ctx->pdl = strcmp(pdl, "0") != 0;
         if (const char *graphs = getenv("PETREL_CUDA_GRAPHS")) ctx->step.enabled = strcmp(graphs, "0") != 0;
         if (const char *mode = getenv("PETREL_PREFILL_ATTENTION")) {   // gemm (default) or tiled

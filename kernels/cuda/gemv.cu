@@ -49,15 +49,20 @@ __device__ __forceinline__ float warp_total(float v) {
     return v;
 }
 
-// out (N, cols): out[n][c] = x[n] . w[c] (+ bias[c]); SWIGLU: out[n][c] = silu(x[n].w[c]) * (x[n].w[c + cols]).
+// out (N, cols): out[n][c] = x[n] . w[c] (+ bias[c]); SWIGLU: out[n][c] = silu(x[n].w[c]) * (x[n].w[c + cols]);
+// ADD: out[n][c] += x[n] . w[c] (the fp32 sum rounded once). NORM: x is first normalised per row
+// (x * rsqrt(mean(x^2) + eps) * norm_w, rounded to T, as rmsnorm_kernel does) into shared memory
+// by every block (N x k elements: the launcher keeps that within kGemvNormSmem), and the dot
+// products read that copy.
 // S warps share one output column, each summing one contiguous slice of k (more loads in flight
 // for matrices with few columns); their partial sums meet in shared memory in slice order.
-template <typename T, int N, int MODE, int S>
+template <typename T, int N, int MODE, int S, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__ x, const T *__restrict__ w,
                                                            const T *__restrict__ bias, int64_t k, int64_t cols,
-                                                           T *__restrict__ out) {
+                                                           T *__restrict__ out, const T *__restrict__ norm_w, float eps) {
     constexpr int R = MODE == kGemvSwiGLU ? 2 : 1;  // weight rows per output column
     __shared__ float partial[kWarps][R][N];
+    extern __shared__ int4 normed[];                // NORM: N x k / 8 vectors
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, slice = warp % S;
     const int64_t col = (int64_t)blockIdx.x * (kWarps / S) + warp / S;
     const bool valid = col < cols;
@@ -75,41 +80,94 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
 #pragma unroll
         for (int n = 0; n < N; n++) acc[r][n] = 0.f;
 
-    // Launched as a programmatic dependent (launch_dependent): the weights are not written by
-    // the previous kernel, so the first loads of this warp's weight rows go to L2 while that
-    // kernel finishes; x and out are touched only after pdl_wait().
-    if (valid) {
+    // Launched as a programmatic dependent (launch_dependent): the weights are not written by any
+    // kernel, so this warp's first weight loads are issued while the previous kernel finishes; x,
+    // out and norm_w's product are touched only after pdl_wait().
+    int64_t base = begin + lane;
+    int4 wv[R][kUnroll];
+    auto load = [&](int64_t from) {
 #pragma unroll
         for (int u = 0; u < kUnroll; u++) {
-            const int64_t c = begin + lane + u * 32;
+            const int64_t c = from + u * 32;
 #pragma unroll
-            for (int r = 0; r < R; r++)
-                if (c < end) asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[r] + c));
+            for (int r = 0; r < R; r++) wv[r][u] = c < end ? load_streaming(wr[r] + c) : make_int4(0, 0, 0, 0);
         }
-    }
+    };
+    if (valid) load(base);
     pdl_wait();
     pdl_launch_dependents();
 
-    if (valid) {
-        for (int64_t base = begin + lane; base < end; base += 32 * kUnroll) {
-            int4 wv[R][kUnroll];
+    // ADD: the values added to, read now (one thread writes each output).
+    float old[N];
+    if (MODE == kGemvAdd && valid && slice == 0 && lane == 0)
 #pragma unroll
-            for (int u = 0; u < kUnroll; u++) {
-                const int64_t c = base + u * 32;
+        for (int n = 0; n < N; n++) old[n] = to_float(out[n * cols + col]);
+
+    const int4 *xs = x4;
+    if constexpr (NORM) {
+        // Sums of squares per row: thread t takes vectors t, t + 256, ...; then the warps' sums in
+        // warp order; the same order whatever N is.
+        __shared__ float squares[kWarps][N];
+        float ss[N];
 #pragma unroll
-                for (int r = 0; r < R; r++) wv[r][u] = c < end ? load_streaming(wr[r] + c) : make_int4(0, 0, 0, 0);
+        for (int n = 0; n < N; n++) {
+            ss[n] = 0.f;
+            for (int64_t c = threadIdx.x; c < chunks; c += kWarps * 32) {
+                const int4 v = __ldg(x4 + n * chunks + c);
+                const pair_t<T> *p = reinterpret_cast<const pair_t<T> *>(&v);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float2 f = to_float2(p[i]);
+                    ss[n] += f.x * f.x + f.y * f.y;
+                }
             }
+            ss[n] = warp_total(ss[n]);
+        }
+        if (lane == 0)
+#pragma unroll
+            for (int n = 0; n < N; n++) squares[warp][n] = ss[n];
+        __syncthreads();
+        const int4 *g4 = reinterpret_cast<const int4 *>(norm_w);
+#pragma unroll
+        for (int n = 0; n < N; n++) {
+            float total = 0.f;
+#pragma unroll
+            for (int q = 0; q < kWarps; q++) total += squares[q][n];
+            const float scale = rsqrtf(total / (float)k + eps);
+            for (int64_t c = threadIdx.x; c < chunks; c += kWarps * 32) {
+                const int4 v = __ldg(x4 + n * chunks + c), g = __ldg(g4 + c);
+                const pair_t<T> *p = reinterpret_cast<const pair_t<T> *>(&v);
+                const pair_t<T> *q = reinterpret_cast<const pair_t<T> *>(&g);
+                int4 o;
+                pair_t<T> *po = reinterpret_cast<pair_t<T> *>(&o);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const float2 a = to_float2(p[i]), b = to_float2(q[i]);
+                    po[i] = from_float2<T>(a.x * scale * b.x, a.y * scale * b.y);
+                }
+                normed[n * chunks + c] = o;
+            }
+        }
+        __syncthreads();
+        xs = normed;
+    }
+
+    if (valid) {
+        for (;;) {
 #pragma unroll
             for (int u = 0; u < kUnroll; u++) {
                 const int64_t c = base + u * 32;
                 if (c >= end) break;
 #pragma unroll
                 for (int n = 0; n < N; n++) {
-                    const int4 xv = __ldg(x4 + n * chunks + c);
+                    const int4 xv = NORM ? xs[n * chunks + c] : __ldg(xs + n * chunks + c);
 #pragma unroll
                     for (int r = 0; r < R; r++) acc[r][n] = dot8<T>(wv[r][u], xv, acc[r][n]);
                 }
             }
+            base += 32 * kUnroll;
+            if (base >= end) break;
+            load(base);
         }
     }
 #pragma unroll
@@ -141,18 +199,22 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
         float v = acc[0][n];
         if (MODE == kGemvBias) v += to_float(bias[col]);
         if (MODE == kGemvSwiGLU) v = v / (1.0f + __expf(-v)) * acc[R - 1][n];
+        if (MODE == kGemvAdd) v += old[n];
         out[n * cols + col] = from_float<T>(v);
     }
 }
 
-template <typename T, int MODE, int S>
+template <typename T, int MODE, int S, bool NORM>
 cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
-                         int64_t cols, T *out) {
+                         int64_t cols, T *out, const T *norm_w, float eps) {
     const int per_block = kWarps / S;
     dim3 grid((unsigned)((cols + per_block - 1) / per_block));
+    const size_t smem = NORM ? (size_t)(n * k * 2) : 0;
     switch (n) {
-#define CASE(N) \
-    case N: return launch_dependent(ctx, grid, dim3(kWarps * 32), 0, gemv_kernel<T, N, MODE, S>, x, w, bias, k, cols, out);
+#define CASE(N)                                                                                                  \
+    case N:                                                                                                      \
+        return launch_dependent(ctx, grid, dim3(kWarps * 32), smem, gemv_kernel<T, N, MODE, S, NORM>, x, w, bias, k, \
+                                cols, out, norm_w, eps);
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
     }
@@ -163,80 +225,49 @@ cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const
 // at most 4; a function of the matrix alone, so results never depend on the row count.
 inline int slices_for(int64_t cols) { return cols <= 4096 ? 4 : cols <= 8192 ? 2 : 1; }
 
-template <typename T, int MODE>
+template <typename T, int MODE, bool NORM>
 cudaError_t launch_mode(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
-                        int64_t cols, T *out) {
+                        int64_t cols, T *out, const T *norm_w, float eps) {
     switch (slices_for(cols)) {
-    case 4: return launch_split<T, MODE, 4>(ctx, n, x, w, bias, k, cols, out);
-    case 2: return launch_split<T, MODE, 2>(ctx, n, x, w, bias, k, cols, out);
-    default: return launch_split<T, MODE, 1>(ctx, n, x, w, bias, k, cols, out);
+    case 4: return launch_split<T, MODE, 4, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
+    case 2: return launch_split<T, MODE, 2, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
+    default: return launch_split<T, MODE, 1, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
     }
 }
 
 template <typename T>
 cudaError_t launch_gemv(const petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w,
-                        int64_t cols, const void *bias, void *out) {
-    const T *xt = (const T *)x, *wt = (const T *)w, *bt = (const T *)bias;
+                        int64_t cols, const void *bias, void *out, const void *norm_w, float eps) {
+    const T *xt = (const T *)x, *wt = (const T *)w, *bt = (const T *)bias, *gt = (const T *)norm_w;
     T *ot = (T *)out;
-    if (mode == kGemvBias) return launch_mode<T, kGemvBias>(ctx, n, xt, wt, bt, k, cols, ot);
-    if (mode == kGemvSwiGLU) return launch_mode<T, kGemvSwiGLU>(ctx, n, xt, wt, bt, k, cols, ot);
-    return launch_mode<T, kGemvPlain>(ctx, n, xt, wt, bt, k, cols, ot);
-}
-
-// Pulls the first bytes of the next matmul's weights into L2 while the small kernels before it
-// run (petrel_weights_prefetch_enqueue). Each thread hands chunks to the SM's bulk-copy unit
-// (fire and forget), then the grid waits for its predecessor like every kernel of the chain, so
-// the kernels after it still see everything before it.
-constexpr int64_t kPrefetchChunk = 16384;
-
-__global__ void l2_prefetch_kernel(const char *a, int64_t a_bytes, const char *b, int64_t b_bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const int64_t a_chunks = (a_bytes + kPrefetchChunk - 1) / kPrefetchChunk;
-    const int64_t chunks = a_chunks + (b_bytes + kPrefetchChunk - 1) / kPrefetchChunk;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < chunks; i += (int64_t)gridDim.x * blockDim.x) {
-        const bool first = i < a_chunks;
-        const int64_t offset = (first ? i : i - a_chunks) * kPrefetchChunk, total = first ? a_bytes : b_bytes;
-        const int64_t size = total - offset < kPrefetchChunk ? total - offset : kPrefetchChunk;
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"((first ? a : b) + offset), "r"((unsigned)size)
-                     : "memory");
+    if (norm_w) {
+        if (mode == kGemvBias) return launch_mode<T, kGemvBias, true>(ctx, n, xt, wt, bt, k, cols, ot, gt, eps);
+        if (mode == kGemvSwiGLU) return launch_mode<T, kGemvSwiGLU, true>(ctx, n, xt, wt, bt, k, cols, ot, gt, eps);
+        if (mode == kGemvPlain) return launch_mode<T, kGemvPlain, true>(ctx, n, xt, wt, bt, k, cols, ot, gt, eps);
+        return cudaErrorInvalidValue;
     }
-#endif
-    pdl_launch_dependents();
-    pdl_wait();
+    if (mode == kGemvBias) return launch_mode<T, kGemvBias, false>(ctx, n, xt, wt, bt, k, cols, ot, gt, eps);
+    if (mode == kGemvSwiGLU) return launch_mode<T, kGemvSwiGLU, false>(ctx, n, xt, wt, bt, k, cols, ot, gt, eps);
+    if (mode == kGemvAdd) return launch_mode<T, kGemvAdd, false>(ctx, n, xt, wt, bt, k, cols, ot, gt, eps);
+    return launch_mode<T, kGemvPlain, false>(ctx, n, xt, wt, bt, k, cols, ot, gt, eps);
 }
 
 }  // namespace
-
-int32_t weights_prefetch_enqueue(petrel_context *ctx, const void *w, int64_t rows, int64_t k, int64_t n, int32_t halves) {
-    if (ctx->l2_prefetch_bytes <= 0 || n < 1 || n > ctx->gemv_max_rows || n > kGemvMaxRows || rows < halves ||
-        k % 8 != 0 || ((uintptr_t)w & 15) != 0 || (halves != 1 && halves != 2))
-        return PETREL_OK;
-    // Whole rows of each half, as many as the budget holds (the GEMV reads the first rows of each
-    // half first: blocks start in order).
-    const int64_t row_bytes = k * 2, half_rows = rows / halves;
-    int64_t take = ctx->l2_prefetch_bytes / halves / row_bytes;
-    if (take > half_rows) take = half_rows;
-    if (take == 0) return PETREL_OK;
-    const int64_t bytes = take * row_bytes;
-    const char *a = (const char *)w, *b = halves == 2 ? a + half_rows * row_bytes : nullptr;
-    const int64_t chunks = (bytes + kPrefetchChunk - 1) / kPrefetchChunk * halves;
-    const int threads = 32;
-    int64_t blocks = (chunks + threads - 1) / threads;
-    if (blocks > ctx->sm_count) blocks = ctx->sm_count;
-    CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)blocks), dim3(threads), 0, l2_prefetch_kernel, a, bytes, b,
-                                   halves == 2 ? bytes : (int64_t)0));
-    return PETREL_OK;
-}
 
 bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out) {
     return n >= 1 && n <= ctx->gemv_max_rows && n <= kGemvMaxRows && k % 8 == 0 && ((uintptr_t)x & 15) == 0 &&
            ((uintptr_t)w & 15) == 0 && ((uintptr_t)out & 1) == 0;
 }
 
+bool gemv_norm_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out,
+                       const void *norm_w) {
+    return ctx->gemv_norm && gemv_applies(ctx, n, k, x, w, out) && ((uintptr_t)norm_w & 15) == 0 && (size_t)(n * k * 2) <= kGemvNormSmem;
+}
+
 int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,
-                     const void *bias, void *out) {
-    const cudaError_t e = is_bf16(ctx) ? launch_gemv<__nv_bfloat16>(ctx, mode, x, n, k, w, cols, bias, out)
-                                       : launch_gemv<half>(ctx, mode, x, n, k, w, cols, bias, out);
+                     const void *bias, void *out, const void *norm_w, float eps) {
+    const cudaError_t e = is_bf16(ctx) ? launch_gemv<__nv_bfloat16>(ctx, mode, x, n, k, w, cols, bias, out, norm_w, eps)
+                                       : launch_gemv<half>(ctx, mode, x, n, k, w, cols, bias, out, norm_w, eps);
     CUDA_TRY(ctx, e);
     return PETREL_OK;
 }

@@ -24,7 +24,10 @@ struct UploadCache {
 };
 
 // The streaming GEMV's epilogues and its largest row count (gemv.cu).
-enum { kGemvPlain = 0, kGemvBias = 1, kGemvSwiGLU = 2 };
+enum { kGemvPlain = 0, kGemvBias = 1, kGemvSwiGLU = 2, kGemvAdd = 3 };
+// The GEMV with the RMSNorm in front keeps the normalised rows in shared memory: at most this much
+// (rows x k x 2 bytes; 48 KiB needs no opt-in, and keeps 4 blocks an SM at the least).
+constexpr size_t kGemvNormSmem = 48 * 1024;
 constexpr int kGemvMaxRows = 8;
 constexpr int kGemvDefaultRows = 4;   // measured: past 4 rows cuBLAS is as fast (docs/BENCHMARKS.md)
 
@@ -99,15 +102,17 @@ struct petrel_context {
     // Key and value rows each lane group of the decode attention loads before using them: 8, or 4
     // (PETREL_DECODE_UNROLL=4).
     int decode_unroll = 8;
+    // A decode step's RoPE and K/V write inside its attention kernel (one kernel less a layer);
+    // PETREL_DECODE_FUSED_ROPE=0: rope_kv_write_kernel first, as outside steps.
+    bool decode_fused_rope = true;
     // Programmatic dependent launch (Hopper) for the decode chain's GEMVs and norms: each is
     // launched while its predecessor still runs, gets resident, starts its own weight loads and
     // waits (griddepcontrol.wait) before it reads anything the predecessor writes.
     // PETREL_PDL=0 turns it off.
     bool pdl = true;
-    // Bytes of a matmul's weights petrel_weights_prefetch_enqueue pulls into L2 ahead of it
-    // (PETREL_L2_PREFETCH_MB; 0: off). Capped at 3/4 of the card's L2.
-    int64_t l2_prefetch_bytes = 0;
-    int64_t l2_bytes = 0;
+    // The streaming GEMV normalises its input itself in petrel_rmsnorm_matmul(_swiglu)_enqueue
+    // (PETREL_GEMV_NORM=0: a norm kernel, then the GEMV).
+    bool gemv_norm = true;
     // Prefill attention through cuBLAS (attention.cu): fresh prefills (no cached prefix, at least
     // prefill_gemm_min_tokens new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
     // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
@@ -138,12 +143,19 @@ constexpr int kMaxPartKeys = 512;    // the largest split-K partition (decode_pa
 // The split-K decode launch: decode_count sequences (their indices into seqs at `decode`), at most
 // max_parts partitions each (blocks past a sequence's own partitions return at once), the partition
 // size at dyn[0] (at most smem_keys keys: the scores' shared memory is sized for that many).
-// Instantiated for half and __nv_bfloat16.
+// With `rope` (positions and slots per qkv row, inv_freq per frequency; a step's upload) the kernel
+// also does rope_kv_write_kernel's work for its sequences: it rotates the query heads it reads (qkv
+// is left as it is) and the block of each KV head's last partition writes the new token's rotated
+// key and its value to the cache before reading them. Instantiated for half and __nv_bfloat16.
+struct DecodeRope {
+    const int32_t *positions = nullptr, *slots = nullptr;
+    const float *inv_freq = nullptr;
+};
 template <typename T>
 cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim,
                           const T *k_cache, const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables,
                           const int32_t *decode, const int32_t *dyn, int64_t decode_count, int max_parts, int smem_keys,
-                          float scale, T *out);
+                          float scale, T *out, DecodeRope rope = DecodeRope());
 // Split-K decode attention's partition for decode contexts of these lengths (keys, the new token
 // included): the largest of 512, 256, 128, 64 keys that still gives about two blocks per SM, then
 // evened out over the longest context (rounded up to 32 keys). *max_parts: partitions of the
@@ -196,6 +208,16 @@ template <typename T> __device__ __forceinline__ pair_t<T> splat2(float v);
 template <> __device__ __forceinline__ half2 splat2<half>(float v) { return __float2half2_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat162 splat2<__nv_bfloat16>(float v) { return __float2bfloat162_rn(v); }
 
+// Rotate-half RoPE of one pair (a, b) = (x[i], x[i + head_dim / 2]) at angle position * freq, rounded to T:
+// the one formula of rope_kv_write_kernel and the decode attention's fused rotation, so both give the same bits.
+template <typename T>
+__device__ __forceinline__ void rope_rotate(float a, float b, float position, float freq, T *ra, T *rb) {
+    float s, c;
+    sincosf(position * freq, &s, &c);
+    *ra = from_float<T>(a * c - b * s);
+    *rb = from_float<T>(b * c + a * s);
+}
+
 // Host side: calls f(ElementTag<T>{}) with T the context's element type, so a launcher is
 // written once (`using T = typename decltype(tag)::type;`) and instantiated for both.
 template <typename T> struct ElementTag { using type = T; };
@@ -231,15 +253,14 @@ void reset_arena(petrel_context *ctx);
 
 // Whether gemv_enqueue serves this matmul (few rows, k a multiple of 8, 16-byte-aligned operands).
 bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out);
-// out (n, cols) = x (n, k) . w (cols, k)^T with the epilogue `mode`: + bias (cols), or SwiGLU, where w
-// has 2 cols rows (gate rows, then up rows) and out = silu(x . gate^T) * (x . up^T).
+// Whether gemv_enqueue can also normalise x first (norm_w aligned, the normalised rows fit kGemvNormSmem).
+bool gemv_norm_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out,
+                       const void *norm_w);
+// out (n, cols) = x (n, k) . w (cols, k)^T with the epilogue `mode`: + bias (cols); SwiGLU, where w
+// has 2 cols rows (gate rows, then up rows) and out = silu(x . gate^T) * (x . up^T); or Add: out +=.
+// With norm_w (not with Add), x is normalised per row first: x * rsqrt(mean(x^2) + eps) * norm_w.
 int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,
-                     const void *bias, void *out);
-
-// The next matmul will multiply n activation rows by w (rows, k; halves 2: gate rows then up rows):
-// when it streams w (the GEMV's row range), starts pulling its first rows (of each half) into L2, up
-// to ctx->l2_prefetch_bytes, behind the kernels queued before that matmul. Otherwise nothing.
-int32_t weights_prefetch_enqueue(petrel_context *ctx, const void *w, int64_t rows, int64_t k, int64_t n, int32_t halves);
+                     const void *bias, void *out, const void *norm_w = nullptr, float eps = 0.f);
 
 inline unsigned grid_for(int64_t count, int threads) {
     int64_t blocks = (count + threads - 1) / threads;

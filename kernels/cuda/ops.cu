@@ -237,11 +237,12 @@ int32_t petrel_rmsnorm_enqueue(petrel_context *ctx, const void *x, const void *w
     return PETREL_OK;
 }
 
-static int32_t cublas_matmul(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m, void *out) {
+static int32_t cublas_matmul(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m, void *out,
+                             bool accumulate = false) {
     // Row-major out (n, m) is column-major out^T (m, n) = W (m, k) . X^T (k, n); W row-major (m, k)
     // is column-major (k, m), hence OP_T on it. A, B and C of the context's element type (fp16
-    // or bf16), fp32 compute and scale.
-    const float alpha = 1.0f, beta = 0.0f;
+    // or bf16), fp32 compute and scale; accumulate: out += the product (beta 1).
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     const cudaDataType_t type = cuda_element_type(ctx);
     cublasStatus_t s = cublasGemmEx(ctx->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)m, (int)n, (int)k, &alpha,
                                     w, type, (int)k, x, type, (int)k, &beta,
@@ -311,6 +312,32 @@ int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t
     return status;
 }
 
+int32_t petrel_matmul_add_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m,
+                                  void *acc) {
+    if (n == 0 || m == 0) return PETREL_OK;
+    if (gemv_applies(ctx, n, k, x, w, acc)) return gemv_enqueue(ctx, kGemvAdd, x, n, k, w, m, nullptr, acc);
+    return cublas_matmul(ctx, x, n, k, w, m, acc, true);
+}
+
+int32_t petrel_rmsnorm_matmul_enqueue(petrel_context *ctx, const void *x, const void *norm_w, float eps, int64_t n,
+                                      int64_t k, const void *w, int64_t m, const void *bias, void *normed, void *out) {
+    if (n == 0 || m == 0) return PETREL_OK;
+    if (gemv_norm_applies(ctx, n, k, x, w, out, norm_w))
+        return gemv_enqueue(ctx, bias ? kGemvBias : kGemvPlain, x, n, k, w, m, bias, out, norm_w, eps);
+    const int32_t status = petrel_rmsnorm_enqueue(ctx, x, norm_w, n, k, eps, normed);
+    return status != PETREL_OK ? status : petrel_matmul_enqueue(ctx, normed, n, k, w, m, bias, out);
+}
+
+int32_t petrel_rmsnorm_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, const void *norm_w, float eps,
+                                             int64_t n, int64_t k, const void *w_gate_up, int64_t f, void *normed,
+                                             void *out) {
+    if (n == 0 || f == 0) return PETREL_OK;
+    if (gemv_norm_applies(ctx, n, k, x, w_gate_up, out, norm_w))
+        return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out, norm_w, eps);
+    const int32_t status = petrel_rmsnorm_enqueue(ctx, x, norm_w, n, k, eps, normed);
+    return status != PETREL_OK ? status : petrel_matmul_swiglu_enqueue(ctx, normed, n, k, w_gate_up, f, out);
+}
+
 int32_t petrel_add_rmsnorm_enqueue(petrel_context *ctx, void *residual, const void *x, const void *weight, int64_t n,
                                    int64_t d, float eps, void *out) {
     if (n == 0) return PETREL_OK;
@@ -373,11 +400,6 @@ int32_t petrel_swiglu_enqueue(petrel_context *ctx, const void *gate_up, int64_t 
     });
     LAUNCH_CHECK(ctx);
     return PETREL_OK;
-}
-
-int32_t petrel_weights_prefetch_enqueue(petrel_context *ctx, const void *w, int64_t rows, int64_t k, int64_t n,
-                                        int32_t halves) {
-    return weights_prefetch_enqueue(ctx, w, rows, k, n, halves);
 }
 
 int32_t petrel_add_enqueue(petrel_context *ctx, void *acc, const void *x, int64_t count) {

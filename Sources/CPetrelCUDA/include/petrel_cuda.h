@@ -44,7 +44,8 @@ extern "C" {
 
 // 5: petrel_context_set_dtype (bf16 contexts).
 // 6: decode steps as CUDA graphs (petrel_step_begin / petrel_step_end).
-// 7: petrel_weights_prefetch_enqueue.
+// 7: petrel_matmul_add_enqueue, petrel_rmsnorm_matmul_enqueue,
+//    petrel_rmsnorm_matmul_swiglu_enqueue.
 #define PETREL_ABI_VERSION 7
 
 enum {
@@ -181,6 +182,22 @@ PETREL_FN(int32_t, petrel_attention_enqueue, (petrel_context *ctx, void *qkv, in
 // the up rows: one streaming pass for a few rows, else a cuBLAS GEMM and the SwiGLU kernel.
 PETREL_FN(int32_t, petrel_matmul_swiglu_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
                                                   const void *w_gate_up, int64_t f, void *out))
+// acc (n, m) += x (n, k) . w (m, k)^T, the fp32 sum of the product and acc rounded once (the
+// streaming GEMV for a few rows, else cuBLAS with beta 1). acc must not alias x or w.
+PETREL_FN(int32_t, petrel_matmul_add_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w,
+                                               int64_t m, void *acc))
+// out (n, m) = rmsnorm(x) . w (m, k)^T [+ bias (m)], rmsnorm(x) = x * rsqrt(mean(x^2) + eps) * norm_w (k)
+// per row, rounded to the element type. For a few rows the streaming GEMV normalises x itself (each
+// block into shared memory) and `normed` is left alone; otherwise rmsnorm(x) is written to `normed`
+// (n, k; scratch, not x) and multiplied from there. out must not alias x, normed or w.
+PETREL_FN(int32_t, petrel_rmsnorm_matmul_enqueue, (petrel_context *ctx, const void *x, const void *norm_w, float eps,
+                                                   int64_t n, int64_t k, const void *w, int64_t m, const void *bias,
+                                                   void *normed, void *out))
+// out (n, f) = silu(h . gate^T) * (h . up^T) with h = rmsnorm(x) as in petrel_rmsnorm_matmul_enqueue
+// (`normed` likewise) and w_gate_up (2 f, k) as in petrel_matmul_swiglu_enqueue.
+PETREL_FN(int32_t, petrel_rmsnorm_matmul_swiglu_enqueue, (petrel_context *ctx, const void *x, const void *norm_w,
+                                                          float eps, int64_t n, int64_t k, const void *w_gate_up,
+                                                          int64_t f, void *normed, void *out))
 // residual (n, d) += x; out = residual * rsqrt(mean(residual^2) + eps) * weight (d), per row,
 // fp32 math on the sum as rounded to the element type. out may be x, not residual.
 PETREL_FN(int32_t, petrel_add_rmsnorm_enqueue, (petrel_context *ctx, void *residual, const void *x, const void *weight,
@@ -189,12 +206,6 @@ PETREL_FN(int32_t, petrel_add_rmsnorm_enqueue, (petrel_context *ctx, void *resid
 PETREL_FN(int32_t, petrel_swiglu_enqueue, (petrel_context *ctx, const void *gate_up, int64_t n, int64_t f, void *out))
 // acc += x, `count` elements.
 PETREL_FN(int32_t, petrel_add_enqueue, (petrel_context *ctx, void *acc, const void *x, int64_t count))
-// A hint: the next matmul (petrel_matmul_enqueue, or petrel_matmul_swiglu_enqueue with halves 2)
-// multiplies n activation rows by w (rows, k). When it will stream w (few rows), the first rows of w
-// (of each half) are pulled into L2 from now on, while the kernels queued in between run, up to
-// PETREL_L2_PREFETCH_MB (default 24) and 3/4 of the card's L2. Otherwise it queues nothing.
-PETREL_FN(int32_t, petrel_weights_prefetch_enqueue, (petrel_context *ctx, const void *w, int64_t rows, int64_t k,
-                                                     int64_t n, int32_t halves))
 // out (count, d) = rows rows[i] of x (., d). rows: host, borrowed.
 PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void *x, int64_t d,
                                                 const int32_t *rows, int64_t count, void *out))
