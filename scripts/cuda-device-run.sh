@@ -11,6 +11,7 @@
 # unroll: batch 1 and 16 with the decode attention loading 4 or 8 rows per lane group before use;
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
 # rope: batch 1 and 16 with a decode step's RoPE and K/V write inside the attention kernel or not;
+# slices: batch 1 and 4 with 4 or 2 warps a column in the GEMV of matrices of <= 4096 columns;
 # norm: batch 1 and 16 with the RMSNorm done by the GEMV after it or by its own kernel;
 # graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
@@ -82,6 +83,8 @@ has unroll && alternate PETREL_DECODE_UNROLL "4 8 4 8" unroll.md "1;16" "60,20;1
 has partition && alternate PETREL_DECODE_MIN_PARTITION "64 256 64 256" partition.md "1;16" "60,20;512,20"
 # A decode step's RoPE and K/V write inside its attention kernel (default) or a kernel of their own.
 has rope && alternate PETREL_DECODE_FUSED_ROPE "0 1 0 1" rope.md "1;16" "128,128"
+# The GEMV's o and down projections (4096 columns) with 4 warps a column (default) or 2.
+has slices && alternate PETREL_GEMV_SLICES "4 2 4 2" slices.md "1;4" "128,128"
 # The RMSNorm inside the GEMV after it (default) or a norm kernel before it.
 has norm && alternate PETREL_GEMV_NORM "0 1 0 1" norm.md "1;16" "128,128"
 if has serve; then

@@ -339,25 +339,27 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
         }
     }
     if (tile_count == 0 && decode_count == 0 && gemm_count == 0) return PETREL_OK;
-    int part_keys = 0, max_parts = 0;
+    int part_keys = 0, max_parts = 0, prefetch = 0;
     if (decode_count > 0) {
         std::vector<int64_t> contexts;
         for (int64_t s = 0; s < seq_count; s++)
             if (is_decode(seqs[s])) contexts.push_back(seqs[s].context_before + 1);
         decode_partition(ctx, contexts, kv_heads, &part_keys, &max_parts);
+        prefetch = decode_prefetch(contexts, kv_heads, head_dim);
         const int32_t status = ensure_decode_scratch(ctx, decode_count, heads, kv_heads, head_dim, max_parts);
         if (status != PETREL_OK) return status;
     }
-    // One padding int keeps the tiles (read as int2) 8-byte aligned. The last word: the decode
-    // partition size (the decode kernel reads it from the device).
+    // One padding int keeps the tiles (read as int2) 8-byte aligned. The last two words: the decode
+    // partition size and whether to prefetch (the decode kernel's dyn[0] and dyn[1]).
     const int64_t pad = (seq_count * 4 + table_total + rows) % 2;
     const int64_t position_count = positions ? rows : 0;
-    std::vector<int32_t> blob((size_t)(seq_count * 4 + table_total + rows + pad + tile_count * 2 + decode_count + position_count + 1));
+    std::vector<int32_t> blob((size_t)(seq_count * 4 + table_total + rows + pad + tile_count * 2 + decode_count + position_count + 2));
     int32_t *seq_part = blob.data(), *table_part = seq_part + seq_count * 4, *slot_part = table_part + table_total,
             *tile_part = slot_part + rows + pad, *decode_part = tile_part + tile_count * 2;
     int32_t *position_part = decode_part + decode_count;
     if (positions) memcpy(position_part, positions, (size_t)rows * 4);
     position_part[position_count] = part_keys;
+    position_part[position_count + 1] = prefetch;
     int64_t decode_index = 0;
     for (int64_t i = 0; i < rows; i++) slot_part[i] = -1;
     int64_t table_offset = 0, tile = 0;

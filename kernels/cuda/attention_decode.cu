@@ -33,8 +33,9 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     extern __shared__ float smem[];
     // The metadata (sequences, block tables, the partition size at dyn[0]: uploaded before any
     // kernel of the step or call ran, never written by one) is read before waiting for the
-    // predecessor, and this block's keys and values are asked into L2: all but the newest were
-    // written by earlier steps, and a prefetch of the newest row at worst fetches it twice.
+    // predecessor, and when dyn[1] says so (decode_prefetch) this block's keys and values are asked
+    // into L2: all but the newest were written by earlier steps, and a prefetch of the newest row at
+    // worst fetches it twice.
     // The partition size comes from device memory so a captured step graph serves every context
     // length of its shape.
     const int part_keys = dyn[0];
@@ -47,7 +48,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const int tid = threadIdx.x;
     const int kvs = kv_heads * head_dim;
     const int32_t *table = tables + sq.w;
-    for (int j = tid; j < n; j += kDecodeThreads) {
+    for (int j = tid; j < (dyn[1] ? n : 0); j += kDecodeThreads) {
         const int pos = k0 + j;
         const int64_t at = ((int64_t)table[pos / block_size] * block_size + pos % block_size) * kvs + kvh * head_dim;
         for (int b = 0; b < head_dim * 2; b += 128) {
@@ -335,6 +336,12 @@ template cudaError_t launch_decode<__nv_bfloat16>(petrel_context *, const __nv_b
                                                   const __nv_bfloat16 *, const __nv_bfloat16 *, int, const int4 *,
                                                   const int32_t *, const int32_t *, const int32_t *, int64_t, int, int, float,
                                                   __nv_bfloat16 *, DecodeRope);
+
+int32_t decode_prefetch(const std::vector<int64_t> &contexts, int64_t kv_heads, int64_t head_dim) {
+    int64_t keys = 0;
+    for (int64_t c : contexts) keys += c;
+    return keys * kv_heads * head_dim * 2 * 2 <= kDecodePrefetchBytes ? 1 : 0;
+}
 
 bool step_attention_applies(int64_t heads, int64_t kv_heads, int64_t head_dim) {
     return head_dim > 0 && head_dim % 8 == 0 && head_dim <= 192 && kv_heads > 0 && heads % kv_heads == 0 &&

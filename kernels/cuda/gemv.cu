@@ -223,12 +223,15 @@ cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const
 
 // Slices per column: enough warps in flight to cover the card twice over (132 SMs x 64 warps),
 // at most 4; a function of the matrix alone, so results never depend on the row count.
-inline int slices_for(int64_t cols) { return cols <= 4096 ? 4 : cols <= 8192 ? 2 : 1; }
+// PETREL_GEMV_SLICES=2 takes 2 for the smallest matrices instead (a measurement knob).
+inline int slices_for(const petrel_context *ctx, int64_t cols) {
+    return cols <= 4096 ? ctx->gemv_small_slices : cols <= 8192 ? 2 : 1;
+}
 
 template <typename T, int MODE, bool NORM>
 cudaError_t launch_mode(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
                         int64_t cols, T *out, const T *norm_w, float eps) {
-    switch (slices_for(cols)) {
+    switch (slices_for(ctx, cols)) {
     case 4: return launch_split<T, MODE, 4, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
     case 2: return launch_split<T, MODE, 2, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
     default: return launch_split<T, MODE, 1, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);

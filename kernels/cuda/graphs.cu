@@ -122,7 +122,8 @@ int32_t petrel_step_begin(petrel_context *ctx, uint64_t owner, const int32_t *id
     memcpy(pos_w, positions, (size_t)n * 4);
     memcpy(row_w, rows, (size_t)row_count * 4);
     dyn_w[0] = part_keys;
-    dyn_w[1] = dyn_w[2] = dyn_w[3] = 0;
+    dyn_w[1] = decode_prefetch(contexts, kv_heads, head_dim);
+    dyn_w[2] = dyn_w[3] = 0;
     memcpy(freq_w, inv_freq, (size_t)half_dim * 4);
     CUDA_TRY(ctx, cudaMemcpyAsync(st.dev, st.host, (size_t)words * 4, cudaMemcpyHostToDevice, ctx->stream));
     CUDA_TRY(ctx, cudaEventRecord(st.copied, ctx->stream));

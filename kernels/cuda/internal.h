@@ -113,6 +113,9 @@ struct petrel_context {
     // The streaming GEMV normalises its input itself in petrel_rmsnorm_matmul(_swiglu)_enqueue
     // (PETREL_GEMV_NORM=0: a norm kernel, then the GEMV).
     bool gemv_norm = true;
+    // Warps sharing one output column of the GEMV for matrices of at most 4096 columns: 4, or 2
+    // (PETREL_GEMV_SLICES=2).
+    int gemv_small_slices = 4;
     // Prefill attention through cuBLAS (attention.cu): fresh prefills (no cached prefix, at least
     // prefill_gemm_min_tokens new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
     // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
@@ -162,6 +165,11 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
 // longest context.
 void decode_partition(const petrel_context *ctx, const std::vector<int64_t> &contexts, int64_t kv_heads,
                       int *part_keys, int *max_parts);
+// Whether the decode attention asks its blocks' keys and values into L2 before its programmatic wait
+// (dyn[1]): only while the step's whole K/V of one layer is small beside L2 (kDecodePrefetchBytes);
+// past that, rows prefetched before they are read would be evicted first and read twice.
+constexpr int64_t kDecodePrefetchBytes = 16ll << 20;
+int32_t decode_prefetch(const std::vector<int64_t> &contexts, int64_t kv_heads, int64_t head_dim);
 // Whether a decode step of this attention shape can run from a step upload (the split-K kernel
 // takes every sequence: head_dim a multiple of 8, at most 192, groups of at most 8 query heads).
 bool step_attention_applies(int64_t heads, int64_t kv_heads, int64_t head_dim);

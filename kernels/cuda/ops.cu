@@ -54,6 +54,35 @@ __global__ void rmsnorm_kernel(const T *x, const T *w, int64_t d, float eps, T *
         o[i] = from_float<T>(to_float(xr[i]) * scale * to_float(w[i]));
 }
 
+// Rows of up to 4 pairs per thread (d <= 8192 at 1024 threads), kept in registers between the sum
+// and the write (the row is read once; out may be x).
+template <int PER, typename T, typename P = pair_t<T>>
+__global__ void rmsnorm_regs_kernel(const P *x, const P *w, int d2, float eps, P *out) {
+    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
+    pdl_launch_dependents();
+    const P *xr = x + (int64_t)blockIdx.x * d2;
+    P *o = out + (int64_t)blockIdx.x * d2;
+    float2 v[PER];
+    float ss = 0;
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < d2) {
+            v[j] = to_float2(xr[i]);
+            ss += v[j].x * v[j].x + v[j].y * v[j].y;
+        }
+    }
+    const float scale = rsqrtf(block_sum(ss) / (float)(2 * d2) + eps);
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int i = threadIdx.x + j * blockDim.x;
+        if (i < d2) {
+            const float2 g = to_float2(w[i]);
+            o[i] = from_float2<T>(v[j].x * scale * g.x, v[j].y * scale * g.y);
+        }
+    }
+}
+
 // ---- residual add fused with the next RMSNorm: residual += x; out = rmsnorm(residual) * w.
 // Each thread rereads only the residual elements it wrote, so out may be x (not the residual).
 
@@ -228,8 +257,20 @@ int32_t petrel_rows_gather_enqueue(petrel_context *ctx, const void *x, int64_t d
 
 int32_t petrel_rmsnorm_enqueue(petrel_context *ctx, const void *x, const void *weight, int64_t n, int64_t d, float eps, void *out) {
     if (n == 0) return PETREL_OK;
+    const bool pairs = d % 2 == 0 && d / 2 <= 4 * 1024 && ((uintptr_t)x & 3) == 0 && ((uintptr_t)weight & 3) == 0 &&
+                       ((uintptr_t)out & 3) == 0;
     const cudaError_t e = with_element_type(ctx, [&](auto tag) {
         using T = typename decltype(tag)::type;
+        using P = pair_t<T>;
+        if (pairs) {
+            const int64_t d2 = d / 2;
+            const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
+            const int per = (int)((d2 + threads - 1) / threads);
+#define REGS(PER) launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)threads), 0, rmsnorm_regs_kernel<PER, T>, \
+                                   (const P *)x, (const P *)weight, (int)d2, eps, (P *)out)
+            return per == 1 ? REGS(1) : per == 2 ? REGS(2) : REGS(4);
+#undef REGS
+        }
         return launch_dependent(ctx, dim3((unsigned)n), dim3(rows_threads(d)), 0, rmsnorm_kernel<T>, (const T *)x,
                                 (const T *)weight, d, eps, (T *)out);
     });
