@@ -54,35 +54,6 @@ __global__ void rmsnorm_kernel(const T *x, const T *w, int64_t d, float eps, T *
         o[i] = from_float<T>(to_float(xr[i]) * scale * to_float(w[i]));
 }
 
-// Rows of up to 4 pairs per thread (d <= 8192 at 1024 threads), kept in registers between the sum
-// and the write (the row is read once; out may be x).
-template <int PER, typename T, typename P = pair_t<T>>
-__global__ void rmsnorm_regs_kernel(const P *x, const P *w, int d2, float eps, P *out) {
-    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
-    pdl_launch_dependents();
-    const P *xr = x + (int64_t)blockIdx.x * d2;
-    P *o = out + (int64_t)blockIdx.x * d2;
-    float2 v[PER];
-    float ss = 0;
-#pragma unroll
-    for (int j = 0; j < PER; j++) {
-        const int i = threadIdx.x + j * blockDim.x;
-        if (i < d2) {
-            v[j] = to_float2(xr[i]);
-            ss += v[j].x * v[j].x + v[j].y * v[j].y;
-        }
-    }
-    const float scale = rsqrtf(block_sum(ss) / (float)(2 * d2) + eps);
-#pragma unroll
-    for (int j = 0; j < PER; j++) {
-        const int i = threadIdx.x + j * blockDim.x;
-        if (i < d2) {
-            const float2 g = to_float2(w[i]);
-            o[i] = from_float2<T>(v[j].x * scale * g.x, v[j].y * scale * g.y);
-        }
-    }
-}
-
 // ---- residual add fused with the next RMSNorm: residual += x; out = rmsnorm(residual) * w.
 // Each thread rereads only the residual elements it wrote, so out may be x (not the residual).
 
@@ -129,12 +100,14 @@ __global__ void add_rmsnorm2_kernel(P *res, const P *x, const P *w, int64_t d2, 
 }
 
 // Rows of up to 4 pairs per thread (d <= 8192 at 1024 threads): each thread keeps its part of
-// the sum in registers, so the row is read once and written once.
-template <int PER, typename T, typename P = pair_t<T>>
-__global__ void add_rmsnorm_regs_kernel(P *res, const P *x, const P *w, int d2, float eps, P *out) {
+// the row in registers between the sum and the write, so the row is read once and written once
+// (out may be x). ADD: residual += x first (the norm is of the sum as rounded); else the norm of x
+// (res unused).
+template <int PER, bool ADD, typename T, typename P = pair_t<T>>
+__global__ void norm_regs_kernel(P *res, const P *x, const P *w, int d2, float eps, P *out) {
     pdl_wait();   // launched as a programmatic dependent (launch_dependent)
     pdl_launch_dependents();
-    P *r = res + (int64_t)blockIdx.x * d2;
+    P *r = ADD ? res + (int64_t)blockIdx.x * d2 : nullptr;
     const P *xr = x + (int64_t)blockIdx.x * d2;
     P *o = out + (int64_t)blockIdx.x * d2;
     float2 v[PER];
@@ -143,10 +116,14 @@ __global__ void add_rmsnorm_regs_kernel(P *res, const P *x, const P *w, int d2, 
     for (int j = 0; j < PER; j++) {
         const int i = threadIdx.x + j * blockDim.x;
         if (i < d2) {
-            float2 a = to_float2(r[i]), b = to_float2(xr[i]);
-            P s = from_float2<T>(a.x + b.x, a.y + b.y);
-            r[i] = s;
-            v[j] = to_float2(s);
+            if constexpr (ADD) {
+                float2 a = to_float2(r[i]), b = to_float2(xr[i]);
+                P s = from_float2<T>(a.x + b.x, a.y + b.y);
+                r[i] = s;
+                v[j] = to_float2(s);
+            } else {
+                v[j] = to_float2(xr[i]);
+            }
             ss += v[j].x * v[j].x + v[j].y * v[j].y;
         }
     }
@@ -159,6 +136,18 @@ __global__ void add_rmsnorm_regs_kernel(P *res, const P *x, const P *w, int d2, 
             o[i] = from_float2<T>(v[j].x * scale * g.x, v[j].y * scale * g.y);
         }
     }
+}
+
+// Launches norm_regs_kernel for n rows of d2 pairs (d2 <= 4096).
+template <bool ADD, typename T, typename P = pair_t<T>>
+cudaError_t launch_norm_regs(const petrel_context *ctx, int64_t n, P *res, const P *x, const P *w, int64_t d2, float eps,
+                             P *out) {
+    const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
+    const int per = (int)((d2 + threads - 1) / threads);
+    const dim3 grid((unsigned)n), block((unsigned)threads);
+    if (per == 1) return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<1, ADD, T>, res, x, w, (int)d2, eps, out);
+    if (per == 2) return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<2, ADD, T>, res, x, w, (int)d2, eps, out);
+    return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<4, ADD, T>, res, x, w, (int)d2, eps, out);
 }
 
 // ---- RoPE (rotate-half): one block per row
@@ -262,15 +251,7 @@ int32_t petrel_rmsnorm_enqueue(petrel_context *ctx, const void *x, const void *w
     const cudaError_t e = with_element_type(ctx, [&](auto tag) {
         using T = typename decltype(tag)::type;
         using P = pair_t<T>;
-        if (pairs) {
-            const int64_t d2 = d / 2;
-            const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
-            const int per = (int)((d2 + threads - 1) / threads);
-#define REGS(PER) launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)threads), 0, rmsnorm_regs_kernel<PER, T>, \
-                                   (const P *)x, (const P *)weight, (int)d2, eps, (P *)out)
-            return per == 1 ? REGS(1) : per == 2 ? REGS(2) : REGS(4);
-#undef REGS
-        }
+        if (pairs) return launch_norm_regs<false, T>(ctx, n, (P *)nullptr, (const P *)x, (const P *)weight, d / 2, eps, (P *)out);
         return launch_dependent(ctx, dim3((unsigned)n), dim3(rows_threads(d)), 0, rmsnorm_kernel<T>, (const T *)x,
                                 (const T *)weight, d, eps, (T *)out);
     });
@@ -390,15 +371,7 @@ int32_t petrel_add_rmsnorm_enqueue(petrel_context *ctx, void *residual, const vo
         using P = pair_t<T>;
         cudaError_t e;
         if (pairs && d / 2 <= 4 * 1024) {
-            const int64_t d2 = d / 2;
-            const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
-            const int per = (int)((d2 + threads - 1) / threads);
-#define REGS(PER) e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)threads), 0, add_rmsnorm_regs_kernel<PER, T>, \
-                                       (P *)residual, (const P *)x, (const P *)weight, (int)d2, eps, (P *)out)
-            if (per == 1) REGS(1);
-            else if (per == 2) REGS(2);
-            else REGS(4);
-#undef REGS
+            e = launch_norm_regs<true, T>(ctx, n, (P *)residual, (const P *)x, (const P *)weight, d / 2, eps, (P *)out);
         } else if (pairs) {
             e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d / 2)), 0, add_rmsnorm2_kernel<T>,
                                  (P *)residual, (const P *)x, (const P *)weight, d / 2, eps, (P *)out);
