@@ -3,8 +3,10 @@
 // bandwidth there. Here each warp owns one output column (one weight row), streams that row in
 // 16-byte loads that bypass L1 (several in flight per lane), dots it with every activation row
 // (read through the read-only cache; they are small and shared by the whole block) in fp32, and
-// reduces across the warp. Epilogues: + bias, or SwiGLU (the warp also streams the matching "up"
-// row and writes silu(gate) * up, so the gate/up product never reaches memory).
+// reduces across the warp. Epilogues: + bias, SwiGLU (the warp also streams the matching "up"
+// row and writes silu(gate) * up, so the gate/up product never reaches memory), or + the output's
+// old value (the residual add). Prologue, optionally: the RMSNorm of the activation rows, computed
+// by every block into shared memory, so the norm needs no kernel of its own.
 //
 // Batch invariance: every (activation row, output column) dot product sums in the same order
 // whatever n is (lane l takes chunks l, l + 32, ...; the same butterfly reduction), so a
