@@ -48,7 +48,8 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const int tid = threadIdx.x;
     const int kvs = kv_heads * head_dim;
     const int32_t *table = tables + sq.w;
-    for (int j = tid; j < (dyn[1] ? n : 0); j += kDecodeThreads) {
+    const int prefetch_rows = dyn[1] ? n : 0;
+    for (int j = tid; j < prefetch_rows; j += kDecodeThreads) {
         const int pos = k0 + j;
         const int64_t at = ((int64_t)table[pos / block_size] * block_size + pos % block_size) * kvs + kvh * head_dim;
         for (int b = 0; b < head_dim * 2; b += 128) {

@@ -55,7 +55,7 @@ struct StepState {
     cudaEvent_t copied = nullptr;  // the last upload from `host` has been read
     const int4 *seqs = nullptr;                                 // (token_begin, 1, context_before, table offset)
     const int32_t *tables = nullptr, *slots = nullptr, *ids = nullptr, *positions = nullptr, *rows = nullptr,
-                  *decode = nullptr, *dyn = nullptr;            // dyn[0]: the split-K partition size in keys
+                  *decode = nullptr, *dyn = nullptr;            // dyn: partition size in keys, prefetch flag
     const float *inv_freq = nullptr;
     int64_t row_count = 0;
     // matmul_swiglu's cuBLAS product for a step (a graph cannot allocate it), grown outside captures.
@@ -145,7 +145,8 @@ constexpr int kMaxPartKeys = 512;    // the largest split-K partition (decode_pa
 
 // The split-K decode launch: decode_count sequences (their indices into seqs at `decode`), at most
 // max_parts partitions each (blocks past a sequence's own partitions return at once), the partition
-// size at dyn[0] (at most smem_keys keys: the scores' shared memory is sized for that many).
+// size at dyn[0] (at most smem_keys keys: the scores' shared memory is sized for that many), whether
+// to prefetch the blocks' K/V rows at dyn[1] (decode_prefetch).
 // With `rope` (positions and slots per qkv row, inv_freq per frequency; a step's upload) the kernel
 // also does rope_kv_write_kernel's work for its sequences: it rotates the query heads it reads (qkv
 // is left as it is) and the block of each KV head's last partition writes the new token's rotated
