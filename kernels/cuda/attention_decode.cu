@@ -28,7 +28,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
     const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
     const int32_t *dyn, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out,
-    int64_t out_stride, DecodeRope rope, T *k_write, T *v_write) {
+    int64_t out_stride, DecodeRope rope, T *k_write, T *v_write, bool early) {
     using P = pair_t<T>;
     extern __shared__ float smem[];
     // The metadata (sequences, block tables, the partition size at dyn[0]: uploaded before any
@@ -48,6 +48,39 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const int tid = threadIdx.x;
     const int kvs = kv_heads * head_dim;
     const int32_t *table = tables + sq.w;
+    const int lane = tid % 32, warp = tid / 32, sub = lane % L;
+    const int V = head_dim / 8;              // 16-byte vectors per row
+    constexpr int KPW = 32 / L;              // keys per warp per step
+    constexpr int KU = U;                    // key rows each lane group loads before using them
+    constexpr int kSlices = kDecodeThreads / L;   // value rows in flight per block
+    const int slice = tid / L;
+    auto k_row = [&](int j) {
+        const int pos = k0 + j;
+        const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+        return *(const uint4 *)(k_cache + slot * kvs + kvh * head_dim + sub * 8);
+    };
+    auto v_row = [&](int j) {
+        const int pos = k0 + j;
+        const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
+        return *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
+    };
+    // With `early` (ctx->decode_early_kv) the first key rows and value rows this thread uses are
+    // loaded into registers now, all but the newest (ctx_len - 1): that one is written in this step
+    // (by this kernel's last partition block, or by rope_kv_write just before) and is loaded after
+    // the wait and the __syncthreads that follows the write.
+    const int newest = ctx_len - 1 - k0;     // the newest key's row in this partition, if 0 <= newest < n
+    const int first_k = warp * KPW * KU;
+    uint4 raw[KU], vraw[U];
+#pragma unroll
+    for (int u = 0; u < KU; u++) {
+        const int j = first_k + u * KPW + lane / L;
+        raw[u] = early && j < n && sub < V && j != newest ? k_row(j) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int j = slice + u * kSlices;
+        vraw[u] = early && j < n && sub < V && j != newest ? v_row(j) : make_uint4(0u, 0u, 0u, 0u);
+    }
     const int prefetch_rows = dyn[1] ? n : 0;
     for (int j = tid; j < prefetch_rows; j += kDecodeThreads) {
         const int pos = k0 + j;
@@ -63,12 +96,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     pdl_wait();                // launched as a programmatic dependent of rope_kv_write or the QKV matmul
     pdl_launch_dependents();   // the next GEMV may get resident and start on its weights meanwhile
     if (k0 >= ctx_len) return;
+    constexpr int kWarpCount = kDecodeThreads / 32;
     float *qs = smem;                        // G x head_dim, scaled queries
-    float *os = qs + G * head_dim;           // G x head_dim, output accumulators
-    float *ss = os + G * head_dim;           // G x part_keys, scores then probabilities
+    float *red = qs + G * head_dim;          // kWarpCount x G x head_dim, each warp's output sums
+    float *ss = red + kWarpCount * G * head_dim;   // G x part_keys, scores then probabilities
     float *ms = ss + G * part_keys;          // G maxima
     float *ls = ms + kDecodeMaxGroup;        // G sums
-    const int V = head_dim / 8;              // 16-byte vectors per row
 
     const T *q = qkv + (int64_t)sq.x * stride + (int64_t)kvh * G * head_dim;
     if (fused) {
@@ -83,8 +116,6 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
                            &ra, &rb);
             qs[g * head_dim + i] = to_float(ra) * scale;
             qs[g * head_dim + i + half_dim] = to_float(rb) * scale;
-            os[g * head_dim + i] = 0.f;
-            os[g * head_dim + i + half_dim] = 0.f;
         }
         if (k0 + n == ctx_len && new_slot >= 0) {
             const T *kn = qkv + (int64_t)sq.x * stride + (int64_t)(heads + kvh) * head_dim, *vn = kn + kvs;
@@ -100,27 +131,17 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
             }
         }
     } else {
-        for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
-            qs[idx] = to_float(q[idx]) * scale;
-            os[idx] = 0.f;
-        }
+        for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) qs[idx] = to_float(q[idx]) * scale;
     }
     __syncthreads();
 
-    const int lane = tid % 32, warp = tid / 32, sub = lane % L;
-    constexpr int KPW = 32 / L;   // keys per warp per step
-    constexpr int KU = U;         // key rows each lane group loads before using them
-    for (int j0 = warp * KPW * KU; j0 < n; j0 += (kDecodeThreads / 32) * KPW * KU) {   // warp-uniform
-        uint4 raw[KU];
+    for (int j0 = first_k; j0 < n; j0 += kWarpCount * KPW * KU) {   // warp-uniform
+        // The first rows came before the wait (with `early`, all but the newest).
+        const bool have = early && j0 == first_k;
 #pragma unroll
         for (int u = 0; u < KU; u++) {
             const int j = j0 + u * KPW + lane / L;
-            raw[u] = make_uint4(0u, 0u, 0u, 0u);
-            if (j < n && sub < V) {
-                const int pos = k0 + j;
-                const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
-                raw[u] = *(const uint4 *)(k_cache + slot * kvs + kvh * head_dim + sub * 8);
-            }
+            if (!have || j == newest) raw[u] = j < n && sub < V ? k_row(j) : make_uint4(0u, 0u, 0u, 0u);
         }
 #pragma unroll
         for (int u = 0; u < KU; u++) {
@@ -145,19 +166,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
             }
         }
     }
-    // The first value rows this thread weighs, loaded now: their latency overlaps the softmax.
-    constexpr int kSlices = kDecodeThreads / L;   // keys in flight per block
-    const int slice = tid / L;
-    uint4 vraw[U];
+    // The first value rows this thread weighs (with `early` only the newest is missing): loaded
+    // now, their latency overlaps the softmax.
 #pragma unroll
     for (int u = 0; u < U; u++) {
         const int j = slice + u * kSlices;
-        vraw[u] = make_uint4(0u, 0u, 0u, 0u);
-        if (j < n && sub < V) {
-            const int pos = k0 + j;
-            const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
-            vraw[u] = *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
-        }
+        if (!early || j == newest) vraw[u] = j < n && sub < V ? v_row(j) : make_uint4(0u, 0u, 0u, 0u);
     }
     __syncthreads();
 
@@ -191,12 +205,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
 #pragma unroll
                 for (int u = 0; u < VU; u++) {
                     const int j = j0 + u * kSlices;
-                    vraw[u] = make_uint4(0u, 0u, 0u, 0u);
-                    if (j < n) {
-                        const int pos = k0 + j;
-                        const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
-                        vraw[u] = *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
-                    }
+                    vraw[u] = j < n ? v_row(j) : make_uint4(0u, 0u, 0u, 0u);
                 }
             }
 #pragma unroll
@@ -223,37 +232,41 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     }
     // Sum the key slices in a fixed order, so a sequence's output never depends on timing (no
     // float atomics): first the slices within a warp (a butterfly over the lanes that share
-    // `sub`), then the warps one after another into os.
+    // `sub`), then the warps' sums (each warp's in `red`) in warp order.
 #pragma unroll
     for (int o = L; o < 32; o <<= 1)
 #pragma unroll
         for (int g = 0; g < MAXG; g++)
 #pragma unroll
             for (int i = 0; i < 8; i++) acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], o);
-    for (int w = 0; w < kDecodeThreads / 32; w++) {
-        if (warp == w && lane < L && sub < V) {
+    if (lane < L && sub < V) {
 #pragma unroll
-            for (int g = 0; g < MAXG; g++)
-                if (g < G)
+        for (int g = 0; g < MAXG; g++)
+            if (g < G)
 #pragma unroll
-                    for (int i = 0; i < 8; i++) os[g * head_dim + sub * 8 + i] += acc[g][i];
-        }
-        __syncthreads();
+                for (int i = 0; i < 8; i++) red[(warp * G + g) * head_dim + sub * 8 + i] = acc[g][i];
     }
+    __syncthreads();
+    auto summed = [&](int idx) {
+        float t = 0.f;
+#pragma unroll
+        for (int w = 0; w < kWarpCount; w++) t += red[w * G * head_dim + idx];
+        return t;
+    };
 
     const int parts = (ctx_len + part_keys - 1) / part_keys;
     T *o = out + (int64_t)sq.x * out_stride + (int64_t)kvh * G * head_dim;
     if (parts == 1) {   // the whole context in one partition: normalize and write the output
         for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
             const float l = ls[idx / head_dim];
-            o[idx] = from_float<T>(l > 0.f ? os[idx] / l : 0.f);
+            o[idx] = from_float<T>(l > 0.f ? summed(idx) / l : 0.f);
         }
         return;
     }
     for (int idx = tid; idx < G * head_dim; idx += kDecodeThreads) {
         const int g = idx / head_dim, x = idx % head_dim;
         const int64_t base = ((int64_t)d * heads + kvh * G + g) * max_parts + part;
-        part_o[base * head_dim + x] = os[idx];
+        part_o[base * head_dim + x] = summed(idx);
     }
     if (tid < G) {
         const int64_t base = ((int64_t)d * heads + kvh * G + tid) * max_parts + part;
@@ -299,7 +312,7 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
     const size_t entries = (size_t)(decode_count * heads * max_parts);
     float2 *part_ml = (float2 *)ctx->decode_partials;
     float *part_o = (float *)(part_ml + entries);
-    const size_t smem = (size_t)(2 * group * head_dim + group * smem_keys + 2 * kDecodeMaxGroup) * 4;
+    const size_t smem = (size_t)((1 + kDecodeThreads / 32) * group * head_dim + group * smem_keys + 2 * kDecodeMaxGroup) * 4;
     const dim3 grid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
     const int vecs = head_dim / 8;
     cudaError_t launched = cudaErrorInvalidValue;
@@ -308,11 +321,11 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
         ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, 4, T>, qkv, stride, \
                            heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,       \
                            max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim, \
-                           rope, (T *)k_cache, (T *)v_cache)                                                             \
+                           rope, (T *)k_cache, (T *)v_cache, ctx->decode_early_kv)                                       \
         : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), T>, qkv, stride, \
                                 heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,   \
                                 max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim, \
-                                rope, (T *)k_cache, (T *)v_cache)
+                                rope, (T *)k_cache, (T *)v_cache, ctx->decode_early_kv)
 #define DLAUNCH_G(L)                        \
     do {                                    \
         if (group == 1) DLAUNCH(L, 1);      \

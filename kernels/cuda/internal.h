@@ -105,6 +105,9 @@ struct petrel_context {
     // A decode step's RoPE and K/V write inside its attention kernel (one kernel less a layer);
     // PETREL_DECODE_FUSED_ROPE=0: rope_kv_write_kernel first, as outside steps.
     bool decode_fused_rope = true;
+    // The decode attention loads its first key and value rows (all but the newest) into registers
+    // before its programmatic wait; PETREL_DECODE_EARLY_KV=0: after it, as the rows are used.
+    bool decode_early_kv = true;
     // Programmatic dependent launch (Hopper) for the decode chain's GEMVs and norms: each is
     // launched while its predecessor still runs, gets resident, starts its own weight loads and
     // waits (griddepcontrol.wait) before it reads anything the predecessor writes.
@@ -116,6 +119,9 @@ struct petrel_context {
     // Warps sharing one output column of the GEMV for matrices of at most 4096 columns: 4, or 2
     // (PETREL_GEMV_SLICES=2).
     int gemv_small_slices = 4;
+    // Rounds of weight loads each GEMV warp keeps in flight: 2 (the second round goes out right
+    // after the programmatic wait, before x is read), or 1 (PETREL_GEMV_STAGES=1).
+    int gemv_stages = 2;
     // Prefill attention through cuBLAS (attention.cu): fresh prefills (no cached prefix, at least
     // prefill_gemm_min_tokens new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
     // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
