@@ -101,6 +101,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
         }
     };
     if (valid) load(wv[0], base);
+    // NORM: the norm weights (constant too) of the first x vectors this thread normalises.
+    constexpr int kThreads = kWarps * 32;
+    constexpr int kNormRegs = NORM && N <= 2 ? 2 : 0;   // x vectors a row a thread keeps in registers
+    const int4 *g4 = reinterpret_cast<const int4 *>(norm_w);
+    int4 gr[kNormRegs > 0 ? kNormRegs : 1];
+#pragma unroll
+    for (int i = 0; i < kNormRegs; i++) {
+        const int64_t c = threadIdx.x + i * kThreads;
+        if (c < chunks) gr[i] = __ldg(g4 + c);
+    }
     pdl_wait();
     pdl_launch_dependents();
     if constexpr (D > 1)
@@ -115,47 +125,66 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
     const int4 *xs = x4;
     if constexpr (NORM) {
         // Sums of squares per row: thread t takes vectors t, t + 256, ...; then the warps' sums in
-        // warp order; the same order whatever N is.
+        // warp order; the same order whatever N is. The first kNormRegs vectors of each row a thread
+        // takes stay in registers for the second pass (their norm weights came before the wait);
+        // any further ones are read again.
         __shared__ float squares[kWarps][N];
+        int4 xr[N][kNormRegs > 0 ? kNormRegs : 1];
         float ss[N];
 #pragma unroll
         for (int n = 0; n < N; n++) {
             ss[n] = 0.f;
-            for (int64_t c = threadIdx.x; c < chunks; c += kWarps * 32) {
-                const int4 v = __ldg(x4 + n * chunks + c);
-                const pair_t<T> *p = reinterpret_cast<const pair_t<T> *>(&v);
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const float2 f = to_float2(p[i]);
-                    ss[n] += f.x * f.x + f.y * f.y;
-                }
+            for (int i = 0; i < kNormRegs; i++) {
+                const int64_t c = threadIdx.x + i * kThreads;
+                if (c < chunks) xr[n][i] = __ldg(x4 + n * chunks + c);
             }
+        }
+        auto add_squares = [&](const int4 &v, float &sum) {
+            const pair_t<T> *p = reinterpret_cast<const pair_t<T> *>(&v);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float2 f = to_float2(p[i]);
+                sum += f.x * f.x + f.y * f.y;
+            }
+        };
+#pragma unroll
+        for (int n = 0; n < N; n++) {
+#pragma unroll
+            for (int i = 0; i < kNormRegs; i++)
+                if (threadIdx.x + i * kThreads < chunks) add_squares(xr[n][i], ss[n]);
+            for (int64_t c = threadIdx.x + kNormRegs * kThreads; c < chunks; c += kThreads) add_squares(__ldg(x4 + n * chunks + c), ss[n]);
             ss[n] = warp_total(ss[n]);
         }
         if (lane == 0)
 #pragma unroll
             for (int n = 0; n < N; n++) squares[warp][n] = ss[n];
         __syncthreads();
-        const int4 *g4 = reinterpret_cast<const int4 *>(norm_w);
+        auto normalise = [&](const int4 &v, const int4 &g, float scale) {
+            const pair_t<T> *p = reinterpret_cast<const pair_t<T> *>(&v);
+            const pair_t<T> *q = reinterpret_cast<const pair_t<T> *>(&g);
+            int4 o;
+            pair_t<T> *po = reinterpret_cast<pair_t<T> *>(&o);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float2 a = to_float2(p[i]), b = to_float2(q[i]);
+                po[i] = from_float2<T>(a.x * scale * b.x, a.y * scale * b.y);
+            }
+            return o;
+        };
 #pragma unroll
         for (int n = 0; n < N; n++) {
             float total = 0.f;
 #pragma unroll
             for (int q = 0; q < kWarps; q++) total += squares[q][n];
             const float scale = rsqrtf(total / (float)k + eps);
-            for (int64_t c = threadIdx.x; c < chunks; c += kWarps * 32) {
-                const int4 v = __ldg(x4 + n * chunks + c), g = __ldg(g4 + c);
-                const pair_t<T> *p = reinterpret_cast<const pair_t<T> *>(&v);
-                const pair_t<T> *q = reinterpret_cast<const pair_t<T> *>(&g);
-                int4 o;
-                pair_t<T> *po = reinterpret_cast<pair_t<T> *>(&o);
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const float2 a = to_float2(p[i]), b = to_float2(q[i]);
-                    po[i] = from_float2<T>(a.x * scale * b.x, a.y * scale * b.y);
-                }
-                normed[n * chunks + c] = o;
+            for (int i = 0; i < kNormRegs; i++) {
+                const int64_t c = threadIdx.x + i * kThreads;
+                if (c < chunks) normed[n * chunks + c] = normalise(xr[n][i], gr[i], scale);
             }
+            for (int64_t c = threadIdx.x + kNormRegs * kThreads; c < chunks; c += kThreads)
+                normed[n * chunks + c] = normalise(__ldg(x4 + n * chunks + c), __ldg(g4 + c), scale);
         }
         __syncthreads();
         xs = normed;
