@@ -13,10 +13,8 @@
 # rope: batch 1 and 16 with a decode step's RoPE and K/V write inside the attention kernel or not;
 # slices: batch 1 and 4 with 4 or 2 warps a column in the GEMV of matrices of <= 4096 columns;
 # norm: batch 1 and 16 with the RMSNorm done by the GEMV after it or by its own kernel;
-# stages: batch 1 and 16 with one or two rounds of weight loads in flight per GEMV warp;
 # early: batch 1 and 16 with the decode attention loading its first K/V rows before its wait or after;
-# knobs: the self-test again with the non-default side of those two (PETREL_GEMV_STAGES=1,
-# PETREL_DECODE_EARLY_KV=0), so both code paths are checked;
+# knobs: the self-test again with PETREL_DECODE_EARLY_KV=0, so both code paths are checked;
 # graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
 # ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
 # points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
@@ -50,7 +48,7 @@ if has selftest; then
     status=${PIPESTATUS[0]}
 fi
 if has knobs; then
-    PETREL_GEMV_STAGES=1 PETREL_DECODE_EARLY_KV=0 timeout ${SELFTEST_TIMEOUT:-300} /tmp/petrel selftest --device cuda 2>&1 \
+    PETREL_DECODE_EARLY_KV=0 timeout ${SELFTEST_TIMEOUT:-300} /tmp/petrel selftest --device cuda 2>&1 \
         | tee "$OUT/selftest-knobs.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
@@ -96,8 +94,6 @@ has rope && alternate PETREL_DECODE_FUSED_ROPE "0 1 0 1" rope.md "1;16" "128,128
 has slices && alternate PETREL_GEMV_SLICES "4 2 4 2" slices.md "1;4" "128,128"
 # The RMSNorm inside the GEMV after it (default) or a norm kernel before it.
 has norm && alternate PETREL_GEMV_NORM "0 1 0 1" norm.md "1;16" "128,128"
-# Two rounds of GEMV weight loads in flight per warp (default) or one.
-has stages && alternate PETREL_GEMV_STAGES "1 2 1 2" stages.md "1;4" "60,20;128,128"
 # The decode attention's first K/V rows loaded before its wait (default) or after.
 has early && alternate PETREL_DECODE_EARLY_KV "0 1 0 1" early.md "1;16" "60,20;128,128"
 if has serve; then

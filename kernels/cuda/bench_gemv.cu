@@ -1,8 +1,7 @@
 // bench_gemv.cu: the decode matmuls of Llama-2-7B (fp16) on the streaming GEMV and on cuBLAS,
 // n = 1..64 activation rows, timed with CUDA events (median of 50 after warm-up; weights rotate
 // over four copies so no matrix is served from L2). Prints a markdown table: microseconds and
-// weight bytes per second for each path (the GEMV with one and with two rounds of weight loads in
-// flight per warp, ctx->gemv_stages, and cuBLAS). Built and run by scripts/cuda-device-run.sh (stage gemv).
+// weight bytes per second for each path. Built and run by scripts/cuda-device-run.sh (stage gemv).
 #include "internal.h"
 
 #include <algorithm>
@@ -29,8 +28,7 @@ int main() {
     cudaEvent_t start, stop;
     cudaEventCreate(&start);
     cudaEventCreate(&stop);
-    printf("| matrix | k | m | n | GEMV us | GEMV GB/s | GEMV 2 stages us | GB/s | cuBLAS us | cuBLAS GB/s | GEMV / cuBLAS time |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| matrix | k | m | n | GEMV us | GEMV GB/s | cuBLAS us | cuBLAS GB/s | GEMV / cuBLAS time |\n|---|---|---|---|---|---|---|---|---|\n");
     for (const Shape &s : shapes) {
         const int64_t rows = s.swiglu ? 2 * s.m : s.m;
         const size_t wbytes = (size_t)rows * s.k * 2;
@@ -43,11 +41,10 @@ int main() {
         check(petrel_weights_random(ctx, x, 64 * s.k, 12, 1.0f), ctx, "random x");
         check(petrel_buffer_alloc(ctx, 64 * rows * 2, &out), ctx, "alloc out");
         for (int n : ns) {
-            double us[3] = {0, 0, 0};   // GEMV 1 stage, GEMV 2 stages, cuBLAS
-            for (int path = 0; path < 3; path++) {
-                ctx->gemv_max_rows = path < 2 ? kGemvMaxRows : 0;
-                ctx->gemv_stages = path == 1 ? 2 : 1;
-                if (path < 2 && n > kGemvMaxRows) { us[path] = 0; continue; }
+            double us[2] = {0, 0};
+            for (int path = 0; path < 2; path++) {
+                ctx->gemv_max_rows = path == 0 ? kGemvMaxRows : 0;
+                if (path == 0 && n > kGemvMaxRows) { us[0] = 0; continue; }
                 std::vector<float> times;
                 for (int it = 0; it < 60; it++) {
                     cudaEventRecord(start, ctx->stream);
@@ -64,11 +61,10 @@ int main() {
             }
             auto gbs = [&](double t) { return t > 0 ? wbytes / (t * 1e-6) / 1e9 : 0.0; };
             if (us[0] > 0)
-                printf("| %s | %lld | %lld | %d | %.1f | %.0f | %.1f | %.0f | %.1f | %.0f | %.2f |\n", s.name, (long long)s.k,
-                       (long long)s.m, n, us[0], gbs(us[0]), us[1], gbs(us[1]), us[2], gbs(us[2]), us[0] / us[2]);
+                printf("| %s | %lld | %lld | %d | %.1f | %.0f | %.1f | %.0f | %.2f |\n", s.name, (long long)s.k, (long long)s.m, n,
+                       us[0], gbs(us[0]), us[1], gbs(us[1]), us[0] / us[1]);
             else
-                printf("| %s | %lld | %lld | %d | - | - | - | - | %.1f | %.0f | - |\n", s.name, (long long)s.k, (long long)s.m, n,
-                       us[2], gbs(us[2]));
+                printf("| %s | %lld | %lld | %d | - | - | %.1f | %.0f | - |\n", s.name, (long long)s.k, (long long)s.m, n, us[1], gbs(us[1]));
         }
         for (auto &p : w) petrel_buffer_free(ctx, p);
         petrel_buffer_free(ctx, x);

@@ -101,7 +101,6 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
         if (const char *early = getenv("PETREL_DECODE_EARLY_KV")) ctx->decode_early_kv = strcmp(early, "0") != 0;
         if (const char *fused = getenv("PETREL_DECODE_FUSED_ROPE")) ctx->decode_fused_rope = strcmp(fused, "0") != 0;
         if (const char *slices = getenv("PETREL_GEMV_SLICES")) ctx->gemv_small_slices = atoi(slices) == 2 ? 2 : 4;
-        if (const char *stages = getenv("PETREL_GEMV_STAGES")) ctx->gemv_stages = atoi(stages) == 1 ? 1 : 2;
         if (const char *norm = getenv("PETREL_GEMV_NORM")) ctx->gemv_norm = strcmp(norm, "0") != 0;
         if (const char *pdl = getenv("PETREL_PDL")) ctx->pdl = strcmp(pdl, "0") != 0;
         if (const char *graphs = getenv("PETREL_CUDA_GRAPHS")) ctx->step.enabled = strcmp(graphs, "0") != 0;

@@ -58,11 +58,7 @@ __device__ __forceinline__ float warp_total(float v) {
 // products read that copy.
 // S warps share one output column, each summing one contiguous slice of k (more loads in flight
 // for matrices with few columns); their partial sums meet in shared memory in slice order.
-// D: rounds of weight loads in flight per warp (1, or 2 with ctx->gemv_stages = 2). With 2 the
-// second round is issued right after the programmatic wait, so the weight stream keeps going while
-// the block reads x (and normalises it); then one round is consumed while the next is in flight.
-// Every lane still takes its chunks in the same order, so D changes no result.
-template <typename T, int N, int MODE, int S, bool NORM, int D>
+template <typename T, int N, int MODE, int S, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__ x, const T *__restrict__ w,
                                                            const T *__restrict__ bias, int64_t k, int64_t cols,
                                                            T *__restrict__ out, const T *__restrict__ norm_w, float eps) {
@@ -91,16 +87,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
     // out and norm_w's product are touched only after pdl_wait().
     constexpr int64_t kRound = 32 * kUnroll;   // chunks a warp loads per round
     int64_t base = begin + lane;
-    int4 wv[D][R][kUnroll];
-    auto load = [&](int4 (&dst)[R][kUnroll], int64_t from) {
+    int4 wv[R][kUnroll];
+    auto load = [&](int64_t from) {
 #pragma unroll
         for (int u = 0; u < kUnroll; u++) {
             const int64_t c = from + u * 32;
 #pragma unroll
-            for (int r = 0; r < R; r++) dst[r][u] = c < end ? load_streaming(wr[r] + c) : make_int4(0, 0, 0, 0);
+            for (int r = 0; r < R; r++) wv[r][u] = c < end ? load_streaming(wr[r] + c) : make_int4(0, 0, 0, 0);
         }
     };
-    if (valid) load(wv[0], base);
+    if (valid) load(base);
     // NORM: the norm weights (constant too) of the first x vectors this thread normalises.
     constexpr int kThreads = kWarps * 32;
     constexpr int kNormRegs = NORM && N <= 2 ? 2 : 0;   // x vectors a row a thread keeps in registers
@@ -113,8 +109,6 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
     }
     pdl_wait();
     pdl_launch_dependents();
-    if constexpr (D > 1)
-        if (valid && base + kRound < end) load(wv[1], base + kRound);
 
     // ADD: the values added to, read now (one thread writes each output).
     float old[N];
@@ -193,23 +187,19 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
     if (valid) {
         for (;;) {
 #pragma unroll
-            for (int s = 0; s < D; s++) {   // round base + s * kRound sits in wv[s]
-                const int64_t b = base + s * kRound;
+            for (int u = 0; u < kUnroll; u++) {
+                const int64_t c = base + u * 32;
+                if (c >= end) break;
 #pragma unroll
-                for (int u = 0; u < kUnroll; u++) {
-                    const int64_t c = b + u * 32;
-                    if (c >= end) break;
+                for (int n = 0; n < N; n++) {
+                    const int4 xv = NORM ? xs[n * chunks + c] : __ldg(xs + n * chunks + c);
 #pragma unroll
-                    for (int n = 0; n < N; n++) {
-                        const int4 xv = NORM ? xs[n * chunks + c] : __ldg(xs + n * chunks + c);
-#pragma unroll
-                        for (int r = 0; r < R; r++) acc[r][n] = dot8<T>(wv[s][r][u], xv, acc[r][n]);
-                    }
+                    for (int r = 0; r < R; r++) acc[r][n] = dot8<T>(wv[r][u], xv, acc[r][n]);
                 }
-                if (b + D * kRound < end) load(wv[s], b + D * kRound);
             }
-            base += D * kRound;
+            base += kRound;
             if (base >= end) break;
+            load(base);
         }
     }
 #pragma unroll
@@ -246,7 +236,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const T *__restrict__
     }
 }
 
-template <typename T, int MODE, int S, bool NORM, int D>
+template <typename T, int MODE, int S, bool NORM>
 cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
                          int64_t cols, T *out, const T *norm_w, float eps) {
     const int per_block = kWarps / S;
@@ -255,7 +245,7 @@ cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const
     switch (n) {
 #define CASE(N)                                                                                                  \
     case N:                                                                                                      \
-        return launch_dependent(ctx, grid, dim3(kWarps * 32), smem, gemv_kernel<T, N, MODE, S, NORM, D>, x, w, bias, k, \
+        return launch_dependent(ctx, grid, dim3(kWarps * 32), smem, gemv_kernel<T, N, MODE, S, NORM>, x, w, bias, k, \
                                 cols, out, norm_w, eps);
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
@@ -270,21 +260,14 @@ inline int slices_for(const petrel_context *ctx, int64_t cols) {
     return cols <= 4096 ? ctx->gemv_small_slices : cols <= 8192 ? 2 : 1;
 }
 
-template <typename T, int MODE, bool NORM, int D>
-cudaError_t launch_slices(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
-                          int64_t cols, T *out, const T *norm_w, float eps) {
-    switch (slices_for(ctx, cols)) {
-    case 4: return launch_split<T, MODE, 4, NORM, D>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
-    case 2: return launch_split<T, MODE, 2, NORM, D>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
-    default: return launch_split<T, MODE, 1, NORM, D>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
-    }
-}
-
 template <typename T, int MODE, bool NORM>
 cudaError_t launch_mode(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
                         int64_t cols, T *out, const T *norm_w, float eps) {
-    return ctx->gemv_stages == 2 ? launch_slices<T, MODE, NORM, 2>(ctx, n, x, w, bias, k, cols, out, norm_w, eps)
-                                 : launch_slices<T, MODE, NORM, 1>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
+    switch (slices_for(ctx, cols)) {
+    case 4: return launch_split<T, MODE, 4, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
+    case 2: return launch_split<T, MODE, 2, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
+    default: return launch_split<T, MODE, 1, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
+    }
 }
 
 template <typename T>

@@ -119,9 +119,6 @@ struct petrel_context {
     // Warps sharing one output column of the GEMV for matrices of at most 4096 columns: 4, or 2
     // (PETREL_GEMV_SLICES=2).
     int gemv_small_slices = 4;
-    // Rounds of weight loads each GEMV warp keeps in flight: 2 (the second round goes out right
-    // after the programmatic wait, before x is read), or 1 (PETREL_GEMV_STAGES=1).
-    int gemv_stages = 2;
     // Prefill attention through cuBLAS (attention.cu): fresh prefills (no cached prefix, at least
     // prefill_gemm_min_tokens new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
     // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
