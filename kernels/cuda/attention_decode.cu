@@ -23,12 +23,12 @@ constexpr int kDecodeThreads = 128;
 // the default, for groups of at most 2 query heads: larger groups' accumulators would spill) or 4
 // (PETREL_DECODE_UNROLL=4). Either way each key's score and each slice's sum
 // take the keys in the same order, so the two give the same bits.
-template <int L, int MAXG, int U, typename T>  // MAXG >= G: register arrays sized for the group
+template <int L, int MAXG, int U, bool EARLY, typename T>  // MAXG >= G: register arrays sized for the group
 __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
     const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
     const int32_t *dyn, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out,
-    int64_t out_stride, DecodeRope rope, T *k_write, T *v_write, bool early) {
+    int64_t out_stride, DecodeRope rope, T *k_write, T *v_write) {
     using P = pair_t<T>;
     extern __shared__ float smem[];
     // The metadata (sequences, block tables, the partition size at dyn[0]: uploaded before any
@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
         const int64_t slot = (int64_t)table[pos / block_size] * block_size + pos % block_size;
         return *(const uint4 *)(v_cache + slot * kvs + kvh * head_dim + sub * 8);
     };
-    // With `early` (ctx->decode_early_kv) the first key rows and value rows this thread uses are
+    // With EARLY (launch_decode says when) the first key rows and value rows this thread uses are
     // loaded into registers now, all but the newest (ctx_len - 1): that one is written in this step
     // (by this kernel's last partition block, or by rope_kv_write just before) and is loaded after
     // the wait and the __syncthreads that follows the write.
@@ -74,12 +74,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
 #pragma unroll
     for (int u = 0; u < KU; u++) {
         const int j = first_k + u * KPW + lane / L;
-        raw[u] = early && j < n && sub < V && j != newest ? k_row(j) : make_uint4(0u, 0u, 0u, 0u);
+        raw[u] = EARLY && j < n && sub < V && j != newest ? k_row(j) : make_uint4(0u, 0u, 0u, 0u);
     }
 #pragma unroll
     for (int u = 0; u < U; u++) {
         const int j = slice + u * kSlices;
-        vraw[u] = early && j < n && sub < V && j != newest ? v_row(j) : make_uint4(0u, 0u, 0u, 0u);
+        vraw[u] = EARLY && j < n && sub < V && j != newest ? v_row(j) : make_uint4(0u, 0u, 0u, 0u);
     }
     const int prefetch_rows = dyn[1] ? n : 0;
     for (int j = tid; j < prefetch_rows; j += kDecodeThreads) {
@@ -136,8 +136,8 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     __syncthreads();
 
     for (int j0 = first_k; j0 < n; j0 += kWarpCount * KPW * KU) {   // warp-uniform
-        // The first rows came before the wait (with `early`, all but the newest).
-        const bool have = early && j0 == first_k;
+        // The first rows came before the wait (with EARLY, all but the newest).
+        const bool have = EARLY && j0 == first_k;
 #pragma unroll
         for (int u = 0; u < KU; u++) {
             const int j = j0 + u * KPW + lane / L;
@@ -166,12 +166,12 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
             }
         }
     }
-    // The first value rows this thread weighs (with `early` only the newest is missing): loaded
+    // The first value rows this thread weighs (with EARLY only the newest is missing): loaded
     // now, their latency overlaps the softmax.
 #pragma unroll
     for (int u = 0; u < U; u++) {
         const int j = slice + u * kSlices;
-        if (!early || j == newest) vraw[u] = j < n && sub < V ? v_row(j) : make_uint4(0u, 0u, 0u, 0u);
+        if (!EARLY || j == newest) vraw[u] = j < n && sub < V ? v_row(j) : make_uint4(0u, 0u, 0u, 0u);
     }
     __syncthreads();
 
@@ -316,16 +316,20 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
     const dim3 grid((unsigned)max_parts, (unsigned)kv_heads, (unsigned)decode_count);
     const int vecs = head_dim / 8;
     cudaError_t launched = cudaErrorInvalidValue;
-#define DLAUNCH(L, G)                                                                                          \
-    launched = ctx->decode_unroll == 4                                                                         \
-        ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, 4, T>, qkv, stride, \
-                           heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,       \
-                           max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim, \
-                           rope, (T *)k_cache, (T *)v_cache, ctx->decode_early_kv)                                       \
-        : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), T>, qkv, stride, \
-                                heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn,   \
-                                max_parts, scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim, \
-                                rope, (T *)k_cache, (T *)v_cache, ctx->decode_early_kv)
+    // Early K/V loads hold 16 more 16-byte rows per thread in registers (about twice the kernel's
+    // registers, so half the resident blocks): worth it while the grid fits the card in one go
+    // (batch 1 to 16 of short contexts); larger grids take the variant without them (at 32-128
+    // rows the early variant's decode steps were 4-6% slower). Both give the same bits.
+    const bool early = ctx->decode_early_kv && ctx->decode_unroll != 4 &&
+                       (int64_t)grid.x * grid.y * grid.z <= kDecodeEarlyBlocksPerSM * (int64_t)ctx->sm_count;
+#define DARGS                                                                                                \
+    qkv, stride, heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn, max_parts, \
+        scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim, rope, (T *)k_cache, (T *)v_cache
+#define DLAUNCH(L, G)                                                                                                       \
+    launched = ctx->decode_unroll == 4                                                                                      \
+        ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, 4, false, T>, DARGS)        \
+        : early ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), true, T>, DARGS) \
+                : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), false, T>, DARGS)
 #define DLAUNCH_G(L)                        \
     do {                                    \
         if (group == 1) DLAUNCH(L, 1);      \
@@ -340,6 +344,7 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
     else DLAUNCH_G(32);
 #undef DLAUNCH_G
 #undef DLAUNCH
+#undef DARGS
     return launched;
 }
 

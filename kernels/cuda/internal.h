@@ -106,7 +106,8 @@ struct petrel_context {
     // PETREL_DECODE_FUSED_ROPE=0: rope_kv_write_kernel first, as outside steps.
     bool decode_fused_rope = true;
     // The decode attention loads its first key and value rows (all but the newest) into registers
-    // before its programmatic wait; PETREL_DECODE_EARLY_KV=0: after it, as the rows are used.
+    // before its programmatic wait, for grids of at most kDecodeEarlyBlocksPerSM blocks an SM;
+    // PETREL_DECODE_EARLY_KV=0: always after it, as the rows are used.
     bool decode_early_kv = true;
     // Programmatic dependent launch (Hopper) for the decode chain's GEMVs and norms: each is
     // launched while its predecessor still runs, gets resident, starts its own weight loads and
@@ -145,6 +146,7 @@ void destroy_step_state(petrel_context *ctx);
 
 constexpr int kDecodeMaxGroup = 8;   // query heads per KV head it takes
 constexpr int kMaxPartKeys = 512;    // the largest split-K partition (decode_partition)
+constexpr int kDecodeEarlyBlocksPerSM = 4;   // grids up to this many blocks an SM take the early K/V loads
 
 // The split-K decode launch: decode_count sequences (their indices into seqs at `decode`), at most
 // max_parts partitions each (blocks past a sequence's own partitions return at once), the partition
