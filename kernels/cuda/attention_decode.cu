@@ -18,13 +18,14 @@ namespace {
 // arrive (an atomic counter per sequence and KV head) combines them into the output. A context
 // of one partition writes the output directly.
 constexpr int kDecodeThreads = 128;
+constexpr int kDecodeBlocksPerSM = 8;   // decode_attention_kernel_small's residency
 
 // U: key rows (and value rows) each lane group loads before using them: 8 (ctx->decode_unroll,
 // the default, for groups of at most 2 query heads: larger groups' accumulators would spill) or 4
 // (PETREL_DECODE_UNROLL=4). Either way each key's score and each slice's sum
 // take the keys in the same order, so the two give the same bits.
 template <int L, int MAXG, int U, bool EARLY, typename T>  // MAXG >= G: register arrays sized for the group
-__global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
+__device__ __forceinline__ void decode_attention(
     const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
     const T *v_cache, int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs,
     const int32_t *dyn, int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out,
@@ -300,6 +301,29 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(
     }
 }
 
+// The kernels. The variant without early loads for one query head per KV head (MHA) is held to 64
+// registers (8 blocks an SM): large grids are latency-bound, and at 72 registers (7 blocks) the
+// decode steps of 64-128 rows were 2-3% slower than at 64 before the early loads came in. The others keep the
+// compiler's choice (held to 64, the larger groups would spill).
+#define DECODE_PARAMS                                                                                          \
+    const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache, const T *v_cache,     \
+        int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs, const int32_t *dyn, \
+        int max_parts, float scale, float *part_o, float2 *part_ml, int32_t *counters, T *out, int64_t out_stride, \
+        DecodeRope rope, T *k_write, T *v_write
+#define DECODE_ARGS                                                                                             \
+    qkv, stride, heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode_seqs, dyn, max_parts, \
+        scale, part_o, part_ml, counters, out, out_stride, rope, k_write, v_write
+template <int L, int MAXG, int U, bool EARLY, typename T>
+__global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(DECODE_PARAMS) {
+    decode_attention<L, MAXG, U, EARLY, T>(DECODE_ARGS);
+}
+template <int L, int MAXG, int U, typename T>
+__global__ void __launch_bounds__(kDecodeThreads, kDecodeBlocksPerSM) decode_attention_kernel_small(DECODE_PARAMS) {
+    decode_attention<L, MAXG, U, false, T>(DECODE_ARGS);
+}
+#undef DECODE_ARGS
+#undef DECODE_PARAMS
+
 }  // namespace
 
 // Declared and described in internal.h.
@@ -329,7 +353,9 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
     launched = ctx->decode_unroll == 4                                                                                      \
         ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, 4, false, T>, DARGS)        \
         : early ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), true, T>, DARGS) \
-                : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), false, T>, DARGS)
+                : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem,                                              \
+                                   G == 1 ? &decode_attention_kernel_small<L, 1, 8, T>                                 \
+                                          : &decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), false, T>, DARGS)
 #define DLAUNCH_G(L)                        \
     do {                                    \
         if (group == 1) DLAUNCH(L, 1);      \
