@@ -82,8 +82,9 @@ __device__ __forceinline__ void decode_attention(
         const int j = slice + u * kSlices;
         vraw[u] = EARLY && j < n && sub < V && j != newest ? v_row(j) : make_uint4(0u, 0u, 0u, 0u);
     }
+    // The L2 prefetch (dyn[1]) skips the rows the early loads already asked for.
     const int prefetch_rows = dyn[1] ? n : 0;
-    for (int j = tid; j < prefetch_rows; j += kDecodeThreads) {
+    for (int j = (EARLY ? kSlices * U : 0) + tid; j < prefetch_rows; j += kDecodeThreads) {
         const int pos = k0 + j;
         const int64_t at = ((int64_t)table[pos / block_size] * block_size + pos % block_size) * kvs + kvh * head_dim;
         for (int b = 0; b < head_dim * 2; b += 128) {
