@@ -105,8 +105,9 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         let rowsOfLogits = hostRows
         drawn.withUnsafeMutableBufferPointer { statesBuffer in
             hostResults.withUnsafeMutableBufferPointer { outBuffer in
-                let states = statesBuffer, out = outBuffer   // each row touches only its own slots
-                let work = { (i: Int) in
+                // Each row touches only its own slots of the two buffers, so the rows may run at once.
+                nonisolated(unsafe) let states = statesBuffer, out = outBuffer
+                let work: @Sendable (Int) -> Void = { [logits] i in
                     let s = sampled[i], row = rowsOfLogits[i]
                     var values = Array(logits[row * vocab..<(row + 1) * vocab])
                     out[i] = states[i].sample(&values, Self.context(s))

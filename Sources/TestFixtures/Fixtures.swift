@@ -16,7 +16,7 @@ public enum Fixtures {
     }
 
     /// Reference prompts: token ids and logits for every position.
-    public struct LogitsCase {
+    public struct LogitsCase: Sendable {
         public let ids: [Int32]
         public let logits: [[Float]]
     }

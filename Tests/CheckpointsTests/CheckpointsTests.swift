@@ -7,12 +7,13 @@ import TestFixtures
 import Testing
 
 @Suite struct GGUFTests {
-    static let expected = try! Fixtures.json("gguf-types.json")
+    /// The fixture's description, read by each test (a [String: Any] is not Sendable, so no static).
+    var expected: [String: Any] { try! Fixtures.json("gguf-types.json") }
 
     @Test func metadataOfEveryValueType() throws {
         let file = try GGUFFile(path: Fixtures.path("gguf-types.gguf"))
-        let meta = Self.expected["metadata"] as! [[String: Any]]
-        #expect(file.version == Self.expected["version"] as! Int)
+        let meta = expected["metadata"] as! [[String: Any]]
+        #expect(file.version == expected["version"] as! Int)
         #expect(file.metadata.count == meta.count)
         for entry in meta {
             let key = entry["key"] as! String
@@ -45,7 +46,7 @@ import Testing
 
     @Test func tensorsOfEveryTypeDequantizeLikeGGUFPython() throws {
         let file = try GGUFFile(path: Fixtures.path("gguf-types.gguf"))
-        for t in Self.expected["tensors"] as! [[String: Any]] {
+        for t in expected["tensors"] as! [[String: Any]] {
             let name = t["name"] as! String
             let shape = (t["shape"] as! [NSNumber]).map(\.intValue)
             let info = try #require(file.tensorInfo(name))

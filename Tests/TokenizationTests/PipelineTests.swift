@@ -21,7 +21,7 @@ private func writeJSON(_ name: String, _ object: Any) throws -> String {
 }
 
 /// SmolLM2's first tokens, the merges among them and its control tokens, read once.
-private let smolSubset = Result { () throws -> (vocab: [String: Int], merges: [String], added: [[String: Any]]) in
+private let smolSubset = Result { () throws -> (vocab: [String: Int], merges: [String], added: [(id: Int, content: String)]) in
     let md = try Fixtures.smolLM2File.get().metadata
     let tokens = Array(md["tokenizer.ggml.tokens"]!.stringArray!.prefix(pipelineVocabularyLimit))
     let types = md["tokenizer.ggml.token_type"]!.intArray!
@@ -31,15 +31,16 @@ private let smolSubset = Result { () throws -> (vocab: [String: Int], merges: [S
         guard let (l, r) = splitMerge(m) else { return false }
         return vocab[l] != nil && vocab[r] != nil && vocab[l + r] != nil
     }
-    let added: [[String: Any]] = tokens.indices.filter { types[$0] == 3 }.map {
-        ["id": $0, "content": tokens[$0], "special": true, "normalized": false, "lstrip": false, "rstrip": false, "single_word": false]
-    }
+    let added = tokens.indices.filter { types[$0] == 3 }.map { (id: $0, content: tokens[$0]) }
     return (vocab, merges, added)
 }
 
 /// A byte-level tokenizer.json over the SmolLM2 subset, with a Split regex pre-tokenizer.
 private func smolSubsetTokenizer(_ name: String, regex: String, ignoreMerges: Bool, nfc: Bool) throws -> Tokenizer {
-    let (vocab, merges, added) = try smolSubset.get()
+    let (vocab, merges, control) = try smolSubset.get()
+    let added: [[String: Any]] = control.map {
+        ["id": $0.id, "content": $0.content, "special": true, "normalized": false, "lstrip": false, "rstrip": false, "single_word": false]
+    }
     let json: [String: Any] = [
         "version": "1.0",
         "added_tokens": added,
