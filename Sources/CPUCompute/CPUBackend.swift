@@ -30,7 +30,9 @@ final class CPUStorage: @unchecked Sendable {
     var floats: UnsafeMutablePointer<Float> { pointer.assumingMemoryBound(to: Float.self) }
 }
 
-final class CPUKVCache: KVCache {
+/// Sendable as device memory is: the pointers never change, and the blocks behind them are
+/// written only by this backend's ops, which a model runs one step at a time.
+final class CPUKVCache: KVCache, @unchecked Sendable {
     let layout: KVCacheLayout
     /// Per layer: K then V, each (blocks, blockSize, kvHeads, headDim) float32.
     let keys: [UnsafeMutablePointer<Float>]

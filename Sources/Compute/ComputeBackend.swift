@@ -43,11 +43,11 @@ public struct KVCacheLayout: Sendable, Equatable {
     public var bytesPerBlock: Int { 2 * layerCount * blockSize * kvHeadCount * headDim * 4 }
 }
 
-public protocol KVCache: AnyObject {
+public protocol KVCache: AnyObject, Sendable {
     var layout: KVCacheLayout { get }
 }
 
-public protocol ComputeBackend: AnyObject {
+public protocol ComputeBackend: AnyObject, Sendable {
     var name: String { get }
 
     /// Copies (or adopts) a weight; quantized types stay quantized.

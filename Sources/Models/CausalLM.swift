@@ -3,7 +3,7 @@
 import Compute
 import Checkpoints
 
-public protocol CausalLM: AnyObject {
+public protocol CausalLM: AnyObject, Sendable {
     var config: TransformerConfig { get }
     /// Bytes of weights read by one decode step, over every device the model spans.
     var weightBytes: Int { get }

@@ -3,6 +3,7 @@
 import Compute
 import Checkpoints
 import Foundation
+import Synchronization
 
 /// One step's input: the new tokens of several sequences, back to back.
 public struct ForwardBatch: Sendable {
@@ -23,7 +24,7 @@ public struct ForwardBatch: Sendable {
     }
 }
 
-public final class LlamaModel {
+public final class LlamaModel: Sendable {
     struct Layer {
         let attentionNorm: Tensor   // (hidden)
         let qkv: Tensor             // ((heads + 2 kvHeads) headDim, hidden)
@@ -119,16 +120,18 @@ public final class LlamaModel {
     /// Decode steps a StepRecording backend replays (CUDA graphs) run on these buffers, the same
     /// for every step, sized for `stepCapacity` rows (grown to the next power of two; each growth
     /// is a new `stepGeneration`, so recordings of the old buffers are never asked for again).
-    private var stepBuffers: Activations?
-    private var stepCapacity = 0
-    private var stepGeneration = 0
-    private let stepLock = NSLock()
+    private struct StepBuffers {
+        var buffers: Activations?
+        var capacity = 0
+        var generation = 0
+    }
+    private let step = Mutex(StepBuffers())
     /// One forward pass and the use of its logits at a time, on a backend with one stream and
     /// step recordings (ModelRunner takes it through `withExclusiveUse`).
     private let useLock: NSLock?
 
     deinit {
-        if stepBuffers != nil, let recorder = backend as? StepRecording { recorder.clearStepRecordings() }
+        if step.withLock({ $0.buffers != nil }), let recorder = backend as? StepRecording { recorder.clearStepRecordings() }
     }
 
     /// Runs `body` while no other caller runs this model (model instances sharing it, each with its
@@ -147,42 +150,43 @@ public final class LlamaModel {
         let n = batch.tokens.count
         precondition(n > 0 && batch.positions.count == n)
         if let recorder = backend as? StepRecording, batch.sequences.count == n, batch.sequences.enumerated().allSatisfy({ $1.tokenBegin == $0 && $1.tokenCount == 1 }) {
-            stepLock.lock()
-            defer { stepLock.unlock() }
-            let rows = batch.logitRows.count
-            // The buffers are made only when the backend takes the step; growing them starts a new
-            // generation. A recording holds the buffers' and the cache's addresses (the model and
-            // the cache clear the recordings when they go), so (model, generation, cache) names them.
-            let grows = n > stepCapacity
-            // Recordings of the buffers about to be replaced go first (clearing after beginStep
-            // would also forget that this step warmed its shape up).
-            if grows && stepBuffers != nil { recorder.clearStepRecordings() }
-            var hasher = Hasher()
-            hasher.combine(ObjectIdentifier(self))
-            hasher.combine(grows ? stepGeneration + 1 : stepGeneration)
-            hasher.combine(ObjectIdentifier(cache))
-            let owner = UInt64(UInt(bitPattern: hasher.finalize()))
-            let action = recorder.beginStep(owner: owner, tokens: batch.tokens, positions: batch.positions, sequences: batch.sequences,
-                                            layout: cache.layout, headCount: config.headCount, kvHeadCount: config.kvHeadCount,
-                                            headDim: config.headDim, inverseFrequencies: inverseFrequencies, rows: batch.logitRows)
-            if action != .ineligible && grows {
-                // (.replayed cannot happen here: nothing was recorded under the new generation.)
-                var capacity = 1
-                while capacity < n { capacity *= 2 }
-                stepBuffers = Activations(backend, config, n: capacity, rows: capacity)
-                stepCapacity = capacity
-                stepGeneration += 1
+            let logits: Tensor? = step.withLock { state in
+                let rows = batch.logitRows.count
+                // The buffers are made only when the backend takes the step; growing them starts a new
+                // generation. A recording holds the buffers' and the cache's addresses (the model and
+                // the cache clear the recordings when they go), so (model, generation, cache) names them.
+                let grows = n > state.capacity
+                // Recordings of the buffers about to be replaced go first (clearing after beginStep
+                // would also forget that this step warmed its shape up).
+                if grows && state.buffers != nil { recorder.clearStepRecordings() }
+                var hasher = Hasher()
+                hasher.combine(ObjectIdentifier(self))
+                hasher.combine(grows ? state.generation + 1 : state.generation)
+                hasher.combine(ObjectIdentifier(cache))
+                let owner = UInt64(UInt(bitPattern: hasher.finalize()))
+                let action = recorder.beginStep(owner: owner, tokens: batch.tokens, positions: batch.positions, sequences: batch.sequences,
+                                                layout: cache.layout, headCount: config.headCount, kvHeadCount: config.kvHeadCount,
+                                                headDim: config.headDim, inverseFrequencies: inverseFrequencies, rows: batch.logitRows)
+                if action != .ineligible && grows {
+                    // (.replayed cannot happen here: nothing was recorded under the new generation.)
+                    var capacity = 1
+                    while capacity < n { capacity *= 2 }
+                    state.buffers = Activations(backend, config, n: capacity, rows: capacity)
+                    state.capacity = capacity
+                    state.generation += 1
+                }
+                switch action {
+                case .replayed:
+                    return Activations(viewing: state.buffers!, n: n, rows: rows).logits
+                case .enqueue:
+                    let a = Activations(viewing: state.buffers!, n: n, rows: rows)
+                    repeat { run(batch, cache: cache, a) } while recorder.endStep()
+                    return a.logits
+                case .ineligible:
+                    return nil
+                }
             }
-            switch action {
-            case .replayed:
-                return Activations(viewing: stepBuffers!, n: n, rows: rows).logits
-            case .enqueue:
-                let a = Activations(viewing: stepBuffers!, n: n, rows: rows)
-                repeat { run(batch, cache: cache, a) } while recorder.endStep()
-                return a.logits
-            case .ineligible:
-                break
-            }
+            if let logits { return logits }
         }
         let a = Activations(backend, config, n: n, rows: batch.logitRows.count)
         run(batch, cache: cache, a)

@@ -5,7 +5,7 @@
 import Compute
 import Checkpoints
 
-public struct LlamaLayerWeights {
+public struct LlamaLayerWeights: Sendable {
     public var attentionNorm: HostTensor   // (hidden)
     public var qkv: HostTensor             // ((heads + 2 kvHeads) headDim, hidden)
     public var qkvBias: HostTensor?        // ((heads + 2 kvHeads) headDim)
@@ -15,7 +15,7 @@ public struct LlamaLayerWeights {
     public var down: HostTensor            // (hidden, intermediate)
 }
 
-public struct LlamaWeights {
+public struct LlamaWeights: Sendable {
     public var embedding: HostTensor       // (vocab, hidden)
     public var layers: [LlamaLayerWeights]
     public var finalNorm: HostTensor       // (hidden)

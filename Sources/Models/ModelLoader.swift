@@ -5,7 +5,7 @@ import Foundation
 
 public enum CheckpointFormat: String, Sendable { case gguf, huggingFace }
 
-public struct LoadedCheckpoint {
+public struct LoadedCheckpoint: Sendable {
     public let path: String
     public let format: CheckpointFormat
     public let config: TransformerConfig

@@ -4,7 +4,7 @@
 // its backend's calls: on a GPU that thread owns the device's stream).
 import Compute
 
-public protocol Collective: AnyObject {
+public protocol Collective: AnyObject, Sendable {
     /// This rank's index in the group, 0..<size.
     var rank: Int { get }
     var size: Int { get }

@@ -4,8 +4,10 @@
 // the sum is deterministic and bit-identical on every rank.
 import Compute
 import Foundation
+import Synchronization
 
 /// The state one group's ranks share: a barrier and, per rank, a mailbox of host tensors.
+/// Unchecked: `arrived` and `generation` change only under `condition`'s lock.
 public final class HostCollectiveGroup: @unchecked Sendable {
     public let size: Int
     private let condition = NSCondition()
@@ -16,7 +18,7 @@ public final class HostCollectiveGroup: @unchecked Sendable {
     /// (k - 1) % 2 again) before every rank has passed call k's barrier, i.e. finished reading.
     private let mailboxes: [[Mailbox]]
 
-    final class Mailbox: @unchecked Sendable { var tensor: HostTensor? }
+    final class Mailbox: Sendable { let tensor = Mutex<HostTensor?>(nil) }
 
     public init(size: Int) {
         precondition(size >= 1)
@@ -48,9 +50,9 @@ public final class HostCollectiveGroup: @unchecked Sendable {
     /// returns them in rank order.
     func exchange(_ tensor: HostTensor, rank: Int, call: Int) -> [HostTensor] {
         let set = mailboxes[call & 1]
-        set[rank].tensor = tensor
-        barrier()   // the lock behind the barrier orders these writes before the reads below
-        return set.map { $0.tensor! }
+        set[rank].tensor.withLock { $0 = tensor }
+        barrier()
+        return set.map { $0.tensor.withLock { $0! } }
     }
 }
 
@@ -61,7 +63,7 @@ public final class HostCollective: Collective {
     let group: HostCollectiveGroup
     let backend: ComputeBackend
     /// Collective calls made so far by this rank (every rank makes the same sequence).
-    private var calls = 0
+    private let calls = Atomic<Int>(0)
 
     init(rank: Int, group: HostCollectiveGroup, backend: ComputeBackend) {
         self.rank = rank
@@ -96,8 +98,8 @@ public final class HostCollective: Collective {
 
     private func exchange(_ x: Tensor) -> [HostTensor] {
         let mine = HostTensor.float32(backend.download(x), shape: [x.rowCount, x.rowLength])
-        defer { calls += 1 }
-        return group.exchange(mine, rank: rank, call: calls)
+        let call = calls.wrappingAdd(1, ordering: .relaxed).oldValue
+        return group.exchange(mine, rank: rank, call: call)
     }
 
     private func upload(_ host: HostTensor) -> Tensor {

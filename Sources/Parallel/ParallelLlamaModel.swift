@@ -19,28 +19,26 @@ public final class ParallelKVCache: KVCache {
     }
 }
 
-/// One step of the pipeline schedule (for tests): stage `stage` began or finished micro-batch
-/// `microBatch`.
-struct PipelineEvent: Sendable, Equatable {
-    enum Kind: Sendable { case start, end }
-    let stage: Int
-    let microBatch: Int
-    let kind: Kind
+/// One step of the pipeline schedule: stage `stage` began (it has the micro-batch's input) or
+/// finished micro-batch `microBatch`.
+public struct PipelineEvent: Sendable, Equatable {
+    public enum Kind: Sendable { case start, end }
+    public let stage: Int
+    public let microBatch: Int
+    public let kind: Kind
 }
+
+/// Told of each stage's schedule events, on the stage's first tensor rank's thread.
+public typealias PipelineObserver = @Sendable (PipelineEvent) -> Void
 
 public final class ParallelLlamaModel: CausalLM {
     public let config: TransformerConfig
     public let parallel: ParallelConfig
     public let weightBytes: Int
     /// Micro-batches a step's sequences are split into when there are several stages (at most
-    /// one per sequence). Defaults to the number of stages.
-    public var microBatchCount: Int
-    /// Test seams: when set, each forward pass records its schedule in `lastSchedule`, and
-    /// every stage calls `onStageStart(stage, microBatch)` on its first tensor rank's thread
-    /// once it has the micro-batch's input.
-    var recordsSchedule = false
-    private(set) var lastSchedule: [PipelineEvent] = []
-    var onStageStart: ((Int, Int) -> Void)?
+    /// one per sequence).
+    public let microBatchCount: Int
+    let observer: PipelineObserver?
 
     /// Indexed by flat rank s·N + t.
     let shards: [RankShard]
@@ -48,26 +46,30 @@ public final class ParallelLlamaModel: CausalLM {
 
     /// Cuts `weights` for every rank and uploads each share to its own backend, made by
     /// `makeBackend(flatRank)` on that rank's thread. `makeCollectives` makes each stage's
-    /// tensor-parallel group (shared memory by default).
+    /// tensor-parallel group (shared memory by default). `microBatchCount` defaults to the number
+    /// of stages; `observer` hears every stage's start and end of each micro-batch.
     public init(config c: TransformerConfig, weights: LlamaWeights, parallel p: ParallelConfig,
-                makeBackend: @escaping (Int) throws -> ComputeBackend,
-                makeCollectives: CollectiveFactory = HostCollectiveGroup.make) throws {
+                makeBackend: @escaping @Sendable (Int) throws -> ComputeBackend,
+                makeCollectives: CollectiveFactory = HostCollectiveGroup.make,
+                microBatchCount: Int? = nil, observer: PipelineObserver? = nil) throws {
         try p.validate(for: c)
         config = c
         parallel = p
-        microBatchCount = p.pipelineParallelSize
+        self.microBatchCount = microBatchCount ?? p.pipelineParallelSize
+        self.observer = observer
         threads = RankThreads(count: p.rankCount, name: "petrel-parallel")
         let n = p.tensorParallelSize, m = p.pipelineParallelSize
-        shards = try threads.run { flat in
+        // Backends first (each made on its rank's thread), then each stage's collectives over its
+        // backends, then every rank's share of the weights.
+        let backends = try threads.run { flat in try makeBackend(flat) }
+        var collectives: [Collective] = []
+        for s in 0..<m { collectives += try makeCollectives(Array(backends[s * n ..< (s + 1) * n])) }
+        shards = try threads.run { [collectives] flat in
             let (s, t) = (flat / n, flat % n)
             return try RankShard(config: c, weights: weights, shard: TensorShard(rank: t, size: n, config: c),
                                  layerRange: p.layers(ofStage: s, layerCount: c.layerCount),
-                                 isFirstStage: s == 0, isLastStage: s == m - 1, backend: try makeBackend(flat))
-        }
-        for s in 0..<m {
-            let stage = Array(shards[s * n ..< (s + 1) * n])
-            let collectives = try makeCollectives(stage.map(\.backend))
-            for (shard, collective) in zip(stage, collectives) { shard.collective = collective }
+                                 isFirstStage: s == 0, isLastStage: s == m - 1, backend: backends[flat],
+                                 collective: collectives[flat])
         }
         weightBytes = shards.reduce(0) { $0 + $1.weightBytes }
     }
@@ -101,17 +103,13 @@ public final class ParallelLlamaModel: CausalLM {
         // handoffs[s · N + t]: stage s - 1's tensor rank t to stage s's (all of a stage's tensor
         // ranks hold the same residual stream, so each hands to its counterpart).
         let handoffs = (0..<(n * m)).map { _ in Handoff<HostTensor>() }
-        let trace = recordsSchedule ? ScheduleTrace() : nil
-        let shards = self.shards, onStageStart = self.onStageStart
+        let shards = self.shards, observer = self.observer
         _ = try? threads.run { flat in
             let (s, t) = (flat / n, flat % n)
             let shard = shards[flat], b = shard.backend
             for (k, mb) in micro.enumerated() {
                 let input = s == 0 ? nil : handoffs[flat].take()
-                if t == 0 {
-                    trace?.append(PipelineEvent(stage: s, microBatch: k, kind: .start))
-                    onStageStart?(s, k)
-                }
+                if t == 0 { observer?(PipelineEvent(stage: s, microBatch: k, kind: .start)) }
                 let x: Tensor
                 if let input {
                     x = b.makeActivation(input.shape)
@@ -125,11 +123,10 @@ public final class ParallelLlamaModel: CausalLM {
                     if t == 0 { output.write(values, at: mb.logitRowIndices) }
                 }
                 let handoff = s == m - 1 ? nil : HostTensor.float32(b.download(x), shape: [x.rowCount, x.rowLength])
-                if t == 0 { trace?.append(PipelineEvent(stage: s, microBatch: k, kind: .end)) }
+                if t == 0 { observer?(PipelineEvent(stage: s, microBatch: k, kind: .end)) }
                 if let handoff { handoffs[flat + n].put(handoff) }
             }
         }
-        if let trace { lastSchedule = trace.events }
         return output.values
     }
 }
@@ -213,11 +210,4 @@ private final class LogitRows: @unchecked Sendable {
             values.replaceSubrange(j * vocabulary ..< (j + 1) * vocabulary, with: rows[i * vocabulary ..< (i + 1) * vocabulary])
         }
     }
-}
-
-private final class ScheduleTrace: @unchecked Sendable {
-    private let lock = NSLock()
-    private var list: [PipelineEvent] = []
-    func append(_ e: PipelineEvent) { lock.lock(); list.append(e); lock.unlock() }
-    var events: [PipelineEvent] { lock.lock(); defer { lock.unlock() }; return list }
 }

@@ -5,7 +5,7 @@ import Checkpoints
 import Compute
 import Models
 
-final class RankShard {
+final class RankShard: Sendable {
     struct Layer {
         let attentionNorm: Tensor   // (hidden)
         let qkv: Tensor             // ((q + 2k) headDim, hidden)
@@ -28,15 +28,16 @@ final class RankShard {
     let finalNorm: Tensor?          // (hidden)
     let head: Tensor?               // (paddedVocabulary, hidden)
     let inverseFrequencies: [Float]
-    /// Set once the group's collectives exist (they need every rank's backend).
-    var collective: Collective!
+    /// This rank's member of its stage's tensor-parallel group.
+    let collective: Collective
     /// Bytes of this rank's matrices read by one decode step.
     let weightBytes: Int
 
     init(config c: TransformerConfig, weights: LlamaWeights, shard: TensorShard, layerRange: Range<Int>,
-         isFirstStage: Bool, isLastStage: Bool, backend: ComputeBackend) throws {
+         isFirstStage: Bool, isLastStage: Bool, backend: ComputeBackend, collective: Collective) throws {
         config = c
         self.backend = backend
+        self.collective = collective
         self.shard = shard
         self.layerRange = layerRange
         var bytes = 0

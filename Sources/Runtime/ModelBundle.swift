@@ -6,7 +6,7 @@ import Foundation
 import Models
 import Tokenization
 
-public final class ModelBundle {
+public final class ModelBundle: Sendable {
     public let checkpoint: LoadedCheckpoint
     public let model: any CausalLM
     public let tokenizer: Tokenizer

@@ -337,9 +337,9 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
         recorder.requestStarted()
         let arrival = StatisticsRecorder.now()
         let accumulate = accumulateTokens, skip = skipSpecialTokens
-        return AsyncThrowingStream { continuation in
+        let b = items.count
+        return AsyncThrowingStream { [items] continuation in
             let task = Task {
-                let b = items.count
                 var texts = Array(repeating: "", count: b)
                 var tokens = Array(repeating: [Int32](), count: b)
                 var logProbs = Array(repeating: [Float](), count: b)

@@ -301,7 +301,7 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
     ]
 
     /// `makeBackend`: one compute backend (called once per rank when the model is sharded).
-    init(settings: LLMSettings, makeBackend: @escaping () throws -> ComputeBackend, kvCacheMemoryBytes: Int,
+    init(settings: LLMSettings, makeBackend: @escaping @Sendable () throws -> ComputeBackend, kvCacheMemoryBytes: Int,
          recorder: StatisticsRecorder, tokenizers: TokenizerStore) throws {
         self.settings = settings
         self.recorder = recorder

@@ -135,7 +135,7 @@ extension InferenceServer {
                 let settings = try LLMSettings(config: p.config, parameters: parameters, directory: p.directory, version: version,
                                                defaultParallel: ParallelConfig(tensorParallelSize: options.tensorParallelSize,
                                                                                pipelineParallelSize: options.pipelineParallelSize))
-                let makeBackend: () throws -> ComputeBackend = {
+                let makeBackend: @Sendable () throws -> ComputeBackend = {
                     do {
                         return try options.backendFactory()
                     } catch {

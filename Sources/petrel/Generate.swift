@@ -67,7 +67,7 @@ struct Generate: ParsableCommand {
                                                                        maxTokens: maxTokens, stopIDs: stopIDs) { id in
             if ids { print(id, terminator: " ") }
             else if !stopIDs.contains(id) { print(detokenizer.append(id), terminator: "") }
-            fflush(stdout)
+            fflush(nil)
             return true
         }
         print(ids ? "" : detokenizer.finish())

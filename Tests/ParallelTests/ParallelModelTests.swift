@@ -11,6 +11,7 @@ import Engine
 import Models
 @testable import Parallel
 import Runtime
+import Synchronization
 import TestFixtures
 import Testing
 
@@ -25,9 +26,11 @@ func unsharded(_ c: TransformerConfig, _ w: LlamaWeights) throws -> LlamaModel {
     try LlamaModel(config: c, weights: w, backend: CPUBackend(exactQuantizedMath: true))
 }
 
-func sharded(_ c: TransformerConfig, _ w: LlamaWeights, tp: Int = 1, pp: Int = 1) throws -> ParallelLlamaModel {
+func sharded(_ c: TransformerConfig, _ w: LlamaWeights, tp: Int = 1, pp: Int = 1, microBatchCount: Int? = nil,
+             observer: PipelineObserver? = nil) throws -> ParallelLlamaModel {
     try ParallelLlamaModel(config: c, weights: w, parallel: ParallelConfig(tensorParallelSize: tp, pipelineParallelSize: pp),
-                           makeBackend: { _ in CPUBackend(exactQuantizedMath: true) })
+                           makeBackend: { _ in CPUBackend(exactQuantizedMath: true) }, microBatchCount: microBatchCount,
+                           observer: observer)
 }
 
 /// A random-weight shape with more layers and a vocabulary that does not divide by 4.
@@ -208,14 +211,17 @@ func prompt(_ length: Int, vocab: Int, salt: Int = 0) -> [Int32] {
     /// get there: the wait times out and the test fails).
     @Test func pipelineStagesOverlap() throws {
         let (c, w) = randomShape(layers: 4)
-        let model = try sharded(c, w, pp: 2)
-        model.microBatchCount = 4
-        model.recordsSchedule = true
         let stage0OnSecond = DispatchSemaphore(value: 0)
-        let overlapped = Locked(false)
-        model.onStageStart = { stage, k in
-            if stage == 0 && k == 1 { stage0OnSecond.signal() }
-            if stage == 1 && k == 0 { overlapped.value = stage0OnSecond.wait(timeout: .now() + 20) == .success }
+        let overlapped = Mutex(false)
+        let schedule = Mutex<[PipelineEvent]>([])
+        let model = try sharded(c, w, pp: 2, microBatchCount: 4) { event in
+            schedule.withLock { $0.append(event) }
+            guard event.kind == .start else { return }
+            if event.stage == 0 && event.microBatch == 1 { stage0OnSecond.signal() }
+            if event.stage == 1 && event.microBatch == 0 {
+                let met = stage0OnSecond.wait(timeout: .now() + 20) == .success
+                overlapped.withLock { $0 = met }
+            }
         }
         let cache = try model.makeKVCache(blockCount: 64, blockSize: 4)
         var tokens: [Int32] = [], positions: [Int32] = [], seqs: [AttentionSequence] = [], rows: [Int] = []
@@ -229,8 +235,8 @@ func prompt(_ length: Int, vocab: Int, salt: Int = 0) -> [Int32] {
         }
         let batch = ForwardBatch(tokens: tokens, positions: positions, sequences: seqs, logitRows: rows)
         let got = model.logits(batch, cache: cache)
-        #expect(overlapped.value, "stage 0 never started micro-batch 1 while stage 1 waited on micro-batch 0")
-        let events = model.lastSchedule
+        #expect(overlapped.withLock { $0 }, "stage 0 never started micro-batch 1 while stage 1 waited on micro-batch 0")
+        let events = schedule.withLock { $0 }
         func at(_ stage: Int, _ k: Int, _ kind: PipelineEvent.Kind) -> Int {
             events.firstIndex(of: PipelineEvent(stage: stage, microBatch: k, kind: kind))!
         }
@@ -295,15 +301,5 @@ func prompt(_ length: Int, vocab: Int, salt: Int = 0) -> [Int32] {
         }
         await engine.shutdown()
         return outputs
-    }
-}
-
-final class Locked<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: T
-    init(_ value: T) { stored = value }
-    var value: T {
-        get { lock.lock(); defer { lock.unlock() }; return stored }
-        set { lock.lock(); stored = newValue; lock.unlock() }
     }
 }
