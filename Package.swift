@@ -79,11 +79,10 @@ let package = Package(
         ]),
         // Fixture paths and loaders shared by the test targets.
         .target(name: "TestFixtures", path: "Sources/TestFixtures"),
-        .testTarget(name: "ComputeTests", dependencies: ["Compute"]),
         .testTarget(name: "CUDAComputeTests", dependencies: ["CUDACompute", "Compute"]),
         .testTarget(name: "CPUComputeTests", dependencies: ["CPUCompute", "CPUKernels", "Compute"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["TestFixtures", "Checkpoints", "Compute"]),
-        .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoints"]),
+        .testTarget(name: "TokenizationTests", dependencies: ["TestFixtures", "Tokenization", "Checkpoints"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestFixtures", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ParallelTests", dependencies: ["TestFixtures", "Parallel", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Compute"]),
@@ -95,7 +94,7 @@ let package = Package(
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         ]),
         .testTarget(name: "TritonProtosTests", dependencies: ["TritonProtos", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
-        .testTarget(name: "ServingTests", dependencies: ["Serving", "CPUCompute", "Compute", "Parallel", "Runtime", "Engine", "Tokenization", "TritonProtos"]),
+        .testTarget(name: "ServingTests", dependencies: ["TestFixtures", "Serving", "CPUCompute", "Compute", "Parallel", "Runtime", "Engine", "Tokenization", "TritonProtos"]),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"]),
         .testTarget(name: "HTTPFrontendTests", dependencies: [
             "HTTPFrontend", "Serving", "TritonProtos", "Telemetry", "Compute",

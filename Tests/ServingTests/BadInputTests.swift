@@ -2,6 +2,7 @@
 // server or disturbs other requests. One test runs the real default model (SmolLM2).
 import Foundation
 import Serving
+import TestFixtures
 import Testing
 
 @Suite struct BadInputTests {

@@ -7,6 +7,7 @@ import Parallel
 import Runtime
 @testable import Serving
 import Synchronization
+import TestFixtures
 import Testing
 import TritonProtos
 

@@ -5,6 +5,7 @@ import Engine
 import Foundation
 import Runtime
 import Serving
+import TestFixtures
 import Testing
 import Tokenization
 import TritonProtos

@@ -2,6 +2,7 @@
 // fail only their model; explicit load / unload while other models serve; poll mode; versions.
 import Foundation
 import Serving
+import TestFixtures
 import Testing
 
 /// An identity model (Triton's test backend): OUTPUT0 = INPUT0.

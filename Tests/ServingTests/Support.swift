@@ -1,27 +1,14 @@
-// Helpers for the Serving tests: fixture paths, temporary repositories, servers over the CPU
+// Helpers for the Serving tests: temporary repositories, servers over the CPU
 // backend, and tensor builders / readers.
 import CPUCompute
 import Foundation
 import Serving
+import TestFixtures
 import Testing
+import Synchronization
 
-enum Fixtures {
-    static let directory: String = {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures").path
-    }()
-
-    static func path(_ name: String) -> String { directory + "/" + name }
-
+extension Fixtures {
     static var tinyLlama: String { path("tiny-llama") }
-
-    /// The default model in the cache (make test fetches it first).
-    static var smolLM2: String {
-        if let p = ProcessInfo.processInfo.environment["PETREL_MODEL"], !p.isEmpty { return p }
-        let cache = ProcessInfo.processInfo.environment["PETREL_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/petrel"
-        return cache + "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-    }
 }
 
 /// A fresh empty folder under the temporary directory.
@@ -124,11 +111,10 @@ func ensembleRequest(_ prompt: String, maxTokens: Int, stream: Bool = false, ext
     InferRequest(modelName: model, inputs: [text("text_input", prompt), int32("max_tokens", [maxTokens]), bool("stream", stream)] + extra)
 }
 
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var n = 0
-    func increment() { lock.lock(); n += 1; lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+final class Counter: Sendable {
+    private let n = Atomic(0)
+    func increment() { n.wrappingAdd(1, ordering: .relaxed) }
+    var value: Int { n.load(ordering: .relaxed) }
 }
 
 /// Consumes `stream` in a task and cancels that task (as a frontend does when its client goes

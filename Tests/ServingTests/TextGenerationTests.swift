@@ -6,6 +6,7 @@ import Engine
 import Foundation
 import Runtime
 @testable import Serving
+import TestFixtures
 import Testing
 import Tokenization
 

@@ -1,4 +1,5 @@
 // What each loader reports about its tokenizer: special ids, BOS rules, stop ids, lookups.
+import TestFixtures
 import Testing
 @testable import Tokenization
 
@@ -33,7 +34,7 @@ import Testing
 }
 
 @Test func smolLM2Properties() throws {
-    let t = try Fixtures.smolLM2.get()
+    let t = try Fixtures.smolLM2Tokenizer.get()
     #expect(t.kind == .byteLevelBPE)
     #expect(t.vocabularySize == 49152)
     #expect(t.bosID == 1 && t.eosID == 2 && !t.addBOS)

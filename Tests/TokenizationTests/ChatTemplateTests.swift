@@ -1,5 +1,6 @@
 // Chat templates against transformers' apply_chat_template / jinja2 renderings (chat-goldens.json),
 // and the Jinja subset on its own.
+import TestFixtures
 import Testing
 @testable import Tokenization
 
@@ -13,7 +14,7 @@ private func messages(_ c: Fixtures.ChatGoldens.Conversation) -> [ChatMessage] {
         ("tiny-llama json", try Fixtures.spJSON.get(), \.tiny_llama),
         ("tiny-llama gguf", try Fixtures.spGGUF.get(), \.tiny_llama),
         ("bytelevel", try Fixtures.byteLevel.get(), \.bytelevel),
-        ("smollm2", try Fixtures.smolLM2.get(), \.smollm2),
+        ("smollm2", try Fixtures.smolLM2Tokenizer.get(), \.smollm2),
     ]
     for (name, tokenizer, pick) in cases {
         for c in goldens.conversations {
@@ -48,7 +49,7 @@ private func messages(_ c: Fixtures.ChatGoldens.Conversation) -> [ChatMessage] {
 }
 
 @Test func smolLM2TemplateAddsDefaultSystemPrompt() throws {
-    let t = try Fixtures.smolLM2.get()
+    let t = try Fixtures.smolLM2Tokenizer.get()
     let p = try t.applyChatTemplate([ChatMessage(role: "user", content: "Hi")])
     #expect(p.text == "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
             + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")

@@ -1,6 +1,7 @@
 // The incremental detokenizer: its outputs concatenate to the full decode, it never emits half a
 // character, and byte-level decoding repairs invalid UTF-8 exactly as the standard library does
 // (the Unicode "maximal subpart" rule that Rust's from_utf8_lossy and Python also follow).
+import TestFixtures
 import Testing
 @testable import Tokenization
 
@@ -26,7 +27,7 @@ private func stream(_ t: Tokenizer, _ ids: [Int32], skip: Bool = false) -> [Stri
 }
 
 @Test func multiByteCharactersAreHeldUntilComplete() throws {
-    for t in [try Fixtures.smolLM2.get(), try Fixtures.byteLevel.get(), try Fixtures.spJSON.get(), try Fixtures.spGGUF.get()] {
+    for t in [try Fixtures.smolLM2Tokenizer.get(), try Fixtures.byteLevel.get(), try Fixtures.spJSON.get(), try Fixtures.spGGUF.get()] {
         let text = "héllo 😀👍🏽 你好, 東京は日本の首都です。👨‍👩‍👧 ok"
         let ids = t.encode(text, addSpecialTokens: true)
         let parts = stream(t, ids, skip: true)

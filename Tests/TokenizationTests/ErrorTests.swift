@@ -1,6 +1,7 @@
 // Bad tokenizer files are errors that name the file and field, never crashes.
 import Checkpoints
 import Foundation
+import TestFixtures
 import Testing
 @testable import Tokenization
 

@@ -1,25 +1,14 @@
-// Shared fixtures for the tokenization tests: each tokenizer is loaded once per test run.
+// Shared fixtures for the tokenization tests: each tokenizer is loaded once per test run
+// (paths and the model lookup are TestFixtures').
 import Checkpoints
 import Foundation
+import TestFixtures
 import Testing
 @testable import Tokenization
 
-enum Fixtures {
-    static let directory: String = {
-        let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        return here.deletingLastPathComponent().appendingPathComponent("Fixtures").path
-    }()
-
-    static func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
-
-    /// The SmolLM2 GGUF: $PETREL_MODEL, else $PETREL_CACHE or ~/.cache/petrel, under models/.
-    static let smolLM2Path: String = {
-        let env = ProcessInfo.processInfo.environment
-        if let p = env["PETREL_MODEL"], !p.isEmpty { return p }
-        let cache = env["PETREL_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (NSHomeDirectory() as NSString).appendingPathComponent(".cache/petrel")
-        return (cache as NSString).appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    }()
+extension Fixtures {
+    /// The SmolLM2 GGUF (Fixtures.smolLM2: $PETREL_MODEL, else the model cache).
+    static var smolLM2Path: String { smolLM2 }
 
     struct MissingModel: Error, CustomStringConvertible {
         let path: String
@@ -33,7 +22,7 @@ enum Fixtures {
         guard FileManager.default.fileExists(atPath: smolLM2Path) else { throw MissingModel(path: smolLM2Path) }
         return try GGUFFile(path: smolLM2Path)
     }
-    static let smolLM2 = Result { try Tokenizer(gguf: smolLM2File.get()) }
+    static let smolLM2Tokenizer = Result { try Tokenizer(gguf: smolLM2File.get()) }
 
     struct TokenizerGoldens: Decodable {
         struct Case: Decodable {

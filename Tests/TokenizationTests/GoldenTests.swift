@@ -1,5 +1,6 @@
 // Token ids and decoded text against the goldens of HF `tokenizers` (Tests/Fixtures, made by
 // scripts/make_fixtures.py), for every golden string and all four tokenizers.
+import TestFixtures
 import Testing
 @testable import Tokenization
 
@@ -43,12 +44,12 @@ private func check(_ t: Tokenizer, _ pick: (Fixtures.TokenizerGoldens.Entry) -> 
 }
 
 @Test func smolLM2FromGGUF() throws {
-    let failures = try check(try Fixtures.smolLM2.get(), \.smollm2)
+    let failures = try check(try Fixtures.smolLM2Tokenizer.get(), \.smollm2)
     #expect(failures.isEmpty, "\(failures.count) failures:\n\(failures.prefix(20).joined(separator: "\n"))")
 }
 
 @Test func smolLM2MatchesLlamaCpp() throws {
-    let t = try Fixtures.smolLM2.get()
+    let t = try Fixtures.smolLM2Tokenizer.get()
     #expect(t.encode("The capital of France is", addSpecialTokens: true) == [504, 3575, 282, 4649, 314])
     #expect(t.encode("<|im_start|>user\nWhat is machine learning?<|im_end|>\n<|im_start|>assistant\n", addSpecialTokens: false)
             == [1, 4093, 198, 1780, 314, 3746, 1380, 47, 2, 198, 1, 520, 9531, 198])

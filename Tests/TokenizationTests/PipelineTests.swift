@@ -9,6 +9,7 @@
 // "isolated"), pre_tokenizers.ByteLevel(use_regex=False), normalizers.NFC(), pre_tokenizers.Metaspace).
 import Checkpoints
 import Foundation
+import TestFixtures
 import Testing
 @testable import Tokenization
 
