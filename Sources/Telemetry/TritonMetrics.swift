@@ -17,7 +17,7 @@ public struct ModelInferenceSample: Sendable {
     public var computeInferDurationUs: UInt64 = 0
     public var computeOutputDurationUs: UInt64 = 0
     public var pendingRequests: Int = 0
-    /// Request to first response, in milliseconds (bounds usually `TritonMetrics.firstResponseBucketsMs`).
+    /// Request to first response, in milliseconds (the snapshot carries its bounds: Serving's).
     public var firstResponseMs: HistogramSnapshot?
 
     public init(model: String, version: String) {
@@ -44,7 +44,7 @@ public struct LLMEngineSample: Sendable {
     public var iterations: UInt64?
     public var promptTokens: UInt64 = 0
     public var generatedTokens: UInt64 = 0
-    /// Seconds (bounds usually `TritonMetrics.timeToFirstTokenBucketsSeconds`).
+    /// Seconds (the snapshot carries its bounds: Serving's).
     public var timeToFirstToken: HistogramSnapshot?
     /// Seconds between consecutive tokens of a request.
     public var interTokenLatency: HistogramSnapshot?
@@ -64,13 +64,6 @@ public struct LLMEngineSample: Sendable {
 }
 
 public enum TritonMetrics {
-    /// Triton's default buckets for nv_inference_first_response_histogram_ms.
-    public static let firstResponseBucketsMs: [Double] = [100, 500, 2000, 5000]
-    public static let timeToFirstTokenBucketsSeconds: [Double] =
-        [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
-    public static let interTokenLatencyBucketsSeconds: [Double] =
-        [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5]
-
     public static func record(_ s: ModelInferenceSample, into r: MetricsRegistry) {
         let l: Labels = ["model": s.model, "version": s.version]
         let counters: [(String, String, UInt64)] = [

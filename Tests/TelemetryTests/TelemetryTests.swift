@@ -2,6 +2,7 @@
 // families from fake samples, and /proc parsing; every rendering is re-read by a strict parser.
 import Testing
 @testable import Telemetry
+import Synchronization
 
 @Suite struct RegistryTests {
     @Test func rendersCountersGaugesAndHistogramsExactly() throws {
@@ -109,10 +110,10 @@ import Testing
 }
 
 /// A thread-safe call counter for closure sources.
-final class Counting: @unchecked Sendable {
-    private var n = 0
-    var value: Int { n }
-    func bump() { n += 1 }
+final class Counting: Sendable {
+    private let n = Atomic(0)
+    var value: Int { n.load(ordering: .relaxed) }
+    func bump() { n.wrappingAdd(1, ordering: .relaxed) }
 }
 
 @Suite struct TritonFamilyTests {
@@ -128,7 +129,7 @@ final class Counting: @unchecked Sendable {
         s.computeInferDurationUs = 100_000
         s.computeOutputDurationUs = 20
         s.pendingRequests = 3
-        var first = HistogramSnapshot(upperBounds: TritonMetrics.firstResponseBucketsMs)
+        var first = HistogramSnapshot(upperBounds: [100, 500, 2000, 5000])
         for ms in [50.0, 120, 700, 9000] { first.observe(ms) }
         s.firstResponseMs = first
         let r = MetricsRegistry()
@@ -167,10 +168,10 @@ final class Counting: @unchecked Sendable {
         s.iterations = 77
         s.promptTokens = 500
         s.generatedTokens = 1234
-        var ttft = HistogramSnapshot(upperBounds: TritonMetrics.timeToFirstTokenBucketsSeconds)
+        var ttft = HistogramSnapshot(upperBounds: [0.001, 0.01, 0.1, 1, 10])
         ttft.observe(0.03)
         s.timeToFirstToken = ttft
-        var itl = HistogramSnapshot(upperBounds: TritonMetrics.interTokenLatencyBucketsSeconds)
+        var itl = HistogramSnapshot(upperBounds: [0.005, 0.05, 0.5])
         itl.observe(0.02)
         itl.observe(0.04)
         s.interTokenLatency = itl
