@@ -4,7 +4,9 @@ import Compute
 import CPUKernels
 
 /// Host storage of a CPU tensor: either borrowed bytes kept alive by `owner` (weights
-/// mmapped from a checkpoint) or an owned, 64-byte aligned buffer.
+/// mmapped from a checkpoint) or an owned, 64-byte aligned buffer. Unchecked, as device memory
+/// is: the pointer never changes, and the bytes are written only by this backend's ops, which a
+/// model runs one step at a time.
 final class CPUStorage: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
     let byteCount: Int

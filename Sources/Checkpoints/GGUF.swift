@@ -58,7 +58,7 @@ public struct GGUFTensorInfo: Sendable {
     public let byteCount: Int
 }
 
-public final class GGUFFile: @unchecked Sendable {
+public final class GGUFFile: Sendable {
     public let path: String
     public let version: Int
     public let metadata: [String: GGUFValue]

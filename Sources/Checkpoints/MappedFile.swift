@@ -5,6 +5,8 @@ import Glibc
 import Darwin
 #endif
 
+/// A read-only memory map of a whole file. Unchecked: the mapping is read-only (PROT_READ) and
+/// lives as long as the object.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let bytes: UnsafeRawBufferPointer

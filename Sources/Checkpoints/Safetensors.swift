@@ -3,7 +3,7 @@
 import Compute
 import Foundation
 
-public final class SafetensorsFile: @unchecked Sendable {
+public final class SafetensorsFile: Sendable {
     public struct Entry: Sendable {
         public let dtype: DType
         public let shape: [Int]
@@ -90,7 +90,7 @@ extension GGUFFile: WeightSource {
 
 /// All safetensors of a Hugging Face checkpoint folder: `model.safetensors`, or the shards
 /// listed in `model.safetensors.index.json`.
-public final class SafetensorsCheckpoint: WeightSource, @unchecked Sendable {
+public final class SafetensorsCheckpoint: WeightSource, Sendable {
     public let path: String
     private let files: [SafetensorsFile]
     private let owner: [String: Int]

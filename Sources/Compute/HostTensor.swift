@@ -1,6 +1,7 @@
 // HostTensor: a read-only view of tensor bytes in host memory (often an mmapped checkpoint),
 // with its element type and row-major shape (outermost dimension first).
 
+/// Unchecked: `bytes` is never written through this view, and `owner` keeps it alive.
 public struct HostTensor: @unchecked Sendable {
     public let dtype: DType
     /// Row-major shape, outermost first: a (rows, columns) matrix is [rows, columns].
@@ -58,7 +59,8 @@ public struct HostTensor: @unchecked Sendable {
     }
 }
 
-/// Heap memory freed when the last reference goes away.
+/// Heap memory freed when the last reference goes away. Unchecked: the pointer never changes;
+/// whoever writes the bytes does so before sharing the buffer (then it is read-only).
 public final class OwnedBuffer: @unchecked Sendable {
     public let mutableBytes: UnsafeMutableRawBufferPointer
     public init(byteCount: Int) {

@@ -1,14 +1,14 @@
 // Tensor: a buffer owned by one ComputeBackend (host memory for the CPU, device memory for
 // CUDA). Models hold Tensors and pass them back to the backend that made them.
 
-public final class Tensor: @unchecked Sendable {
+public final class Tensor: Sendable {
     public let dtype: DType
     /// Row-major shape, outermost first.
     public let shape: [Int]
     /// Backend-specific storage (the backend that created the tensor downcasts it).
-    public let storage: AnyObject
+    public let storage: any AnyObject & Sendable
 
-    public init(dtype: DType, shape: [Int], storage: AnyObject) {
+    public init(dtype: DType, shape: [Int], storage: any AnyObject & Sendable) {
         self.dtype = dtype
         self.shape = shape
         self.storage = storage

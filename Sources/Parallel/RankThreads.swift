@@ -3,8 +3,10 @@
 // other inside collectives, so they need real threads, never a pool narrower than the ranks.
 import Foundation
 
-final class RankThreads: @unchecked Sendable {
+final class RankThreads: Sendable {
     /// A rank's thread waits on `start`, runs `job`, signals `done`; a nil job ends the thread.
+    /// Unchecked: `job` is written before `start` is signalled and cleared before `done` is, so
+    /// the semaphores order every access.
     private final class Worker: @unchecked Sendable {
         let start = DispatchSemaphore(value: 0)
         let done = DispatchSemaphore(value: 0)
@@ -53,7 +55,8 @@ final class RankThreads: @unchecked Sendable {
     }
 }
 
-/// Per-rank result slots: each rank writes only its own; read after every rank is done.
+/// Per-rank result slots. Unchecked: each rank writes only its own slot, and the slots are read
+/// after every rank has signalled that it is done.
 private final class ResultSlots<T>: @unchecked Sendable {
     private let slots: UnsafeMutablePointer<Result<T, Error>?>
     private let count: Int
@@ -68,6 +71,7 @@ private final class ResultSlots<T>: @unchecked Sendable {
 }
 
 /// A blocking first-in first-out queue: how one pipeline stage hands activations to the next.
+/// Unchecked: `items` changes only under `condition`'s lock.
 final class Handoff<Element>: @unchecked Sendable {
     private let condition = NSCondition()
     private var items: [Element] = []

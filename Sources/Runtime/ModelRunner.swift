@@ -6,6 +6,7 @@ import Dispatch
 import Foundation
 import Engine
 import Models
+import Synchronization
 
 public final class ModelRunner: Executor, @unchecked Sendable {
     public let model: any CausalLM
@@ -15,8 +16,8 @@ public final class ModelRunner: Executor, @unchecked Sendable {
     /// Whether rows that need only their best few logits are sampled from the device's top-k
     /// (DeviceTokenSelection backends); off, every step downloads the logits. PETREL_HOST_SAMPLING=1 turns it off.
     public var deviceSampling = ProcessInfo.processInfo.environment["PETREL_HOST_SAMPLING"] != "1"
-    /// Per-request sampler state (the seeded RNG), touched only on `queue`.
-    private var samplers: [String: Sampler] = [:]
+    /// Per-request sampler state (the seeded RNG); steps run one at a time.
+    private let samplers = Mutex<[String: Sampler]>([:])
 
     public init(model: any CausalLM, blockCount: Int, blockSize: Int) throws {
         self.model = model
@@ -39,7 +40,7 @@ public final class ModelRunner: Executor, @unchecked Sendable {
     }
 
     private func runStep(_ output: SchedulerOutput) throws -> StepOutput {
-        for id in output.finishedRequestIDs { samplers.removeValue(forKey: id) }
+        samplers.withLock { s in for id in output.finishedRequestIDs { s.removeValue(forKey: id) } }
         for copy in output.blockCopies { model.copyKVBlock(cache, from: Int(copy.from), to: Int(copy.to)) }
         guard !output.sequences.isEmpty else { return StepOutput(samples: []) }
 
@@ -66,7 +67,7 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         var results = [Sample?](repeating: nil, count: sampledSequences.count)
         var hostRows = Array(sampledSequences.indices)
         // Each row's sampler (its request's, or a new one), looked up once for the step.
-        var rowSamplers = sampledSequences.map { samplers[$0.requestID] ?? Sampler($0.parameters) }
+        var rowSamplers = samplers.withLock { s in sampledSequences.map { s[$0.requestID] ?? Sampler($0.parameters) } }
         if deviceSampling, model.selectsTokensOnDevice, !sampledSequences.isEmpty, deviceCounts.allSatisfy({ $0 != nil }) {
             // Every row needs only its best few logits (after its penalties and masks, applied
             // where the logits are): the device finds them and each row's log-sum-exp, and only
@@ -120,7 +121,7 @@ public final class ModelRunner: Executor, @unchecked Sendable {
             results[row] = hostResults[i]
             rowSamplers[row] = drawn[i]
         }
-        for (s, sampler) in zip(sampledSequences, rowSamplers) { samplers[s.requestID] = sampler }
+        samplers.withLock { state in for (s, sampler) in zip(sampledSequences, rowSamplers) { state[s.requestID] = sampler } }
         var samples: [Sample?] = []
         samples.reserveCapacity(output.sequences.count)
         var row = 0

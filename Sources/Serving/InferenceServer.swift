@@ -5,17 +5,18 @@
 import Dispatch
 import Engine
 import Foundation
+import Synchronization
 import Tokenization
 import TritonProtos
 
-public final class InferenceServer: InferenceService, ServingMetricsSource, ChatTemplating, ModelHost, @unchecked Sendable {
+public final class InferenceServer: InferenceService, ServingMetricsSource, ChatTemplating, ModelHost, Sendable {
     public let options: ServerOptions
     let tokenizers = TokenizerStore()
     let lifecycle = AsyncLock()
     let registry = Locked(Registry())
 
     /// A loaded version.
-    final class Slot: @unchecked Sendable {
+    final class Slot: Sendable {
         let name: String
         let version: Int64
         let model: ServedModel
@@ -25,9 +26,56 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
         let dependencies: [String]
         /// When this version was loaded, seconds since the epoch.
         let loadedAt = Int64(Date().timeIntervalSince1970)
-        /// Guarded by the registry lock.
-        var inflight = 0
-        var ready = true
+        private let usage = Mutex(Usage())
+
+        /// Requests holding the version, whether it takes new ones, and who waits for it to be idle.
+        private struct Usage {
+            var inflight = 0
+            var ready = true
+            var idleWaiters: [Int: CheckedContinuation<Void, Never>] = [:]
+            /// Waiters cancelled before they got in line (they must not wait).
+            var cancelledWaiters: Set<Int> = []
+            var nextWaiter = 0
+        }
+
+        /// False once the version is unloading: it takes no new requests.
+        var ready: Bool { usage.withLock { $0.ready } }
+        func stopTakingRequests() { usage.withLock { $0.ready = false } }
+        func acquire() { usage.withLock { $0.inflight += 1 } }
+        func release() {
+            let waiters = usage.withLock { u -> [CheckedContinuation<Void, Never>] in
+                u.inflight -= 1
+                guard u.inflight == 0 else { return [] }
+                defer { u.idleWaiters = [:] }
+                return Array(u.idleWaiters.values)
+            }
+            for w in waiters { w.resume() }
+        }
+
+        /// Returns once no request holds the version, or when the calling task is cancelled.
+        func idle() async {
+            let id = usage.withLock { u -> Int in
+                defer { u.nextWaiter += 1 }
+                return u.nextWaiter
+            }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let waits = usage.withLock { u -> Bool in
+                        if u.inflight == 0 || u.cancelledWaiters.remove(id) != nil { return false }
+                        u.idleWaiters[id] = c
+                        return true
+                    }
+                    if !waits { c.resume() }
+                }
+            } onCancel: {
+                let waiter = usage.withLock { u -> CheckedContinuation<Void, Never>? in
+                    if let w = u.idleWaiters.removeValue(forKey: id) { return w }
+                    u.cancelledWaiters.insert(id)
+                    return nil
+                }
+                waiter?.resume()
+            }
+        }
 
         init(name: String, version: Int64, model: ServedModel, config: Inference_ModelConfig, recorder: StatisticsRecorder, dependencies: [String]) {
             self.name = name
@@ -120,9 +168,11 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
 
     /// Waits until no request holds the slots, for at most `timeout` seconds.
     func drain(_ slots: [Slot], timeout: Double) async {
-        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(timeout, 0) * 1e9)
-        while registry.withLock({ _ in slots.contains { $0.inflight > 0 } }) && DispatchTime.now().uptimeNanoseconds < deadline {
-            try? await Task.sleep(nanoseconds: 5_000_000)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for slot in slots { await slot.idle() } }
+            group.addTask { try? await Task.sleep(nanoseconds: UInt64(max(timeout, 0) * 1e9)) }
+            await group.next()
+            group.cancelAll()
         }
     }
 
@@ -151,12 +201,12 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
     func lease(_ name: String, version: String) throws -> ModelLease {
         let slot = try registry.withLock { r -> Slot in
             let slot = try readySlot(r, name, version)
-            slot.inflight += 1
+            slot.acquire()
             return slot
         }
         return ModelLease(name: name, version: String(slot.version), model: slot.model, config: slot.config,
                           signature: slot.signature, recorder: slot.recorder) { [weak self] in
-            self?.registry.withLock { _ in slot.inflight -= 1 }
+            slot.release()
         }
     }
 
@@ -402,40 +452,37 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
     }
 }
 
-/// A lock for async code: one holder at a time, FIFO.
-final class AsyncLock: @unchecked Sendable {
-    private let lock = NSLock()
-    private var locked = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+/// A lock for async code: one holder at a time, FIFO (model loads and unloads take turns).
+final class AsyncLock: Sendable {
+    private struct State {
+        var locked = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
 
     func run<T>(_ body: () async throws -> T) async rethrows -> T {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            if acquireOrEnqueue(c) { c.resume() }
+            let acquired = state.withLock { s -> Bool in
+                if s.locked {
+                    s.waiters.append(c)
+                    return false
+                }
+                s.locked = true
+                return true
+            }
+            if acquired { c.resume() }
         }
-        defer { releaseNext()?.resume() }
+        defer {
+            // Hands the lock to the next waiter, or frees it.
+            let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                if s.waiters.isEmpty {
+                    s.locked = false
+                    return nil
+                }
+                return s.waiters.removeFirst()
+            }
+            next?.resume()
+        }
         return try await body()
-    }
-
-    /// True when the lock was free and is now held; else `c` waits in line.
-    private func acquireOrEnqueue(_ c: CheckedContinuation<Void, Never>) -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        if locked {
-            waiters.append(c)
-            return false
-        }
-        locked = true
-        return true
-    }
-
-    /// Hands the lock to the next waiter (returned, to resume), or frees it.
-    private func releaseNext() -> CheckedContinuation<Void, Never>? {
-        lock.lock()
-        defer { lock.unlock() }
-        if waiters.isEmpty {
-            locked = false
-            return nil
-        }
-        return waiters.removeFirst()
     }
 }

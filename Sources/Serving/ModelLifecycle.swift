@@ -104,7 +104,7 @@ extension InferenceServer {
         let old = registry.withLock { r -> [Slot] in
             var rec = r.records[name] ?? Record(name: name)
             let old = Array(rec.slots.values)
-            for s in old { s.ready = false }
+            for s in old { s.stopTakingRequests() }
             rec.slots = slots
             rec.state = "READY"
             rec.reason = ""
@@ -196,7 +196,7 @@ extension InferenceServer {
                 throw ServingError(.notFound, "failed to unload '\(name)': no such model")
             }
             let slots = Array(rec.slots.values)
-            for s in slots { s.ready = false }
+            for s in slots { s.stopTakingRequests() }
             rec.state = slots.isEmpty ? "UNAVAILABLE" : "UNLOADING"
             rec.wanted = false
             r.records[name] = rec

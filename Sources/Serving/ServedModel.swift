@@ -1,6 +1,7 @@
 // A loaded model version as the server drives it, and the wrapper that runs stateless
 // backends (tokenizers, identity, custom) through the dynamic batcher.
 import Foundation
+import Synchronization
 import Tokenization
 import TritonProtos
 
@@ -109,15 +110,13 @@ struct CustomBatchBackend: BatchBackend {
     }
 }
 
-/// A value behind a lock, shareable by reference (closures and tasks capture it).
-final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
+/// A value behind a Mutex, shareable by reference (escaping closures and tasks capture it; a
+/// Mutex itself cannot be captured). The one such wrapper in the package.
+public final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    public init(_ value: Value) { mutex = Mutex(value) }
+    public func withLock<R, E: Error>(_ body: (inout sending Value) throws(E) -> sending R) throws(E) -> sending R {
+        try mutex.withLock(body)
     }
-    var current: Value { withLock { $0 } }
+    public var current: Value { withLock { $0 } }
 }

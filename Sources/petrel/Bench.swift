@@ -9,6 +9,7 @@ import CUDACompute
 import Dispatch
 import Engine
 import Foundation
+import Synchronization
 import Models
 import Runtime
 
@@ -259,11 +260,10 @@ struct RequestTiming: Sendable {
     var tokens = 0
 }
 
-final class PeakTracker: @unchecked Sendable {
-    private let lock = NSLock()
-    private var peak = 0
-    func observe(_ v: Int) { lock.lock(); peak = max(peak, v); lock.unlock() }
-    var value: Int { lock.lock(); defer { lock.unlock() }; return peak }
+final class PeakTracker: Sendable {
+    private let peak = Mutex(0)
+    func observe(_ v: Int) { peak.withLock { $0 = max($0, v) } }
+    var value: Int { peak.withLock { $0 } }
 }
 
 /// Limits how many requests are in flight at once (serving mode's fixed concurrency).

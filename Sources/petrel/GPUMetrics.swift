@@ -7,14 +7,16 @@ import Synchronization
 import Telemetry
 
 final class GPUMetrics: MetricsSource {
-    private final class Entry: @unchecked Sendable { weak var backend: CUDABackend? }
+    private final class Entry: Sendable {
+        weak let backend: CUDABackend?
+        init(_ backend: CUDABackend) { self.backend = backend }
+    }
     private let entries = Mutex<[Entry]>([])
 
     /// Remembers `backend` if it is a GPU backend; returns it unchanged.
     func track(_ backend: ComputeBackend) -> ComputeBackend {
         if let gpu = backend as? CUDABackend {
-            let e = Entry()
-            e.backend = gpu
+            let e = Entry(gpu)
             entries.withLock { list in
                 list.removeAll { $0.backend == nil }
                 list.append(e)

@@ -8,6 +8,7 @@ import CPUCompute
 import Compute
 import CUDACompute
 import Foundation
+import Synchronization
 import Dispatch
 import Runtime
 import Engine
@@ -585,14 +586,12 @@ struct OpCheck {
 }
 
 /// Results of the engine check, filled from the task group.
-final class ResultBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var values: [Int: ([Int32], [Float])] = [:]
-    private var error: Error?
-    func put(_ i: Int, _ t: [Int32], _ l: [Float]) { lock.lock(); values[i] = (t, l); lock.unlock() }
-    func fail(_ e: Error) { lock.lock(); error = e; lock.unlock() }
+final class ResultBox: Sendable {
+    private let state = Mutex<(values: [Int: ([Int32], [Float])], error: (any Error)?)>(([:], nil))
+    func put(_ i: Int, _ t: [Int32], _ l: [Float]) { state.withLock { $0.values[i] = (t, l) } }
+    func fail(_ e: any Error) { state.withLock { $0.error = e } }
     func result() throws -> [Int: ([Int32], [Float])] {
-        lock.lock(); defer { lock.unlock() }
+        let (values, error) = state.withLock { $0 }
         if let error { throw error }
         return values
     }

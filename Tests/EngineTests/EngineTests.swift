@@ -197,7 +197,7 @@ final class FlakyExecutor: Executor {
     /// A batch submitted at once is one static batch: the first step prefills every request
     /// (one by one, the loop may start a step with only the first).
     @Test func aSubmittedBatchStartsInOneStep() async throws {
-        final class Recorder: Executor, @unchecked Sendable {
+        final class Recorder: Executor, Sendable {
             let steps = Mutex<[Set<String>]>([])
             func execute(_ output: SchedulerOutput) async throws -> StepOutput {
                 steps.withLock { $0.append(Set(output.sequences.map(\.requestID))) }

@@ -13,13 +13,6 @@ import TritonProtos
 
 typealias InferenceClient = Inference_GRPCInferenceService.Client<HTTP2ClientTransport.Posix>
 
-/// A Mutex in a class, so that escaping closures can share it.
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
-}
-
 /// Starts a server on 127.0.0.1 (a free port), runs `body` with a connected client, then shuts
 /// the server down and waits for it to stop.
 func withServer(_ fake: FakeInferenceService = FakeInferenceService(),

@@ -7,6 +7,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
+import Synchronization
 
 @Suite struct MetadataAndHealthTests {
     @Test func serverMetadataAndHealth() async throws {
@@ -156,11 +157,10 @@ import Testing
     }
 }
 
-final class ChangeLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var _values: [Int64] = []
-    var values: [Int64] { lock.withLock { _values } }
-    func append(_ v: Int64) { lock.withLock { _values.append(v) } }
+final class ChangeLog: Sendable {
+    private let list = Mutex<[Int64]>([])
+    var values: [Int64] { list.withLock { $0 } }
+    func append(_ v: Int64) { list.withLock { $0.append(v) } }
 }
 
 @Suite struct InferTests {

@@ -12,6 +12,8 @@ struct RawHTTPError: Error, CustomStringConvertible {
     let description: String
 }
 
+/// Unchecked: a connection is used by one test task at a time (its socket and buffer are never
+/// touched concurrently).
 final class RawHTTPConnection: @unchecked Sendable {
     private var fd: Int32
     private var buffer: [UInt8] = []

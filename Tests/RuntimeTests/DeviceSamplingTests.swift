@@ -12,6 +12,7 @@ import Models
 import TestFixtures
 import Testing
 @testable import Runtime
+import Synchronization
 
 struct DeviceSamplingTests {
     /// The k best of a row, largest first, ties to the lower id; and log-sum-exp at temperature t.
@@ -171,9 +172,10 @@ struct DeviceSamplingTests {
 
 /// The CPU backend with token selection on the "device" (TokenSelectionReference over its own
 /// logits), so the ModelRunner's device-sampling path runs in CI without a GPU.
-final class SelectingCPUBackend: ComputeBackend, DeviceTokenSelection, @unchecked Sendable {
+final class SelectingCPUBackend: ComputeBackend, DeviceTokenSelection, Sendable {
     let cpu = CPUBackend(exactQuantizedMath: true)
-    private(set) var selections = 0
+    private let selectionCount = Atomic(0)
+    var selections: Int { selectionCount.load(ordering: .relaxed) }
     var name: String { "cpu+selection" }
     func upload(_ host: HostTensor) throws -> Tensor { try cpu.upload(host) }
     func makeActivation(_ shape: [Int]) -> Tensor { cpu.makeActivation(shape) }
@@ -196,7 +198,7 @@ final class SelectingCPUBackend: ComputeBackend, DeviceTokenSelection, @unchecke
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int) { cpu.copyKVBlock(cache, from: from, to: to) }
     func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float], edits: [LogitEdit])
         -> (ids: [Int32], values: [Float], logSumExp: [Float]) {
-        selections += 1
+        selectionCount.wrappingAdd(1, ordering: .relaxed)
         return TokenSelectionReference.topCandidates(cpu.download(logits), rows: logits.rowCount, vocab: logits.rowLength,
                                                      count: count, temperatures: temperatures, edits: edits)
     }

@@ -3,21 +3,25 @@ import Dispatch
 import Foundation
 import Serving
 import Testing
+import Synchronization
 
 /// Records how many executions overlap.
-final class ConcurrencyProbe: CustomBackend, @unchecked Sendable {
-    private let lock = NSLock()
-    private var running = 0
-    private(set) var peak = 0
-    private(set) var batchSizes: [Int] = []
+final class ConcurrencyProbe: CustomBackend, Sendable {
+    private let state = Mutex<(running: Int, peak: Int, batchSizes: [Int])>((0, 0, []))
+    var peak: Int { state.withLock { $0.peak } }
+    var batchSizes: [Int] { state.withLock { $0.batchSizes } }
     let delay: useconds_t
 
     init(delayMs: Int) { delay = useconds_t(delayMs * 1000) }
 
     func execute(_ batch: [InferRequest], instance: Int) -> [Result<[InferTensor], ServingError>] {
-        lock.lock(); running += 1; peak = max(peak, running); batchSizes.append(batch.count); lock.unlock()
+        state.withLock { s in
+            s.running += 1
+            s.peak = max(s.peak, s.running)
+            s.batchSizes.append(batch.count)
+        }
         usleep(delay)
-        lock.lock(); running -= 1; lock.unlock()
+        state.withLock { $0.running -= 1 }
         return batch.map { r in .success(r.inputs.map { var t = $0; t.name = "OUTPUT0"; return t }) }
     }
 }
