@@ -205,7 +205,7 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
             return slot
         }
         return ModelLease(name: name, version: String(slot.version), model: slot.model, config: slot.config,
-                          signature: slot.signature, recorder: slot.recorder) { [weak self] in
+                          signature: slot.signature, recorder: slot.recorder) {
             slot.release()
         }
     }
