@@ -90,25 +90,6 @@ public final class GRPCFrontendServer: Sendable {
     }
 }
 
-/// Runs the gRPC endpoint until the calling task is cancelled, then shuts it down gracefully
-/// (in-flight RPCs get `options.shutdownGracePeriod`). `onListening` receives the bound port.
-public func runGRPCServer(service: any InferenceService, options: GRPCFrontendOptions = GRPCFrontendOptions(),
-                          onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-    let server = GRPCFrontendServer(service: service, options: options)
-    // The endpoint runs in its own task so that cancelling the caller drains it instead of
-    // cancelling every RPC at once.
-    let running = Task { try await server.run() }
-    let announcing = Task {
-        if let port = try? await server.boundPort() { await onListening(port) }
-    }
-    defer { announcing.cancel() }
-    try await withTaskCancellationHandler {
-        try await running.value
-    } onCancel: {
-        server.shutdown()
-    }
-}
-
 /// Set once, when shutdown begins.
 final class DrainFlag: Sendable {
     private let state = Mutex(false)

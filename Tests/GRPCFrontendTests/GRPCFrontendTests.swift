@@ -686,23 +686,6 @@ struct GRPCFrontendTests {
         }
     }
 
-    @Test func runGRPCServerDrainsOnCancellation() async throws {
-        let port = Locked<Int?>(nil)
-        let task = Task {
-            try await runGRPCServer(service: FakeInferenceService(),
-                                    options: GRPCFrontendOptions(host: "127.0.0.1", port: 0, shutdownGracePeriod: .seconds(1)),
-                                    onListening: { p in port.withLock { $0 = p } })
-        }
-        while port.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(10)) }
-        let transport = try HTTP2ClientTransport.Posix(
-            target: .ipv4(address: "127.0.0.1", port: port.withLock { $0 }!), transportSecurity: .plaintext)
-        try await withGRPCClient(transport: transport) { raw async throws in
-            #expect(try await InferenceClient(wrapping: raw).serverLive(Inference_ServerLiveRequest()).live)
-        }
-        task.cancel()
-        try await task.value
-    }
-
     // MARK: repository, logging, unsupported
 
     @Test func repository() async throws {
