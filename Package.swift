@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "CPUKernels", cSettings: kernelFlags, linkerSettings: [.linkedLibrary("pthread")]),
         .target(name: "CPUCompute", dependencies: ["Compute", "CPUKernels"]),
         .target(name: "Checkpoints", dependencies: ["Compute"]),
+        // The one JSON parser and writer (KServe bodies, tokenizer files); no dependencies.
+        .target(name: "JSONCore"),
         .target(name: "Tokenization", dependencies: ["Checkpoints"]),
         .target(name: "Models", dependencies: ["Compute", "Checkpoints"]),
         .target(name: "Engine"),
@@ -83,6 +85,7 @@ let package = Package(
         .testTarget(name: "CUDAComputeTests", dependencies: ["CUDACompute", "Compute"]),
         .testTarget(name: "CPUComputeTests", dependencies: ["CPUCompute", "CPUKernels", "Compute"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["TestFixtures", "Checkpoints", "Compute"]),
+        .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "Checkpoints"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestFixtures", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
