@@ -56,7 +56,7 @@ let package = Package(
         // Triton's HTTP endpoint (KServe v2 + generate extension, 8000) and the /metrics endpoint (8002, Serving's
         // figures through Telemetry), on Hummingbird.
         .target(name: "HTTPFrontend", dependencies: [
-            "Serving", "TritonProtos", "Telemetry", "Compute",
+            "Serving", "TritonProtos", "Telemetry", "Compute", "JSONCore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -101,7 +101,7 @@ let package = Package(
         .testTarget(name: "ServingTests", dependencies: ["Serving", "CPUCompute", "Compute", "Parallel", "Runtime", "Engine", "Tokenization", "TritonProtos"]),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"]),
         .testTarget(name: "HTTPFrontendTests", dependencies: [
-            "HTTPFrontend", "Serving", "TritonProtos", "Telemetry", "Compute",
+            "HTTPFrontend", "Serving", "TritonProtos", "Telemetry", "Compute", "JSONCore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -3,6 +3,7 @@
 // plus `id` and a nested `parameters` object mapped the same way; keys that are not inputs
 // become request parameters. A response is a flat object: model_name, model_version, id, the
 // response parameters and every output (one element as a scalar, else an array).
+import JSONCore
 import Serving
 
 enum GenerateCoding {

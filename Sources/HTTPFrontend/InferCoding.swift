@@ -2,7 +2,15 @@
 // endpoint reads and writes them (JSON tensors, the binary tensor extension, request
 // parameters). Model-level checks (input names, datatypes, shapes against the config) are the
 // Serving layer's, as they are Triton core's.
+import JSONCore
 import Serving
+
+extension JSONParser.Options {
+    /// Every JSON body the HTTP endpoint reads, as Triton's RapidJSON reads it: a lone surrogate
+    /// escape is an error (a KServe client never means one), nesting stops at Triton's
+    /// HTTP_MAX_JSON_NESTING_DEPTH.
+    static let kserve = JSONParser.Options(loneSurrogate: .reject, maxDepth: 100)
+}
 
 /// How the client asked to receive each output.
 struct OutputFormat: Sendable, Equatable {
@@ -28,7 +36,8 @@ enum InferCoding {
         let jsonEnd = headerLength ?? body.count
         let json: JSON
         do {
-            json = try JSONParser.parse(buffer: UnsafeBufferPointer(start: body.baseAddress?.assumingMemoryBound(to: UInt8.self), count: jsonEnd))
+            json = try JSONParser.parse(buffer: UnsafeBufferPointer(start: body.baseAddress?.assumingMemoryBound(to: UInt8.self), count: jsonEnd),
+                                      options: .kserve)
         } catch let e as JSONParseError {
             throw badRequest("failed to parse the request JSON buffer: \(e.message) at offset \(e.offset)")
         }

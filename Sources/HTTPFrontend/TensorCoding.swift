@@ -7,6 +7,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Compute
+import JSONCore
 import Serving
 
 func badRequest(_ message: String) -> ServingError { ServingError(.badRequest, message) }
