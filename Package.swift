@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "Checkpoints", dependencies: ["Compute"]),
         // The one JSON parser and writer (KServe bodies, tokenizer files); no dependencies.
         .target(name: "JSONCore"),
-        .target(name: "Tokenization", dependencies: ["Checkpoints"]),
+        .target(name: "Tokenization", dependencies: ["Checkpoints", "JSONCore"]),
         .target(name: "Models", dependencies: ["Compute", "Checkpoints"]),
         .target(name: "Engine"),
         // The CUDA backend: CPetrelCUDA is the C ABI header of kernels/cuda's libpetrel_cuda.so, which
