@@ -87,7 +87,7 @@ enum GenerateCoding {
             case .text(let s): w.string(s)
             case .parameter(let v): InferCoding.writeParameterValue(v, into: &w)
             case .output(let t):
-                if try checkedOutputCount(t) == 1 {
+                if try TensorWire.checkedCount(t) == 1 {
                     try writeJSONElement(t, 0, into: &w)
                 } else {
                     try writeJSONData(t, into: &w)

@@ -2,6 +2,11 @@
 // endpoint reads and writes them (JSON tensors, the binary tensor extension, request
 // parameters). Model-level checks (input names, datatypes, shapes against the config) are the
 // Serving layer's, as they are Triton core's.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import JSONCore
 import Serving
 
@@ -97,7 +102,7 @@ enum InferCoding {
                 offset += Int(size)
             } else {
                 guard case .array = io["data"]! else { throw badRequest("Unable to parse 'data'") }
-                guard let count = elementCount(shape) else {
+                guard let count = TensorWire.elementCount(shape) else {
                     throw badRequest("invalid shape for input '\(name)': shape \(shapeString(shape)) contains one or more invalid dimensions")
                 }
                 data = try tensorData(fromJSON: io["data"]!, datatype: datatype, name: name)
@@ -185,7 +190,7 @@ enum InferCoding {
     /// The response body; `headerLength` is set when binary outputs follow the JSON.
     static func encodeResponse(_ response: InferResponse, format: OutputFormat) throws -> (body: [UInt8], headerLength: Int?) {
         var w = JSONWriter(capacity: 512)
-        var binary: [[UInt8]] = []
+        var binary: [Data] = []
         w.raw("{")
         if !response.id.isEmpty {
             w.raw("\"id\":")
@@ -214,7 +219,7 @@ enum InferCoding {
             }
             w.raw("]")
             if format.isBinary(t.name) {
-                let bytes = try binaryData(t)
+                let bytes = try TensorWire.encode(t)
                 w.raw(",\"parameters\":{\"binary_data_size\":")
                 w.int(Int64(bytes.count))
                 w.raw("}")
