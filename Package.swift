@@ -33,7 +33,9 @@ let package = Package(
         .target(name: "CPUKernels", cSettings: kernelFlags, linkerSettings: [.linkedLibrary("pthread")]),
         .target(name: "CPUCompute", dependencies: ["Compute", "CPUKernels"]),
         .target(name: "Checkpoints", dependencies: ["Compute"]),
-        .target(name: "Tokenization", dependencies: ["Checkpoints"]),
+        // The one JSON parser and writer (KServe bodies, tokenizer files); no dependencies.
+        .target(name: "JSONCore"),
+        .target(name: "Tokenization", dependencies: ["Checkpoints", "JSONCore"]),
         .target(name: "Models", dependencies: ["Compute", "Checkpoints"]),
         .target(name: "Engine"),
         // The CUDA backend: CPetrelCUDA is the C ABI header of kernels/cuda's libpetrel_cuda.so, which
@@ -54,7 +56,7 @@ let package = Package(
         // Triton's HTTP endpoint (KServe v2 + generate extension, 8000) and the /metrics endpoint (8002, Serving's
         // figures through Telemetry), on Hummingbird.
         .target(name: "HTTPFrontend", dependencies: [
-            "Serving", "TritonProtos", "Telemetry", "Compute",
+            "Serving", "TritonProtos", "Telemetry", "Compute", "JSONCore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -82,6 +84,7 @@ let package = Package(
         .testTarget(name: "CUDAComputeTests", dependencies: ["CUDACompute", "Compute"]),
         .testTarget(name: "CPUComputeTests", dependencies: ["CPUCompute", "CPUKernels", "Compute"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["TestFixtures", "Checkpoints", "Compute"]),
+        .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"]),
         .testTarget(name: "TokenizationTests", dependencies: ["TestFixtures", "Tokenization", "Checkpoints"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestFixtures", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
@@ -97,7 +100,7 @@ let package = Package(
         .testTarget(name: "ServingTests", dependencies: ["TestFixtures", "Serving", "CPUCompute", "Compute", "Parallel", "Runtime", "Engine", "Tokenization", "TritonProtos"]),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"]),
         .testTarget(name: "HTTPFrontendTests", dependencies: [
-            "HTTPFrontend", "Serving", "TritonProtos", "Telemetry", "Compute",
+            "HTTPFrontend", "Serving", "TritonProtos", "Telemetry", "Compute", "JSONCore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),

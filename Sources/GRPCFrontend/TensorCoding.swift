@@ -1,11 +1,9 @@
 // TensorCoding: Triton's gRPC tensor layouts <-> Serving's InferTensor.
 //
 // Inputs arrive either typed (`InferTensorContents`, one repeated field per datatype family)
-// or raw (`raw_input_contents`, one entry per input: little-endian, row-major, BYTES elements
-// each prefixed by a 4-byte little-endian length). Outputs always leave as
-// `raw_output_contents`, as Triton sends them.
+// or raw (`raw_input_contents`, one entry per input in Serving's TensorWire layout). Outputs
+// always leave as `raw_output_contents`, as Triton sends them.
 import Foundation
-import Compute
 import Serving
 import TritonProtos
 
@@ -75,18 +73,12 @@ enum TensorCoding {
                 "input '\(name)' for model '\(model)': shared memory ('\(key)') is not supported by Petrel; send the data in raw_input_contents",
                 status: .notImplemented)
         }
-        var shape: [Int] = []
-        var count = 1
-        for d in input.shape {
-            guard d >= 0 else {
-                throw RequestDecodingError("invalid shape \(input.shape) for input '\(name)' for model '\(model)': dimensions must be non-negative")
-            }
-            let (product, overflow) = count.multipliedReportingOverflow(by: Int(d))
-            guard !overflow else {
-                throw RequestDecodingError("shape \(input.shape) of input '\(name)' for model '\(model)' is too large")
-            }
-            shape.append(Int(d))
-            count = product
+        guard input.shape.allSatisfy({ $0 >= 0 }) else {
+            throw RequestDecodingError("invalid shape \(input.shape) for input '\(name)' for model '\(model)': dimensions must be non-negative")
+        }
+        let shape = input.shape.map { Int($0) }
+        guard let count = TensorWire.elementCount(shape) else {
+            throw RequestDecodingError("shape \(input.shape) of input '\(name)' for model '\(model)' is too large")
         }
         let data: TensorData
         if let raw {
@@ -150,63 +142,27 @@ enum TensorCoding {
         }
     }
 
-    /// Raw contents: little-endian elements; BYTES elements each with a 4-byte length prefix.
+    /// Raw contents (Serving's TensorWire layout), with the errors worded as Triton's gRPC
+    /// endpoint words them.
     static func decodeRaw(_ raw: Data, datatype: TensorDataType, count: Int, name: String, model: String) throws -> TensorData {
-        guard let size = datatype.elementSize else {
-            return .bytes(try decodeBytes(raw, count: count, name: name, model: model))
-        }
-        let (expected, overflow) = count.multipliedReportingOverflow(by: size)
-        guard !overflow, raw.count == expected else {
-            throw RequestDecodingError(
-                "input byte size mismatch for input '\(name)' for model '\(model)'. Expected \(overflow ? "too many" : String(expected)) bytes, got \(raw.count)")
-        }
-        return raw.withUnsafeBytes { (buf: UnsafeRawBufferPointer) -> TensorData in
-            func load<T: FixedWidthInteger>(_: T.Type, _ i: Int) -> T {
-                T(littleEndian: buf.loadUnaligned(fromByteOffset: i * MemoryLayout<T>.size, as: T.self))
-            }
-            switch datatype {
-            case .bool: return .bools((0..<count).map { buf[$0] != 0 })
-            case .uint8: return .ints((0..<count).map { Int64(buf[$0]) })
-            case .int8: return .ints((0..<count).map { Int64(Int8(bitPattern: buf[$0])) })
-            case .uint16: return .ints((0..<count).map { Int64(load(UInt16.self, $0)) })
-            case .int16: return .ints((0..<count).map { Int64(load(Int16.self, $0)) })
-            case .uint32: return .ints((0..<count).map { Int64(load(UInt32.self, $0)) })
-            case .int32: return .ints((0..<count).map { Int64(load(Int32.self, $0)) })
-            case .uint64: return .ints((0..<count).map { Int64(bitPattern: load(UInt64.self, $0)) })
-            case .int64: return .ints((0..<count).map { load(Int64.self, $0) })
-            case .fp16: return .floats((0..<count).map { Double(halfToFloat(load(UInt16.self, $0))) })
-            case .bf16: return .floats((0..<count).map { Double(Float(bitPattern: UInt32(load(UInt16.self, $0)) << 16)) })
-            case .fp32: return .floats((0..<count).map { Double(Float(bitPattern: load(UInt32.self, $0))) })
-            case .fp64: return .floats((0..<count).map { Double(bitPattern: load(UInt64.self, $0)) })
-            case .bytes: return .bytes([])  // handled above
-            }
-        }
-    }
-
-    static func decodeBytes(_ raw: Data, count: Int, name: String, model: String) throws -> [Data] {
-        var elements: [Data] = []
-        elements.reserveCapacity(min(count, 1 << 16))
-        var offset = raw.startIndex
-        while offset < raw.endIndex {
-            guard raw.endIndex - offset >= 4 else {
+        do {
+            return try TensorWire.decode(raw, datatype: datatype, count: count)
+        } catch {
+            switch error {
+            case .byteSize(let expected, let actual):
                 throw RequestDecodingError(
-                    "input '\(name)' for model '\(model)': truncated BYTES element at byte \(offset - raw.startIndex): each element needs a 4-byte length prefix")
-            }
-            var length: UInt32 = 0
-            for k in 0..<4 { length |= UInt32(raw[offset + k]) << (8 * UInt32(k)) }
-            offset += 4
-            guard raw.endIndex - offset >= Int(length) else {
+                    "input byte size mismatch for input '\(name)' for model '\(model)'. Expected \(expected.map(String.init) ?? "too many") bytes, got \(actual)")
+            case .truncatedLength(let offset):
                 throw RequestDecodingError(
-                    "input '\(name)' for model '\(model)': BYTES element \(elements.count) declares \(length) bytes but only \(raw.endIndex - offset) remain")
+                    "input '\(name)' for model '\(model)': truncated BYTES element at byte \(offset): each element needs a 4-byte length prefix")
+            case .elementOverrun(let index, let length, let remaining):
+                throw RequestDecodingError(
+                    "input '\(name)' for model '\(model)': BYTES element \(index) declares \(length) bytes but only \(remaining) remain")
+            case .elementCount(let expected, let actual):
+                throw RequestDecodingError(
+                    "unexpected number of string elements \(actual) for inference input '\(name)' for model '\(model)', expecting \(expected)")
             }
-            elements.append(Data(raw[offset..<(offset + Int(length))]))
-            offset += Int(length)
         }
-        guard elements.count == count else {
-            throw RequestDecodingError(
-                "unexpected number of string elements \(elements.count) for inference input '\(name)' for model '\(model)', expecting \(count)")
-        }
-        return elements
     }
 
     static func parameterValue(_ p: Inference_InferParameter) -> ParameterValue? {
@@ -251,84 +207,9 @@ enum TensorCoding {
             tensor.datatype = output.datatype.rawValue
             tensor.shape = output.shape.map(Int64.init)
             message.outputs.append(tensor)
-            message.rawOutputContents.append(try encodeRaw(output))
+            message.rawOutputContents.append(try TensorWire.encode(output))
         }
         return message
-    }
-
-    /// The raw little-endian layout of a tensor. Data of another family than the datatype is
-    /// converted (ints to floats and back, bools to 0 / 1); BYTES needs bytes.
-    static func encodeRaw(_ tensor: InferTensor) throws -> Data {
-        let datatype = tensor.datatype
-        if datatype == .bytes {
-            guard case .bytes(let elements) = tensor.data else {
-                throw ServingError(.internalError, "output '\(tensor.name)' is BYTES but holds non-byte data")
-            }
-            var out = Data(capacity: elements.reduce(0) { $0 + 4 + $1.count })
-            for e in elements {
-                var length = UInt32(e.count).littleEndian
-                withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
-                out.append(e)
-            }
-            return out
-        }
-        if case .bytes = tensor.data {
-            throw ServingError(.internalError, "output '\(tensor.name)' is \(datatype.rawValue) but holds BYTES data")
-        }
-        let size = datatype.elementSize!
-        let count = tensor.data.count
-        var out = Data(count: count * size)
-        out.withUnsafeMutableBytes { (buf: UnsafeMutableRawBufferPointer) in
-            func store<T: FixedWidthInteger>(_ value: T, _ i: Int) {
-                buf.storeBytes(of: value.littleEndian, toByteOffset: i * MemoryLayout<T>.size, as: T.self)
-            }
-            switch datatype {
-            case .fp16, .bf16, .fp32, .fp64:
-                for i in 0..<count {
-                    let d = tensor.data.double(at: i)
-                    switch datatype {
-                    case .fp16: store(halfBits(Float(d)), i)
-                    case .bf16: store(bfloat16Bits(Float(d)), i)
-                    case .fp32: store(Float(d).bitPattern, i)
-                    default: store(d.bitPattern, i)
-                    }
-                }
-            default:
-                for i in 0..<count {
-                    let v = tensor.data.int64(at: i)
-                    switch datatype {
-                    case .bool: buf[i] = v != 0 ? 1 : 0
-                    case .int8, .uint8: buf[i] = UInt8(truncatingIfNeeded: v)
-                    case .int16, .uint16: store(UInt16(truncatingIfNeeded: v), i)
-                    case .int32, .uint32: store(UInt32(truncatingIfNeeded: v), i)
-                    default: store(UInt64(bitPattern: v), i)
-                    }
-                }
-            }
-        }
-        return out
-    }
-}
-
-extension TensorData {
-    fileprivate func double(at i: Int) -> Double {
-        switch self {
-        case .floats(let v): return v[i]
-        case .ints(let v): return Double(v[i])
-        case .bools(let v): return v[i] ? 1 : 0
-        case .bytes: return 0
-        }
-    }
-
-    fileprivate func int64(at i: Int) -> Int64 {
-        switch self {
-        case .ints(let v): return v[i]
-        case .bools(let v): return v[i] ? 1 : 0
-        case .floats(let v):
-            let d = v[i]
-            return d.isFinite ? Int64(clamping: Int64(exactly: d.rounded(.towardZero)) ?? (d < 0 ? .min : .max)) : 0
-        case .bytes: return 0
-        }
     }
 }
 

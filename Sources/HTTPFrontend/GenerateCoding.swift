@@ -3,6 +3,7 @@
 // plus `id` and a nested `parameters` object mapped the same way; keys that are not inputs
 // become request parameters. A response is a flat object: model_name, model_version, id, the
 // response parameters and every output (one element as a scalar, else an array).
+import JSONCore
 import Serving
 
 enum GenerateCoding {
@@ -86,7 +87,7 @@ enum GenerateCoding {
             case .text(let s): w.string(s)
             case .parameter(let v): InferCoding.writeParameterValue(v, into: &w)
             case .output(let t):
-                if try checkedOutputCount(t) == 1 {
+                if try TensorWire.checkedCount(t) == 1 {
                     try writeJSONElement(t, 0, into: &w)
                 } else {
                     try writeJSONData(t, into: &w)

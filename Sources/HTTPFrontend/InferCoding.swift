@@ -2,7 +2,20 @@
 // endpoint reads and writes them (JSON tensors, the binary tensor extension, request
 // parameters). Model-level checks (input names, datatypes, shapes against the config) are the
 // Serving layer's, as they are Triton core's.
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import JSONCore
 import Serving
+
+extension JSONParser.Options {
+    /// Every JSON body the HTTP endpoint reads, as Triton's RapidJSON reads it: a lone surrogate
+    /// escape is an error (a KServe client never means one), nesting stops at Triton's
+    /// HTTP_MAX_JSON_NESTING_DEPTH.
+    static let kserve = JSONParser.Options(loneSurrogate: .reject, maxDepth: 100)
+}
 
 /// How the client asked to receive each output.
 struct OutputFormat: Sendable, Equatable {
@@ -28,7 +41,8 @@ enum InferCoding {
         let jsonEnd = headerLength ?? body.count
         let json: JSON
         do {
-            json = try JSONParser.parse(buffer: UnsafeBufferPointer(start: body.baseAddress?.assumingMemoryBound(to: UInt8.self), count: jsonEnd))
+            json = try JSONParser.parse(buffer: UnsafeBufferPointer(start: body.baseAddress?.assumingMemoryBound(to: UInt8.self), count: jsonEnd),
+                                      options: .kserve)
         } catch let e as JSONParseError {
             throw badRequest("failed to parse the request JSON buffer: \(e.message) at offset \(e.offset)")
         }
@@ -88,7 +102,7 @@ enum InferCoding {
                 offset += Int(size)
             } else {
                 guard case .array = io["data"]! else { throw badRequest("Unable to parse 'data'") }
-                guard let count = elementCount(shape) else {
+                guard let count = TensorWire.elementCount(shape) else {
                     throw badRequest("invalid shape for input '\(name)': shape \(shapeString(shape)) contains one or more invalid dimensions")
                 }
                 data = try tensorData(fromJSON: io["data"]!, datatype: datatype, name: name)
@@ -176,7 +190,7 @@ enum InferCoding {
     /// The response body; `headerLength` is set when binary outputs follow the JSON.
     static func encodeResponse(_ response: InferResponse, format: OutputFormat) throws -> (body: [UInt8], headerLength: Int?) {
         var w = JSONWriter(capacity: 512)
-        var binary: [[UInt8]] = []
+        var binary: [Data] = []
         w.raw("{")
         if !response.id.isEmpty {
             w.raw("\"id\":")
@@ -205,7 +219,7 @@ enum InferCoding {
             }
             w.raw("]")
             if format.isBinary(t.name) {
-                let bytes = try binaryData(t)
+                let bytes = try TensorWire.encode(t)
                 w.raw(",\"parameters\":{\"binary_data_size\":")
                 w.int(Int64(bytes.count))
                 w.raw("}")

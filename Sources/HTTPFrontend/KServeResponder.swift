@@ -4,6 +4,7 @@
 // Paths under /v1 go to the OpenAI-compatible routes (OpenAIResponder.swift).
 import HTTPTypes
 import Hummingbird
+import JSONCore
 import NIOCore
 import Serving
 import Synchronization
@@ -311,7 +312,7 @@ struct KServeResponder: HTTPResponder {
         }
         do {
             return try body.withUnsafeReadableBytes {
-                try JSONParser.parse(buffer: $0.assumingMemoryBound(to: UInt8.self))
+                try JSONParser.parse(buffer: $0.assumingMemoryBound(to: UInt8.self), options: .kserve)
             }
         } catch let e as JSONParseError {
             throw badRequest("failed to parse the request JSON buffer: \(e.message) at offset \(e.offset)")

@@ -2,6 +2,7 @@
 // /v1/chat/completions become a Serving `TextGenerationRequest` (ranges checked here, with
 // OpenAI's parameter names in the errors); deltas become OpenAI's response and chunk objects;
 // errors are {"error": {"message", "type", "param", "code"}}.
+import JSONCore
 import Serving
 
 /// An error as OpenAI reports it.

@@ -9,6 +9,7 @@ import Foundation
 #endif
 import HTTPTypes
 import Hummingbird
+import JSONCore
 import NIOCore
 import Serving
 

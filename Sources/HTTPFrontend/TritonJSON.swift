@@ -1,5 +1,6 @@
 // TritonJSON: the JSON documents of Triton's metadata, statistics, configuration and logging
 // routes, with the same keys (and the same always-present defaults) as Triton writes them.
+import JSONCore
 import Serving
 import SwiftProtobuf
 import TritonProtos
@@ -68,7 +69,7 @@ enum TritonJSON {
         options.preserveProtoFieldNames = true
         options.alwaysPrintInt64sAsNumbers = true
         let text = try config.jsonString(options: options)
-        guard case .object(var root) = try JSONParser.parse(Array(text.utf8)) else {
+        guard case .object(var root) = try JSONParser.parse(Array(text.utf8), options: .kserve) else {
             throw ServingError(.internalError, "model configuration did not encode as a JSON object")
         }
         root.addDefaults([

@@ -369,18 +369,9 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
                             texts[i] += delta
                             let last = done && i == b - 1
                             guard !out.newTokenIDs.isEmpty || last || !delta.isEmpty else { continue }
-                            var outputs: [InferTensor] = []
-                            for name in r.outputs {
-                                switch name {
-                                case "text_output": outputs.append(.text(name, [1, 1], [accumulate ? texts[i] : delta]))
-                                case "cum_log_probs": outputs.append(.fp32(name, [1, 1], [cumulative[i]]))
-                                case "output_log_probs":
-                                    let n = out.newTokenIDs.count
-                                    outputs.append(.fp32(name, [1, 1, n], out.logProbs.count == n ? out.logProbs : Array(repeating: 0, count: n)))
-                                case "batch_index": outputs.append(.int32(name, [1, 1], [Int32(i)]))
-                                case "sequence_index": outputs.append(.int32(name, [1, 1], [0]))
-                                default: break
-                                }
+                            let text = accumulate ? texts[i] : delta
+                            let outputs = tensorrtLLMOutputs(r.outputs, [GeneratedSequence(chunk: out, batchIndex: i)]) { name in
+                                name == "text_output" ? .text(name, [1, 1], [text]) : nil
                             }
                             let response = InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
                                                          parameters: last ? Self.parameters(reason, items, tokens) : [:], isFinal: last)
@@ -391,23 +382,12 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
                         let full = zip(items, tokens).map { g, t in
                             tokenizer.decode((exclude ? [] : g.prompt) + t, skipSpecialTokens: skip)
                         }
-                        let width = tokens.map(\.count).max() ?? 0
-                        var outputs: [InferTensor] = []
-                        for name in r.outputs {
-                            switch name {
-                            case "text_output": outputs.append(.text(name, [b, 1], full))
-                            case "cum_log_probs": outputs.append(.fp32(name, [b, 1], cumulative))
-                            case "output_log_probs":
-                                var values: [Float] = []
-                                for (t, lp) in zip(tokens, logProbs) {
-                                    values += lp.count == t.count ? lp : Array(repeating: Float(0), count: t.count)
-                                    values += Array(repeating: Float(0), count: width - t.count)
-                                }
-                                outputs.append(.fp32(name, [b, 1, width], values))
-                            case "batch_index": outputs.append(.int32(name, [b, 1], (0..<b).map(Int32.init)))
-                            case "sequence_index": outputs.append(.int32(name, [b, 1], Array(repeating: 0, count: b)))
-                            default: break
-                            }
+                        let sequences = (0..<b).map { i in
+                            GeneratedSequence(items[i], tokens: tokens[i], logProbs: logProbs[i], cumulativeLogProb: cumulative[i],
+                                              excludeInput: exclude, batchIndex: i)
+                        }
+                        let outputs = tensorrtLLMOutputs(r.outputs, sequences) { name in
+                            name == "text_output" ? .text(name, [b, 1], full) : nil
                         }
                         heldFinal = InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
                                                   parameters: Self.parameters(reason, items, tokens))

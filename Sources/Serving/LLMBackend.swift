@@ -641,51 +641,16 @@ final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
 
     /// One streamed chunk of item `item`: its new tokens only (as TensorRT-LLM streams).
     private func chunkResponse(_ out: RequestOutput, item: Int, request r: ModelRequest) -> InferResponse {
-        let n = out.newTokenIDs.count
-        var outputs: [InferTensor] = []
-        for name in r.outputs {
-            switch name {
-            case "output_ids": outputs.append(.int32(name, [1, 1, n], out.newTokenIDs))
-            case "sequence_length": outputs.append(.int32(name, [1, 1], [Int32(n)]))
-            case "cum_log_probs": outputs.append(.fp32(name, [1, 1], [Float(out.cumulativeLogProb)]))
-            case "output_log_probs":
-                let lp = out.logProbs.count == n ? out.logProbs : Array(repeating: 0, count: n)
-                outputs.append(.fp32(name, [1, 1, n], lp))
-            case "batch_index": outputs.append(.int32(name, [1, 1], [Int32(item)]))
-            case "sequence_index": outputs.append(.int32(name, [1, 1], [0]))
-            default: break
-            }
-        }
-        return InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs, isFinal: false)
+        InferResponse(modelName: "", modelVersion: "", id: r.id,
+                      outputs: tensorrtLLMOutputs(r.outputs, [GeneratedSequence(chunk: out, batchIndex: item)]), isFinal: false)
     }
 
     /// The single response of a non-streaming request: [batch, beams = 1, length] padded.
     private func wholeResponse(_ states: [ItemState], _ items: [Generation], request r: ModelRequest, excludeInput: Bool) -> InferResponse {
-        let b = items.count
-        let sequences = zip(states, items).map { s, g in (excludeInput ? [] : g.prompt) + s.tokens }
-        let width = sequences.map(\.count).max() ?? 0
-        let genWidth = states.map(\.tokens.count).max() ?? 0
-        var outputs: [InferTensor] = []
-        for name in r.outputs {
-            switch name {
-            case "output_ids":
-                let values = zip(sequences, items).flatMap { seq, g in
-                    seq + Array(repeating: g.stop.padID ?? g.stop.endID ?? 0, count: width - seq.count)
-                }
-                outputs.append(.int32(name, [b, 1, width], values))
-            case "sequence_length": outputs.append(.int32(name, [b, 1], sequences.map { Int32($0.count) }))
-            case "cum_log_probs": outputs.append(.fp32(name, [b, 1], states.map { Float($0.cumulative) }))
-            case "output_log_probs":
-                let values = states.flatMap { s in
-                    (s.logProbs.count == s.tokens.count ? s.logProbs : Array(repeating: 0, count: s.tokens.count))
-                        + Array(repeating: 0, count: genWidth - s.tokens.count)
-                }
-                outputs.append(.fp32(name, [b, 1, genWidth], values))
-            case "batch_index": outputs.append(.int32(name, [b, 1], (0..<b).map(Int32.init)))
-            case "sequence_index": outputs.append(.int32(name, [b, 1], Array(repeating: 0, count: b)))
-            default: break
-            }
+        let sequences = items.indices.map { i in
+            GeneratedSequence(items[i], tokens: states[i].tokens, logProbs: states[i].logProbs,
+                              cumulativeLogProb: Float(states[i].cumulative), excludeInput: excludeInput, batchIndex: i)
         }
-        return InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs)
+        return InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: tensorrtLLMOutputs(r.outputs, sequences))
     }
 }

@@ -1,13 +1,21 @@
 // JSONNode: typed reads from a parsed JSON file that fail with the file and field named.
 import Foundation
+import JSONCore
+
+extension JSONParser.Options {
+    /// Tokenizer files (tokenizer.json, tokenizer_config.json): a lone surrogate escape becomes
+    /// U+FFFD, as Python's json (which transformers reads these files with) accepts one;
+    /// tokenizers' own writer never makes one. Keys are compared byte for byte by JSONObject.
+    static let tokenizerFile = JSONParser.Options(loneSurrogate: .replace, maxDepth: 512)
+}
 
 struct JSONNode {
     let file: String
     let field: String
     /// nil when the field is absent.
-    let value: JSONValue?
+    let value: JSON?
 
-    init(file: String, field: String = "", value: JSONValue?) {
+    init(file: String, field: String = "", value: JSON?) {
         self.file = file
         self.field = field
         self.value = value
@@ -23,7 +31,7 @@ struct JSONNode {
         guard let data = FileManager.default.contents(atPath: path) else { throw TokenizerError(path, "cannot read file") }
         do {
             let value = try data.withUnsafeBytes { raw in
-                try JSONParser.parse(raw.bindMemory(to: UInt8.self))
+                try JSONParser.parse(buffer: raw.bindMemory(to: UInt8.self), options: .tokenizerFile)
             }
             return JSONNode(file: path, value: value)
         } catch let e as JSONParseError {
@@ -32,7 +40,7 @@ struct JSONNode {
     }
 
     subscript(key: String) -> JSONNode {
-        var v: JSONValue? = nil
+        var v: JSON? = nil
         if case .object(let o)? = value { v = o[key] }
         return JSONNode(file: file, field: field.isEmpty ? key : "\(field).\(key)", value: v)
     }
@@ -53,7 +61,7 @@ struct JSONNode {
         case nil: return "nothing (missing)"
         case .null?: return "null"
         case .bool?: return "a boolean"
-        case .number?: return "a number"
+        case .int?, .uint?, .double?: return "a number"
         case .string?: return "a string"
         case .array?: return "an array"
         case .object?: return "an object"
@@ -83,7 +91,7 @@ struct JSONNode {
     }
 
     func int() throws -> Int {
-        guard case .number(let d)? = value else { throw error("expected an integer, found \(typeName())") }
+        guard let d = value?.number else { throw error("expected an integer, found \(typeName())") }
         guard d.rounded() == d, abs(d) < 1e15 else { throw error("expected an integer, found \(d)") }
         return Int(d)
     }
@@ -94,7 +102,7 @@ struct JSONNode {
     }
 
     func number() throws -> Double {
-        guard case .number(let d)? = value else { throw error("expected a number, found \(typeName())") }
+        guard let d = value?.number else { throw error("expected a number, found \(typeName())") }
         return d
     }
 

@@ -42,7 +42,7 @@ private struct TokenizerJSONLoader {
         entries.reserveCapacity(vocab.members.count)
         var maxID = -1
         for (token, v) in vocab.members {
-            guard case .number(let d) = v, d >= 0, d < 16_777_216, d.rounded() == d else {
+            guard let d = v.number, d >= 0, d < 16_777_216, d.rounded() == d else {
                 throw vocabNode.error("token '\(token)' has id \(v), expected an integer in 0..<16777216")
             }
             entries.append((token, Int(d)))

@@ -838,12 +838,12 @@ struct TensorCodingTests {
 
     @Test func outputsOfAnotherFamilyAreConverted() throws {
         let asInt = InferTensor(name: "x", datatype: .int32, shape: [2], data: .floats([1.9, -2.5]))
-        #expect(try TensorCoding.encodeRaw(asInt) == raw([Int32(1), -2]))
+        #expect(try TensorWire.encode(asInt) == raw([Int32(1), -2]))
         let asFloat = InferTensor(name: "x", datatype: .fp32, shape: [1], data: .ints([3]))
-        #expect(try TensorCoding.encodeRaw(asFloat) == raw([Float(3).bitPattern]))
+        #expect(try TensorWire.encode(asFloat) == raw([Float(3).bitPattern]))
         let asBool = InferTensor(name: "x", datatype: .bool, shape: [2], data: .ints([0, 5]))
-        #expect(try TensorCoding.encodeRaw(asBool) == Data([0, 1]))
+        #expect(try TensorWire.encode(asBool) == Data([0, 1]))
         let notBytes = InferTensor(name: "x", datatype: .bytes, shape: [1], data: .ints([1]))
-        #expect(throws: ServingError.self) { try TensorCoding.encodeRaw(notBytes) }
+        #expect(throws: ServingError.self) { try TensorWire.encode(notBytes) }
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 @testable import HTTPFrontend
 @testable import Serving
 import Compute
+import JSONCore
 import Testing
 
 @Suite struct RouteTests {
@@ -53,13 +54,13 @@ import Testing
 
 @Suite struct JSONTests {
     @Test func numbersKeepIntegerness() throws {
-        let v = try JSONParser.parse(Array(#"[0, -1, 9223372036854775807, -9223372036854775808, 18446744073709551615, 18446744073709551616, 1.5, 1e3, -0.0]"#.utf8))
+        let v = try JSONParser.parse(Array(#"[0, -1, 9223372036854775807, -9223372036854775808, 18446744073709551615, 18446744073709551616, 1.5, 1e3, -0.0]"#.utf8), options: .kserve)
         #expect(v == .array([.int(0), .int(-1), .int(Int64.max), .int(Int64.min), .uint(UInt64.max),
                              .double(18446744073709551616), .double(1.5), .double(1000), .double(-0.0)]))
     }
 
     @Test func stringsAndEscapes() throws {
-        let v = try JSONParser.parse(Array(#"{"a": "tab\there \u00e9 \ud83d\ude42 \"q\" \\ \/", "b": "日本"}"#.utf8))
+        let v = try JSONParser.parse(Array(#"{"a": "tab\there \u00e9 \ud83d\ude42 \"q\" \\ \/", "b": "日本"}"#.utf8), options: .kserve)
         #expect(v["a"] == .string("tab\there é 🙂 \"q\" \\ /"))
         #expect(v["b"] == .string("日本"))
         var w = JSONWriter()
@@ -73,10 +74,10 @@ import Testing
 
     @Test func rejectsMalformedInput() {
         for text in ["", "{", "[1,]", "{\"a\" 1}", "01", "1.", "-", "\"\\x\"", "\"\\ud800\"", "tru", "[1] 2", "{\"a\":1,}", "\"a\u{1}\""] {
-            #expect(throws: JSONParseError.self, "\(text)") { try JSONParser.parse(Array(text.utf8)) }
+            #expect(throws: JSONParseError.self, "\(text)") { try JSONParser.parse(Array(text.utf8), options: .kserve) }
         }
         let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
-        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(deep.utf8)) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(Array(deep.utf8), options: .kserve) }
     }
 
     @Test func writesDoublesAsRapidJSONDoes() {

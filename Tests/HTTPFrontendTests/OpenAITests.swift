@@ -6,6 +6,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import JSONCore
 @testable import Serving
 import Testing
 
@@ -69,7 +70,7 @@ func openAIError(_ body: [UInt8]) throws -> [String: Any] {
 }
 
 @Suite struct OpenAIDecodingTests {
-    func json(_ text: String) throws -> JSON { try JSONParser.parse(Array(text.utf8)) }
+    func json(_ text: String) throws -> JSON { try JSONParser.parse(Array(text.utf8), options: .kserve) }
 
     @Test func routes() {
         #expect(OpenAIRoute(path: "/v1/models") == .models)
