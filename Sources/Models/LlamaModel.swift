@@ -3,7 +3,6 @@
 import Compute
 import Checkpoints
 import Foundation
-import Synchronization
 
 /// One step's input: the new tokens of several sequences, back to back.
 public struct ForwardBatch: Sendable {
@@ -32,7 +31,6 @@ public final class LlamaModel: Sendable {
     public var backend: ComputeBackend { stage.backend }
     /// Bytes of weights read by one decode step (every matrix once, the embedding row aside).
     public var weightBytes: Int { stage.weightBytes }
-    var inverseFrequencies: [Float] { stage.inverseFrequencies }
 
     public init(config: TransformerConfig, weights: LlamaWeights, backend: ComputeBackend) throws {
         self.config = config
@@ -51,26 +49,12 @@ public final class LlamaModel: Sendable {
         stage.kvCacheLayout(blockCount: blockCount, blockSize: blockSize)
     }
 
-    /// Decode steps a StepRecording backend replays (CUDA graphs) run on these buffers, the same
-    /// for every step, sized for `stepCapacity` rows (grown to the next power of two; each growth
-    /// is a new `stepGeneration`, so recordings of the old buffers are never asked for again).
-    private struct StepBuffers {
-        var buffers: LlamaActivations?
-        var capacity = 0
-        var generation = 0
-    }
-    private let step = Mutex(StepBuffers())
-    /// One forward pass and the use of its logits at a time, on a backend with one stream and
-    /// step recordings (ModelRunner takes it through `withExclusiveUse`).
+    /// One step at a time, on a StepRecording backend (ModelRunner takes it through `withExclusiveUse`).
     private let useLock: NSLock?
 
-    deinit {
-        if step.withLock({ $0.buffers != nil }), let recorder = backend as? StepRecording { recorder.clearStepRecordings() }
-    }
-
     /// Runs `body` while no other caller runs this model (model instances sharing it, each with its
-    /// own runner thread): on a StepRecording backend a decode step's logits live in buffers the
-    /// next step reuses, and the device context takes one caller at a time.
+    /// own runner thread): a StepRecording backend's device context takes one caller at a time,
+    /// from a step's beginStep to its endStep and the use of its logits.
     public func withExclusiveUse<T>(_ body: () throws -> T) rethrows -> T {
         guard let lock = useLock else { return try body() }
         lock.lock()
@@ -78,51 +62,11 @@ public final class LlamaModel: Sendable {
         return try body()
     }
 
-    /// Runs the batch, writing its K/V into `cache`; returns logits (logitRows.count, vocab). The
-    /// logits of a decode step on a StepRecording backend stay valid until the next forward pass.
+    /// Runs the batch, writing its K/V into `cache`; returns logits (logitRows.count, vocab), in
+    /// fresh buffers. (Runtime's DecodeStepGraphs runs decode steps on buffers it keeps instead.)
     public func forward(_ batch: ForwardBatch, cache: KVCache) -> Tensor {
-        let n = batch.tokens.count
-        precondition(n > 0 && batch.positions.count == n)
-        if let recorder = backend as? StepRecording, batch.sequences.count == n, batch.sequences.enumerated().allSatisfy({ $1.tokenBegin == $0 && $1.tokenCount == 1 }) {
-            let logits: Tensor? = step.withLock { state in
-                let rows = batch.logitRows.count
-                // The buffers are made only when the backend takes the step; growing them starts a new
-                // generation. A recording holds the buffers' and the cache's addresses (the model and
-                // the cache clear the recordings when they go), so (model, generation, cache) names them.
-                let grows = n > state.capacity
-                // Recordings of the buffers about to be replaced go first (clearing after beginStep
-                // would also forget that this step warmed its shape up).
-                if grows && state.buffers != nil { recorder.clearStepRecordings() }
-                var hasher = Hasher()
-                hasher.combine(ObjectIdentifier(self))
-                hasher.combine(grows ? state.generation + 1 : state.generation)
-                hasher.combine(ObjectIdentifier(cache))
-                let owner = UInt64(UInt(bitPattern: hasher.finalize()))
-                let action = recorder.beginStep(owner: owner, tokens: batch.tokens, positions: batch.positions, sequences: batch.sequences,
-                                                layout: cache.layout, headCount: config.headCount, kvHeadCount: config.kvHeadCount,
-                                                headDim: config.headDim, inverseFrequencies: inverseFrequencies, rows: batch.logitRows)
-                if action != .ineligible && grows {
-                    // (.replayed cannot happen here: nothing was recorded under the new generation.)
-                    var capacity = 1
-                    while capacity < n { capacity *= 2 }
-                    state.buffers = stage.makeActivations(tokens: capacity, rows: capacity)
-                    state.capacity = capacity
-                    state.generation += 1
-                }
-                switch action {
-                case .replayed:
-                    return state.buffers!.prefix(tokens: n, rows: rows).logits!
-                case .enqueue:
-                    let a = state.buffers!.prefix(tokens: n, rows: rows)
-                    repeat { stage.enqueue(batch, cache: cache, on: a) } while recorder.endStep()
-                    return a.logits!
-                case .ineligible:
-                    return nil
-                }
-            }
-            if let logits { return logits }
-        }
-        let a = stage.makeActivations(tokens: n, rows: batch.logitRows.count)
+        precondition(!batch.tokens.isEmpty && batch.positions.count == batch.tokens.count)
+        let a = stage.makeActivations(tokens: batch.tokens.count, rows: batch.logitRows.count)
         stage.enqueue(batch, cache: cache, on: a)
         return a.logits!
     }
