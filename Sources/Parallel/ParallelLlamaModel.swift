@@ -3,8 +3,8 @@
 // (Models' one layer loop). A CausalLM, so ModelRunner drives it exactly like LlamaModel.
 import Checkpoints
 import Compute
-import Foundation
 import Models
+import Synchronization
 
 /// The KV caches of every rank: rank (s, t) holds layers of stage s and the KV heads of tensor
 /// rank t. `layout` is the whole model's, counting each rank's (replicated) KV heads.
@@ -199,21 +199,23 @@ struct MicroBatch {
 }
 
 /// The whole batch's logits, written by the last stage micro-batch by micro-batch.
-private final class LogitRows: @unchecked Sendable {
-    private(set) var values: [Float]
+private final class LogitRows: Sendable {
+    private let rows: Mutex<[Float]>
     let vocabulary: Int
-    private let lock = NSLock()
 
-    init(rows: Int, vocabulary: Int) {
-        values = [Float](repeating: 0, count: rows * vocabulary)
+    init(rows count: Int, vocabulary: Int) {
+        rows = Mutex([Float](repeating: 0, count: count * vocabulary))
         self.vocabulary = vocabulary
     }
 
-    func write(_ rows: [Float], at indices: [Int]) {
-        lock.lock()
-        defer { lock.unlock() }
-        for (i, j) in indices.enumerated() {
-            values.replaceSubrange(j * vocabulary ..< (j + 1) * vocabulary, with: rows[i * vocabulary ..< (i + 1) * vocabulary])
+    var values: [Float] { rows.withLock { $0 } }
+
+    func write(_ part: [Float], at indices: [Int]) {
+        let v = vocabulary
+        rows.withLock { rows in
+            for (i, j) in indices.enumerated() {
+                rows.replaceSubrange(j * v ..< (j + 1) * v, with: part[i * v ..< (i + 1) * v])
+            }
         }
     }
 }
