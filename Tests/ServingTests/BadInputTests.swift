@@ -82,7 +82,7 @@ import Testing
         let server = try await startServer(repo)
         #expect(server.isReady())
         let prompt = "<|im_start|>user\nWrite three emoji and the word café in French.<|im_end|>\n<|im_start|>assistant\n"
-        for (index, model) in ["ensemble", "tensorrt_llm_bls"].enumerated() {
+        for model in ["ensemble", "tensorrt_llm_bls"] {
             let whole = try await server.infer(ensembleRequest(prompt, maxTokens: 24, model: model))
             let text = try #require(whole.text("text_output"))
             // Greedy SmolLM2 answers "Café is a French word…": multi-byte text went through the stream.
