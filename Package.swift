@@ -45,7 +45,7 @@ let package = Package(
         // Tensor and pipeline parallelism: the model cut over ranks, each with its own backend; Collective
         // (shared-memory ranks in one process now, NCCL later).
         .target(name: "Parallel", dependencies: ["Compute", "Checkpoints", "Models"]),
-        .target(name: "Runtime", dependencies: ["Engine", "Compute", "CPUCompute", "Checkpoints", "Tokenization", "Models"]),
+        .target(name: "Runtime", dependencies: ["Engine", "Compute", "Checkpoints", "Tokenization", "Models"]),
         // Triton / KServe v2 protocol messages, generated from protos/ by scripts/generate-protos.sh.
         .target(name: "TritonProtos", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Triton's core: model repository, lifecycle, schedulers, built-in backends (see docs/ARCHITECTURE.md).

@@ -73,8 +73,14 @@ extension LlamaModel: CausalLM {
 
     public func topCandidates(_ batch: ForwardBatch, cache: KVCache, count: Int, temperatures: [Float], edits: [LogitEdit])
         -> TokenCandidates? {
+        guard selectsTokensOnDevice else { return nil }
+        return topCandidates(of: forward(batch, cache: cache), count: count, temperatures: temperatures, edits: edits)
+    }
+
+    /// topCandidates of logits this model computed (its forward pass, or a decode step run on
+    /// buffers a runner keeps); nil when the backend does not select tokens.
+    public func topCandidates(of logits: Tensor, count: Int, temperatures: [Float], edits: [LogitEdit]) -> TokenCandidates? {
         guard let selector = backend as? DeviceTokenSelection else { return nil }
-        let logits = forward(batch, cache: cache)
         let picked = selector.topCandidates(logits, count: count, temperatures: temperatures, edits: edits)
         let backend = self.backend
         return TokenCandidates(ids: picked.ids, values: picked.values, logSumExp: picked.logSumExp,

@@ -13,6 +13,17 @@ public struct LlamaLayerWeights: Sendable {
     public var ffnNorm: HostTensor         // (hidden)
     public var gateUp: HostTensor          // (2 intermediate, hidden)
     public var down: HostTensor            // (hidden, intermediate)
+
+    public init(attentionNorm: HostTensor, qkv: HostTensor, qkvBias: HostTensor?, output: HostTensor, ffnNorm: HostTensor,
+                gateUp: HostTensor, down: HostTensor) {
+        self.attentionNorm = attentionNorm
+        self.qkv = qkv
+        self.qkvBias = qkvBias
+        self.output = output
+        self.ffnNorm = ffnNorm
+        self.gateUp = gateUp
+        self.down = down
+    }
 }
 
 public struct LlamaWeights: Sendable {

@@ -6,6 +6,11 @@ import Compute
 import Foundation
 import Synchronization
 
+/// Makes one group's collectives from its ranks' backends (one backend per rank, rank order).
+/// The shared-memory group is `HostCollectiveGroup.make`; an NCCL group (one communicator per
+/// GPU, made with ncclCommInitAll in one process) would be another such function.
+public typealias CollectiveFactory = ([ComputeBackend]) throws -> [Collective]
+
 /// The state one group's ranks share: a barrier and, per rank, a mailbox of host tensors.
 /// Unchecked: `arrived` and `generation` change only under `condition`'s lock.
 public final class HostCollectiveGroup: @unchecked Sendable {

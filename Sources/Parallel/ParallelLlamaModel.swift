@@ -1,10 +1,10 @@
 // ParallelLlamaModel: the Llama-family model cut over N × M ranks — N-way tensor parallel within
-// each of M pipeline stages — each rank with its own backend, KV cache and thread. A CausalLM,
-// so ModelRunner and Generator drive it exactly like LlamaModel.
+// each of M pipeline stages — each rank with its own backend, KV cache, thread and LlamaStage
+// (Models' one layer loop). A CausalLM, so ModelRunner drives it exactly like LlamaModel.
 import Checkpoints
 import Compute
-import Foundation
 import Models
+import Synchronization
 
 /// The KV caches of every rank: rank (s, t) holds layers of stage s and the KV heads of tensor
 /// rank t. `layout` is the whole model's, counting each rank's (replicated) KV heads.
@@ -40,8 +40,8 @@ public final class ParallelLlamaModel: CausalLM {
     public let microBatchCount: Int
     let observer: PipelineObserver?
 
-    /// Indexed by flat rank s·N + t.
-    let shards: [RankShard]
+    /// Rank (s, t)'s layers of stage s cut for tensor rank t, indexed by flat rank s·N + t.
+    let stages: [LlamaStage]
     let threads: RankThreads
 
     /// Cuts `weights` for every rank and uploads each share to its own backend, made by
@@ -60,37 +60,39 @@ public final class ParallelLlamaModel: CausalLM {
         threads = RankThreads(count: p.rankCount, name: "petrel-parallel")
         let n = p.tensorParallelSize, m = p.pipelineParallelSize
         // Backends first (each made on its rank's thread), then each stage's collectives over its
-        // backends, then every rank's share of the weights.
+        // backends (with more than one tensor rank), then every rank's share of the weights.
         let backends = try threads.run { flat in try makeBackend(flat) }
         var collectives: [Collective] = []
-        for s in 0..<m { collectives += try makeCollectives(Array(backends[s * n ..< (s + 1) * n])) }
-        shards = try threads.run { [collectives] flat in
-            let (s, t) = (flat / n, flat % n)
-            return try RankShard(config: c, weights: weights, shard: TensorShard(rank: t, size: n, config: c),
-                                 layerRange: p.layers(ofStage: s, layerCount: c.layerCount),
-                                 isFirstStage: s == 0, isLastStage: s == m - 1, backend: backends[flat],
-                                 collective: collectives[flat])
+        if n > 1 {
+            for s in 0..<m { collectives += try makeCollectives(Array(backends[s * n ..< (s + 1) * n])) }
         }
-        weightBytes = shards.reduce(0) { $0 + $1.weightBytes }
+        stages = try threads.run { [collectives] flat in
+            let (s, t) = (flat / n, flat % n)
+            let weights = TensorShard(rank: t, size: n, config: c)
+                .stageWeights(weights, config: c, layers: p.layers(ofStage: s, layerCount: c.layerCount),
+                              isFirstStage: s == 0, isLastStage: s == m - 1)
+            return try LlamaStage(config: c, weights: weights, backend: backends[flat], collective: n > 1 ? collectives[flat] : nil)
+        }
+        weightBytes = stages.reduce(0) { $0 + $1.weightBytes }
     }
 
     public func kvCacheLayout(blockCount: Int, blockSize: Int) -> KVCacheLayout {
         // Every layer lives on one stage; within it each tensor rank holds its KV heads.
-        let perStage = shards.prefix(parallel.tensorParallelSize).reduce(0) { $0 + $1.kvHeadCount }
+        let perStage = stages.prefix(parallel.tensorParallelSize).reduce(0) { $0 + $1.kvHeadCount }
         return KVCacheLayout(layerCount: config.layerCount, blockCount: blockCount, blockSize: blockSize,
                              kvHeadCount: perStage, headDim: config.headDim)
     }
 
     public func makeKVCache(blockCount: Int, blockSize: Int) throws -> KVCache {
-        let caches = try threads.run { [shards] flat in
-            try shards[flat].backend.makeKVCache(shards[flat].kvCacheLayout(blockCount: blockCount, blockSize: blockSize))
+        let caches = try threads.run { [stages] flat in
+            try stages[flat].backend.makeKVCache(stages[flat].kvCacheLayout(blockCount: blockCount, blockSize: blockSize))
         }
         return ParallelKVCache(layout: kvCacheLayout(blockCount: blockCount, blockSize: blockSize), caches: caches)
     }
 
     public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {
         let caches = (cache as! ParallelKVCache).caches
-        _ = try? threads.run { [shards] flat in shards[flat].backend.copyKVBlock(caches[flat], from: from, to: to) }
+        _ = try? threads.run { [stages] flat in stages[flat].backend.copyKVBlock(caches[flat], from: from, to: to) }
     }
 
     public func logits(_ batch: ForwardBatch, cache: KVCache) -> [Float] {
@@ -103,32 +105,36 @@ public final class ParallelLlamaModel: CausalLM {
         // handoffs[s · N + t]: stage s - 1's tensor rank t to stage s's (all of a stage's tensor
         // ranks hold the same residual stream, so each hands to its counterpart).
         let handoffs = (0..<(n * m)).map { _ in Handoff<HostTensor>() }
-        let shards = self.shards, observer = self.observer
+        let stages = self.stages, observer = self.observer
         _ = try? threads.run { flat in
             let (s, t) = (flat / n, flat % n)
-            let shard = shards[flat], b = shard.backend
+            let stage = stages[flat], b = stage.backend
             for (k, mb) in micro.enumerated() {
                 let input = s == 0 ? nil : handoffs[flat].take()
                 if t == 0 { observer?(PipelineEvent(stage: s, microBatch: k, kind: .start)) }
-                let x: Tensor
-                if let input {
-                    x = b.makeActivation(input.shape)
-                    b.gatherRows(upload(input, to: b), rows: Array(0..<input.rowCount), into: x)
-                } else {
-                    x = shard.embed(mb.batch.tokens)
+                let a = stage.makeActivations(tokens: mb.batch.tokens.count, rows: mb.batch.logitRows.count)
+                if let input { b.gatherRows(upload(input, to: b), rows: Array(0..<input.rowCount), into: a.x) }
+                stage.enqueue(mb.batch, cache: caches[flat], on: a)
+                if let logits = a.logits, t == 0 {
+                    output.write(trimmed(b.download(logits), rows: logits.rowCount, width: logits.rowLength, to: vocab),
+                                 at: mb.logitRowIndices)
                 }
-                shard.runLayers(x, positions: mb.batch.positions, sequences: mb.batch.sequences, cache: caches[flat])
-                if s == m - 1 {
-                    let values = shard.logits(x, rows: mb.batch.logitRows)
-                    if t == 0 { output.write(values, at: mb.logitRowIndices) }
-                }
-                let handoff = s == m - 1 ? nil : HostTensor.float32(b.download(x), shape: [x.rowCount, x.rowLength])
+                let handoff = s == m - 1 ? nil : HostTensor.float32(b.download(a.x), shape: [a.x.rowCount, a.x.rowLength])
                 if t == 0 { observer?(PipelineEvent(stage: s, microBatch: k, kind: .end)) }
                 if let handoff { handoffs[flat + n].put(handoff) }
             }
         }
         return output.values
     }
+}
+
+/// Rows of `width` logits cut to their first `vocabulary` (the gathered slices' padding dropped).
+private func trimmed(_ padded: [Float], rows: Int, width: Int, to vocabulary: Int) -> [Float] {
+    if width == vocabulary { return padded }
+    var out = [Float]()
+    out.reserveCapacity(rows * vocabulary)
+    for r in 0..<rows { out += padded[r * width ..< r * width + vocabulary] }
+    return out
 }
 
 private func upload(_ host: HostTensor, to backend: ComputeBackend) -> Tensor {
@@ -193,21 +199,23 @@ struct MicroBatch {
 }
 
 /// The whole batch's logits, written by the last stage micro-batch by micro-batch.
-private final class LogitRows: @unchecked Sendable {
-    private(set) var values: [Float]
+private final class LogitRows: Sendable {
+    private let rows: Mutex<[Float]>
     let vocabulary: Int
-    private let lock = NSLock()
 
-    init(rows: Int, vocabulary: Int) {
-        values = [Float](repeating: 0, count: rows * vocabulary)
+    init(rows count: Int, vocabulary: Int) {
+        rows = Mutex([Float](repeating: 0, count: count * vocabulary))
         self.vocabulary = vocabulary
     }
 
-    func write(_ rows: [Float], at indices: [Int]) {
-        lock.lock()
-        defer { lock.unlock() }
-        for (i, j) in indices.enumerated() {
-            values.replaceSubrange(j * vocabulary ..< (j + 1) * vocabulary, with: rows[i * vocabulary ..< (i + 1) * vocabulary])
+    var values: [Float] { rows.withLock { $0 } }
+
+    func write(_ part: [Float], at indices: [Int]) {
+        let v = vocabulary
+        rows.withLock { rows in
+            for (i, j) in indices.enumerated() {
+                rows.replaceSubrange(j * v ..< (j + 1) * v, with: part[i * v ..< (i + 1) * v])
+            }
         }
     }
 }

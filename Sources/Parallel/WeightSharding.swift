@@ -6,49 +6,43 @@ import Checkpoints
 import Compute
 import Models
 
-/// A rank's weights of one layer, shapes for its shard (q = its query heads, k = its KV heads,
-/// f = its FFN features).
-struct ShardedLayerWeights {
-    var attentionNorm: HostTensor   // (hidden)
-    var qkv: HostTensor             // ((q + 2k) headDim, hidden)
-    var qkvBias: HostTensor?        // ((q + 2k) headDim)
-    var output: HostTensor          // (hidden, q headDim)
-    var ffnNorm: HostTensor         // (hidden)
-    var gateUp: HostTensor          // (2f, hidden): gate rows then up rows
-    var down: HostTensor            // (hidden, f)
-
-    init(_ w: LlamaLayerWeights, shard s: TensorShard, config c: TransformerConfig) {
-        let hd = c.headDim
-        let qRows = s.queryHeads.lowerBound * hd ..< s.queryHeads.upperBound * hd
-        let kRows = (c.headCount + s.kvHeads.lowerBound) * hd ..< (c.headCount + s.kvHeads.upperBound) * hd
-        let vRows = (c.headCount + c.kvHeadCount + s.kvHeads.lowerBound) * hd ..< (c.headCount + c.kvHeadCount + s.kvHeads.upperBound) * hd
-        attentionNorm = w.attentionNorm
-        qkv = joinRows([w.qkv.rows(qRows), w.qkv.rows(kRows), w.qkv.rows(vRows)])
-        qkvBias = w.qkvBias.map { bias in
-            let all = bias.floatValues()
-            return .float32(Array(all[qRows] + all[kRows] + all[vRows]), shape: [qRows.count + kRows.count + vRows.count])
-        }
-        output = w.output.columns(qRows)
-        ffnNorm = w.ffnNorm
-        let f = s.features
-        gateUp = joinRows([w.gateUp.rows(f), w.gateUp.rows(c.intermediateSize + f.lowerBound ..< c.intermediateSize + f.upperBound)])
-        down = w.down.columns(f)
-    }
-
-    var matrixBytes: Int { qkv.bytes.count + output.bytes.count + gateUp.bytes.count + down.bytes.count }
-}
-
 extension TensorShard {
-    /// This rank's embedding rows and one zero row after them: tokens outside the slice look
-    /// up the zero row, so the ranks' lookups sum to the full embedding.
-    func embeddingTable(_ embedding: HostTensor) -> HostTensor {
-        joinRows([embedding.rows(vocabulary), .zeros(embedding.dtype, rows: 1, rowLength: embedding.rowLength)])
+    /// The weights of pipeline stage `layers` for this tensor rank: its layers cut, the
+    /// embedding on the first stage, the final norm and head on the last.
+    func stageWeights(_ w: LlamaWeights, config c: TransformerConfig, layers: Range<Int>,
+                      isFirstStage: Bool, isLastStage: Bool) -> LlamaStageWeights {
+        LlamaStageWeights(layerRange: layers, layers: layers.map { layerWeights(w.layers[$0], config: c) },
+                          headCount: queryHeads.count, kvHeadCount: kvHeads.count, featureCount: features.count,
+                          vocabulary: vocabulary, embedding: isFirstStage ? embeddingTable(w.embedding) : nil,
+                          finalNorm: isLastStage ? w.finalNorm : nil, head: isLastStage ? headSlice(w.head) : nil)
     }
 
-    /// Token ids as rows of `embeddingTable`.
-    func localTokenIDs(_ ids: [Int32]) -> [Int32] {
-        let lo = Int32(vocabulary.lowerBound), hi = Int32(vocabulary.upperBound), zero = Int32(vocabulary.count)
-        return ids.map { $0 >= lo && $0 < hi ? $0 - lo : zero }
+    /// This rank's share of one layer (q = its query heads, k = its KV heads, f = its FFN features):
+    /// QKV rows of its heads, gate and up rows of its features, the output and down columns they feed.
+    func layerWeights(_ w: LlamaLayerWeights, config c: TransformerConfig) -> LlamaLayerWeights {
+        let hd = c.headDim
+        let qRows = queryHeads.lowerBound * hd ..< queryHeads.upperBound * hd
+        let kRows = (c.headCount + kvHeads.lowerBound) * hd ..< (c.headCount + kvHeads.upperBound) * hd
+        let vRows = (c.headCount + c.kvHeadCount + kvHeads.lowerBound) * hd ..< (c.headCount + c.kvHeadCount + kvHeads.upperBound) * hd
+        let f = features
+        return LlamaLayerWeights(
+            attentionNorm: w.attentionNorm,
+            qkv: joinRows([w.qkv.rows(qRows), w.qkv.rows(kRows), w.qkv.rows(vRows)]),   // ((q + 2k) headDim, hidden)
+            qkvBias: w.qkvBias.map { bias in
+                let all = bias.floatValues()
+                return .float32(Array(all[qRows] + all[kRows] + all[vRows]), shape: [qRows.count + kRows.count + vRows.count])
+            },
+            output: w.output.columns(qRows),                                              // (hidden, q headDim)
+            ffnNorm: w.ffnNorm,
+            gateUp: joinRows([w.gateUp.rows(f), w.gateUp.rows(c.intermediateSize + f.lowerBound ..< c.intermediateSize + f.upperBound)]),
+            down: w.down.columns(f))                                                      // (hidden, f)
+    }
+
+    /// This rank's embedding rows and, when they are a slice, one zero row after them: tokens
+    /// outside the slice look up the zero row, so the ranks' lookups sum to the full embedding.
+    func embeddingTable(_ embedding: HostTensor) -> HostTensor {
+        if vocabulary.count == embedding.rowCount { return embedding }
+        return joinRows([embedding.rows(vocabulary), .zeros(embedding.dtype, rows: 1, rowLength: embedding.rowLength)])
     }
 
     /// This rank's head rows, padded with zero rows to `paddedVocabulary`.

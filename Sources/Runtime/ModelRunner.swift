@@ -1,6 +1,7 @@
 // ModelRunner: the Engine's Executor for a CausalLM (LlamaModel, or a sharded model). Turns a
 // SchedulerOutput into one ragged ForwardBatch over the paged KV cache, runs it on its own thread
-// (never on Swift's cooperative pool), and samples each sequence that needs it with its request's Sampler.
+// (never on Swift's cooperative pool), decode steps through DecodeStepGraphs where the backend
+// records them (CUDA graphs), and samples each sequence that needs it with its request's Sampler.
 import Compute
 import Dispatch
 import Foundation
@@ -8,10 +9,15 @@ import Engine
 import Models
 import Synchronization
 
+/// Unchecked: `samplers` is touched only on `queue` (one step at a time), and `deviceSampling` is
+/// set before the first step.
 public final class ModelRunner: Executor, @unchecked Sendable {
     public let model: any CausalLM
     public let cache: KVCache
     public let blockSize: Int
+    /// This runner's decode steps on buffers it keeps, when the model is a LlamaModel on a
+    /// StepRecording backend (the recordings hold the buffers' and the cache's addresses).
+    private let stepGraphs: DecodeStepGraphs?
     private let queue = DispatchQueue(label: "petrel.model-runner")
     /// Whether rows that need only their best few logits are sampled from the device's top-k
     /// (DeviceTokenSelection backends); off, every step downloads the logits. PETREL_HOST_SAMPLING=1 turns it off.
@@ -23,6 +29,7 @@ public final class ModelRunner: Executor, @unchecked Sendable {
         self.model = model
         self.blockSize = blockSize
         self.cache = try model.makeKVCache(blockCount: blockCount, blockSize: blockSize)
+        stepGraphs = (model as? LlamaModel).flatMap(DecodeStepGraphs.init(model:))
     }
 
     public func execute(_ output: SchedulerOutput) async throws -> StepOutput {
@@ -79,7 +86,8 @@ public final class ModelRunner: Executor, @unchecked Sendable {
                 edits += rowSamplers[row].logitEdits(Self.context(s), row: Int32(row), vocab: vocab)
             }
             let temperatures = sampledSequences.map { $0.parameters.temperature > 0 ? $0.parameters.temperature : 1 }
-            if let picks = model.topCandidates(batch, cache: cache, count: k, temperatures: temperatures, edits: edits) {
+            if let picks = stepGraphs?.topCandidates(batch, cache: cache, count: k, temperatures: temperatures, edits: edits)
+                ?? model.topCandidates(batch, cache: cache, count: k, temperatures: temperatures, edits: edits) {
                 hostRows = []
                 for row in sampledSequences.indices {
                     if let sample = rowSamplers[row].sample(candidateIDs: picks.ids[(row * k)..<((row + 1) * k)],
@@ -92,10 +100,10 @@ public final class ModelRunner: Executor, @unchecked Sendable {
                 }
                 logits = hostRows.isEmpty ? [] : picks.allLogits()
             } else {
-                logits = model.logits(batch, cache: cache)
+                logits = stepGraphs?.logits(batch, cache: cache) ?? model.logits(batch, cache: cache)
             }
         } else {
-            logits = model.logits(batch, cache: cache)
+            logits = stepGraphs?.logits(batch, cache: cache) ?? model.logits(batch, cache: cache)
         }
 
         // Rows left to the host sample independently (each has its own sampler and RNG), so

@@ -8,7 +8,7 @@ import Engine
 import Runtime
 import Tokenization
 
-struct Generate: ParsableCommand {
+struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt and stream it to stdout.")
 
     @Option(help: "A GGUF file or a Hugging Face checkpoint folder (default: SmolLM2-135M-Instruct Q4_1).")
@@ -37,7 +37,7 @@ struct Generate: ParsableCommand {
         try parallel.check(device)
     }
 
-    func run() throws {
+    func run() async throws {
         let path = try model ?? DefaultModel.resolve()
         let backend = try device.makeBackend(threads: threads, exactQuantizedMath: exact, gpuDtype: gpuDtype)
         let bundle = try ModelBundle(path: path) {
@@ -63,12 +63,13 @@ struct Generate: ParsableCommand {
         let params = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed)
         var detokenizer = tokenizer.makeDetokenizer(skipSpecialTokens: true)
         let stopIDs = ignoreEOS ? [] : bundle.stopIDs
-        let (stats, _) = try Generator(model: bundle.model).generate(prompt: promptIDs, parameters: params,
-                                                                       maxTokens: maxTokens, stopIDs: stopIDs) { id in
-            if ids { print(id, terminator: " ") }
-            else if !stopIDs.contains(id) { print(detokenizer.append(id), terminator: "") }
+        // One request on the Engine, as `petrel serve` runs it; a stop id ends it unprinted.
+        let stats = try await ModelRunner.generate(bundle.model, prompt: promptIDs, parameters: params, maxTokens: maxTokens,
+                                                   stopIDs: stopIDs) { newIDs in
+            for id in newIDs {
+                if ids { print(id, terminator: " ") } else { print(detokenizer.append(id), terminator: "") }
+            }
             fflush(nil)
-            return true
         }
         print(ids ? "" : detokenizer.finish())
         FileHandle.standardError.write("""

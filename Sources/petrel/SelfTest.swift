@@ -462,6 +462,8 @@ struct OpCheck {
         let weights = LlamaWeights.random(config: smol, dtype: .f16, seed: 4)
         let a = try LlamaModel(config: smol, weights: weights, backend: dev)
         let b = try LlamaModel(config: smol, weights: weights, backend: plain)
+        // The decode steps of `a` as a ModelRunner runs them: on buffers the step graphs keep.
+        guard let graphs = DecodeStepGraphs(model: a) else { return }
         let blockSize = 16, perSequence = 16, count = 5
         let layout = a.kvCacheLayout(blockCount: perSequence * count, blockSize: blockSize)
         let caches = (try dev.makeKVCache(layout), try plain.makeKVCache(layout))
@@ -497,7 +499,7 @@ struct OpCheck {
                     AttentionSequence(tokenBegin: j, tokenCount: 1, contextBefore: contexts[i], blockTable: table(i, covering: contexts[i] + 1))
                 },
                 logitRows: Array(active.indices))
-            let la = dev.download(a.forward(batch, cache: caches.0))
+            let la = dev.download(graphs.forward(batch, cache: caches.0) ?? a.forward(batch, cache: caches.0))
             let lb = plain.download(b.forward(batch, cache: caches.1))
             allA += la
             allB += lb

@@ -69,11 +69,10 @@ func allLogits(_ model: any CausalLM, _ ids: [Int32], chunks: [Int]? = nil) thro
     return out
 }
 
-func greedy(_ model: any CausalLM, _ prompt: [Int32], _ count: Int) throws -> [Int32] {
+/// The greedy continuation of `prompt`, `count` tokens, from one request alone on the Engine.
+func greedy(_ model: any CausalLM, _ prompt: [Int32], _ count: Int) async throws -> [Int32] {
     var out: [Int32] = []
-    try Generator(model: model, blockSize: 4).generate(prompt: prompt, parameters: .greedy, maxTokens: count, stopIDs: []) {
-        out.append($0); return true
-    }
+    _ = try await ModelRunner.generate(model, prompt: prompt, maxTokens: count, blockSize: 4) { out += $0 }
     return out
 }
 
@@ -159,12 +158,12 @@ func prompt(_ length: Int, vocab: Int, salt: Int = 0) -> [Int32] {
     }
 
     @Test(arguments: [(2, 1), (4, 1), (1, 2), (2, 2)])
-    func greedyIdsEqualUnsharded(tp: Int, pp: Int) throws {
+    func greedyIdsEqualUnsharded(tp: Int, pp: Int) async throws {
         let (c, w) = Self.tiny
         let base = try unsharded(c, w), model = try sharded(c, w, tp: tp, pp: pp)
         for p in Self.reference {
-            let want = try greedy(base, p.ids, 20)
-            #expect(try greedy(model, p.ids, 20) == want, "TP \(tp) × PP \(pp)")
+            let want = try await greedy(base, p.ids, 20)
+            #expect(try await greedy(model, p.ids, 20) == want, "TP \(tp) × PP \(pp)")
         }
     }
 
@@ -272,7 +271,7 @@ func prompt(_ length: Int, vocab: Int, salt: Int = 0) -> [Int32] {
 
     /// ModelBundle builds the sharded model from the checkpoint it opens (what `petrel generate
     /// --tensor-parallel-size` does).
-    @Test func bundleBuildsShardedModel() throws {
+    @Test func bundleBuildsShardedModel() async throws {
         let path = Fixtures.path("tiny-llama")
         let bundle = try ModelBundle(path: path) {
             try ParallelLlamaModel(config: $0.config, weights: $0.weights, parallel: ParallelConfig(tensorParallelSize: 2),
@@ -281,7 +280,8 @@ func prompt(_ length: Int, vocab: Int, salt: Int = 0) -> [Int32] {
         #expect(bundle.model is ParallelLlamaModel)
         let ids = bundle.tokenizer.encode("Hello world", addSpecialTokens: true)
         let single = try ModelBundle(path: path, backend: CPUBackend(exactQuantizedMath: true))
-        #expect(try greedy(bundle.model, ids, 16) == greedy(single.model, ids, 16))
+        let want = try await greedy(single.model, ids, 16)
+        #expect(try await greedy(bundle.model, ids, 16) == want)
     }
 
     func runEngine(_ model: any CausalLM, _ prompts: [[Int32]], maxTokens: Int) async throws -> [[Int32]] {

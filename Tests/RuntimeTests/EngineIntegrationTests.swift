@@ -45,7 +45,7 @@ func runEngine(_ model: LlamaModel, _ prompts: [[Int32]], maxTokens: Int, parame
         for (i, p) in ps.enumerated() {
             let (alone, _) = try await runEngine(Self.tiny, [p], maxTokens: 12)
             #expect(alone[0] == together[i], "request \(i)")
-            #expect(try greedy(Self.tiny, p, 12, blockSize: 4) == together[i])
+            #expect(try await greedy(Self.tiny, p, 12, blockSize: 4) == together[i])
         }
     }
 
@@ -56,7 +56,7 @@ func runEngine(_ model: LlamaModel, _ prompts: [[Int32]], maxTokens: Int, parame
         let (squeezed, metrics) = try await runEngine(Self.tiny, ps, maxTokens: 10, numBlocks: 24, maxNumTokens: 64)
         #expect(metrics.preemptionsTotal > 0, "the budget should force preemption")
         for (i, p) in ps.enumerated() {
-            #expect(try greedy(Self.tiny, p, 10, blockSize: 4) == squeezed[i], "request \(i)")
+            #expect(try await greedy(Self.tiny, p, 10, blockSize: 4) == squeezed[i], "request \(i)")
         }
     }
 

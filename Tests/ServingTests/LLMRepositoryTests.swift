@@ -1,5 +1,6 @@
 // The inflight_batcher_llm repository written by RepositoryTemplate, served in-process over the
-// tiny Llama: every model loads, and each route agrees with the tokenizer and the Generator.
+// tiny Llama: every model loads, and each route agrees with the tokenizer and with greedy generation
+// of the request alone (ModelRunner.generate).
 import CPUCompute
 import Engine
 import Foundation
@@ -13,10 +14,10 @@ import TritonProtos
 @Suite struct LLMRepositoryTests {
     static let bundle = try! ModelBundle(path: Fixtures.tinyLlama, backend: CPUBackend())
 
-    /// Greedy ids from the single-sequence Generator (no stop ids).
-    static func greedy(_ prompt: [Int32], _ count: Int) throws -> [Int32] {
+    /// Greedy ids from one request alone on an Engine of its own (no stop ids).
+    static func greedy(_ prompt: [Int32], _ count: Int) async throws -> [Int32] {
         var ids: [Int32] = []
-        try Generator(model: bundle.model).generate(prompt: prompt, parameters: .greedy, maxTokens: count, stopIDs: []) { ids.append($0); return true }
+        _ = try await ModelRunner.generate(bundle.model, prompt: prompt, maxTokens: count) { ids += $0 }
         return ids
     }
 
@@ -71,14 +72,14 @@ import TritonProtos
         await server.shutdown(gracePeriod: 1)
     }
 
-    @Test func tensorrtLLMEqualsGeneratorGreedy() async throws {
+    @Test func tensorrtLLMEqualsGreedyAlone() async throws {
         let server = try await startServer(try tinyRepository())
         let prompt: [Int32] = [1, 67, 200, 31, 400, 12]
         let response = try await server.infer(InferRequest(modelName: "tensorrt_llm", inputs: [
             int32("input_ids", prompt.map(Int.init)), int32("input_lengths", [prompt.count]),
             int32("request_output_len", [12]), int32("end_id", [-1]),
         ]))
-        let want = try Self.greedy(prompt, 12)
+        let want = try await Self.greedy(prompt, 12)
         #expect(response.ints("output_ids") == want.map(Int64.init))
         #expect(response.output("output_ids")?.shape == [1, 1, 12])
         #expect(response.ints("sequence_length") == [12])
@@ -97,7 +98,7 @@ import TritonProtos
         let server = try await startServer(try tinyRepository())
         let prompt = "Once upon a time"
         let ids = Self.bundle.tokenizer.encode(prompt, addSpecialTokens: true)
-        let want = Self.bundle.tokenizer.decode(try Self.greedy(ids, 16), skipSpecialTokens: true)
+        let want = Self.bundle.tokenizer.decode(try await Self.greedy(ids, 16), skipSpecialTokens: true)
         let noEnd = [int32("end_id", [-1])]
         let ensemble = try await server.infer(ensembleRequest(prompt, maxTokens: 16, extra: noEnd))
         #expect(ensemble.text("text_output") == want)

@@ -1,4 +1,5 @@
-// Greedy generation against transformers' generate(), and the sampler's contracts.
+// Greedy generation (one request on the Engine, ModelRunner.generate) against transformers'
+// generate(), and the sampler's contracts.
 import Checkpoints
 import Engine
 import CPUCompute
@@ -13,27 +14,26 @@ func loadModel(_ path: String, exact: Bool = true) throws -> LlamaModel {
     return try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: CPUBackend(exactQuantizedMath: exact))
 }
 
-func greedy(_ model: LlamaModel, _ prompt: [Int32], _ count: Int, blockSize: Int = 32) throws -> [Int32] {
+/// The greedy continuation of `prompt`, `count` tokens, from one request alone on the Engine.
+func greedy(_ model: any CausalLM, _ prompt: [Int32], _ count: Int, blockSize: Int = 32) async throws -> [Int32] {
     var out: [Int32] = []
-    try Generator(model: model, blockSize: blockSize).generate(prompt: prompt, parameters: .greedy, maxTokens: count, stopIDs: []) {
-        out.append($0); return true
-    }
+    _ = try await ModelRunner.generate(model, prompt: prompt, maxTokens: count, blockSize: blockSize) { out += $0 }
     return out
 }
 
-@Suite struct GeneratorTests {
-    @Test func tinyLlamaGreedyMatchesTransformers() throws {
+@Suite struct GenerationTests {
+    @Test func tinyLlamaGreedyMatchesTransformers() async throws {
         let model = try loadModel(Fixtures.path("tiny-llama"))
         for case let g as [String: Any] in try Fixtures.json("tiny-llama-logits.json")["greedy"] as! [Any] {
             let ids = (g["ids"] as! [NSNumber]).map(\.int32Value)
             let want = (g["new"] as! [NSNumber]).map(\.int32Value)
-            #expect(try greedy(model, ids, want.count, blockSize: 4) == want)
+            #expect(try await greedy(model, ids, want.count, blockSize: 4) == want)
         }
     }
 
     /// SmolLM2 Q4_1 in float32 math (weights dequantized inside the dot products) follows
     /// transformers' fp32 greedy continuation; the int8-activation fast path still says Paris.
-    @Test func smolLM2GreedyMatchesReference() throws {
+    @Test func smolLM2GreedyMatchesReference() async throws {
         let path = Fixtures.smolLM2
         #expect(FileManager.default.fileExists(atPath: path), "default model missing at \(path): run scripts/fetch-model.sh")
         let reference = try Fixtures.json("smollm2-reference.json")["cases"] as! [[String: Any]]
@@ -41,22 +41,23 @@ func greedy(_ model: LlamaModel, _ prompt: [Int32], _ count: Int, blockSize: Int
         for c in reference {
             let prompt = (c["prompt_ids"] as! [NSNumber]).map(\.int32Value)
             let want = Array((c["new_ids"] as! [NSNumber]).map(\.int32Value).prefix(8))
-            #expect(try greedy(exact, prompt, 8) == want, "\(c["name"]!)")
+            #expect(try await greedy(exact, prompt, 8) == want, "\(c["name"]!)")
         }
         let fast = try loadModel(path, exact: false)
-        #expect(try greedy(fast, [504, 3575, 282, 4649, 314], 1) == [7042])
+        #expect(try await greedy(fast, [504, 3575, 282, 4649, 314], 1) == [7042])
     }
 
-    @Test func stopsAtStopIDsAndMaxTokens() throws {
+    /// A stop id ends the request (finish reason stop) and counts as generated; the engine leaves
+    /// it out of the output. max_tokens 0 generates nothing; past the context is refused.
+    @Test func stopsAtStopIDsAndMaxTokens() async throws {
         let model = try loadModel(Fixtures.path("tiny-llama"))
-        let all = try greedy(model, [1, 13, 19], 10)
+        let all = try await greedy(model, [1, 13, 19], 10)
         var seen: [Int32] = []
-        let (stats, reason) = try Generator(model: model).generate(prompt: [1, 13, 19], parameters: .greedy, maxTokens: 10,
-                                                                    stopIDs: [all[3]]) { seen.append($0); return true }
+        let stats = try await ModelRunner.generate(model, prompt: [1, 13, 19], maxTokens: 10, stopIDs: [all[3]]) { seen += $0 }
         let firstStop = all.firstIndex(of: all[3])!
-        #expect(seen == Array(all.prefix(firstStop + 1)) && reason == .stop && stats.generatedTokens == firstStop + 1)
-        #expect(try greedy(model, [1, 13, 19], 0).isEmpty)
-        #expect(throws: (any Error).self) { try greedy(model, [1], 1000) }   // beyond the context
+        #expect(seen == Array(all.prefix(firstStop)) && stats.finishReason == .stop && stats.generatedTokens == firstStop + 1)
+        #expect(try await greedy(model, [1, 13, 19], 0).isEmpty)
+        await #expect(throws: (any Error).self) { try await greedy(model, [1], 1000) }   // beyond the context
     }
 }
 

@@ -1,19 +1,21 @@
-// LlamaModel's decode-step path on a StepRecording backend (the CUDA backend's graphs), checked
-// on the CPU: a recorder that behaves like CUDA graphs — it warms a shape up, records the ops of its
-// second step with the tensors they were given, and replays that recording for later steps with
-// the new step's inputs — must give the same logits, bit for bit, as the plain CPU backend.
+// DecodeStepGraphs (a runner's decode steps on a StepRecording backend, the CUDA backend's graphs),
+// checked on the CPU: a recorder that behaves like CUDA graphs — it warms a shape up, records the
+// ops of its second step with the tensors they were given, and replays that recording for later
+// steps with the new step's inputs — must give the same logits, bit for bit, as the plain CPU backend.
 import Checkpoints
 import Compute
 import CPUCompute
 import Foundation
 import Models
+import Runtime
 import TestFixtures
 import Testing
 
 /// The CPU backend plus graph-like recording. Between beginStep and endStep the embed, rope,
 /// attention and row-gather ops read the step's inputs (as the CUDA kernels read the step's
 /// upload), so a recording replays correctly for new inputs only if the model hands it the same
-/// tensors every step.
+/// tensors every step. Unchecked: the test uses it from one thread at a time (ops run as they are
+/// enqueued, on the caller's thread).
 final class RecordingCPUBackend: ComputeBackend, StepRecording, @unchecked Sendable {
     struct Inputs {
         var tokens: [Int32], positions: [Int32], sequences: [AttentionSequence], rows: [Int]
@@ -104,11 +106,13 @@ final class RecordingCPUBackend: ComputeBackend, StepRecording, @unchecked Senda
 @Suite struct StepRecordingTests {
     /// Decode steps of 3, 5 and then 9 sequences (the last outgrows the step buffers) after one
     /// ragged prefill: the recording backend's logits equal the plain CPU backend's at every step,
-    /// shapes were recorded and replayed, and outgrowing the buffers dropped the recordings.
+    /// shapes were recorded and replayed, and outgrowing the buffers dropped the recordings. The
+    /// prefill is not a decode step: the step graphs leave it to the model's own forward pass.
     @Test func replayedDecodeStepsEqualPlainSteps() throws {
         let ckpt = try LoadedCheckpoint.open(Fixtures.path("tiny-llama"))
         let recorder = RecordingCPUBackend()
         let recorded = try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: recorder)
+        let graphs = try #require(DecodeStepGraphs(model: recorded))
         let plain = try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: CPUBackend(exactQuantizedMath: true))
         let vocab = ckpt.config.vocabularySize, blockSize = 4, perSequence = 12, count = 9
         let layout = recorded.kvCacheLayout(blockCount: perSequence * count, blockSize: blockSize)
@@ -125,6 +129,7 @@ final class RecordingCPUBackend: ComputeBackend, StepRecording, @unchecked Senda
             rows.append(tokens.count - 1)
         }
         let prefill = ForwardBatch(tokens: tokens, positions: positions, sequences: sequences, logitRows: rows)
+        #expect(graphs.forward(prefill, cache: caches.0) == nil)
         let first = recorder.download(recorded.forward(prefill, cache: caches.0))
         #expect(first == plain.backend.download(plain.forward(prefill, cache: caches.1)))
         var next = (0..<count).map { i -> Int32 in
@@ -139,7 +144,7 @@ final class RecordingCPUBackend: ComputeBackend, StepRecording, @unchecked Senda
                     AttentionSequence(tokenBegin: j, tokenCount: 1, contextBefore: contexts[i], blockTable: table(i, covering: contexts[i] + 1))
                 },
                 logitRows: Array(active.indices))
-            let a = recorder.download(recorded.forward(batch, cache: caches.0))
+            let a = recorder.download(try #require(graphs.forward(batch, cache: caches.0)))
             let b = plain.backend.download(plain.forward(batch, cache: caches.1))
             #expect(a == b, "step \(step)")
             for (j, i) in active.enumerated() {
