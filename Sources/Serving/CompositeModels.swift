@@ -5,7 +5,7 @@ import Tokenization
 import TritonProtos
 
 /// A loaded version held by a request: unloading waits until every lease is released.
-final class ModelLease: @unchecked Sendable {
+final class ModelLease: Sendable {
     let name: String
     let version: String
     let model: ServedModel
@@ -41,7 +41,7 @@ protocol ModelHost: AnyObject, Sendable {
 
 // MARK: ensemble
 
-final class EnsembleModel: ServedModel, @unchecked Sendable {
+final class EnsembleModel: ServedModel, Sendable {
     struct Step: Sendable {
         var model: String
         /// "" for the latest version (model_version -1).
@@ -58,7 +58,7 @@ final class EnsembleModel: ServedModel, @unchecked Sendable {
     let ensembleInputs: Set<String>
     /// Tensors some step produces.
     let produced: Set<String>
-    weak var host: ModelHost?
+    weak let host: ModelHost?
 
     /// Checks the graph against the step models' signatures (Triton's load-time checks).
     init(name: String, config: Inference_ModelConfig, source: ConfigSource, host: ModelHost) throws {
@@ -235,7 +235,7 @@ final class EnsembleModel: ServedModel, @unchecked Sendable {
 
 /// TensorRT-LLM's `tensorrt_llm_bls`: text in, text out, straight through a tokenizer and the
 /// LLM model's engines (named by `tensorrt_llm_model_name`, default "tensorrt_llm").
-final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
+final class BLSModel: ServedModel, TokenizingModel, Sendable {
     let llmName: String
     let tokenizer: Tokenizer?
     let decoupled: Bool
@@ -243,7 +243,7 @@ final class BLSModel: ServedModel, TokenizingModel, @unchecked Sendable {
     let accumulateTokens: Bool
     let addSpecialTokens: Bool
     let skipSpecialTokens: Bool
-    weak var host: ModelHost?
+    weak let host: ModelHost?
 
     static let handledInputs: Set<String> = [
         "text_input", "max_tokens", "bad_words", "stop_words", "end_id", "pad_id", "top_k", "top_p", "temperature",

@@ -270,7 +270,7 @@ struct LLMSettings {
     }
 }
 
-final class LLMModel: ServedModel, TokenizingModel, @unchecked Sendable {
+final class LLMModel: ServedModel, TokenizingModel, Sendable {
     let bundle: ModelBundle
     let settings: LLMSettings
     let engines: [Engine]
