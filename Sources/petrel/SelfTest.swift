@@ -156,7 +156,7 @@ struct OpCheck {
         let matmulCases: [(Int, Int, Int, DType, Bool)] = [
             (1, 64, 128, .f16, false), (7, 576, 1536, .f16, true), (33, 4096, 512, .f16, false),
             (2, 4096, 12288, .f16, false), (3, 11008, 4096, .f16, true), (8, 4096, 1000, .f16, false),
-            (9, 4096, 1000, .f16, true), (4, 72, 136, .f16, false),
+            (9, 4096, 1000, .f16, true), (4, 72, 136, .f16, false), (1, 4096, 6144, .f16, false),
             (1, 4096, 11008, .f16, false), (128, 4096, 4096, .f16, false), (300, 1024, 1000, .f16, false),
             (5, 576, 1536, .f32, false), (5, 576, 1536, .bf16, false), (5, 576, 1536, .q8_0, false),
             (5, 576, 1536, .q4_0, false), (5, 576, 1536, .q4_1, false),
@@ -267,6 +267,9 @@ struct OpCheck {
         }
         for (heads, kvHeads, hd, blockSize) in [(9, 3, 64, 32), (32, 8, 128, 16)] {
             try attention(heads: heads, kvHeads: kvHeads, headDim: hd, blockSize: blockSize, rope: true)
+        }
+        for (heads, kvHeads, hd) in [(32, 32, 128), (32, 8, 128)] {
+            try largeDecode(heads: heads, kvHeads: kvHeads, headDim: hd)
         }
         for (n, f) in [(1, 128), (9, 1536), (64, 11008)] {
             let gu = try pair(normals(n * 2 * f, scale: 2), [n, 2 * f])
@@ -399,6 +402,42 @@ struct OpCheck {
         dev.copyKVBlock(caches.1, from: Int(tables[2][0]), to: Int(spare))
         tables[2][0] = spare
         try step("decode x5 after copyKVBlock", [1, 1, 1, 1, 1], &self)
+    }
+
+    /// A decode batch large enough for the attention's variant without early K/V loads, which the
+    /// kernels take for grids of more than 4 blocks an SM (kDecodeEarlyBlocksPerSM in
+    /// kernels/cuda/attention_decode.cu) and `attention` above never reaches: the prompts of
+    /// `count` sequences, then one decode step of them all, each context one split-K partition
+    /// (at most 512 keys), count × kvHeads blocks.
+    mutating func largeDecode(heads: Int, kvHeads: Int, headDim hd: Int) throws {
+        guard let gpu = dev as? CUDABackend else { return }
+        let count = 4 * gpu.multiprocessorCount / kvHeads + 8
+        let blockSize = 16, blocksPerSequence = 4
+        let lengths = (0..<count).map { 20 + $0 * 7 % 40 }   // prompts of 20-59 tokens
+        let layout = KVCacheLayout(layerCount: 1, blockCount: count * blocksPerSequence, blockSize: blockSize,
+                                   kvHeadCount: kvHeads, headDim: hd)
+        let caches = (try ref.makeKVCache(layout), try dev.makeKVCache(layout))
+        let tables = (0..<count).map { s in (0..<blocksPerSequence).map { Int32(s * blocksPerSequence + $0) } }
+        let width = (heads + 2 * kvHeads) * hd, scale = 1 / Float(hd).squareRoot()
+        for decode in [false, true] {
+            var sequences: [AttentionSequence] = []
+            var rows = 0
+            for s in 0..<count {
+                let n = decode ? 1 : lengths[s]
+                sequences.append(AttentionSequence(tokenBegin: rows, tokenCount: n, contextBefore: decode ? lengths[s] : 0,
+                                                   blockTable: tables[s]))
+                rows += n
+            }
+            let qkv = try pair(normals(rows * width), [rows, width])
+            let out = try poisoned([rows, heads * hd])
+            ref.attention(qkv: qkv.0, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.0, layer: 0,
+                          sequences: sequences, scale: scale, into: out.0)
+            dev.attention(qkv: qkv.1, headCount: heads, kvHeadCount: kvHeads, headDim: hd, cache: caches.1, layer: 0,
+                          sequences: sequences, scale: scale, into: out.1)
+            compare("attention", "\(heads)/\(kvHeads) heads x \(hd): " +
+                    (decode ? "decode x\(count), \(count * kvHeads) blocks (no early K/V loads)" : "prefill of \(count) prompts"),
+                    out, tolerance: tol(5e-3))
+        }
     }
 
     /// Whole-model logits: the fixture checkpoint and a random SmolLM2-135M-shaped model (GQA,

@@ -7,7 +7,7 @@
 // into partitions of 64-512 keys, each its own thread block; the last block of a sequence's KV head
 // to finish combines the partitions. New keys are rotated (RoPE) as they are written when the caller
 // passes positions (rope_kv_write_kernel). Fresh prefills (no cached prefix, at least
-// 256 new tokens, ctx->prefill_gemm_min_tokens) take tensor-core GEMMs through cuBLAS instead of the tiled kernel
+// kPrefillGemmMinTokens new tokens) take tensor-core GEMMs through cuBLAS instead of the tiled kernel
 // (prefill_gemm_attention, attention_gemm.cu): S = scale Q K^T in fp32, a causal softmax into P (the context's
 // element type), then O = P V written straight into `out`.
 //
@@ -230,21 +230,17 @@ int32_t step_attention(petrel_context *ctx, void *qkv, int64_t heads, int64_t kv
     return with_element_type(ctx, [&](auto tag) -> int32_t {
         using T = typename decltype(tag)::type;
         const int64_t stride = (heads + 2 * kv_heads) * head_dim;
-        // Every row of a step is a decode sequence: its rotation and K/V write can go into the
+        // Every row of a step is a decode sequence: its rotation and K/V write go into the
         // attention kernel itself.
         DecodeRope fused;
-        if (rope && ctx->decode_fused_rope) {
+        if (rope) {
             fused.positions = st.positions;
             fused.slots = st.slots;
             fused.inv_freq = st.inv_freq;
-        } else if (rope)
-            CUDA_TRY(ctx, launch_dependent(ctx, dim3((unsigned)st.n, (unsigned)(heads + 2 * kv_heads)),
-                                           dim3((unsigned)((head_dim / 2 + 31) / 32 * 32)), 0, rope_kv_write_kernel<T>, (T *)qkv,
-                                           stride, (int)heads, (int)kv_heads, (int)head_dim, st.slots, st.positions,
-                                           st.inv_freq, (T *)k_cache, (T *)v_cache, (T *)nullptr, 0, 0));
-        else
+        } else {
             kv_write_kernel<<<(unsigned)st.n, 128, 0, ctx->stream>>>((const half *)qkv, stride, (int)heads, (int)kv_heads,
                                                                       (int)head_dim, st.slots, (half *)k_cache, (half *)v_cache);
+        }
         LAUNCH_CHECK(ctx);
         CUDA_TRY(ctx, launch_decode<T>(ctx, (const T *)qkv, stride, (int)heads, (int)kv_heads, (int)head_dim, (const T *)k_cache,
                                        (const T *)v_cache, (int)block_size, st.seqs, st.tables, st.decode, st.dyn, st.n,
@@ -276,13 +272,12 @@ extern "C" int32_t petrel_attention_enqueue(petrel_context *ctx, void *qkv, int6
     // head_dim % 8 == 0; its registers hold up to kDecodeMaxGroup query heads per KV head).
     const bool split_decode = head_dim % 8 == 0 && group <= kDecodeMaxGroup;
     auto is_decode = [&](const petrel_attn_seq &q) { return split_decode && q.token_count == 1; };
-    // Fresh prefills (no cached prefix) of at least ctx->prefill_gemm_min_tokens tokens take the
-    // cuBLAS path
-    // (prefill_gemm_attention) after the kernels, unless PETREL_PREFILL_ATTENTION=tiled, the
-    // sequence is too long for the score budget, or its scratch cannot be allocated.
-    bool gemm_on = ctx->prefill_gemm;
+    // Fresh prefills (no cached prefix) of at least kPrefillGemmMinTokens tokens take the cuBLAS
+    // path (prefill_gemm_attention) after the kernels, unless the sequence is too long for the
+    // score budget or its scratch cannot be allocated.
+    bool gemm_on = true;
     auto is_gemm = [&](const petrel_attn_seq &q) {
-        return gemm_on && !is_decode(q) && q.context_before == 0 && q.token_count >= ctx->prefill_gemm_min_tokens &&
+        return gemm_on && !is_decode(q) && q.context_before == 0 && q.token_count >= kPrefillGemmMinTokens &&
                gemm_block_rows(heads, q.token_count) > 0;
     };
 

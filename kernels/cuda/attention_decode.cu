@@ -20,10 +20,9 @@ namespace {
 constexpr int kDecodeThreads = 128;
 constexpr int kDecodeBlocksPerSM = 8;   // decode_attention_kernel_small's residency
 
-// U: key rows (and value rows) each lane group loads before using them: 8 (ctx->decode_unroll,
-// the default, for groups of at most 2 query heads: larger groups' accumulators would spill) or 4
-// (PETREL_DECODE_UNROLL=4). Either way each key's score and each slice's sum
-// take the keys in the same order, so the two give the same bits.
+// U: key rows (and value rows) each lane group loads before using them (decode_kernel: 8 for
+// groups of at most 2 query heads, 4 for larger groups, whose accumulators would spill). Whatever
+// U, each key's score and each slice's sum take the keys in the same order: the same bits.
 template <int L, int MAXG, int U, bool EARLY, typename T>  // MAXG >= G: register arrays sized for the group
 __device__ __forceinline__ void decode_attention(
     const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache,
@@ -303,9 +302,8 @@ __device__ __forceinline__ void decode_attention(
 }
 
 // The kernels. The variant without early loads for one query head per KV head (MHA) is held to 64
-// registers (8 blocks an SM): large grids are latency-bound, and at 72 registers (7 blocks) the
-// decode steps of 64-128 rows were 2-3% slower than at 64 before the early loads came in. The others keep the
-// compiler's choice (held to 64, the larger groups would spill).
+// registers (kDecodeBlocksPerSM blocks an SM): it serves large grids, which are latency-bound. The
+// others keep the compiler's choice (held to 64, the larger groups would spill).
 #define DECODE_PARAMS                                                                                          \
     const T *qkv, int64_t stride, int heads, int kv_heads, int head_dim, const T *k_cache, const T *v_cache,     \
         int block_size, const int4 *seqs, const int32_t *tables, const int32_t *decode_seqs, const int32_t *dyn, \
@@ -325,6 +323,16 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeBlocksPerSM) decode_att
 #undef DECODE_ARGS
 #undef DECODE_PARAMS
 
+// The kernel launch_decode takes for L lanes a row, groups of up to G query heads, with or without
+// the early K/V loads: 8 rows per lane group before use for G <= 2, else 4; without early loads
+// and G == 1, the 64-register kernel.
+template <int L, int G, bool EARLY, typename T>
+constexpr auto decode_kernel() {
+    constexpr int U = G <= 2 ? 8 : 4;
+    if constexpr (!EARLY && G == 1) return &decode_attention_kernel_small<L, 1, U, T>;
+    else return &decode_attention_kernel<L, G, U, EARLY, T>;
+}
+
 }  // namespace
 
 // Declared and described in internal.h.
@@ -342,21 +350,16 @@ cudaError_t launch_decode(petrel_context *ctx, const T *qkv, int64_t stride, int
     const int vecs = head_dim / 8;
     cudaError_t launched = cudaErrorInvalidValue;
     // Early K/V loads hold 16 more 16-byte rows per thread in registers (about twice the kernel's
-    // registers, so half the resident blocks): worth it while the grid fits the card in one go
-    // (batch 1 to 16 of short contexts); larger grids take the variant without them (at 32-128
-    // rows the early variant's decode steps were 4-6% slower). Both give the same bits.
-    const bool early = ctx->decode_early_kv && ctx->decode_unroll != 4 &&
-                       (int64_t)grid.x * grid.y * grid.z <= kDecodeEarlyBlocksPerSM * (int64_t)ctx->sm_count;
+    // registers, so half the resident blocks): they are taken while the grid fits the card in one
+    // go (batch 1 to 16 of short contexts); larger grids take the variant without them. Both give
+    // the same bits.
+    const bool early = (int64_t)grid.x * grid.y * grid.z <= kDecodeEarlyBlocksPerSM * (int64_t)ctx->sm_count;
 #define DARGS                                                                                                \
     qkv, stride, heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, tables, decode, dyn, max_parts, \
         scale, part_o, part_ml, ctx->decode_counters, out, (int64_t)heads * head_dim, rope, (T *)k_cache, (T *)v_cache
-#define DLAUNCH(L, G)                                                                                                       \
-    launched = ctx->decode_unroll == 4                                                                                      \
-        ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, 4, false, T>, DARGS)        \
-        : early ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), true, T>, DARGS) \
-                : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem,                                              \
-                                   G == 1 ? &decode_attention_kernel_small<L, 1, 8, T>                                 \
-                                          : &decode_attention_kernel<L, G, (G <= 2 ? 8 : 4), false, T>, DARGS)
+#define DLAUNCH(L, G)                                                                                                 \
+    launched = early ? launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_kernel<L, G, true, T>(), DARGS) \
+                     : launch_dependent(ctx, grid, dim3(kDecodeThreads), smem, decode_kernel<L, G, false, T>(), DARGS)
 #define DLAUNCH_G(L)                        \
     do {                                    \
         if (group == 1) DLAUNCH(L, 1);      \
@@ -406,7 +409,7 @@ void decode_partition(const petrel_context *ctx, const std::vector<int64_t> &con
         for (int64_t c : contexts) b += (c + pk - 1) / pk;
         return b * kv_heads;
     };
-    while (part_keys > ctx->decode_min_partition && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
+    while (part_keys > kMinPartKeys && blocks_for(part_keys) < 2 * (int64_t)ctx->sm_count) part_keys /= 2;
     // Balance: as many partitions as that size needs for the longest context, of equal length
     // (rounded up to 32 keys), so a 530-key context splits 288 + 242, not 512 + 18.
     const int64_t parts = (max_context + part_keys - 1) / part_keys;

@@ -1,5 +1,5 @@
 // attention_gemm.cu: prefill attention through cuBLAS (tensor cores), for fresh prefills (no
-// cached prefix) of at least ctx->prefill_gemm_min_tokens tokens; petrel_attention_enqueue
+// cached prefix) of at least kPrefillGemmMinTokens tokens; petrel_attention_enqueue
 // (attention.cu) picks the sequences, sizes the scratch and calls prefill_gemm_attention.
 //
 // Per sequence (T new tokens at rows [b, b + T) of qkv, positions 0..T-1), the queries are cut
@@ -15,11 +15,10 @@
 // The budget is only a memory bound: the benchmark's 512-token prefills (32 heads) fit in one
 // block. Longer sequences are split into row blocks of a multiple of 16 rows; a sequence so long
 // that even 16 rows miss the budget (32 heads: T > 32768) stays on the tiled kernel.
-// Fresh prefills shorter than ctx->prefill_gemm_min_tokens (256; PETREL_PREFILL_GEMM_MIN_TOKENS)
-// stay on the tiled kernel: per sequence the GEMM path is three launches a layer, one sequence
-// after another, while the tiled kernel takes every sequence of the step in one launch — for many
-// short prompts (64-128 x 60-128 tokens) the launches cost more than the CUDA-core math they save
-// (measured on the H100, docs/BENCHMARKS.md, fifth pass).
+// Fresh prefills shorter than kPrefillGemmMinTokens stay on the tiled kernel: per sequence the
+// GEMM path is three launches a layer, one sequence after another, while the tiled kernel takes
+// every sequence of the step in one launch, so for many short prompts the launches cost more than
+// the CUDA-core math they save (docs/BENCHMARKS.md).
 #include "internal.h"
 
 #include <cfloat>

@@ -92,26 +92,8 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
         check(cudaMalloc(&ctx->cublas_workspace, kCublasWorkspaceBytes), "cudaMalloc(cublas workspace)")) {
         ctx->arena_bytes = kArenaBytes;
         ctx->sm_count = props.multiProcessorCount;
-        if (const char *rows = getenv("PETREL_GEMV_MAX_ROWS")) ctx->gemv_max_rows = atoi(rows);
-        if (const char *unroll = getenv("PETREL_DECODE_UNROLL")) ctx->decode_unroll = atoi(unroll) == 4 ? 4 : 8;
-        if (const char *keys = getenv("PETREL_DECODE_MIN_PARTITION")) {
-            const int v = atoi(keys);
-            if (v == 64 || v == 128 || v == 256 || v == 512) ctx->decode_min_partition = v;
-        }
-        if (const char *early = getenv("PETREL_DECODE_EARLY_KV")) ctx->decode_early_kv = strcmp(early, "0") != 0;
-        if (const char *fused = getenv("PETREL_DECODE_FUSED_ROPE")) ctx->decode_fused_rope = strcmp(fused, "0") != 0;
-        if (const char *slices = getenv("PETREL_GEMV_SLICES")) ctx->gemv_small_slices = atoi(slices) == 2 ? 2 : 4;
-        if (const char *norm = getenv("PETREL_GEMV_NORM")) ctx->gemv_norm = strcmp(norm, "0") != 0;
         if (const char *pdl = getenv("PETREL_PDL")) ctx->pdl = strcmp(pdl, "0") != 0;
         if (const char *graphs = getenv("PETREL_CUDA_GRAPHS")) ctx->step.enabled = strcmp(graphs, "0") != 0;
-        if (const char *mode = getenv("PETREL_PREFILL_ATTENTION")) {   // gemm (default) or tiled
-            if (strcmp(mode, "tiled") == 0) ctx->prefill_gemm = false;
-            else if (strcmp(mode, "gemm") == 0) ctx->prefill_gemm = true;
-        }
-        if (const char *min = getenv("PETREL_PREFILL_GEMM_MIN_TOKENS")) {
-            const int v = atoi(min);
-            if (v >= 2) ctx->prefill_gemm_min_tokens = v;
-        }
         if (cublasCreate(&ctx->cublas) != CUBLAS_STATUS_SUCCESS ||
             cublasSetStream(ctx->cublas, ctx->stream) != CUBLAS_STATUS_SUCCESS ||
             cublasSetWorkspace(ctx->cublas, ctx->cublas_workspace, kCublasWorkspaceBytes) != CUBLAS_STATUS_SUCCESS) {

@@ -1,4 +1,4 @@
-// gemv.cu: the skinny matmul of decode steps. With a handful of activation rows (n <= 8) a
+// gemv.cu: the skinny matmul of decode steps. With a handful of activation rows (n <= kGemvMaxRows) a
 // matmul is a stream over the weights; cuBLAS's GEMM kernels reach only part of the card's
 // bandwidth there. Here each warp owns one output column (one weight row), streams that row in
 // 16-byte loads that bypass L1 (several in flight per lane), dots it with every activation row
@@ -242,12 +242,13 @@ cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const
     const int per_block = kWarps / S;
     dim3 grid((unsigned)((cols + per_block - 1) / per_block));
     const size_t smem = NORM ? (size_t)(n * k * 2) : 0;
+    static_assert(kGemvMaxRows == 4, "one case per row count up to kGemvMaxRows");
     switch (n) {
 #define CASE(N)                                                                                                  \
     case N:                                                                                                      \
         return launch_dependent(ctx, grid, dim3(kWarps * 32), smem, gemv_kernel<T, N, MODE, S, NORM>, x, w, bias, k, \
                                 cols, out, norm_w, eps);
-        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+        CASE(1) CASE(2) CASE(3) CASE(4)
 #undef CASE
     }
     return cudaErrorInvalidValue;
@@ -255,15 +256,12 @@ cudaError_t launch_split(const petrel_context *ctx, int64_t n, const T *x, const
 
 // Slices per column: enough warps in flight to cover the card twice over (132 SMs x 64 warps),
 // at most 4; a function of the matrix alone, so results never depend on the row count.
-// PETREL_GEMV_SLICES=2 takes 2 for the smallest matrices instead (a measurement knob).
-inline int slices_for(const petrel_context *ctx, int64_t cols) {
-    return cols <= 4096 ? ctx->gemv_small_slices : cols <= 8192 ? 2 : 1;
-}
+inline int slices_for(int64_t cols) { return cols <= 4096 ? 4 : cols <= 8192 ? 2 : 1; }
 
 template <typename T, int MODE, bool NORM>
 cudaError_t launch_mode(const petrel_context *ctx, int64_t n, const T *x, const T *w, const T *bias, int64_t k,
                         int64_t cols, T *out, const T *norm_w, float eps) {
-    switch (slices_for(ctx, cols)) {
+    switch (slices_for(cols)) {
     case 4: return launch_split<T, MODE, 4, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
     case 2: return launch_split<T, MODE, 2, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
     default: return launch_split<T, MODE, 1, NORM>(ctx, n, x, w, bias, k, cols, out, norm_w, eps);
@@ -289,14 +287,13 @@ cudaError_t launch_gemv(const petrel_context *ctx, int mode, const void *x, int6
 
 }  // namespace
 
-bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out) {
-    return n >= 1 && n <= ctx->gemv_max_rows && n <= kGemvMaxRows && k % 8 == 0 && ((uintptr_t)x & 15) == 0 &&
-           ((uintptr_t)w & 15) == 0 && ((uintptr_t)out & 1) == 0;
+bool gemv_applies(int64_t n, int64_t k, const void *x, const void *w, const void *out) {
+    return n >= 1 && n <= kGemvMaxRows && k % 8 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
+           ((uintptr_t)out & 1) == 0;
 }
 
-bool gemv_norm_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out,
-                       const void *norm_w) {
-    return ctx->gemv_norm && gemv_applies(ctx, n, k, x, w, out) && ((uintptr_t)norm_w & 15) == 0 && (size_t)(n * k * 2) <= kGemvNormSmem;
+bool gemv_norm_applies(int64_t n, int64_t k, const void *x, const void *w, const void *out, const void *norm_w) {
+    return gemv_applies(n, k, x, w, out) && ((uintptr_t)norm_w & 15) == 0 && (size_t)(n * k * 2) <= kGemvNormSmem;
 }
 
 int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,

@@ -28,8 +28,9 @@ enum { kGemvPlain = 0, kGemvBias = 1, kGemvSwiGLU = 2, kGemvAdd = 3 };
 // The GEMV with the RMSNorm in front keeps the normalised rows in shared memory: at most this much
 // (rows x k x 2 bytes; 48 KiB needs no opt-in, and keeps 4 blocks an SM at the least).
 constexpr size_t kGemvNormSmem = 48 * 1024;
-constexpr int kGemvMaxRows = 8;
-constexpr int kGemvDefaultRows = 4;   // measured: past 4 rows cuBLAS is as fast (docs/BENCHMARKS.md)
+// Matmuls of at most this many activation rows take the streaming GEMV, larger ones cuBLAS (the
+// cut-over: docs/BENCHMARKS.md; kernels/cuda/dev/bench_gemv times both sides of it).
+constexpr int kGemvMaxRows = 4;
 
 // What a decode step's graph depends on besides its inputs' values (graphs.cu): the caller's
 // buffers (owner), rows, sequences, block-table capacity, split-K partitions (rounded up to a power
@@ -93,43 +94,14 @@ struct petrel_context {
     int32_t *decode_counters = nullptr;
     size_t decode_counter_count = 0;
     int sm_count = 0;
-    // Matmuls with at most this many activation rows use the streaming GEMV (gemv.cu) instead
-    // of cuBLAS; PETREL_GEMV_MAX_ROWS overrides it (0: always cuBLAS).
-    int gemv_max_rows = kGemvDefaultRows;
-    // Split-K decode attention: partitions are halved from 512 keys down to this size while the
-    // step has fewer than two blocks per SM (PETREL_DECODE_MIN_PARTITION: 64, 128, 256 or 512).
-    int decode_min_partition = 64;
-    // Key and value rows each lane group of the decode attention loads before using them: 8, or 4
-    // (PETREL_DECODE_UNROLL=4).
-    int decode_unroll = 8;
-    // A decode step's RoPE and K/V write inside its attention kernel (one kernel less a layer);
-    // PETREL_DECODE_FUSED_ROPE=0: rope_kv_write_kernel first, as outside steps.
-    bool decode_fused_rope = true;
-    // The decode attention loads its first key and value rows (all but the newest) into registers
-    // before its programmatic wait, for grids of at most kDecodeEarlyBlocksPerSM blocks an SM;
-    // PETREL_DECODE_EARLY_KV=0: always after it, as the rows are used.
-    bool decode_early_kv = true;
     // Programmatic dependent launch (Hopper) for the decode chain's GEMVs and norms: each is
     // launched while its predecessor still runs, gets resident, starts its own weight loads and
     // waits (griddepcontrol.wait) before it reads anything the predecessor writes.
     // PETREL_PDL=0 turns it off.
     bool pdl = true;
-    // The streaming GEMV normalises its input itself in petrel_rmsnorm_matmul(_swiglu)_enqueue
-    // (PETREL_GEMV_NORM=0: a norm kernel, then the GEMV).
-    bool gemv_norm = true;
-    // Warps sharing one output column of the GEMV for matrices of at most 4096 columns: 4, or 2
-    // (PETREL_GEMV_SLICES=2).
-    int gemv_small_slices = 4;
-    // Prefill attention through cuBLAS (attention.cu): fresh prefills (no cached prefix, at least
-    // prefill_gemm_min_tokens new tokens) take S = scale Q K^T, a causal softmax and P V as tensor-core GEMMs, unless
-    // PETREL_PREFILL_ATTENTION=tiled (then every prefill chunk takes the tiled kernel).
-    bool prefill_gemm = true;
-    // ... for fresh prefills of at least this many tokens (PETREL_PREFILL_GEMM_MIN_TOKENS
-    // overrides, at least 2); shorter ones stay on the tiled kernel (attention.cu says why).
-    int prefill_gemm_min_tokens = 256;
-    // Its scratch, grown on demand, stream-ordered: the rotated keys of the step's rows (the
-    // context's element type, with RoPE only), then one query block's scores (fp32) and
-    // probabilities (the context's element type).
+    // The cuBLAS prefill attention's scratch (attention.cu), grown on demand, stream-ordered: the
+    // rotated keys of the step's rows (the context's element type, with RoPE only), then one query
+    // block's scores (fp32) and probabilities (the context's element type).
     void *prefill_scratch = nullptr;
     size_t prefill_scratch_bytes = 0;
     // Decode steps as CUDA graphs (graphs.cu).
@@ -146,6 +118,7 @@ void destroy_step_state(petrel_context *ctx);
 
 constexpr int kDecodeMaxGroup = 8;   // query heads per KV head it takes
 constexpr int kMaxPartKeys = 512;    // the largest split-K partition (decode_partition)
+constexpr int kMinPartKeys = 64;     // the smallest: partitions are halved down to this size
 constexpr int kDecodeEarlyBlocksPerSM = 4;   // grids up to this many blocks an SM take the early K/V loads
 
 // The split-K decode launch: decode_count sequences (their indices into seqs at `decode`), at most
@@ -265,11 +238,11 @@ int32_t reserve_arena(petrel_context *ctx, size_t bytes);
 // Marks the arena free; call only when the stream is idle.
 void reset_arena(petrel_context *ctx);
 
-// Whether gemv_enqueue serves this matmul (few rows, k a multiple of 8, 16-byte-aligned operands).
-bool gemv_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out);
+// Whether gemv_enqueue serves this matmul (at most kGemvMaxRows rows, k a multiple of 8,
+// 16-byte-aligned operands).
+bool gemv_applies(int64_t n, int64_t k, const void *x, const void *w, const void *out);
 // Whether gemv_enqueue can also normalise x first (norm_w aligned, the normalised rows fit kGemvNormSmem).
-bool gemv_norm_applies(const petrel_context *ctx, int64_t n, int64_t k, const void *x, const void *w, const void *out,
-                       const void *norm_w);
+bool gemv_norm_applies(int64_t n, int64_t k, const void *x, const void *w, const void *out, const void *norm_w);
 // out (n, cols) = x (n, k) . w (cols, k)^T with the epilogue `mode`: + bias (cols); SwiGLU, where w
 // has 2 cols rows (gate rows, then up rows) and out = silu(x . gate^T) * (x . up^T); or Add: out +=.
 // With norm_w (not with Add), x is normalised per row first: x * rsqrt(mean(x^2) + eps) * norm_w.
@@ -320,6 +293,9 @@ cudaError_t launch_dependent(const petrel_context *ctx, dim3 grid, dim3 block, s
 // ---- the cuBLAS prefill attention (attention_gemm.cu), used by petrel_attention_enqueue
 
 constexpr int64_t kGemmScoreBudget = 16ll << 20;    // heads x rows x Lp per block: 64 MiB S + 32 MiB P
+// Fresh prefills (no cached prefix) of at least this many tokens take it; shorter ones stay on the
+// tiled kernel (attention_gemm.cu says why).
+constexpr int64_t kPrefillGemmMinTokens = 256;
 
 inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
 inline size_t round256(size_t x) { return (x + 255) / 256 * 256; }

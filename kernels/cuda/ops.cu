@@ -278,7 +278,7 @@ static int32_t cublas_matmul(petrel_context *ctx, const void *x, int64_t n, int6
 int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m,
                               const void *bias, void *out) {
     if (n == 0 || m == 0) return PETREL_OK;
-    if (gemv_applies(ctx, n, k, x, w, out))
+    if (gemv_applies(n, k, x, w, out))
         return gemv_enqueue(ctx, bias ? kGemvBias : kGemvPlain, x, n, k, w, m, bias, out);
     int32_t status = cublas_matmul(ctx, x, n, k, w, m, out);
     if (status != PETREL_OK) return status;
@@ -296,7 +296,7 @@ int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int
 int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w_gate_up,
                                      int64_t f, void *out) {
     if (n == 0 || f == 0) return PETREL_OK;
-    if (gemv_applies(ctx, n, k, x, w_gate_up, out)) return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out);
+    if (gemv_applies(n, k, x, w_gate_up, out)) return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out);
     // Large batches: one cuBLAS GEMM into a stream-ordered temporary, then the SwiGLU kernel. A
     // step (graphs.cu) uses the step's own buffer instead, grown outside captures: a capture that
     // finds it too small is abandoned and the step runs again uncaptured.
@@ -337,14 +337,14 @@ int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t
 int32_t petrel_matmul_add_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m,
                                   void *acc) {
     if (n == 0 || m == 0) return PETREL_OK;
-    if (gemv_applies(ctx, n, k, x, w, acc)) return gemv_enqueue(ctx, kGemvAdd, x, n, k, w, m, nullptr, acc);
+    if (gemv_applies(n, k, x, w, acc)) return gemv_enqueue(ctx, kGemvAdd, x, n, k, w, m, nullptr, acc);
     return cublas_matmul(ctx, x, n, k, w, m, acc, true);
 }
 
 int32_t petrel_rmsnorm_matmul_enqueue(petrel_context *ctx, const void *x, const void *norm_w, float eps, int64_t n,
                                       int64_t k, const void *w, int64_t m, const void *bias, void *normed, void *out) {
     if (n == 0 || m == 0) return PETREL_OK;
-    if (gemv_norm_applies(ctx, n, k, x, w, out, norm_w))
+    if (gemv_norm_applies(n, k, x, w, out, norm_w))
         return gemv_enqueue(ctx, bias ? kGemvBias : kGemvPlain, x, n, k, w, m, bias, out, norm_w, eps);
     const int32_t status = petrel_rmsnorm_enqueue(ctx, x, norm_w, n, k, eps, normed);
     return status != PETREL_OK ? status : petrel_matmul_enqueue(ctx, normed, n, k, w, m, bias, out);
@@ -354,7 +354,7 @@ int32_t petrel_rmsnorm_matmul_swiglu_enqueue(petrel_context *ctx, const void *x,
                                              int64_t n, int64_t k, const void *w_gate_up, int64_t f, void *normed,
                                              void *out) {
     if (n == 0 || f == 0) return PETREL_OK;
-    if (gemv_norm_applies(ctx, n, k, x, w_gate_up, out, norm_w))
+    if (gemv_norm_applies(n, k, x, w_gate_up, out, norm_w))
         return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out, norm_w, eps);
     const int32_t status = petrel_rmsnorm_enqueue(ctx, x, norm_w, n, k, eps, normed);
     return status != PETREL_OK ? status : petrel_matmul_swiglu_enqueue(ctx, normed, n, k, w_gate_up, f, out);

@@ -156,8 +156,7 @@ PETREL_FN(int32_t, petrel_embed_enqueue, (petrel_context *ctx, const int32_t *id
 PETREL_FN(int32_t, petrel_rmsnorm_enqueue, (petrel_context *ctx, const void *x, const void *weight,
                                             int64_t n, int64_t d, float eps, void *out))
 // out (n, m) = x (n, k) . w (m, k)^T [+ bias (m)], fp32 accumulation: a streaming GEMV (one warp
-// per output column) for n <= 8 rows (PETREL_GEMV_MAX_ROWS), else a cuBLAS GEMM (fp16 or bf16
-// operands, fp32 compute).
+// per output column) for n <= 4 rows, else a cuBLAS GEMM (fp16 or bf16 operands, fp32 compute).
 // bias may be NULL. out must not alias x or w.
 PETREL_FN(int32_t, petrel_matmul_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
                                            const void *w, int64_t m, const void *bias, void *out))
