@@ -39,28 +39,47 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     /// The element type of every device tensor: .f16 or .bf16.
     public let elementType: DType
 
+    /// What the backend's device context is created with (petrel_context_options), fixed for its
+    /// life: the kill switches of the decode path, both on by default.
+    public struct Options: Sendable, Equatable {
+        /// Decode steps captured and replayed as CUDA graphs (StepRecording); off, every step is
+        /// launched kernel by kernel.
+        public var cudaGraphs: Bool
+        /// Programmatic dependent launch between the decode chain's kernels (Hopper and later).
+        public var programmaticDependentLaunch: Bool
+
+        public init(cudaGraphs: Bool = true, programmaticDependentLaunch: Bool = true) {
+            self.cudaGraphs = cudaGraphs
+            self.programmaticDependentLaunch = programmaticDependentLaunch
+        }
+    }
+
+    /// The options the backend was created with.
+    public let options: Options
+
     /// Loads the library (`libraryPath`, else `PETREL_CUDA_LIB`, else next to the executable)
-    /// and opens `device` with tensors of `elementType` (.f16 or .bf16). Throws
+    /// and opens `device` with tensors of `elementType` (.f16 or .bf16) and `options`. Throws
     /// CUDABackendError with a clear message when the library or device is missing or the type
     /// is not one of those.
-    public init(libraryPath: String? = nil, device: Int = 0, elementType: DType = .f16) throws {
+    public init(libraryPath: String? = nil, device: Int = 0, elementType: DType = .f16, options: Options = Options()) throws {
         guard elementType == .f16 || elementType == .bf16 else {
             throw CUDABackendError("--device cuda runs in f16 or bf16, not \(elementType)")
         }
         self.elementType = elementType
+        self.options = options
         let lib = try CUDALibrary(path: libraryPath ?? CUDALibrary.defaultPath())
-        context = try CUDAContext(lib: lib, device: device)
+        context = try CUDAContext(lib: lib, device: device, options: options)
         try context.check(lib.contextSetDtype(context.handle, Int32(elementType.rawValue)), "set element type \(elementType)")
         var name = [CChar](repeating: 0, count: 256)
         var total: Int64 = 0, free: Int64 = 0
         var sms: Int32 = 0
         try context.check(lib.deviceDescribe(context.handle, &name, name.count, &total, &free, &sms), "describe device")
-        deviceName = String(cString: name)
+        deviceName = String(nulTerminated: name)
         totalMemoryBytes = Int(total)
         multiprocessorCount = Int(sms)
         var id = [CChar](repeating: 0, count: 64)
         try context.check(lib.deviceUUID(context.handle, &id, id.count), "device uuid")
-        uuid = String(cString: id)
+        uuid = String(nulTerminated: id)
     }
 
     private var lib: CUDALibrary { context.lib }

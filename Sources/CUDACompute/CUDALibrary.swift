@@ -15,6 +15,13 @@ public struct CUDABackendError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
+extension String {
+    /// The text of a C string the library wrote into a caller-owned buffer, up to its NUL.
+    init(nulTerminated chars: [CChar]) {
+        self.init(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
 /// The library's functions, resolved once.
 final class CUDALibrary: @unchecked Sendable {
     let path: String
@@ -123,13 +130,15 @@ final class CUDAContext: @unchecked Sendable {
     let lib: CUDALibrary
     let handle: OpaquePointer
 
-    init(lib: CUDALibrary, device: Int) throws {
+    init(lib: CUDALibrary, device: Int, options: CUDABackend.Options) throws {
         self.lib = lib
         var ctx: OpaquePointer?
         var message = [CChar](repeating: 0, count: 1024)
-        let status = lib.contextCreate(Int32(device), &ctx, &message, message.count)
+        var raw = petrel_context_options(size: UInt32(MemoryLayout<petrel_context_options>.size),
+                                         cuda_graphs: options.cudaGraphs ? 1 : 0, pdl: options.programmaticDependentLaunch ? 1 : 0)
+        let status = lib.contextCreate(Int32(device), &raw, &ctx, &message, message.count)
         guard status == 0, let ctx else {
-            throw CUDABackendError("--device cuda: no usable GPU \(device): \(String(cString: message))")
+            throw CUDABackendError("--device cuda: no usable GPU \(device): \(String(nulTerminated: message))")
         }
         handle = ctx
     }

@@ -34,6 +34,7 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("tokens-per-block")) var blockSize = 32
     @Option(help: "Where to run: cpu or cuda (libpetrel_cuda.so from PETREL_CUDA_LIB or next to petrel).") var device: Device = .cpu
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
+    @OptionGroup var cuda: CUDAFlags
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
     @Option(name: .customLong("peak-bandwidth"), help: "Static mode: the device's measured copy bandwidth in GB/s, for each point's ceiling.")
     var peakBandwidth: Double?
@@ -74,7 +75,7 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let backend = try device.makeBackend(threads: threads, gpuDtype: gpuDtype)
+        let backend = try device.makeBackend(threads: threads, gpuDtype: gpuDtype, cuda: cuda.options)
         let llama: any CausalLM
         let name: String
         let loadStart = DispatchTime.now().uptimeNanoseconds
@@ -99,7 +100,8 @@ struct Bench: AsyncParsableCommand {
         }
         if let gpu = backend as? CUDABackend {
             let counts = gpu.graphCounts
-            print("decode steps as CUDA graphs: \(counts.captured) captured, \(counts.replayed) replayed\(counts.captured == 0 ? " (PETREL_CUDA_GRAPHS=0, or no step qualified)" : "")")
+            print("decode steps as CUDA graphs: \(counts.captured) captured, \(counts.replayed) replayed" +
+                  (gpu.options.cudaGraphs ? (counts.captured == 0 ? " (no step qualified)" : "") : " (--no-cuda-graphs)"))
         }
     }
 

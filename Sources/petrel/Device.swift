@@ -11,12 +11,24 @@ enum Device: String, ExpressibleByArgument, CaseIterable {
 
     /// The backend for this device. For cuda: loads libpetrel_cuda.so (PETREL_CUDA_LIB, else next
     /// to the executable) or throws a clear error.
-    func makeBackend(threads: Int = 0, exactQuantizedMath: Bool = false, gpuDtype: GPUDType = .f16) throws -> ComputeBackend {
+    func makeBackend(threads: Int = 0, exactQuantizedMath: Bool = false, gpuDtype: GPUDType = .f16,
+                     cuda: CUDABackend.Options = CUDABackend.Options()) throws -> ComputeBackend {
         switch self {
         case .cpu: return CPUBackend(exactQuantizedMath: exactQuantizedMath, threads: threads)
-        case .cuda: return try CUDABackend(elementType: gpuDtype.dtype)
+        case .cuda: return try CUDABackend(elementType: gpuDtype.dtype, options: cuda)
         }
     }
+}
+
+/// `--cuda-graphs/--no-cuda-graphs`, `--pdl/--no-pdl` on the commands that take --device: the CUDA
+/// backend's kill switches (CUDABackend.Options), both on by default; the CPU backend has none.
+struct CUDAFlags: ParsableArguments {
+    @Flag(inversion: .prefixedNo, help: "With --device cuda: capture decode steps as CUDA graphs and replay them.")
+    var cudaGraphs = true
+    @Flag(inversion: .prefixedNo, help: "With --device cuda: programmatic dependent launch between a decode step's kernels.")
+    var pdl = true
+
+    var options: CUDABackend.Options { CUDABackend.Options(cudaGraphs: cudaGraphs, programmaticDependentLaunch: pdl) }
 }
 
 /// `--gpu-dtype f16|bf16`: the element type of weights, activations, logits and the KV cache on

@@ -23,6 +23,7 @@ struct Generate: AsyncParsableCommand {
     @Option var seed: UInt64?
     @Option(help: "Where to run: cpu or cuda (libpetrel_cuda.so from PETREL_CUDA_LIB or next to petrel).") var device: Device = .cpu
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
+    @OptionGroup var cuda: CUDAFlags
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
     @Flag(help: "Keep activations in float32 against quantized weights (slower reference math).") var exact = false
     @Flag(help: "Print token ids instead of text.") var ids = false
@@ -39,7 +40,7 @@ struct Generate: AsyncParsableCommand {
 
     func run() async throws {
         let path = try model ?? DefaultModel.resolve()
-        let backend = try device.makeBackend(threads: threads, exactQuantizedMath: exact, gpuDtype: gpuDtype)
+        let backend = try device.makeBackend(threads: threads, exactQuantizedMath: exact, gpuDtype: gpuDtype, cuda: cuda.options)
         let bundle = try ModelBundle(path: path) {
             try parallel.makeModel(config: $0.config, weights: $0.weights, backend: backend, device: device, threads: threads, exact: exact)
         }

@@ -16,6 +16,7 @@ struct Logits: ParsableCommand {
     @Option(name: .customLong("max-tokens"), help: "Greedy tokens to generate after the prompt.") var maxTokens = 16
     @Option(help: "Where to run: cpu or cuda.") var device: Device = .cpu
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
+    @OptionGroup var cuda: CUDAFlags
     @Option(help: "Write the prompt's last-position logits here (float32, little-endian, vocab values).") var output: String?
 
     func run() throws {
@@ -26,7 +27,7 @@ struct Logits: ParsableCommand {
             return v
         }
         guard !ids.isEmpty else { throw ValidationError("--prompt-ids: no ids") }
-        let backend = try device.makeBackend(exactQuantizedMath: true, gpuDtype: gpuDtype)
+        let backend = try device.makeBackend(exactQuantizedMath: true, gpuDtype: gpuDtype, cuda: cuda.options)
         let checkpoint = try LoadedCheckpoint.open(model)
         let llama = try LlamaModel(config: checkpoint.config, weights: checkpoint.weights, backend: backend)
         let vocab = llama.config.vocabularySize

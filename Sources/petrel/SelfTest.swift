@@ -23,6 +23,7 @@ struct SelfTest: ParsableCommand {
     @Option(help: "Seed for the random inputs.") var seed: UInt64 = 7
 
     @Option(help: "Element types to check on the GPU, separated by ','.") var gpuDtypes = "f16,bf16"
+    @OptionGroup var cuda: CUDAFlags
 
     func run() throws {
         let types = device == .cpu ? [GPUDType.f16] : try gpuDtypes.split(separator: ",").map {
@@ -31,7 +32,7 @@ struct SelfTest: ParsableCommand {
         }
         var passed = 0, failed = 0
         for type in types {
-            let gpu = try device.makeBackend(exactQuantizedMath: true, gpuDtype: type)
+            let gpu = try device.makeBackend(exactQuantizedMath: true, gpuDtype: type, cuda: cuda.options)
             print("device: \(describe(gpu))\(device == .cuda ? ", \(type)" : "")")
             var check = OpCheck(ref: CPUBackend(exactQuantizedMath: true), dev: gpu, seed: seed,
                                 elementType: device == .cuda ? type.dtype : .f16)
@@ -487,16 +488,19 @@ struct OpCheck {
     }
 
     /// Decode steps replayed from CUDA graphs (kernels/cuda/graphs.cu) against the same steps run
-    /// kernel by kernel on a second context with graphs off (PETREL_CUDA_GRAPHS=0): bit-identical
+    /// kernel by kernel on a second context with graphs off (CUDABackend.Options): bit-identical
     /// logits at every step, over batches of 5 and then 4 sequences whose contexts cross KV-block,
     /// block-table-capacity and split-K-partition boundaries (so shapes are warmed up, captured,
     /// replayed, and captured anew); and graphs must really have been captured and replayed.
     mutating func stepGraphs() throws {
         guard let gpu = dev as? CUDABackend else { return }
-        let previous = getenv("PETREL_CUDA_GRAPHS").map { String(cString: $0) }
-        setenv("PETREL_CUDA_GRAPHS", "0", 1)
-        let plain = try CUDABackend(elementType: elementType)
-        if let previous { setenv("PETREL_CUDA_GRAPHS", previous, 1) } else { unsetenv("PETREL_CUDA_GRAPHS") }
+        guard gpu.options.cudaGraphs else {
+            print("| step graphs | --no-cuda-graphs: not checked | - | - | skipped |")
+            return
+        }
+        var kernelByKernel = gpu.options
+        kernelByKernel.cudaGraphs = false
+        let plain = try CUDABackend(libraryPath: gpu.libraryPath, elementType: elementType, options: kernelByKernel)
         let smol = BuiltinConfig.smollm2_135m.config, vocab = smol.vocabularySize
         let weights = LlamaWeights.random(config: smol, dtype: .f16, seed: 4)
         let a = try LlamaModel(config: smol, weights: weights, backend: dev)

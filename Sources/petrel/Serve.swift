@@ -30,6 +30,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("kv-cache-bytes"), help: "CPU KV-cache budget per LLM model instance, in bytes.") var kvCacheBytes = 512 << 20
     @Option(help: "Device for LLM models: cpu or cuda.") var device: Device = .cpu
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
+    @OptionGroup var cuda: CUDAFlags
     @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
     @OptionGroup var parallel: ParallelOptions
 
@@ -49,12 +50,12 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var repositories = modelRepository
         if repositories.isEmpty { repositories = [try DefaultModel.repository()] }
-        let device = self.device, threads = self.threads
+        let device = self.device, threads = self.threads, gpuDtype = self.gpuDtype, cudaOptions = cuda.options
         let gpuMetrics = GPUMetrics()
         var options = ServerOptions(modelRepositories: repositories,
                                     modelControlMode: ServerOptions.ModelControlMode(rawValue: modelControlMode)!,
                                     startupModels: loadModels, repositoryPollSeconds: pollSeconds,
-                                    backendFactory: { gpuMetrics.track(try device.makeBackend(threads: threads, gpuDtype: gpuDtype)) },
+                                    backendFactory: { gpuMetrics.track(try device.makeBackend(threads: threads, gpuDtype: gpuDtype, cuda: cudaOptions)) },
                                     kvCacheMemoryBytes: kvCacheBytes)
         options.tensorParallelSize = parallel.tensorParallelSize
         options.pipelineParallelSize = parallel.pipelineParallelSize

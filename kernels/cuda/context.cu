@@ -3,8 +3,6 @@
 // that type to float32 on download).
 #include "internal.h"
 
-#include <cstdlib>
-
 static const size_t kArenaBytes = 64u << 20;            // pinned staging and device scratch, each
 static const size_t kCublasWorkspaceBytes = 32u << 20;
 
@@ -69,8 +67,17 @@ extern "C" {
 
 int32_t petrel_abi_version(void) { return PETREL_ABI_VERSION; }
 
-int32_t petrel_context_create(int32_t device, petrel_context **out, char *error, size_t error_capacity) {
+int32_t petrel_context_create(int32_t device, const petrel_context_options *options, petrel_context **out, char *error,
+                              size_t error_capacity) {
     *out = nullptr;
+    petrel_context_options o = {sizeof(petrel_context_options), 1, 1};   // the defaults
+    if (options) {
+        if (options->size < sizeof options->size) {
+            if (error && error_capacity) snprintf(error, error_capacity, "context_create: options of %u bytes", options->size);
+            return PETREL_ERROR_INVALID_ARGUMENT;
+        }
+        memcpy(&o, options, options->size < sizeof o ? options->size : sizeof o);
+    }
     petrel_context *ctx = new petrel_context();
     ctx->device = device;
     int32_t status = PETREL_OK;
@@ -92,8 +99,8 @@ int32_t petrel_context_create(int32_t device, petrel_context **out, char *error,
         check(cudaMalloc(&ctx->cublas_workspace, kCublasWorkspaceBytes), "cudaMalloc(cublas workspace)")) {
         ctx->arena_bytes = kArenaBytes;
         ctx->sm_count = props.multiProcessorCount;
-        if (const char *pdl = getenv("PETREL_PDL")) ctx->pdl = strcmp(pdl, "0") != 0;
-        if (const char *graphs = getenv("PETREL_CUDA_GRAPHS")) ctx->step.enabled = strcmp(graphs, "0") != 0;
+        ctx->pdl = o.pdl != 0;
+        ctx->step.enabled = o.cuda_graphs != 0;
         if (cublasCreate(&ctx->cublas) != CUBLAS_STATUS_SUCCESS ||
             cublasSetStream(ctx->cublas, ctx->stream) != CUBLAS_STATUS_SUCCESS ||
             cublasSetWorkspace(ctx->cublas, ctx->cublas_workspace, kCublasWorkspaceBytes) != CUBLAS_STATUS_SUCCESS) {

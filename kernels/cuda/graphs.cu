@@ -11,10 +11,8 @@
 // The shape (StepKey): the caller's buffers (owner), rows, sequences, block-table capacity (a power
 // of two), split-K partitions (a power of two; blocks past a sequence's own return at once), the
 // attention shape and the cache's block size. Anything else that would change the launches (a
-// scratch buffer regrown, PETREL_CUDA_GRAPHS=0) drops or bypasses the graphs.
+// scratch buffer regrown, a context created with cuda_graphs = 0) drops or bypasses the graphs.
 #include "internal.h"
-
-#include <cstdlib>
 
 namespace {
 

@@ -43,7 +43,7 @@ using StepKey = std::tuple<uint64_t, int64_t, int64_t, int64_t, int64_t, int64_t
 // that also sizes every scratch buffer) or captured into a graph that is launched then and
 // replayed by later steps of the same shape.
 struct StepState {
-    bool enabled = true;          // PETREL_CUDA_GRAPHS=0 turns graphs off
+    bool enabled = true;          // petrel_context_options::cuda_graphs
     bool active = false;          // inside petrel_step_begin .. petrel_step_end
     bool capturing = false;       // ... and the stream is being captured
     bool broken = false;          // an enqueue could not be captured (a scratch buffer too small)
@@ -96,8 +96,8 @@ struct petrel_context {
     int sm_count = 0;
     // Programmatic dependent launch (Hopper) for the decode chain's GEMVs and norms: each is
     // launched while its predecessor still runs, gets resident, starts its own weight loads and
-    // waits (griddepcontrol.wait) before it reads anything the predecessor writes.
-    // PETREL_PDL=0 turns it off.
+    // waits (griddepcontrol.wait) before it reads anything the predecessor writes
+    // (petrel_context_options::pdl).
     bool pdl = true;
     // The cuBLAS prefill attention's scratch (attention.cu), grown on demand, stream-ordered: the
     // rotated keys of the step's rows (the context's element type, with RoPE only), then one query

@@ -46,7 +46,8 @@ extern "C" {
 // 6: decode steps as CUDA graphs (petrel_step_begin / petrel_step_end).
 // 7: petrel_matmul_add_enqueue, petrel_rmsnorm_matmul_enqueue,
 //    petrel_rmsnorm_matmul_swiglu_enqueue.
-#define PETREL_ABI_VERSION 7
+// 8: petrel_context_create takes petrel_context_options; the library reads no environment.
+#define PETREL_ABI_VERSION 8
 
 enum {
     PETREL_OK = 0,
@@ -69,6 +70,15 @@ enum {
 };
 
 typedef struct petrel_context petrel_context;  // opaque: device, stream, cuBLAS handle, pools
+
+// What a context is created with, fixed for its life. The caller sets `size` to
+// sizeof(petrel_context_options) as it was compiled: the library reads only the fields that fit in
+// `size` and takes the default for any other, so fields can be added at the end.
+typedef struct {
+    uint32_t size;
+    int32_t cuda_graphs;   // nonzero (default): decode steps captured and replayed as CUDA graphs (petrel_step_begin)
+    int32_t pdl;           // nonzero (default): programmatic dependent launch between the decode chain's kernels
+} petrel_context_options;
 
 // One sequence of a ragged attention batch (mirrors Compute.AttentionSequence).
 typedef struct {
@@ -94,10 +104,12 @@ typedef struct {
 
 // The ABI version this library was built with (PETREL_ABI_VERSION).
 PETREL_FN(int32_t, petrel_abi_version, (void))
-// Creates a context on CUDA device `device`: one stream, a cuBLAS handle, a stream-ordered
-// memory pool, pinned staging memory. *out receives a context the caller must destroy.
-// On failure *out is NULL and `error` (caller-owned, `error_capacity` bytes) holds a message.
-PETREL_FN(int32_t, petrel_context_create, (int32_t device, petrel_context **out, char *error, size_t error_capacity))
+// Creates a context on CUDA device `device` with `options` (borrowed; NULL: the defaults): one
+// stream, a cuBLAS handle, a stream-ordered memory pool, pinned staging memory. *out receives a
+// context the caller must destroy. On failure *out is NULL and `error` (caller-owned,
+// `error_capacity` bytes) holds a message.
+PETREL_FN(int32_t, petrel_context_create, (int32_t device, const petrel_context_options *options, petrel_context **out,
+                                           char *error, size_t error_capacity))
 // Waits for queued work, then frees everything the context owns. NULL is allowed.
 PETREL_FN(void, petrel_context_destroy, (petrel_context *ctx))
 // Sets the context's element type: PETREL_DTYPE_F16 (the default) or PETREL_DTYPE_BF16; any other
@@ -240,8 +252,8 @@ enum {
 // values) and every other enqueue must get the same device buffers whenever `owner` (any number
 // naming the caller's set of buffers) is the same. The first step of a shape runs its operations;
 // the second is captured into a CUDA graph and launched by petrel_step_end; later steps of the
-// shape launch that graph here (*action = PETREL_STEP_REPLAYED). PETREL_CUDA_GRAPHS=0 in the
-// environment, or a step that is not pure decode, gives PETREL_STEP_INELIGIBLE.
+// shape launch that graph here (*action = PETREL_STEP_REPLAYED). A context created with
+// cuda_graphs = 0, or a step that is not pure decode, gives PETREL_STEP_INELIGIBLE.
 PETREL_FN(int32_t, petrel_step_begin, (petrel_context *ctx, uint64_t owner, const int32_t *ids, const int32_t *positions,
                                        int64_t n, const petrel_attn_seq *seqs, int64_t seq_count, int64_t block_size,
                                        int64_t heads, int64_t kv_heads, int64_t head_dim, const float *inv_freq,

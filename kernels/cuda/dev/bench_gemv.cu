@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
     }
     petrel_context *ctx = nullptr;
     char error[512];
-    if (petrel_context_create(0, &ctx, error, sizeof error) != PETREL_OK) {
+    if (petrel_context_create(0, nullptr, &ctx, error, sizeof error) != PETREL_OK) {
         fprintf(stderr, "%s\n", error);
         return 1;
     }
