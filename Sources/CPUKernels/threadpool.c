@@ -72,8 +72,6 @@ void pk_set_threads(int n) {
     if (pool_threads == 0) {
         if (n <= 0) {
             long c = sysconf(_SC_NPROCESSORS_ONLN);
-            const char *env = getenv("PETREL_THREADS");
-            if (env && atoi(env) > 0) c = atoi(env);
             n = c > 0 ? (int)c : 1;
         }
         if (n > PK_MAX_THREADS) n = PK_MAX_THREADS;

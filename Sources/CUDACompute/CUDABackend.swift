@@ -57,8 +57,8 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     /// The options the backend was created with.
     public let options: Options
 
-    /// Loads the library (`libraryPath`, else `PETREL_CUDA_LIB`, else next to the executable)
-    /// and opens `device` with tensors of `elementType` (.f16 or .bf16) and `options`. Throws
+    /// Loads the library (`libraryPath`, else libpetrel_cuda.so next to the executable; petrel
+    /// passes PETREL_CUDA_LIB) and opens `device` with tensors of `elementType` (.f16 or .bf16) and `options`. Throws
     /// CUDABackendError with a clear message when the library or device is missing or the type
     /// is not one of those.
     public init(libraryPath: String? = nil, device: Int = 0, elementType: DType = .f16, options: Options = Options()) throws {

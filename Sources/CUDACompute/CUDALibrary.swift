@@ -61,9 +61,8 @@ final class CUDALibrary: @unchecked Sendable {
     let graphsClear: petrel_graphs_clear_fn
     let graphCounts: petrel_graph_counts_fn
 
-    /// `PETREL_CUDA_LIB` when set, else libpetrel_cuda.so next to the running executable.
+    /// libpetrel_cuda.so next to the running executable.
     static func defaultPath() -> String {
-        if let p = ProcessInfo.processInfo.environment["PETREL_CUDA_LIB"], !p.isEmpty { return p }
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         let dir = FileManager.default.fileExists(atPath: exe.path)
             ? exe.deletingLastPathComponent().path

@@ -24,9 +24,9 @@ extension ModelRunner {
     /// (prefill chunks of up to 512 tokens, then one token a step). `onTokens` gets each output's
     /// new ids as they come; a sampled id in `stopIDs` ends the request (finish reason .stop) and
     /// is not among them. Throws EngineError.requestTooLarge when prompt and maxTokens exceed the
-    /// model's context; maxTokens 0 runs nothing.
+    /// model's context; maxTokens 0 runs nothing. `deviceSampling`: the runner's.
     public static func generate(_ model: any CausalLM, prompt: [Int32], parameters: SamplingParameters = .greedy,
-                                maxTokens: Int, stopIDs: Set<Int32> = [], blockSize: Int = 32,
+                                maxTokens: Int, stopIDs: Set<Int32> = [], blockSize: Int = 32, deviceSampling: Bool = true,
                                 onTokens: ([Int32]) -> Void = { _ in }) async throws -> GenerationStats {
         precondition(!prompt.isEmpty && maxTokens >= 0, "the prompt must have at least one token")
         var stats = GenerationStats(promptTokens: prompt.count)
@@ -36,7 +36,7 @@ extension ModelRunner {
         }
         guard maxTokens > 0 else { return stats }
         let blocks = (total + blockSize - 1) / blockSize
-        let runner = try ModelRunner(model: model, blockCount: blocks, blockSize: blockSize)
+        let runner = try ModelRunner(model: model, blockCount: blocks, blockSize: blockSize, deviceSampling: deviceSampling)
         let engine = try Engine(config: SchedulerConfig(numBlocks: blocks, blockSize: blockSize, maxBatchSize: 1, maxNumTokens: 512,
                                                         enableChunkedContext: true, policy: .guaranteedNoEvict,
                                                         maxSequenceLength: context),

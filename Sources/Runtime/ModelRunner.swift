@@ -9,9 +9,7 @@ import Engine
 import Models
 import Synchronization
 
-/// Unchecked: `samplers` is touched only on `queue` (one step at a time), and `deviceSampling` is
-/// set before the first step.
-public final class ModelRunner: Executor, @unchecked Sendable {
+public final class ModelRunner: Executor, Sendable {
     public let model: any CausalLM
     public let cache: KVCache
     public let blockSize: Int
@@ -20,14 +18,15 @@ public final class ModelRunner: Executor, @unchecked Sendable {
     private let stepGraphs: DecodeStepGraphs?
     private let queue = DispatchQueue(label: "petrel.model-runner")
     /// Whether rows that need only their best few logits are sampled from the device's top-k
-    /// (DeviceTokenSelection backends); off, every step downloads the logits. PETREL_HOST_SAMPLING=1 turns it off.
-    public var deviceSampling = ProcessInfo.processInfo.environment["PETREL_HOST_SAMPLING"] != "1"
+    /// (DeviceTokenSelection backends); off, every step downloads the logits.
+    public let deviceSampling: Bool
     /// Per-request sampler state (the seeded RNG); steps run one at a time.
     private let samplers = Mutex<[String: Sampler]>([:])
 
-    public init(model: any CausalLM, blockCount: Int, blockSize: Int) throws {
+    public init(model: any CausalLM, blockCount: Int, blockSize: Int, deviceSampling: Bool = true) throws {
         self.model = model
         self.blockSize = blockSize
+        self.deviceSampling = deviceSampling
         self.cache = try model.makeKVCache(blockCount: blockCount, blockSize: blockSize)
         stepGraphs = (model as? LlamaModel).flatMap(DecodeStepGraphs.init(model:))
     }

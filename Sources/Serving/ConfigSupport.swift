@@ -105,7 +105,7 @@ struct ModelParameters: Sendable {
 
 func resolvePath(_ path: String, relativeTo directory: String) -> String {
     var p = path
-    if p.hasPrefix("~/") { p = (ProcessInfo.processInfo.environment["HOME"] ?? "") + p.dropFirst() }
+    if p.hasPrefix("~/") { p = FileManager.default.homeDirectoryForCurrentUser.path + p.dropFirst() }
     if p.hasPrefix("/") { return URL(fileURLWithPath: p).standardizedFileURL.path }
     return URL(fileURLWithPath: directory).appendingPathComponent(p).standardizedFileURL.path
 }

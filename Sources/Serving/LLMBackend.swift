@@ -301,8 +301,9 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
     ]
 
     /// `makeBackend`: one compute backend (called once per rank when the model is sharded).
+    /// `deviceSampling`: each instance's ModelRunner.deviceSampling.
     init(settings: LLMSettings, makeBackend: @escaping @Sendable () throws -> ComputeBackend, kvCacheMemoryBytes: Int,
-         recorder: StatisticsRecorder, tokenizers: TokenizerStore) throws {
+         deviceSampling: Bool = true, recorder: StatisticsRecorder, tokenizers: TokenizerStore) throws {
         self.settings = settings
         self.recorder = recorder
         let clock = SchedulingClock()
@@ -336,8 +337,8 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
                                           maxBeamWidth: settings.maxBeamWidth, maxSequenceLength: maxSequence)
         self.schedulerConfig = schedulerConfig
         engines = try (0..<settings.instanceCount).map { _ in
-            try Engine(config: schedulerConfig, executor: ClockedExecutor(runner: ModelRunner(model: model, blockCount: blocks, blockSize: settings.blockSize),
-                                                                          clock: clock))
+            let runner = try ModelRunner(model: model, blockCount: blocks, blockSize: settings.blockSize, deviceSampling: deviceSampling)
+            return try Engine(config: schedulerConfig, executor: ClockedExecutor(runner: runner, clock: clock))
         }
         defaultEndID = bundle.tokenizer.eosID ?? model.config.eosTokenIDs.first.map(Int32.init)
         counters.withLock { $0.metrics.maxRequests = settings.maxBatchSize * settings.instanceCount }

@@ -144,7 +144,7 @@ extension InferenceServer {
                 }
                 do {
                     return try LLMModel(settings: settings, makeBackend: makeBackend, kvCacheMemoryBytes: options.kvCacheMemoryBytes,
-                                        recorder: recorder, tokenizers: tokenizers)
+                                        deviceSampling: options.deviceSampling, recorder: recorder, tokenizers: tokenizers)
                 } catch let e as ModelLoadError {
                     throw e
                 } catch {

@@ -31,6 +31,9 @@ public struct ServerOptions: Sendable {
     /// model is cut over that many backends, each made by `backendFactory`.
     public var tensorParallelSize = 1
     public var pipelineParallelSize = 1
+    /// LLM models pick tokens on the device where the backend can (ModelRunner.deviceSampling);
+    /// false: every step's logits come to the host (petrel's --host-sampling).
+    public var deviceSampling = true
     /// --strict-readiness: the server is ready only when every model it tried to load is ready.
     public var strictReadiness: Bool
     /// --exit-on-error: `start()` throws when a model fails to load. Off by default (a failed

@@ -35,7 +35,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Where to run: cpu or cuda (libpetrel_cuda.so from PETREL_CUDA_LIB or next to petrel).") var device: Device = .cpu
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
     @OptionGroup var cuda: CUDAFlags
-    @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
+    @Flag(name: .customLong("host-sampling"), help: "Bring every step's logits to the host and pick tokens there, also where the device could.")
+    var hostSampling = false
+    @Option(help: "CPU threads (default: PETREL_THREADS, else all online CPUs).") var threads = 0
     @Option(name: .customLong("peak-bandwidth"), help: "Static mode: the device's measured copy bandwidth in GB/s, for each point's ceiling.")
     var peakBandwidth: Double?
     @Option(name: .customLong("peak-tflops"), help: "Static mode: the device's measured matrix rate in TFLOP/s, for each point's ceiling.")
@@ -109,7 +111,8 @@ struct Bench: AsyncParsableCommand {
 
     /// The executor (and its KV cache) for `batch` sequences of `tokens` tokens.
     func makeRunner(_ llama: any CausalLM, batch: Int, tokens: Int) throws -> ModelRunner {
-        try ModelRunner(model: llama, blockCount: batch * ((tokens + blockSize - 1) / blockSize) + 1, blockSize: blockSize)
+        try ModelRunner(model: llama, blockCount: batch * ((tokens + blockSize - 1) / blockSize) + 1, blockSize: blockSize,
+                        deviceSampling: !hostSampling)
     }
 
     /// An engine over `runner` (a new one when nil), as a server would run it.

@@ -4,10 +4,7 @@ import Foundation
 enum DefaultModel {
     static let fileName = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-    static var cacheDirectory: String {
-        if let c = ProcessInfo.processInfo.environment["PETREL_CACHE"], !c.isEmpty { return c }
-        return (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/petrel"
-    }
+    static var cacheDirectory: String { Environment.current.cacheDirectory }
 
     static var path: String { cacheDirectory + "/models/" + fileName }
 

@@ -9,13 +9,15 @@ import Models
 enum Device: String, ExpressibleByArgument, CaseIterable {
     case cpu, cuda
 
-    /// The backend for this device. For cuda: loads libpetrel_cuda.so (PETREL_CUDA_LIB, else next
-    /// to the executable) or throws a clear error.
+    /// The backend for this device: on the CPU `threads` threads (0: PETREL_THREADS, else all
+    /// online CPUs); for cuda libpetrel_cuda.so (PETREL_CUDA_LIB, else next to the executable),
+    /// or a clear error.
     func makeBackend(threads: Int = 0, exactQuantizedMath: Bool = false, gpuDtype: GPUDType = .f16,
                      cuda: CUDABackend.Options = CUDABackend.Options()) throws -> ComputeBackend {
+        let environment = Environment.current
         switch self {
-        case .cpu: return CPUBackend(exactQuantizedMath: exactQuantizedMath, threads: threads)
-        case .cuda: return try CUDABackend(elementType: gpuDtype.dtype, options: cuda)
+        case .cpu: return CPUBackend(exactQuantizedMath: exactQuantizedMath, threads: threads > 0 ? threads : environment.threads ?? 0)
+        case .cuda: return try CUDABackend(libraryPath: environment.cudaLibrary, elementType: gpuDtype.dtype, options: cuda)
         }
     }
 }

@@ -24,7 +24,9 @@ struct Generate: AsyncParsableCommand {
     @Option(help: "Where to run: cpu or cuda (libpetrel_cuda.so from PETREL_CUDA_LIB or next to petrel).") var device: Device = .cpu
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
     @OptionGroup var cuda: CUDAFlags
-    @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
+    @Flag(name: .customLong("host-sampling"), help: "Bring every step's logits to the host and pick tokens there, also where the device could.")
+    var hostSampling = false
+    @Option(help: "CPU threads (default: PETREL_THREADS, else all online CPUs).") var threads = 0
     @Flag(help: "Keep activations in float32 against quantized weights (slower reference math).") var exact = false
     @Flag(help: "Print token ids instead of text.") var ids = false
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens (for benchmarks).") var ignoreEOS = false
@@ -66,7 +68,7 @@ struct Generate: AsyncParsableCommand {
         let stopIDs = ignoreEOS ? [] : bundle.stopIDs
         // One request on the Engine, as `petrel serve` runs it; a stop id ends it unprinted.
         let stats = try await ModelRunner.generate(bundle.model, prompt: promptIDs, parameters: params, maxTokens: maxTokens,
-                                                   stopIDs: stopIDs) { newIDs in
+                                                   stopIDs: stopIDs, deviceSampling: !hostSampling) { newIDs in
             for id in newIDs {
                 if ids { print(id, terminator: " ") } else { print(detokenizer.append(id), terminator: "") }
             }

@@ -579,8 +579,7 @@ struct OpCheck {
                       SamplingParameters(temperature: 0.5, topP: 0.8, seed: 11, returnLogProbs: true),
                       SamplingParameters(temperature: 1.5, topP: 0.95, seed: 12, presencePenalty: 0.6, returnLogProbs: true, topLogProbs: 3)]
         func run(_ prompts: [[Int32]], _ params: [SamplingParameters], device: Bool) throws -> [Int: ([Int32], [Float])] {
-            let runner = try ModelRunner(model: model, blockCount: 64, blockSize: 16)
-            runner.deviceSampling = device
+            let runner = try ModelRunner(model: model, blockCount: 64, blockSize: 16, deviceSampling: device)
             let engine = try Engine(config: SchedulerConfig(numBlocks: 64, blockSize: 16, maxBatchSize: 8, maxNumTokens: 2048,
                                                             enableChunkedContext: true, policy: .guaranteedNoEvict,
                                                             maxSequenceLength: smol.maxPositions), executor: runner)

@@ -31,7 +31,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Device for LLM models: cpu or cuda.") var device: Device = .cpu
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
     @OptionGroup var cuda: CUDAFlags
-    @Option(help: "CPU threads (default: all online CPUs).") var threads = 0
+    @Flag(name: .customLong("host-sampling"), help: "Bring every step's logits to the host and pick tokens there, also where the device could.")
+    var hostSampling = false
+    @Option(help: "CPU threads (default: PETREL_THREADS, else all online CPUs).") var threads = 0
     @OptionGroup var parallel: ParallelOptions
 
     func validate() throws {
@@ -59,6 +61,7 @@ struct Serve: AsyncParsableCommand {
                                     kvCacheMemoryBytes: kvCacheBytes)
         options.tensorParallelSize = parallel.tensorParallelSize
         options.pipelineParallelSize = parallel.pipelineParallelSize
+        options.deviceSampling = !hostSampling
         let server = InferenceServer(options: options)
         try await server.start()
         log("repository \(repositories.joined(separator: ", ")): " +
