@@ -233,13 +233,6 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         }
     }
 
-    public func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor) {
-        precondition(weight.elementCount == x.rowLength && residual.elementCount == x.elementCount && out.elementCount == x.elementCount)
-        precondition(buffer(out) !== buffer(residual), "addRMSNorm: out must not be the residual")
-        context.require(lib.addRMSNorm(ctx, ptr(residual), ptr(x), ptr(weight), Int64(x.rowCount), Int64(x.rowLength), eps, ptr(out)),
-                        "addRMSNorm")
-    }
-
     public func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor) {
         precondition(x.rowLength == gateUp.rowLength && gateUp.rowCount == 2 * out.rowLength && out.rowCount == x.rowCount)
         context.require(lib.matmulSwiGLU(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), ptr(gateUp), Int64(out.rowLength), ptr(out)),

@@ -48,7 +48,6 @@ final class CUDALibrary: @unchecked Sendable {
     let attention: petrel_attention_enqueue_fn
     let swiglu: petrel_swiglu_enqueue_fn
     let matmulSwiGLU: petrel_matmul_swiglu_enqueue_fn
-    let addRMSNorm: petrel_add_rmsnorm_enqueue_fn
     let topCandidates: petrel_top_candidates_fn
     let deviceUUID: petrel_device_uuid_fn
     let add: petrel_add_enqueue_fn
@@ -108,7 +107,6 @@ final class CUDALibrary: @unchecked Sendable {
         attention = try resolve("petrel_attention_enqueue", petrel_attention_enqueue_fn.self)
         swiglu = try resolve("petrel_swiglu_enqueue", petrel_swiglu_enqueue_fn.self)
         matmulSwiGLU = try resolve("petrel_matmul_swiglu_enqueue", petrel_matmul_swiglu_enqueue_fn.self)
-        addRMSNorm = try resolve("petrel_add_rmsnorm_enqueue", petrel_add_rmsnorm_enqueue_fn.self)
         topCandidates = try resolve("petrel_top_candidates", petrel_top_candidates_fn.self)
         deviceUUID = try resolve("petrel_device_uuid", petrel_device_uuid_fn.self)
         add = try resolve("petrel_add_enqueue", petrel_add_enqueue_fn.self)

@@ -82,8 +82,6 @@ public protocol ComputeBackend: AnyObject, Sendable {
     // Fused operations. Each has a default made of the operations above (the extension below),
     // so a backend implements them only where fusing pays.
 
-    /// residual += x, then out = rmsNorm(residual). out may be x, never residual.
-    func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor)
     /// out (n, f) = silu(x · gateᵀ) * (x · upᵀ), gateUp (2f, k) holding the gate rows then the up rows.
     func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor)
     /// out = rmsNorm(x) · weightᵀ (+ bias). `normed` (x's shape, not x) is scratch the backend may
@@ -100,11 +98,6 @@ public protocol ComputeBackend: AnyObject, Sendable {
 }
 
 extension ComputeBackend {
-    public func addRMSNorm(_ x: Tensor, into residual: Tensor, weight: Tensor, eps: Float, out: Tensor) {
-        add(x, into: residual)
-        rmsNorm(residual, weight: weight, eps: eps, into: out)
-    }
-
     public func rmsNormMatmul(_ x: Tensor, norm: Tensor, eps: Float, weight: Tensor, bias: Tensor?, normed: Tensor,
                               into out: Tensor) {
         rmsNorm(x, weight: norm, eps: eps, into: normed)

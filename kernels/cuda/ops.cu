@@ -54,60 +54,13 @@ __global__ void rmsnorm_kernel(const T *x, const T *w, int64_t d, float eps, T *
         o[i] = from_float<T>(to_float(xr[i]) * scale * to_float(w[i]));
 }
 
-// ---- residual add fused with the next RMSNorm: residual += x; out = rmsnorm(residual) * w.
-// Each thread rereads only the residual elements it wrote, so out may be x (not the residual).
-
-template <typename T>
-__global__ void add_rmsnorm_kernel(T *res, const T *x, const T *w, int64_t d, float eps, T *out) {
-    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
-    pdl_launch_dependents();
-    T *r = res + (int64_t)blockIdx.x * d;
-    const T *xr = x + (int64_t)blockIdx.x * d;
-    T *o = out + (int64_t)blockIdx.x * d;
-    float ss = 0;
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
-        T s = from_float<T>(to_float(r[i]) + to_float(xr[i]));
-        r[i] = s;
-        float v = to_float(s);
-        ss += v * v;
-    }
-    float scale = rsqrtf(block_sum(ss) / (float)d + eps);
-    for (int64_t i = threadIdx.x; i < d; i += blockDim.x)
-        o[i] = from_float<T>(to_float(r[i]) * scale * to_float(w[i]));
-}
-
-// P: pair_t<T> (half2 or __nv_bfloat162), two elements per access.
-template <typename T, typename P = pair_t<T>>
-__global__ void add_rmsnorm2_kernel(P *res, const P *x, const P *w, int64_t d2, float eps, P *out) {
-    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
-    pdl_launch_dependents();
-    P *r = res + (int64_t)blockIdx.x * d2;
-    const P *xr = x + (int64_t)blockIdx.x * d2;
-    P *o = out + (int64_t)blockIdx.x * d2;
-    float ss = 0;
-    for (int64_t i = threadIdx.x; i < d2; i += blockDim.x) {
-        float2 a = to_float2(r[i]), b = to_float2(xr[i]);
-        P s = from_float2<T>(a.x + b.x, a.y + b.y);
-        r[i] = s;
-        float2 v = to_float2(s);
-        ss += v.x * v.x + v.y * v.y;
-    }
-    float scale = rsqrtf(block_sum(ss) / (float)(2 * d2) + eps);
-    for (int64_t i = threadIdx.x; i < d2; i += blockDim.x) {
-        float2 v = to_float2(r[i]), g = to_float2(w[i]);
-        o[i] = from_float2<T>(v.x * scale * g.x, v.y * scale * g.y);
-    }
-}
-
 // Rows of up to 4 pairs per thread (d <= 8192 at 1024 threads): each thread keeps its part of
 // the row in registers between the sum and the write, so the row is read once and written once
-// (out may be x). ADD: residual += x first (the norm is of the sum as rounded); else the norm of x
-// (res unused).
-template <int PER, bool ADD, typename T, typename P = pair_t<T>>
-__global__ void norm_regs_kernel(P *res, const P *x, const P *w, int d2, float eps, P *out) {
+// (out may be x).
+template <int PER, typename T, typename P = pair_t<T>>
+__global__ void norm_regs_kernel(const P *x, const P *w, int d2, float eps, P *out) {
     pdl_wait();   // launched as a programmatic dependent (launch_dependent)
     pdl_launch_dependents();
-    P *r = ADD ? res + (int64_t)blockIdx.x * d2 : nullptr;
     const P *xr = x + (int64_t)blockIdx.x * d2;
     P *o = out + (int64_t)blockIdx.x * d2;
     float2 v[PER];
@@ -116,14 +69,7 @@ __global__ void norm_regs_kernel(P *res, const P *x, const P *w, int d2, float e
     for (int j = 0; j < PER; j++) {
         const int i = threadIdx.x + j * blockDim.x;
         if (i < d2) {
-            if constexpr (ADD) {
-                float2 a = to_float2(r[i]), b = to_float2(xr[i]);
-                P s = from_float2<T>(a.x + b.x, a.y + b.y);
-                r[i] = s;
-                v[j] = to_float2(s);
-            } else {
-                v[j] = to_float2(xr[i]);
-            }
+            v[j] = to_float2(xr[i]);
             ss += v[j].x * v[j].x + v[j].y * v[j].y;
         }
     }
@@ -139,15 +85,14 @@ __global__ void norm_regs_kernel(P *res, const P *x, const P *w, int d2, float e
 }
 
 // Launches norm_regs_kernel for n rows of d2 pairs (d2 <= 4096).
-template <bool ADD, typename T, typename P = pair_t<T>>
-cudaError_t launch_norm_regs(const petrel_context *ctx, int64_t n, P *res, const P *x, const P *w, int64_t d2, float eps,
-                             P *out) {
+template <typename T, typename P = pair_t<T>>
+cudaError_t launch_norm_regs(const petrel_context *ctx, int64_t n, const P *x, const P *w, int64_t d2, float eps, P *out) {
     const int threads = d2 <= 1024 ? (int)((d2 + 31) / 32 * 32) : 1024;
     const int per = (int)((d2 + threads - 1) / threads);
     const dim3 grid((unsigned)n), block((unsigned)threads);
-    if (per == 1) return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<1, ADD, T>, res, x, w, (int)d2, eps, out);
-    if (per == 2) return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<2, ADD, T>, res, x, w, (int)d2, eps, out);
-    return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<4, ADD, T>, res, x, w, (int)d2, eps, out);
+    if (per == 1) return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<1, T>, x, w, (int)d2, eps, out);
+    if (per == 2) return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<2, T>, x, w, (int)d2, eps, out);
+    return launch_dependent(ctx, grid, block, 0, norm_regs_kernel<4, T>, x, w, (int)d2, eps, out);
 }
 
 // ---- RoPE (rotate-half): one block per row
@@ -251,7 +196,7 @@ int32_t petrel_rmsnorm_enqueue(petrel_context *ctx, const void *x, const void *w
     const cudaError_t e = with_element_type(ctx, [&](auto tag) {
         using T = typename decltype(tag)::type;
         using P = pair_t<T>;
-        if (pairs) return launch_norm_regs<false, T>(ctx, n, (P *)nullptr, (const P *)x, (const P *)weight, d / 2, eps, (P *)out);
+        if (pairs) return launch_norm_regs<T>(ctx, n, (const P *)x, (const P *)weight, d / 2, eps, (P *)out);
         return launch_dependent(ctx, dim3((unsigned)n), dim3(rows_threads(d)), 0, rmsnorm_kernel<T>, (const T *)x,
                                 (const T *)weight, d, eps, (T *)out);
     });
@@ -358,31 +303,6 @@ int32_t petrel_rmsnorm_matmul_swiglu_enqueue(petrel_context *ctx, const void *x,
         return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out, norm_w, eps);
     const int32_t status = petrel_rmsnorm_enqueue(ctx, x, norm_w, n, k, eps, normed);
     return status != PETREL_OK ? status : petrel_matmul_swiglu_enqueue(ctx, normed, n, k, w_gate_up, f, out);
-}
-
-int32_t petrel_add_rmsnorm_enqueue(petrel_context *ctx, void *residual, const void *x, const void *weight, int64_t n,
-                                   int64_t d, float eps, void *out) {
-    if (n == 0) return PETREL_OK;
-    if (out == residual) return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "add_rmsnorm: out must not be the residual");
-    const bool pairs = d % 2 == 0 && ((uintptr_t)residual & 3) == 0 && ((uintptr_t)x & 3) == 0 &&
-                       ((uintptr_t)weight & 3) == 0 && ((uintptr_t)out & 3) == 0;
-    const cudaError_t launched = with_element_type(ctx, [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        using P = pair_t<T>;
-        cudaError_t e;
-        if (pairs && d / 2 <= 4 * 1024) {
-            e = launch_norm_regs<true, T>(ctx, n, (P *)residual, (const P *)x, (const P *)weight, d / 2, eps, (P *)out);
-        } else if (pairs) {
-            e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d / 2)), 0, add_rmsnorm2_kernel<T>,
-                                 (P *)residual, (const P *)x, (const P *)weight, d / 2, eps, (P *)out);
-        } else {
-            e = launch_dependent(ctx, dim3((unsigned)n), dim3((unsigned)rows_threads(d)), 0, add_rmsnorm_kernel<T>,
-                                 (T *)residual, (const T *)x, (const T *)weight, d, eps, (T *)out);
-        }
-        return e;
-    });
-    CUDA_TRY(ctx, launched);
-    return PETREL_OK;
 }
 
 int32_t petrel_rope_enqueue(petrel_context *ctx, void *x, int64_t n, int64_t row_stride, int64_t heads, int64_t head_dim,

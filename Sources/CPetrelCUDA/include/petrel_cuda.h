@@ -47,7 +47,8 @@ extern "C" {
 // 7: petrel_matmul_add_enqueue, petrel_rmsnorm_matmul_enqueue,
 //    petrel_rmsnorm_matmul_swiglu_enqueue.
 // 8: petrel_context_create takes petrel_context_options; the library reads no environment.
-#define PETREL_ABI_VERSION 8
+// 9: petrel_add_rmsnorm_enqueue removed (no caller: the residual add is in the matmul's epilogue).
+#define PETREL_ABI_VERSION 9
 
 enum {
     PETREL_OK = 0,
@@ -209,10 +210,6 @@ PETREL_FN(int32_t, petrel_rmsnorm_matmul_enqueue, (petrel_context *ctx, const vo
 PETREL_FN(int32_t, petrel_rmsnorm_matmul_swiglu_enqueue, (petrel_context *ctx, const void *x, const void *norm_w,
                                                           float eps, int64_t n, int64_t k, const void *w_gate_up,
                                                           int64_t f, void *normed, void *out))
-// residual (n, d) += x; out = residual * rsqrt(mean(residual^2) + eps) * weight (d), per row,
-// fp32 math on the sum as rounded to the element type. out may be x, not residual.
-PETREL_FN(int32_t, petrel_add_rmsnorm_enqueue, (petrel_context *ctx, void *residual, const void *x, const void *weight,
-                                                int64_t n, int64_t d, float eps, void *out))
 // out (n, f) = silu(gate_up[:, :f]) * gate_up[:, f:].
 PETREL_FN(int32_t, petrel_swiglu_enqueue, (petrel_context *ctx, const void *gate_up, int64_t n, int64_t f, void *out))
 // acc += x, `count` elements.
