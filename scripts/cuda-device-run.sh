@@ -4,22 +4,19 @@
 # cuda`, measures the card's ceilings, then `petrel bench` and the transformers reference over the
 # issue's grid. Logs go to $OUT. Stages: STAGES="build selftest gemv peaks bench hf profile" (default:
 # build selftest peaks bench hf). logits: last-position logits and greedy ids against transformers on
-# the same weights (scripts/hf_logits_check.py); gemv: the decode-matmul microbenchmark (kernels/cuda/bench_gemv);
+# the same weights (scripts/hf_logits_check.py); gemv: kernels/cuda/dev/bench_gemv, each GEMV variant
+# checked against the CPU and timed beside cuBLAS (GEMV_MODES: product rows slices norm; default product);
 # profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
 # bf16: a few grid points with --gpu-dtype bf16;
-# partition: batch 1 and 16 with the decode attention's smallest partition at 64 and 256 keys;
-# unroll: batch 1 and 16 with the decode attention loading 4 or 8 rows per lane group before use;
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
-# rope: batch 1 and 16 with a decode step's RoPE and K/V write inside the attention kernel or not;
-# slices: batch 1 and 4 with 4 or 2 warps a column in the GEMV of matrices of <= 4096 columns;
-# norm: batch 1 and 16 with the RMSNorm done by the GEMV after it or by its own kernel;
-# early: batch 1 and 16 with the decode attention loading its first K/V rows before its wait or after;
-# knobs: the self-test again with PETREL_DECODE_EARLY_KV=0, so both code paths are checked;
-# graphs: a few points with decode steps as CUDA graphs (default) and without (PETREL_CUDA_GRAPHS=0);
-# ab: the batch-1 points with programmatic dependent launch off (PETREL_PDL=0) and the 512-token
-# points with the tiled prefill attention (PETREL_PREFILL_ATTENTION=tiled), beside the defaults.
-# build: a libpetrel_cuda.so carried in .device/ (scripts/cuda-pack.sh --with-library) is used
-# when it loads there; else kernels/cuda is built with make -j.
+# graphs: a few points with decode steps as CUDA graphs (default) and without (--no-cuda-graphs);
+# ab: the batch-1 points with programmatic dependent launch off (--no-pdl) and on;
+# before-after: with .device/before-after.tar.xz (scripts/cuda-pack.sh --baseline COMMIT), the
+# self-test of this tree's build, then both builds' `petrel bench` at BA_BATCHES x BA_LENS
+# (default 1 and 128 x 128/20), alternating before, after, before, after, and one table
+# (scripts/bench_compare.py): STAGES="peaks before-after".
+# build: a libpetrel_cuda.so carried in .device/ (scripts/cuda-pack.sh --with-library, or the
+# "after" build of --baseline) is used when it loads there; else kernels/cuda is built with make -j.
 set -uo pipefail
 OUT=${OUT:-/tmp/petrel-out}
 STAGES=${STAGES:-"build selftest peaks bench hf"}
@@ -30,27 +27,34 @@ has() { [[ " $STAGES " == *" $1 "* ]] && echo "[stage $1 at +$(( $(date +%s) - T
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 date -u | tee -a "$OUT/gpu.txt"
+# The petrel to run, as /tmp/petrel: .device/petrel.gz (static), or the "after" build of
+# .device/before-after.tar.xz, which like the "before" one loads the Swift runtime carried beside it.
+carried=.device/libpetrel_cuda.so
+if [ -f .device/before-after.tar.xz ]; then
+    rm -rf /tmp/petrel-ba && mkdir -p /tmp/petrel-ba
+    python3 -m tarfile -e .device/before-after.tar.xz /tmp/petrel-ba || exit 1
+    chmod +x /tmp/petrel-ba/after/petrel /tmp/petrel-ba/before/petrel
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=/tmp/petrel-ba/swift${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec /tmp/petrel-ba/after/petrel "$@"\n' > /tmp/petrel
+    chmod +x /tmp/petrel
+    carried=/tmp/petrel-ba/after/libpetrel_cuda.so
+else
+    gunzip -c .device/petrel.gz > /tmp/petrel && chmod +x /tmp/petrel
+fi
 if has build; then
     nvcc --version | tail -1
-    if [ -f .device/libpetrel_cuda.so ] && python3 -c "import ctypes, sys; ctypes.CDLL(sys.argv[1])" .device/libpetrel_cuda.so; then
-        cp .device/libpetrel_cuda.so kernels/cuda/libpetrel_cuda.so
-        echo "using the carried .device/libpetrel_cuda.so" | tee "$OUT/build.log"
+    if [ -f "$carried" ] && python3 -c "import ctypes, sys; ctypes.CDLL(sys.argv[1])" "$carried"; then
+        cp "$carried" kernels/cuda/libpetrel_cuda.so
+        echo "using the carried $carried" | tee "$OUT/build.log"
     else
         (time make -j 8 -C kernels/cuda) 2>&1 | tee "$OUT/build.log" || exit 1
     fi
     [ -f kernels/cuda/libpetrel_cuda.so ] || { echo "no libpetrel_cuda.so"; exit 1; }
 fi
-gunzip -c .device/petrel.gz > /tmp/petrel && chmod +x /tmp/petrel
 export PETREL_CUDA_LIB=$PWD/kernels/cuda/libpetrel_cuda.so
 status=0
 if has selftest; then
     timeout ${SELFTEST_TIMEOUT:-300} /tmp/petrel selftest --device cuda 2>&1 | tee "$OUT/selftest.md"
     status=${PIPESTATUS[0]}
-fi
-if has knobs; then
-    PETREL_DECODE_EARLY_KV=0 timeout ${SELFTEST_TIMEOUT:-300} /tmp/petrel selftest --device cuda 2>&1 \
-        | tee "$OUT/selftest-knobs.md"
-    [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 BW=${BW:-3000}; TF=${TF:-700}
 if has peaks; then
@@ -60,42 +64,49 @@ fi
 if has gemv; then
     # A bench_gemv carried in .device/ (built here with the library) saves the build there.
     if [ -x .device/bench_gemv ]; then cp .device/bench_gemv kernels/cuda/bench_gemv; else make -C kernels/cuda bench_gemv >/dev/null; fi
-    kernels/cuda/bench_gemv 2>&1 | tee "$OUT/gemv.md"
+    for mode in ${GEMV_MODES:-product}; do
+        echo "## bench_gemv $mode" | tee -a "$OUT/gemv.md"
+        kernels/cuda/bench_gemv "$mode" 2>&1 | tee -a "$OUT/gemv.md"
+        [ "${PIPESTATUS[0]}" = 0 ] || status=1
+    done
 fi
 if has bench; then
     timeout ${BENCH_TIMEOUT:-220} /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
         --peak-bandwidth "$BW" --peak-tflops "$TF" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-petrel.md"
 fi
-# Side by side in one call: `petrel bench` over BATCHES x LENS once per value of the environment
-# variable VAR, in the order given (alternate them to see the run-to-run spread), one process each,
-# appended to $OUT/FILE.   alternate VAR "VALUES" FILE "BATCHES" "LENS"
+# Side by side in one call: `petrel bench` over BATCHES x LENS once per set of extra flags, in the
+# order given ("" for the defaults; alternate them to see the run-to-run spread), one process each,
+# appended to $OUT/FILE under "## FLAGS".   alternate FILE "BATCHES" "LENS" FLAGS...
 alternate() {
-    local var=$1 values=$2 file=$3 batches=$4 lens=$5 v
-    for v in $values; do
-        echo "## $var=$v" | tee -a "$OUT/$file"
-        env "$var=$v" timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size "$batches" \
-            --input-output-len "$lens" --peak-bandwidth "$BW" --peak-tflops "$TF" 2>&1 | tee -a "$OUT/$file"
+    local file=$1 batches=$2 lens=$3 flags
+    shift 3
+    for flags in "$@"; do
+        echo "## ${flags:-defaults}" | tee -a "$OUT/$file"
+        timeout 120 /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size "$batches" \
+            --input-output-len "$lens" --peak-bandwidth "$BW" --peak-tflops "$TF" $flags 2>&1 | tee -a "$OUT/$file"
     done
 }
-if has ab; then
-    alternate PETREL_PDL "0 1 0 1" ab.md "1" "60,20;128,20"
-    alternate PETREL_PREFILL_ATTENTION "tiled gemm" ab.md "16;128" "512,20"
-fi
+has ab && alternate ab.md "1" "60,20;128,20" --no-pdl "" --no-pdl ""
 # Decode steps replayed as CUDA graphs (the default) against kernel-by-kernel launches.
-has graphs && alternate PETREL_CUDA_GRAPHS "0 1 0 1" graphs.md "${GRAPH_BATCHES:-1;16;64}" "${GRAPH_LENS:-60,20;128,128}"
-# The decode attention loading 8 key / value rows per lane group before use (the default) or 4.
-has unroll && alternate PETREL_DECODE_UNROLL "4 8 4 8" unroll.md "1;16" "60,20;128,128"
-# The split-K decode attention's smallest partition (default 64): short contexts in one partition
-# skip the combine.
-has partition && alternate PETREL_DECODE_MIN_PARTITION "64 256 64 256" partition.md "1;16" "60,20;512,20"
-# A decode step's RoPE and K/V write inside its attention kernel (default) or a kernel of their own.
-has rope && alternate PETREL_DECODE_FUSED_ROPE "0 1 0 1" rope.md "1;16" "128,128"
-# The GEMV's o and down projections (4096 columns) with 4 warps a column (default) or 2.
-has slices && alternate PETREL_GEMV_SLICES "4 2 4 2" slices.md "1;4" "128,128"
-# The RMSNorm inside the GEMV after it (default) or a norm kernel before it.
-has norm && alternate PETREL_GEMV_NORM "0 1 0 1" norm.md "1;16" "128,128"
-# The decode attention's first K/V rows loaded before its wait (default) or after.
-has early && alternate PETREL_DECODE_EARLY_KV "0 1 0 1" early.md "1;16" "60,20;128,128"
+has graphs && alternate graphs.md "${GRAPH_BATCHES:-1;16;64}" "${GRAPH_LENS:-60,20;128,128}" --no-cuda-graphs "" --no-cuda-graphs ""
+if has before-after; then
+    if [ ! -d /tmp/petrel-ba ]; then
+        echo "before-after: no .device/before-after.tar.xz (scripts/cuda-pack.sh --baseline COMMIT)"
+        status=1
+    else
+        PETREL_CUDA_LIB=/tmp/petrel-ba/after/libpetrel_cuda.so timeout ${SELFTEST_TIMEOUT:-300} /tmp/petrel selftest --device cuda 2>&1 \
+            | tee "$OUT/selftest-after.md"
+        [ "${PIPESTATUS[0]}" = 0 ] || status=1
+        for build in before after before after; do
+            echo "## $build $(cat /tmp/petrel-ba/$build/commit)" | tee -a "$OUT/before-after.md"
+            PETREL_CUDA_LIB=/tmp/petrel-ba/$build/libpetrel_cuda.so LD_LIBRARY_PATH=/tmp/petrel-ba/swift${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+                timeout ${BENCH_TIMEOUT:-220} /tmp/petrel-ba/$build/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
+                --batch-size "${BA_BATCHES:-1;128}" --input-output-len "${BA_LENS:-128,20}" --peak-bandwidth "$BW" \
+                --peak-tflops "$TF" 2>&1 | tee -a "$OUT/before-after.md"
+        done
+        python3 scripts/bench_compare.py "$OUT/before-after.md" 2>&1 | tee "$OUT/before-after-table.md"
+    fi
+fi
 if has serve; then
     bash scripts/cuda-serve-smoke.sh 2>&1 | tee "$OUT/serve-smoke.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
