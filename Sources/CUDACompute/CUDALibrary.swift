@@ -22,7 +22,8 @@ extension String {
     }
 }
 
-/// The library's functions, resolved once.
+/// The library's functions, resolved once. Unchecked: the dlopen handle and the C function
+/// pointers never change after init.
 final class CUDALibrary: @unchecked Sendable {
     let path: String
     private let handle: UnsafeMutableRawPointer
@@ -122,7 +123,9 @@ final class CUDALibrary: @unchecked Sendable {
     // The handle is never closed: function pointers and buffers' deinits may outlive any owner.
 }
 
-/// One device context (stream, cuBLAS handle, memory pool). Buffers keep it alive.
+/// One device context (stream, cuBLAS handle, memory pool). Buffers keep it alive. Unchecked:
+/// the handle never changes, and its calls come from one thread at a time (a model's step holds
+/// it through CausalLM.withExclusiveUse; a sharded model's rank from its own thread).
 final class CUDAContext: @unchecked Sendable {
     let lib: CUDALibrary
     let handle: OpaquePointer
@@ -156,6 +159,7 @@ final class CUDAContext: @unchecked Sendable {
 }
 
 /// Device memory from the context's pool, returned to it when the last reference goes.
+/// Unchecked: the pointer never changes; the memory is written only by the context's stream.
 final class CUDABuffer: @unchecked Sendable {
     let context: CUDAContext
     let pointer: UnsafeMutableRawPointer
