@@ -94,6 +94,8 @@ if has before-after; then
         echo "before-after: no .device/before-after.tar.xz (scripts/cuda-pack.sh --baseline COMMIT)"
         status=1
     else
+        # "after" runs the library the build stage left (the carried one, else built here).
+        cp kernels/cuda/libpetrel_cuda.so /tmp/petrel-ba/after/libpetrel_cuda.so 2>/dev/null
         PETREL_CUDA_LIB=/tmp/petrel-ba/after/libpetrel_cuda.so timeout ${SELFTEST_TIMEOUT:-300} /tmp/petrel selftest --device cuda 2>&1 \
             | tee "$OUT/selftest-after.md"
         [ "${PIPESTATUS[0]}" = 0 ] || status=1
