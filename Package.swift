@@ -85,7 +85,7 @@ let package = Package(
         .testTarget(name: "CPUComputeTests", dependencies: ["CPUCompute", "CPUKernels", "Compute"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["TestFixtures", "Checkpoints", "Compute"]),
         .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"]),
-        .testTarget(name: "TokenizationTests", dependencies: ["TestFixtures", "Tokenization", "Checkpoints"]),
+        .testTarget(name: "TokenizationTests", dependencies: ["TestFixtures", "Tokenization", "Checkpoints", "Compute"]),
         .testTarget(name: "ModelsTests", dependencies: ["TestFixtures", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ParallelTests", dependencies: ["TestFixtures", "Parallel", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Compute"]),

@@ -56,7 +56,7 @@ struct OpCheck {
     let ref: ComputeBackend
     let dev: ComputeBackend
     let elementType: DType
-    var rng: SplitMix
+    var rng: SplitMix64
     var passed = 0
     var failed = 0
 
@@ -64,7 +64,7 @@ struct OpCheck {
         self.ref = ref
         self.dev = dev
         self.elementType = elementType
-        rng = SplitMix(seed: seed)
+        rng = SplitMix64(seed: seed)
     }
 
     /// `f` as the device stores it.
@@ -633,17 +633,8 @@ final class ResultBox: Sendable {
     }
 }
 
-/// splitmix64: small, seedable, good enough for test inputs.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Test inputs from the one SplitMix64.
+extension SplitMix64 {
     /// Uniform in [0, 1).
     mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }

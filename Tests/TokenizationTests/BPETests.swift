@@ -1,4 +1,5 @@
 // The two merge loops (quadratic scan for short pieces, heap for long ones) agree.
+import Compute
 import Testing
 @testable import Tokenization
 

@@ -1,6 +1,7 @@
 // The incremental detokenizer: its outputs concatenate to the full decode, it never emits half a
 // character, and byte-level decoding repairs invalid UTF-8 exactly as the standard library does
 // (the Unicode "maximal subpart" rule that Rust's from_utf8_lossy and Python also follow).
+import Compute
 import TestFixtures
 import Testing
 @testable import Tokenization

@@ -1,4 +1,5 @@
 // Bad tokenizer files are errors that name the file and field, never crashes.
+import Compute
 import Checkpoints
 import Foundation
 import TestFixtures

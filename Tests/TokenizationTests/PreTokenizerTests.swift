@@ -1,20 +1,10 @@
 // The hand-written split scanners against Swift Regex running the same patterns, on random
 // strings over an alphabet chosen to hit every branch (letters, digits of several scripts,
 // whitespace kinds, newlines, apostrophes, combining marks, emoji).
+import Compute
 import Testing
 @testable import Tokenization
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 private let alphabet: [Unicode.Scalar] = [
     "a", "b", "Z", "s", "t", "m", "d", "r", "e", "v", "l", "S", "T", "L", "E",  // letters (contraction letters)
