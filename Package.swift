@@ -56,7 +56,7 @@ let package = Package(
         // Triton's HTTP endpoint (KServe v2 + generate extension, 8000) and the /metrics endpoint (8002, Serving's
         // figures through Telemetry), on Hummingbird.
         .target(name: "HTTPFrontend", dependencies: [
-            "Serving", "TritonProtos", "Telemetry", "Compute", "JSONCore",
+            "Serving", "TritonProtos", "Telemetry", "JSONCore",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -68,7 +68,7 @@ let package = Package(
         // Triton's gRPC endpoint (inference.GRPCInferenceService + grpc.health.v1.Health on 8001);
         // Generated/ holds the service stubs written by scripts/generate-protos.sh.
         .target(name: "GRPCFrontend", dependencies: [
-            "Serving", "TritonProtos", "Compute",
+            "Serving", "TritonProtos",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
