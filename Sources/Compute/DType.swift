@@ -1,19 +1,30 @@
 // DType: element types of tensors and weights. Raw values match GGML's type ids so GGUF
-// tensor types map one to one; float activations are always .f32 on the CPU.
+// tensor types map one to one; float activations are always .f32 on the CPU. .w8 and .w4 are
+// Petrel's own weight-only matrices (WeightOnly.swift): their rows also hold scales, so their
+// byte counts come from the tensor's WeightOnlyFormat, not from here.
 
 public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
     case f32 = 0
     case f16 = 1
     case q4_0 = 2
     case q4_1 = 3
+    case q5_0 = 6
+    case q5_1 = 7
     case q8_0 = 8
+    case q4_K = 12
+    case q5_K = 13
+    case q6_K = 14
     case bf16 = 30
+    case w8 = 1008
+    case w4 = 1004
 
     /// Elements per quantization block (1 for plain float types).
     public var blockSize: Int {
         switch self {
-        case .f32, .f16, .bf16: return 1
-        case .q8_0, .q4_0, .q4_1: return 32
+        case .f32, .f16, .bf16, .w8: return 1
+        case .w4: return 2
+        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1: return 32
+        case .q4_K, .q5_K, .q6_K: return 256
         }
     }
 
@@ -25,14 +36,24 @@ public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .q8_0: return 34
         case .q4_0: return 18
         case .q4_1: return 20
+        case .q5_0: return 22
+        case .q5_1: return 24
+        case .q4_K: return 144
+        case .q5_K: return 176
+        case .q6_K: return 210
+        case .w8, .w4: return 1   // the codes only; see WeightOnlyFormat.rowBytes
         }
     }
 
-    public var isQuantized: Bool { blockSize > 1 }
+    public var isQuantized: Bool { blockSize > 1 || isWeightOnly }
+    /// Petrel's weight-only matrices (a HostTensor / Tensor of these carries its WeightOnlyFormat).
+    public var isWeightOnly: Bool { self == .w8 || self == .w4 }
+    /// GGML block formats (GGUF files), which the backends convert to weight-only matrices or floats.
+    public var isGGMLBlock: Bool { blockSize > 1 && !isWeightOnly }
 
     /// Bytes needed for `count` elements; nil when count is not a whole number of blocks.
     public func byteCount(elements count: Int) -> Int? {
-        guard count % blockSize == 0 else { return nil }
+        guard count % blockSize == 0, !isWeightOnly else { return nil }
         return count / blockSize * blockBytes
     }
 
@@ -44,6 +65,13 @@ public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .q8_0: return "Q8_0"
         case .q4_0: return "Q4_0"
         case .q4_1: return "Q4_1"
+        case .q5_0: return "Q5_0"
+        case .q5_1: return "Q5_1"
+        case .q4_K: return "Q4_K"
+        case .q5_K: return "Q5_K"
+        case .q6_K: return "Q6_K"
+        case .w8: return "W8"
+        case .w4: return "W4"
         }
     }
 }

@@ -20,6 +20,13 @@ extension HostTensor {
                 let base = b * 34, d = f16(base)
                 for j in 0..<32 { out[b * 32 + j] = d * Float(Int8(bitPattern: raw[base + 2 + j])) }
             }
+        case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K:
+            return ggmlBlockValues()
+        case .w8, .w4:
+            for r in 0..<rowCount {
+                let v = WeightOnlyRow(self, row: r).values()
+                for k in 0..<rowLength { out[r * rowLength + k] = v[k] }
+            }
         case .q4_0, .q4_1:
             let bs = dtype.blockBytes, q = dtype == .q4_1 ? 4 : 2
             for b in 0..<(n / 32) {

@@ -10,19 +10,24 @@ public struct HostTensor: @unchecked Sendable {
     public let bytes: UnsafeRawBufferPointer
     /// Keeps the memory behind `bytes` alive (an mmapped file, an owned buffer).
     public let owner: AnyObject?
+    /// The layout of a .w8 / .w4 matrix (nil for every other dtype).
+    public let weightOnly: WeightOnlyFormat?
 
-    public init(dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer, owner: AnyObject?) {
+    public init(dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer, owner: AnyObject?, weightOnly: WeightOnlyFormat? = nil) {
+        precondition(dtype.isWeightOnly == (weightOnly != nil) && (weightOnly == nil || weightOnly!.dtype == dtype),
+                     "a .w8 / .w4 tensor needs its WeightOnlyFormat, and only it")
         self.dtype = dtype
         self.shape = shape
         self.bytes = bytes
         self.owner = owner
+        self.weightOnly = weightOnly
     }
 
     public var elementCount: Int { shape.reduce(1, *) }
     /// Columns of the innermost dimension.
     public var rowLength: Int { shape.last ?? 1 }
     public var rowCount: Int { elementCount / max(rowLength, 1) }
-    public var rowBytes: Int { dtype.byteCount(elements: rowLength) ?? 0 }
+    public var rowBytes: Int { weightOnly?.rowBytes(columns: rowLength) ?? dtype.byteCount(elements: rowLength) ?? 0 }
 
     /// A tensor that owns a copy of the given floats.
     public static func float32(_ values: [Float], shape: [Int]) -> HostTensor {
@@ -41,12 +46,15 @@ public struct HostTensor: @unchecked Sendable {
                 .copyMemory(from: bytes.baseAddress!.advanced(by: r * rb), byteCount: rb)
         }
         let newShape = shape.count > 1 ? [order.count, rowLength] : [order.count]
-        return HostTensor(dtype: dtype, shape: newShape, bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer)
+        return HostTensor(dtype: dtype, shape: newShape, bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer,
+                          weightOnly: weightOnly)
     }
 
     /// Concatenates matrices with the same dtype and row length along rows.
     public static func concatenatingRows(_ parts: [HostTensor]) -> HostTensor? {
-        guard let first = parts.first, parts.allSatisfy({ $0.dtype == first.dtype && $0.rowLength == first.rowLength }) else { return nil }
+        guard let first = parts.first,
+              parts.allSatisfy({ $0.dtype == first.dtype && $0.rowLength == first.rowLength && $0.weightOnly == first.weightOnly })
+        else { return nil }
         let total = parts.reduce(0) { $0 + $1.bytes.count }
         let buffer = OwnedBuffer(byteCount: total)
         var offset = 0
@@ -55,7 +63,8 @@ public struct HostTensor: @unchecked Sendable {
             offset += p.bytes.count
         }
         let rows = parts.reduce(0) { $0 + $1.rowCount }
-        return HostTensor(dtype: first.dtype, shape: [rows, first.rowLength], bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer)
+        return HostTensor(dtype: first.dtype, shape: [rows, first.rowLength], bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer,
+                          weightOnly: first.weightOnly)
     }
 }
 

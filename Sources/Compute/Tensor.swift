@@ -7,11 +7,15 @@ public final class Tensor: Sendable {
     public let shape: [Int]
     /// Backend-specific storage (the backend that created the tensor downcasts it).
     public let storage: any AnyObject & Sendable
+    /// The layout of a .w8 / .w4 weight (nil for every other dtype).
+    public let weightOnly: WeightOnlyFormat?
 
-    public init(dtype: DType, shape: [Int], storage: any AnyObject & Sendable) {
+    public init(dtype: DType, shape: [Int], storage: any AnyObject & Sendable, weightOnly: WeightOnlyFormat? = nil) {
+        precondition(dtype.isWeightOnly == (weightOnly != nil), "a .w8 / .w4 tensor needs its WeightOnlyFormat, and only it")
         self.dtype = dtype
         self.shape = shape
         self.storage = storage
+        self.weightOnly = weightOnly
     }
 
     public var elementCount: Int { shape.reduce(1, *) }

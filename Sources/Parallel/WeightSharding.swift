@@ -65,7 +65,8 @@ extension HostTensor {
         precondition(r.lowerBound >= 0 && r.upperBound <= rowCount)
         let rb = rowBytes
         return HostTensor(dtype: dtype, shape: [r.count, rowLength],
-                          bytes: UnsafeRawBufferPointer(rebasing: bytes[r.lowerBound * rb ..< r.upperBound * rb]), owner: owner)
+                          bytes: UnsafeRawBufferPointer(rebasing: bytes[r.lowerBound * rb ..< r.upperBound * rb]), owner: owner,
+                          weightOnly: weightOnly)
     }
 
     /// Columns `r` of a matrix, copied. A quantized matrix cut inside one of its 32-element
@@ -73,6 +74,7 @@ extension HostTensor {
     func columns(_ r: Range<Int>) -> HostTensor {
         precondition(r.lowerBound >= 0 && r.upperBound <= rowLength)
         if r == 0..<rowLength { return self }
+        if let format = weightOnly { return weightOnlyColumns(r, format) }
         let bs = dtype.blockSize
         guard r.lowerBound % bs == 0 && r.upperBound % bs == 0 else { return toFloat32().columns(r) }
         let rb = rowBytes, begin = r.lowerBound / bs * dtype.blockBytes, width = r.count / bs * dtype.blockBytes
@@ -81,6 +83,24 @@ extension HostTensor {
             (buffer.mutableBytes.baseAddress! + row * width).copyMemory(from: bytes.baseAddress! + row * rb + begin, byteCount: width)
         }
         return HostTensor(dtype: dtype, shape: [rowCount, r.count], bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer)
+    }
+
+    /// Columns of a weight-only matrix: whole groups (and chunks) are cut out with their scales;
+    /// a cut inside a group (or a per-channel format) repacks the dequantized columns' codes.
+    private func weightOnlyColumns(_ r: Range<Int>, _ f: WeightOnlyFormat) -> HostTensor {
+        let columns = rowLength, groups = f.groupCount(columns: columns)
+        let aligned = f.groupSize > 0 && r.lowerBound % f.groupSize == 0 && (r.upperBound % f.groupSize == 0 || r.upperBound == columns)
+        guard aligned, f.problem(columns: r.count) == nil else { return toFloat32().columns(r) }
+        let g0 = r.lowerBound / f.groupSize, g1 = f.groupCount(columns: r.upperBound)
+        var codes: [UInt8] = [], scales: [Float] = [], zeros: [Float] = []
+        codes.reserveCapacity(rowCount * r.count)
+        for row in 0..<rowCount {
+            let w = WeightOnlyRow(self, row: row)
+            for k in r { codes.append(w.code(k)) }
+            for g in g0..<g1 { scales.append(w.scale(group: g)); zeros.append(w.zero(group: g)) }
+        }
+        precondition(g1 <= groups)
+        return f.pack(rows: rowCount, columns: r.count, codes: codes, scales: scales, zeros: f.hasZeros ? zeros : nil)
     }
 
     /// A matrix of zeros (all-zero bytes are 0 in every DType: a quantized block's scale is 0).
