@@ -1268,6 +1268,25 @@ def make_smollm2_reference(smol_tok) -> dict:
 # --------------------------------------------------------------------------------------
 
 
+def kquant_blocks(rng, tname: str, rows: int, cols: int) -> np.ndarray:
+    """Random K-quant blocks (uint8, rows x bytes) whose fp16 scales are small and positive."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf import quants
+
+    block, size = quants.GGML_QUANT_SIZES[Q[tname]]
+    data = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
+    def f16(values):
+        return np.frombuffer(np.asarray(values, dtype=np.float16).tobytes(), dtype=np.uint8).reshape(-1, 2)
+    n = rows * cols // block
+    flat = data.reshape(n, size)
+    if tname in ("Q4_K", "Q5_K"):   # d, dmin at bytes 0..3
+        flat[:, 0:2] = f16(rng.uniform(0.001, 0.01, n))
+        flat[:, 2:4] = f16(rng.uniform(0.001, 0.01, n))
+    else:                            # Q6_K: d at bytes 208..209
+        flat[:, 208:210] = f16(rng.uniform(0.0005, 0.002, n))
+    return flat.reshape(rows, cols // block * size)
+
+
 def make_gguf_types() -> None:
     import gguf
     from gguf import GGMLQuantizationType as Q
@@ -1325,9 +1344,19 @@ def make_gguf_types() -> None:
         ("t.q4_1", "Q4_1", base),
         ("t.q5_0", "Q5_0", base),
         ("t.q5_1", "Q5_1", base),
+        # K-quants: gguf-py cannot quantize to them, so their blocks are random bytes with
+        # small positive fp16 super-block scales (what llama.cpp files hold, in layout).
+        ("t.q4_k", "Q4_K", kquant_blocks(rng, "Q4_K", rows=2, cols=512)),
+        ("t.q5_k", "Q5_K", kquant_blocks(rng, "Q5_K", rows=2, cols=512)),
+        ("t.q6_k", "Q6_K", kquant_blocks(rng, "Q6_K", rows=3, cols=256)),
     ]
     for name, tname, data in specs:
         qt = Q[tname]
+        if tname.endswith("_K"):
+            w.add_tensor(name, data, raw_dtype=qt)
+            block, size = quants.GGML_QUANT_SIZES[qt]
+            tensors.append((name, tname, (data.shape[0], data.shape[1] // size * block)))
+            continue
         if tname == "F32":
             stored = data
             w.add_tensor(name, stored)
@@ -1492,7 +1521,7 @@ def write_readme(vocab_size, bl_vocab, n_strings, smol_diffs, smol_ref, sp_misma
         "tokenizer-goldens.json": f"{n_strings} strings: ids / decoded for sp, bytelevel and smollm2 (plus sp ids_with_bos)",
         "chat-goldens.json": "3 conversations rendered with the Llama-2, ChatML and SmolLM2 templates (text and ids)",
         "smollm2-reference.json": "SmolLM2-135M-Instruct (transformers, GGUF dequantized to fp32): greedy ids/text and top-5 logits",
-        "gguf-types.gguf": "GGUF v3 with metadata of every value type and small F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 tensors",
+        "gguf-types.gguf": "GGUF v3 with metadata of every value type and small F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K tensors",
         "gguf-types.json": "what gguf-types.gguf must read as: metadata values, tensor shapes, types, offsets, dequantized values",
         "safetensors-types.safetensors": "small F32, F16, BF16 tensors (1-D, 2-D, 3-D)",
         "safetensors-types.json": "their dtypes, shapes and float values",
@@ -1631,6 +1660,9 @@ implementation that uses FMA or another order may differ in the last bit.
 
 
 def main() -> None:
+    if sys.argv[1:] == ["gguf-types"]:   # just the GGUF reader's fixture (seconds, no torch work)
+        make_gguf_types()
+        return
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)

@@ -65,6 +65,28 @@ import Testing
         }
     }
 
+    /// Every GGML block type converts to Petrel's weight-only layout (GGMLBlocks.swift): the
+    /// converted matrix dequantizes to gguf-python's values up to the fp16 rounding of the
+    /// K-quants' products d * sc (and of the zero points d*m / s).
+    @Test func blockTypesConvertToWeightOnlyMatrices() throws {
+        let file = try GGUFFile(path: Fixtures.path("gguf-types.gguf"))
+        var converted: Set<DType> = []
+        for t in expected["tensors"] as! [[String: Any]] {
+            let name = t["name"] as! String
+            let tensor = try file.tensor(name)
+            guard tensor.dtype.weightOnlyEquivalent != nil, tensor.shape.count == 2 else { continue }
+            let w = try tensor.convertedToWeightOnly()
+            #expect(w.dtype.isWeightOnly && w.weightOnly == tensor.dtype.weightOnlyEquivalent && w.shape == tensor.shape)
+            let want = (t["values"] as! [NSNumber]).map(\.floatValue)
+            let scale = want.map(abs).max() ?? 1
+            let worst = zip(w.floatValues(), want).map { abs($0 - $1) }.max() ?? 0
+            let exact: Set<DType> = [.q8_0, .q4_0, .q5_0]
+            #expect(worst <= (exact.contains(tensor.dtype) ? 0 : 2e-3 * scale), "\(name): worst difference \(worst) of \(scale)")
+            converted.insert(tensor.dtype)
+        }
+        #expect(converted == [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K])
+    }
+
     @Test func truncatedAndCorruptFilesThrowNamingTheFile() throws {
         let original = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("tiny-llama-f32.gguf")))
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-gguf-\(getpid())")
