@@ -59,6 +59,8 @@ final class CPUKVCache: KVCache, @unchecked Sendable {
 
 public final class CPUBackend: ComputeBackend {
     public let name = "cpu"
+    /// llama.cpp's own formats, multiplied in the mmapped file with integer dot products.
+    public let nativeBlockTypes: Set<DType> = [.q8_0, .q4_0, .q4_1]
     /// true: activations stay float32 against quantized weights (the reference path).
     /// false: activations are quantized to 8 bits per block for integer dot products (fast).
     public let exactQuantizedMath: Bool

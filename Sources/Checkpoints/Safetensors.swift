@@ -1,11 +1,16 @@
-// Safetensors: reader for Hugging Face .safetensors files (F32, F16, BF16), single or sharded
-// through model.safetensors.index.json. Tensors are viewed in place in the mapped file.
+// Safetensors: reader for Hugging Face .safetensors files, single or sharded through
+// model.safetensors.index.json. Tensors are viewed in place in the mapped file: F32, F16, BF16 as
+// weights (`tensor`), every other safetensors dtype (U8, I32, …: quantized checkpoints' packed
+// codes, Petrel engines' weight-only rows) as raw bytes (`rawTensor`).
 import Compute
 import Foundation
 
 public final class SafetensorsFile: Sendable {
     public struct Entry: Sendable {
-        public let dtype: DType
+        /// The float type, or nil for the integer and bool dtypes (read those with rawTensor).
+        public let dtype: DType?
+        /// As the header writes it: "F16", "U8", "I32", …
+        public let dtypeName: String
         public let shape: [Int]
         public let begin: Int   // absolute file offsets
         public let end: Int
@@ -46,31 +51,54 @@ public final class SafetensorsFile: Sendable {
                   offsets.count == 2 else {
                 throw CheckpointError(path, "tensor '\(name)': header entry needs dtype, shape and data_offsets")
             }
-            let dtype: DType
-            switch dtypeName {
-            case "F32": dtype = .f32
-            case "F16": dtype = .f16
-            case "BF16": dtype = .bf16
-            default: throw CheckpointError(path, "tensor '\(name)': dtype \(dtypeName) is not supported (F32, F16, BF16 are)")
+            let dtype: DType? = ["F32": .f32, "F16": .f16, "BF16": .bf16][dtypeName]
+            guard let size = Self.elementBytes[dtypeName] else {
+                throw CheckpointError(path, "tensor '\(name)': dtype \(dtypeName) is not a safetensors dtype")
             }
             let count = shape.reduce(1, *)
             let begin = dataStart + offsets[0], end = dataStart + offsets[1]
-            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, end - begin == count * dtype.blockBytes else {
+            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, end - begin == count * size else {
                 throw CheckpointError(path, "tensor '\(name)': data_offsets \(offsets) do not match shape \(shape) of \(dtypeName)")
             }
             guard end <= file.bytes.count else {
                 throw CheckpointError(path, "truncated: tensor '\(name)' ends at byte \(end) but the file has \(file.bytes.count)")
             }
-            entries[name] = Entry(dtype: dtype, shape: shape, begin: begin, end: end)
+            entries[name] = Entry(dtype: dtype, dtypeName: dtypeName, shape: shape, begin: begin, end: end)
         }
         self.entries = entries
         self.metadata = metadata
     }
 
+    /// Bytes per element of every dtype the format defines.
+    static let elementBytes: [String: Int] = ["F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "U64": 8, "I32": 4, "U32": 4,
+                                              "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1]
+
     public func tensor(_ name: String) throws -> HostTensor {
         guard let e = entries[name] else { throw CheckpointError(path, "no tensor named '\(name)'") }
-        return HostTensor(dtype: e.dtype, shape: e.shape, bytes: UnsafeRawBufferPointer(rebasing: file.bytes[e.begin..<e.end]), owner: file)
+        guard let dtype = e.dtype else {
+            throw CheckpointError(path, "tensor '\(name)': dtype \(e.dtypeName) is not a weight type (F32, F16, BF16 are)")
+        }
+        return HostTensor(dtype: dtype, shape: e.shape, bytes: UnsafeRawBufferPointer(rebasing: file.bytes[e.begin..<e.end]), owner: file)
     }
+
+    /// Any tensor's bytes as stored, with its dtype name and shape.
+    public func rawTensor(_ name: String) throws -> RawTensor {
+        guard let e = entries[name] else { throw CheckpointError(path, "no tensor named '\(name)'") }
+        return RawTensor(file: path, name: name, dtypeName: e.dtypeName, shape: e.shape,
+                         bytes: UnsafeRawBufferPointer(rebasing: file.bytes[e.begin..<e.end]), owner: file)
+    }
+}
+
+/// A safetensors tensor of any dtype, as bytes (valid while `owner` lives).
+public struct RawTensor: @unchecked Sendable {
+    /// The shard it was read from, and its name there (for error messages).
+    public let file: String
+    public let name: String
+    public let dtypeName: String
+    public let shape: [Int]
+    public let bytes: UnsafeRawBufferPointer
+    /// Unchecked Sendable: the mapped file, never written.
+    public let owner: AnyObject
 }
 
 /// A source of named weights: one GGUF file, or a folder of safetensors shards.
@@ -130,5 +158,15 @@ public final class SafetensorsCheckpoint: WeightSource, Sendable {
     public func tensor(_ name: String) throws -> HostTensor {
         guard let i = owner[name] else { throw CheckpointError(path, "no tensor named '\(name)' in any shard") }
         return try files[i].tensor(name)
+    }
+
+    public func rawTensor(_ name: String) throws -> RawTensor {
+        guard let i = owner[name] else { throw CheckpointError(path, "no tensor named '\(name)' in any shard") }
+        return try files[i].rawTensor(name)
+    }
+
+    /// `__metadata__` of the shard holding `name`.
+    public func metadata(ofShardHolding name: String) -> [String: String] {
+        owner[name].map { files[$0].metadata } ?? [:]
     }
 }

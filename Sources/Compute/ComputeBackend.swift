@@ -49,6 +49,9 @@ public protocol KVCache: AnyObject, Sendable {
 
 public protocol ComputeBackend: AnyObject, Sendable {
     var name: String { get }
+    /// GGML block types (GGUF) whose matrices this backend multiplies as they are; every other
+    /// block matrix reaches it converted to a .w8 / .w4 weight-only matrix, which every backend runs.
+    var nativeBlockTypes: Set<DType> { get }
 
     /// Copies (or adopts) a weight; quantized types stay quantized.
     func upload(_ host: HostTensor) throws -> Tensor
@@ -98,6 +101,8 @@ public protocol ComputeBackend: AnyObject, Sendable {
 }
 
 extension ComputeBackend {
+    public var nativeBlockTypes: Set<DType> { [] }
+
     public func rmsNormMatmul(_ x: Tensor, norm: Tensor, eps: Float, weight: Tensor, bias: Tensor?, normed: Tensor,
                               into out: Tensor) {
         rmsNorm(x, weight: norm, eps: eps, into: normed)

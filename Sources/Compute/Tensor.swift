@@ -21,4 +21,9 @@ public final class Tensor: Sendable {
     public var elementCount: Int { shape.reduce(1, *) }
     public var rowLength: Int { shape.last ?? 1 }
     public var rowCount: Int { elementCount / max(rowLength, 1) }
+    /// Bytes the tensor's elements take where they live (scales of quantized types included).
+    public var byteCount: Int {
+        if let f = weightOnly { return rowCount * f.rowBytes(columns: rowLength) }
+        return dtype.byteCount(elements: elementCount) ?? 0
+    }
 }

@@ -209,15 +209,19 @@ public enum WeightQuantization: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// Parses "int8_wo" / "int4_wo" (TensorRT-LLM's names; also "int8" / "int4"); group 128 or 64.
-    public init(name: String, groupSize: Int = 128, zeroPoints: Bool = false) throws {
+    /// Parses "int8_wo" / "int4_wo" (TensorRT-LLM's names; also "int8" / "int4"); int4 groups
+    /// are 128 columns unless `groupSize` says 64. A group size or zero points for int8 are refused.
+    public init(name: String, groupSize: Int? = nil, zeroPoints: Bool = false) throws {
         switch name.lowercased() {
         case "int8_wo", "int8", "w8a16":
-            guard !zeroPoints else { throw QuantizationError("int8_wo has symmetric per-channel scales: zero points are for int4_wo") }
+            guard !zeroPoints, groupSize == nil else {
+                throw QuantizationError("int8_wo has one symmetric scale per output channel: group sizes and zero points are for int4_wo")
+            }
             self = .int8WeightOnly
         case "int4_wo", "int4", "w4a16":
-            guard groupSize == 128 || groupSize == 64 else { throw QuantizationError("int4_wo groups are 128 or 64 columns, not \(groupSize)") }
-            self = .int4WeightOnly(groupSize: groupSize, zeroPoints: zeroPoints)
+            let g = groupSize ?? 128
+            guard g == 128 || g == 64 else { throw QuantizationError("int4_wo groups are 128 or 64 columns, not \(g)") }
+            self = .int4WeightOnly(groupSize: g, zeroPoints: zeroPoints)
         default:
             throw QuantizationError("unknown quantization '\(name)': int8_wo or int4_wo")
         }

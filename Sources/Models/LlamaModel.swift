@@ -32,9 +32,12 @@ public final class LlamaModel: Sendable {
     /// Bytes of weights read by one decode step (every matrix once, the embedding row aside).
     public var weightBytes: Int { stage.weightBytes }
 
-    public init(config: TransformerConfig, weights: LlamaWeights, backend: ComputeBackend) throws {
+    /// `quantization`: the checkpoint's float matrices quantized at load (--quantization).
+    public init(config: TransformerConfig, weights: LlamaWeights, backend: ComputeBackend,
+                quantization: WeightQuantization? = nil) throws {
         self.config = config
-        stage = try LlamaStage(config: config, weights: LlamaStageWeights(whole: weights, config: config), backend: backend)
+        stage = try LlamaStage(config: config, weights: LlamaStageWeights(whole: weights, config: config), backend: backend,
+                               quantization: quantization)
         useLock = backend is StepRecording ? NSLock() : nil
     }
 

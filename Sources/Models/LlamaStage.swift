@@ -143,21 +143,52 @@ public final class LlamaStage: Sendable {
         inverseFrequencies = config.ropeInverseFrequencies()
     }
 
-    /// Uploads `weights` to `backend`. `collective` is this rank's member of its tensor-parallel
-    /// group (nil: not sharded); every rank of the group must run the same batches together.
+    /// Uploads `weights` to `backend`, each matrix prepared by `prepareMatrix` (quantized when
+    /// `quantization` asks). `collective` is this rank's member of its tensor-parallel group (nil:
+    /// not sharded); every rank of the group must run the same batches together.
     public convenience init(config: TransformerConfig, weights w: LlamaStageWeights, backend: ComputeBackend,
-                            collective: Collective? = nil) throws {
-        let layers = try w.layers.map {
-            Layer(attentionNorm: try backend.upload($0.attentionNorm), qkv: try backend.upload($0.qkv),
-                  qkvBias: try $0.qkvBias.map { try backend.upload($0) }, output: try backend.upload($0.output),
-                  ffnNorm: try backend.upload($0.ffnNorm), gateUp: try backend.upload($0.gateUp), down: try backend.upload($0.down))
+                            quantization: WeightQuantization? = nil, collective: Collective? = nil) throws {
+        func matrix(_ m: HostTensor, _ name: String) throws -> Tensor {
+            try backend.upload(try Self.prepareMatrix(m, quantization: quantization, backend: backend, name: name))
         }
-        let bytes = w.layers.reduce(0) { $0 + $1.qkv.bytes.count + $1.output.bytes.count + $1.gateUp.bytes.count + $1.down.bytes.count }
-            + (w.head?.bytes.count ?? 0)
+        let layers = try w.layers.enumerated().map { i, l in
+            let at = " of layer \(w.layerRange.lowerBound + i)"
+            return Layer(attentionNorm: try backend.upload(l.attentionNorm), qkv: try matrix(l.qkv, "qkv" + at),
+                         qkvBias: try l.qkvBias.map { try backend.upload($0) }, output: try matrix(l.output, "output" + at),
+                         ffnNorm: try backend.upload(l.ffnNorm), gateUp: try matrix(l.gateUp, "gate/up" + at),
+                         down: try matrix(l.down, "down" + at))
+        }
+        // The head keeps its precision under --quantization (as TensorRT-LLM and vLLM leave
+        // lm_head alone); a GGML head the backend does not run natively still converts.
+        let head = try w.head.map { try backend.upload(try Self.prepareMatrix($0, quantization: nil, backend: backend, name: "head")) }
+        let bytes = layers.reduce(0) { $0 + $1.qkv.byteCount + $1.output.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
+            + (head?.byteCount ?? 0)
         self.init(config: config, backend: backend, layerRange: w.layerRange, headCount: w.headCount, kvHeadCount: w.kvHeadCount,
                   featureCount: w.featureCount, vocabulary: w.vocabulary, layers: layers,
-                  embedding: try w.embedding.map { try backend.upload($0) }, finalNorm: try w.finalNorm.map { try backend.upload($0) },
-                  head: try w.head.map { try backend.upload($0) }, collective: collective, weightBytes: bytes)
+                  embedding: try w.embedding.map { try backend.upload(Self.prepareTable($0)) },
+                  finalNorm: try w.finalNorm.map { try backend.upload($0) }, head: head, collective: collective, weightBytes: bytes)
+    }
+
+    /// A weight matrix as `backend` computes with it: quantized to `quantization` when asked
+    /// (from floats; GGML blocks are dequantized first); otherwise a GGML block matrix the backend
+    /// does not run natively becomes the weight-only matrix it converts to (GGMLBlocks.swift).
+    static func prepareMatrix(_ m: HostTensor, quantization: WeightQuantization?, backend: ComputeBackend,
+                              name: String) throws -> HostTensor {
+        do {
+            if let q = quantization {
+                if let f = m.weightOnly { throw QuantizationError("the checkpoint is already quantized (\(f)): leave out --quantization") }
+                return try (m.dtype.isGGMLBlock ? m.toFloat32() : m).quantized(q.format)
+            }
+            if m.dtype.isGGMLBlock && !backend.nativeBlockTypes.contains(m.dtype) { return try m.convertedToWeightOnly() }
+            return m
+        } catch let e as QuantizationError {
+            throw QuantizationError("\(name) (\(m.dtype) \(m.shape)): \(e)")
+        }
+    }
+
+    /// The embedding table: GGML types beyond Q8_0 / Q4_0 / Q4_1 are looked up as floats.
+    static func prepareTable(_ t: HostTensor) -> HostTensor {
+        [.q8_0, .q4_0, .q4_1].contains(t.dtype) || !t.dtype.isQuantized ? t : t.toFloat32()
     }
 
     /// The whole model with random weights made on the backend itself (nothing generated or

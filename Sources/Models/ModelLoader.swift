@@ -13,6 +13,12 @@ public struct LoadedCheckpoint: Sendable {
     /// The GGUF file when the checkpoint is one (its metadata holds the tokenizer).
     public let gguf: GGUFFile?
 
+    /// The checkpoint's own types of its layer matrices: "F16", "Q4_1, Q6_K", "int4 group 128 with zero points".
+    public var quantizationSummary: String {
+        let types = Set(weights.layers.flatMap { [$0.qkv, $0.output, $0.gateUp, $0.down] }.map { $0.weightOnly.map { "\($0)" } ?? "\($0.dtype)" })
+        return types.sorted().joined(separator: ", ")
+    }
+
     public static func open(_ path: String) throws -> LoadedCheckpoint {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {

@@ -44,11 +44,12 @@ public final class ParallelLlamaModel: CausalLM {
     let stages: [LlamaStage]
     let threads: RankThreads
 
-    /// Cuts `weights` for every rank and uploads each share to its own backend, made by
+    /// Cuts `weights` for every rank (quantizing each share when `quantization` asks) and uploads each share to its own backend, made by
     /// `makeBackend(flatRank)` on that rank's thread. `makeCollectives` makes each stage's
     /// tensor-parallel group (shared memory by default). `microBatchCount` defaults to the number
     /// of stages; `observer` hears every stage's start and end of each micro-batch.
     public init(config c: TransformerConfig, weights: LlamaWeights, parallel p: ParallelConfig,
+                quantization: WeightQuantization? = nil,
                 makeBackend: @escaping @Sendable (Int) throws -> ComputeBackend,
                 makeCollectives: CollectiveFactory = HostCollectiveGroup.make,
                 microBatchCount: Int? = nil, observer: PipelineObserver? = nil) throws {
@@ -71,7 +72,9 @@ public final class ParallelLlamaModel: CausalLM {
             let weights = TensorShard(rank: t, size: n, config: c)
                 .stageWeights(weights, config: c, layers: p.layers(ofStage: s, layerCount: c.layerCount),
                               isFirstStage: s == 0, isLastStage: s == m - 1)
-            return try LlamaStage(config: c, weights: weights, backend: backends[flat], collective: n > 1 ? collectives[flat] : nil)
+            // Quantized after the cut: each rank's groups are its own columns' (row-parallel shards).
+            return try LlamaStage(config: c, weights: weights, backend: backends[flat], quantization: quantization,
+                                  collective: n > 1 ? collectives[flat] : nil)
         }
         weightBytes = stages.reduce(0) { $0 + $1.weightBytes }
     }

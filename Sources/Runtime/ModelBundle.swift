@@ -11,8 +11,10 @@ public final class ModelBundle: Sendable {
     public let model: any CausalLM
     public let tokenizer: Tokenizer
 
-    public convenience init(path: String, backend: ComputeBackend) throws {
-        try self.init(path: path) { try LlamaModel(config: $0.config, weights: $0.weights, backend: backend) }
+    public convenience init(path: String, backend: ComputeBackend, quantization: WeightQuantization? = nil) throws {
+        try self.init(path: path) {
+            try LlamaModel(config: $0.config, weights: $0.weights, backend: backend, quantization: quantization)
+        }
     }
 
     /// `makeModel` builds the model from the opened checkpoint (a sharded model, for instance).

@@ -386,6 +386,17 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
         }
     }
 
+    /// The load summary of every ready model version that has one (its LLM weights).
+    public func loadSummaries() -> [(model: String, version: String, summary: String)] {
+        registry.withLock { r in
+            r.records.keys.sorted().flatMap { name in
+                r.records[name]!.slots.values.sorted { $0.version < $1.version }.compactMap { slot in
+                    slot.ready ? slot.model.loadSummary.map { (name, String(slot.version), $0) } : nil
+                }
+            }
+        }
+    }
+
     public func repositoryIndex(readyOnly: Bool) -> [RepositoryModel] {
         let names = Set(((try? ModelRepositoryScanner.scan(options.modelRepositories))?.entries.keys).map(Array.init) ?? [])
         return registry.withLock { r in

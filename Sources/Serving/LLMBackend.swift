@@ -213,9 +213,13 @@ struct LLMSettings {
     /// tensor_parallel_size × pipeline_parallel_size ranks (Petrel's parameters; TensorRT-LLM
     /// bakes them into the engine). Unset: the server's --tensor-parallel-size / --pipeline-parallel-size.
     var parallel: ParallelConfig
+    /// The checkpoint's float matrices quantized at load: `weight_only_precision` (int8 / int4,
+    /// TensorRT-LLM's build option), with `weight_only_group_size` (128 or 64) and
+    /// `weight_only_zero_points` for int4; "none" turns off the server's --quantization.
+    var quantization: WeightQuantization?
 
     init(config: Inference_ModelConfig, parameters: ModelParameters, directory: String, version: Int64,
-         defaultParallel: ParallelConfig = ParallelConfig()) throws {
+         defaultParallel: ParallelConfig = ParallelConfig(), defaultQuantization: WeightQuantization? = nil) throws {
         let source = parameters.source
         if let (_, path) = parameters.path(["gpt_model_path", "model_path", "engine_dir"], relativeTo: directory) {
             modelPath = path
@@ -254,6 +258,19 @@ struct LLMSettings {
                                   pipelineParallelSize: try parameters.int("pipeline_parallel_size") ?? defaultParallel.pipelineParallelSize)
         if parallel.tensorParallelSize < 1 { throw source.parameterError("tensor_parallel_size", "must be >= 1") }
         if parallel.pipelineParallelSize < 1 { throw source.parameterError("pipeline_parallel_size", "must be >= 1") }
+        if let precision = parameters.string("weight_only_precision") {
+            do {
+                quantization = precision.lowercased() == "none" ? nil
+                    : try WeightQuantization(name: precision, groupSize: try parameters.int("weight_only_group_size"),
+                                             zeroPoints: try parameters.bool("weight_only_zero_points", default: false))
+            } catch let e as QuantizationError {
+                throw source.parameterError("weight_only_precision", "\(e)")
+            }
+        } else if parameters.string("weight_only_group_size") != nil || parameters.string("weight_only_zero_points") != nil {
+            throw source.parameterError("weight_only_group_size", "needs weight_only_precision int4")
+        } else {
+            quantization = defaultQuantization
+        }
         if case .dynamicBatching(let d)? = config.schedulingChoice, d.hasDefaultQueuePolicy {
             queuePolicy = BatcherSettings.QueuePolicy(d.defaultQueuePolicy)
         } else {
@@ -314,14 +331,14 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
             bundle = try ModelBundle(path: settings.modelPath) { ckpt in
                 do {
                     return try ParallelLlamaModel(config: ckpt.config, weights: ckpt.weights, parallel: parallel,
-                                                  makeBackend: { _ in try makeBackend() })
+                                                  quantization: settings.quantization, makeBackend: { _ in try makeBackend() })
                 } catch let e as ParallelError {
                     throw ModelLoadError("\(parallel): \(e)")
                 }
             }
         } else {
             let backend = try makeBackend()
-            bundle = try ModelBundle(path: settings.modelPath, backend: backend)
+            bundle = try ModelBundle(path: settings.modelPath, backend: backend, quantization: settings.quantization)
             device = backend as? DeviceMemoryReporting
         }
         tokenizers.insert(bundle.tokenizer, at: settings.modelPath)
@@ -349,6 +366,13 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
     }
 
     var pendingCount: Int { engines.reduce(0) { $0 + $1.metrics.waitingCount } }
+
+    var loadSummary: String? {
+        let gib = Double(bundle.model.weightBytes) / Double(1 << 30)
+        return String(format: "matrices %.2f GiB (%.2f GB)", gib, Double(bundle.model.weightBytes) / 1e9)
+            + ", quantization \(settings.quantization.map { "\($0)" } ?? bundle.checkpoint.quantizationSummary)"
+            + ", \(settings.parallel.rankCount > 1 ? "\(settings.parallel)" : "1 rank") × \(settings.instanceCount) instance(s)"
+    }
 
     var llmMetrics: LLMMetrics? {
         var m = counters.withLock { $0.metrics }

@@ -134,7 +134,8 @@ extension InferenceServer {
             case .llm:
                 let settings = try LLMSettings(config: p.config, parameters: parameters, directory: p.directory, version: version,
                                                defaultParallel: ParallelConfig(tensorParallelSize: options.tensorParallelSize,
-                                                                               pipelineParallelSize: options.pipelineParallelSize))
+                                                                               pipelineParallelSize: options.pipelineParallelSize),
+                                               defaultQuantization: options.quantization)
                 let makeBackend: @Sendable () throws -> ComputeBackend = {
                     do {
                         return try options.backendFactory()

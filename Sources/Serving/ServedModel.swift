@@ -14,6 +14,8 @@ protocol ServedModel: AnyObject, Sendable {
     /// Accepted requests not yet executing (for nv_inference_pending_request_count).
     var pendingCount: Int { get }
     var llmMetrics: LLMMetrics? { get }
+    /// One line on what was loaded (an LLM's weights, where, quantized how), for the server's log.
+    var loadSummary: String? { get }
     /// Cancels whatever still runs and releases the model (the server drains first).
     func shutdown() async
 }
@@ -21,6 +23,7 @@ protocol ServedModel: AnyObject, Sendable {
 extension ServedModel {
     var pendingCount: Int { 0 }
     var llmMetrics: LLMMetrics? { nil }
+    var loadSummary: String? { nil }
 }
 
 /// A model that tokenizes (for chat templates).

@@ -29,6 +29,8 @@ public struct ServerOptions: Sendable {
     /// Ranks of each LLM model whose config.pbtxt sets no tensor_parallel_size /
     /// pipeline_parallel_size (--tensor-parallel-size / --pipeline-parallel-size). Above 1, the
     /// model is cut over that many backends, each made by `backendFactory`.
+    /// Quantization at load for LLM models whose config.pbtxt does not say (`weight_only_precision`).
+    public var quantization: WeightQuantization?
     public var tensorParallelSize = 1
     public var pipelineParallelSize = 1
     /// LLM models pick tokens on the device where the backend can (ModelRunner.deviceSampling);

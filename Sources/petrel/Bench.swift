@@ -48,6 +48,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Static mode: timed runs of each point; the row is the run of median latency (default: 3 on cuda, 1 on cpu).")
     var runs: Int?
     @OptionGroup var parallel: ParallelOptions
+    @OptionGroup var quantization: QuantizationOptions
 
     func validate() throws {
         if model != nil && dummyWeights != nil { throw ValidationError("give --model or --dummy-weights, not both") }
@@ -78,6 +79,7 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         let backend = try device.makeBackend(threads: threads, gpuDtype: gpuDtype, cuda: cuda.options)
+        let quantization = try self.quantization.value()
         let llama: any CausalLM
         let name: String
         let loadStart = DispatchTime.now().uptimeNanoseconds
@@ -85,17 +87,19 @@ struct Bench: AsyncParsableCommand {
             let dtype = DType.allCases.first { $0.description.lowercased() == dtypeName.lowercased() }!
             llama = parallel.isSharded
                 ? try parallel.makeModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed),
-                                         backend: backend, device: device, threads: threads)
-                : try makeDummyModel(shape, dtype: dtype, seed: seed, backend: backend)
+                                         backend: backend, device: device, threads: threads, quantization: quantization)
+                : try makeDummyModel(shape, dtype: dtype, seed: seed, backend: backend, quantization: quantization)
             name = "\(d) (random \(dtype))"
         } else {
             let path = try model ?? DefaultModel.resolve()
             let ckpt = try LoadedCheckpoint.open(path)
-            llama = try parallel.makeModel(config: ckpt.config, weights: ckpt.weights, backend: backend, device: device, threads: threads)
+            llama = try parallel.makeModel(config: ckpt.config, weights: ckpt.weights, backend: backend, device: device, threads: threads,
+                                           quantization: quantization)
             name = URL(fileURLWithPath: path).lastPathComponent
         }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
-        print("model: \(name), device: \(describe(backend))\(parallel.summary), weights read per decode step: \(llama.weightBytes / 1_000_000) MB, loaded in \(String(format: "%.1f", loadSeconds)) s")
+        print("model: \(name), device: \(describe(backend))\(parallel.summary), quantization: \(quantization.map { "\($0)" } ?? "none"), "
+              + "weights read per decode step: \(describeBytes(llama.weightBytes)), loaded in \(String(format: "%.1f", loadSeconds)) s")
         switch mode {
         case .static: try await runStatic(llama)
         case .serving: try await runServing(llama)
@@ -137,7 +141,7 @@ struct Bench: AsyncParsableCommand {
         // graphs), then `timedRuns` times; the row is the run of median latency.
         let warmUps = warmUp ?? (device == .cuda ? 1 : 0), timedRuns = max(1, runs ?? (device == .cuda ? 3 : 1))
         let roofline = peakBandwidth.flatMap { bw in
-            peakTFLOPs.map { Roofline(config: llama.config, weightBytes: device == .cuda ? Roofline.fp16WeightBytes(llama.config) : llama.weightBytes,
+            peakTFLOPs.map { Roofline(config: llama.config, weightBytes: llama.weightBytes,
                                       bandwidth: bw * 1e9, flopRate: $0 * 1e12) }
         }
         if let roofline {

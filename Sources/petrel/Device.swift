@@ -53,9 +53,17 @@ func describe(_ backend: ComputeBackend) -> String {
 
 /// A built-in shape with random weights: made on the device when the backend can (f16 or bf16:
 /// the device's own element type), otherwise generated on the host as `dtype` and uploaded.
-func makeDummyModel(_ shape: BuiltinConfig, dtype: DType, seed: UInt64, backend: ComputeBackend) throws -> LlamaModel {
-    if dtype == .f16 || dtype == .bf16, let filler = backend as? RandomWeightFilling {
+func makeDummyModel(_ shape: BuiltinConfig, dtype: DType, seed: UInt64, backend: ComputeBackend,
+                    quantization: WeightQuantization? = nil) throws -> LlamaModel {
+    if quantization == nil, dtype == .f16 || dtype == .bf16, let filler = backend as? RandomWeightFilling {
         return try LlamaModel(config: shape.config, randomWeightsOn: filler, seed: seed)
     }
-    return try LlamaModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed), backend: backend)
+    return try LlamaModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed), backend: backend,
+                          quantization: quantization)
+}
+
+/// "6.54 GiB (7.02 GB)": a byte count both ways, as nvidia-smi (GiB) and model cards (GB) say it.
+func describeBytes(_ bytes: Int) -> String {
+    let gib = Double(bytes) / Double(1 << 30), gb = Double(bytes) / 1e9
+    return gib >= 1 ? String(format: "%.2f GiB (%.2f GB)", gib, gb) : String(format: "%.1f MiB (%.1f MB)", gib * 1024, gb * 1000)
 }

@@ -31,6 +31,7 @@ struct Generate: AsyncParsableCommand {
     @Flag(help: "Print token ids instead of text.") var ids = false
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens (for benchmarks).") var ignoreEOS = false
     @OptionGroup var parallel: ParallelOptions
+    @OptionGroup var quantization: QuantizationOptions
 
     func validate() throws {
         if maxTokens < 0 { throw ValidationError("--max-tokens must be >= 0") }
@@ -43,8 +44,10 @@ struct Generate: AsyncParsableCommand {
     func run() async throws {
         let path = try model ?? DefaultModel.resolve()
         let backend = try device.makeBackend(threads: threads, exactQuantizedMath: exact, gpuDtype: gpuDtype, cuda: cuda.options)
+        let quantization = try self.quantization.value()
         let bundle = try ModelBundle(path: path) {
-            try parallel.makeModel(config: $0.config, weights: $0.weights, backend: backend, device: device, threads: threads, exact: exact)
+            try parallel.makeModel(config: $0.config, weights: $0.weights, backend: backend, device: device, threads: threads, exact: exact,
+                                   quantization: quantization)
         }
         let tokenizer = bundle.tokenizer
         let promptIDs: [Int32]

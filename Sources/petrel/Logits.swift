@@ -18,6 +18,7 @@ struct Logits: ParsableCommand {
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
     @OptionGroup var cuda: CUDAFlags
     @Option(help: "Write the prompt's last-position logits here (float32, little-endian, vocab values).") var output: String?
+    @OptionGroup var quantization: QuantizationOptions
 
     func run() throws {
         let ids = try promptIDs.split(separator: ",").map { part -> Int32 in
@@ -29,7 +30,8 @@ struct Logits: ParsableCommand {
         guard !ids.isEmpty else { throw ValidationError("--prompt-ids: no ids") }
         let backend = try device.makeBackend(exactQuantizedMath: true, gpuDtype: gpuDtype, cuda: cuda.options)
         let checkpoint = try LoadedCheckpoint.open(model)
-        let llama = try LlamaModel(config: checkpoint.config, weights: checkpoint.weights, backend: backend)
+        let llama = try LlamaModel(config: checkpoint.config, weights: checkpoint.weights, backend: backend,
+                                   quantization: try quantization.value())
         let vocab = llama.config.vocabularySize
         if let bad = ids.first(where: { $0 < 0 || Int($0) >= vocab }) {
             throw ValidationError("--prompt-ids: \(bad) is outside the vocabulary of \(vocab)")

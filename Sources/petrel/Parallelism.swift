@@ -32,11 +32,11 @@ struct ParallelOptions: ParsableArguments {
 
     /// The model over one backend (`backend`) or, when sharded, over one new backend per rank.
     func makeModel(config c: TransformerConfig, weights: LlamaWeights, backend: ComputeBackend, device: Device,
-                   threads: Int, exact: Bool = false) throws -> any CausalLM {
-        guard isSharded else { return try LlamaModel(config: c, weights: weights, backend: backend) }
+                   threads: Int, exact: Bool = false, quantization: WeightQuantization? = nil) throws -> any CausalLM {
+        guard isSharded else { return try LlamaModel(config: c, weights: weights, backend: backend, quantization: quantization) }
         try check(device)
         do {
-            return try ParallelLlamaModel(config: c, weights: weights, parallel: config,
+            return try ParallelLlamaModel(config: c, weights: weights, parallel: config, quantization: quantization,
                                           makeBackend: { _ in try device.makeBackend(threads: threads, exactQuantizedMath: exact) })
         } catch let e as ParallelError {
             throw ParallelError("\(config): \(e)")

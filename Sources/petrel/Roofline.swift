@@ -24,13 +24,6 @@ struct Roofline {
 
     var headParameters: Double { Double(config.vocabularySize * config.hiddenSize) }
 
-    /// fp16 bytes of every matrix, the embedding aside (what a decode step reads).
-    static func fp16WeightBytes(_ c: TransformerConfig) -> Int {
-        let qkvRows = (c.headCount + 2 * c.kvHeadCount) * c.headDim
-        let layer = qkvRows * c.hiddenSize + c.hiddenSize * c.headCount * c.headDim + 3 * c.intermediateSize * c.hiddenSize
-        return 2 * (c.layerCount * layer + c.vocabularySize * c.hiddenSize)
-    }
-
     /// Attention FLOPs (QK and PV) of `pairs` query-key pairs in every layer.
     func attentionFLOPs(pairs: Double) -> Double {
         4 * Double(config.headDim * config.headCount * config.layerCount) * pairs

@@ -35,6 +35,7 @@ struct Serve: AsyncParsableCommand {
     var hostSampling = false
     @Option(help: "CPU threads (default: PETREL_THREADS, else all online CPUs).") var threads = 0
     @OptionGroup var parallel: ParallelOptions
+    @OptionGroup var quantization: QuantizationOptions
 
     func validate() throws {
         guard ServerOptions.ModelControlMode(rawValue: modelControlMode) != nil else {
@@ -62,10 +63,12 @@ struct Serve: AsyncParsableCommand {
         options.tensorParallelSize = parallel.tensorParallelSize
         options.pipelineParallelSize = parallel.pipelineParallelSize
         options.deviceSampling = !hostSampling
+        options.quantization = try quantization.value()
         let server = InferenceServer(options: options)
         try await server.start()
         log("repository \(repositories.joined(separator: ", ")): " +
             server.repositoryIndex(readyOnly: false).map { "\($0.name) \($0.state)\($0.reason.isEmpty ? "" : " (\($0.reason))")" }.joined(separator: "; "))
+        for s in server.loadSummaries() { log("\(s.model) v\(s.version): \(s.summary)") }
 
         let exporter = MetricsExporter(sources: [ServingMetrics(server), ProcessMetrics(), gpuMetrics])
         let http = HTTPServer(service: server,

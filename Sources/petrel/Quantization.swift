@@ -1,0 +1,29 @@
+// `--quantization int8_wo|int4_wo [--group-size 128|64] [--zero-points]` on generate, bench, serve,
+// logits and perplexity: the checkpoint's float matrices quantized at load (TensorRT-LLM's
+// weight-only modes; WeightQuantization in Compute). Read once here, passed down as a value.
+import ArgumentParser
+import Compute
+
+struct QuantizationOptions: ParsableArguments {
+    @Option(help: "Quantize the checkpoint's matrices at load: int8_wo (INT8 per output channel, W8A16) or int4_wo (INT4 groups, W4A16). Pre-quantized checkpoints need none.")
+    var quantization: String?
+    @Option(name: .customLong("group-size"), help: "int4_wo: input columns per scale, 128 (default) or 64.")
+    var groupSize: Int?
+    @Flag(name: .customLong("zero-points"), help: "int4_wo: asymmetric groups with a zero point each (default: symmetric).")
+    var zeroPoints = false
+
+    /// What was asked, or nil for no quantization at load.
+    func value() throws -> WeightQuantization? {
+        guard let quantization else {
+            if groupSize != nil || zeroPoints { throw ValidationError("--group-size and --zero-points need --quantization int4_wo") }
+            return nil
+        }
+        do {
+            return try WeightQuantization(name: quantization, groupSize: groupSize, zeroPoints: zeroPoints)
+        } catch let e as QuantizationError {
+            throw ValidationError("--quantization: \(e)")
+        }
+    }
+
+    func validate() throws { _ = try value() }
+}
