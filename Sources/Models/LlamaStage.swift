@@ -149,7 +149,7 @@ public final class LlamaStage: Sendable {
     public convenience init(config: TransformerConfig, weights w: LlamaStageWeights, backend: ComputeBackend,
                             quantization: WeightQuantization? = nil, collective: Collective? = nil) throws {
         func matrix(_ m: HostTensor, _ name: String) throws -> Tensor {
-            try backend.upload(try Self.prepareMatrix(m, quantization: quantization, backend: backend, name: name))
+            try backend.upload(try prepareMatrix(m, quantization: quantization, nativeBlockTypes: backend.nativeBlockTypes, name: name))
         }
         let layers = try w.layers.enumerated().map { i, l in
             let at = " of layer \(w.layerRange.lowerBound + i)"
@@ -160,30 +160,15 @@ public final class LlamaStage: Sendable {
         }
         // The head keeps its precision under --quantization (as TensorRT-LLM and vLLM leave
         // lm_head alone); a GGML head the backend does not run natively still converts.
-        let head = try w.head.map { try backend.upload(try Self.prepareMatrix($0, quantization: nil, backend: backend, name: "head")) }
+        let head = try w.head.map {
+            try backend.upload(try prepareMatrix($0, quantization: nil, nativeBlockTypes: backend.nativeBlockTypes, name: "head"))
+        }
         let bytes = layers.reduce(0) { $0 + $1.qkv.byteCount + $1.output.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
             + (head?.byteCount ?? 0)
         self.init(config: config, backend: backend, layerRange: w.layerRange, headCount: w.headCount, kvHeadCount: w.kvHeadCount,
                   featureCount: w.featureCount, vocabulary: w.vocabulary, layers: layers,
                   embedding: try w.embedding.map { try backend.upload(Self.prepareTable($0)) },
                   finalNorm: try w.finalNorm.map { try backend.upload($0) }, head: head, collective: collective, weightBytes: bytes)
-    }
-
-    /// A weight matrix as `backend` computes with it: quantized to `quantization` when asked
-    /// (from floats; GGML blocks are dequantized first); otherwise a GGML block matrix the backend
-    /// does not run natively becomes the weight-only matrix it converts to (GGMLBlocks.swift).
-    static func prepareMatrix(_ m: HostTensor, quantization: WeightQuantization?, backend: ComputeBackend,
-                              name: String) throws -> HostTensor {
-        do {
-            if let q = quantization {
-                if let f = m.weightOnly { throw QuantizationError("the checkpoint is already quantized (\(f)): leave out --quantization") }
-                return try (m.dtype.isGGMLBlock ? m.toFloat32() : m).quantized(q.format)
-            }
-            if m.dtype.isGGMLBlock && !backend.nativeBlockTypes.contains(m.dtype) { return try m.convertedToWeightOnly() }
-            return m
-        } catch let e as QuantizationError {
-            throw QuantizationError("\(name) (\(m.dtype) \(m.shape)): \(e)")
-        }
     }
 
     /// The embedding table: GGML types beyond Q8_0 / Q4_0 / Q4_1 are looked up as floats.

@@ -58,3 +58,20 @@ func expect(_ t: HostTensor, _ shape: [Int], _ name: String, _ path: String) thr
     if t.shape == shape || (shape.count == 1 && t.elementCount == shape[0]) { return t }
     throw CheckpointError(path, "tensor '\(name)' has shape \(t.shape), expected \(shape) from the model config")
 }
+
+/// A weight matrix as a backend computes with it: quantized to `quantization` when asked (from
+/// floats; GGML blocks are dequantized first); otherwise a GGML block matrix whose type is not in
+/// `nativeBlockTypes` becomes the weight-only matrix it converts to (GGMLBlocks.swift). `name`
+/// (e.g. "qkv of layer 3") is for errors.
+func prepareMatrix(_ m: HostTensor, quantization: WeightQuantization?, nativeBlockTypes: Set<DType>, name: String) throws -> HostTensor {
+    do {
+        if let q = quantization {
+            if let f = m.weightOnly { throw QuantizationError("the checkpoint is already quantized (\(f)): leave out --quantization") }
+            return try (m.dtype.isGGMLBlock ? m.toFloat32() : m).quantized(q.format)
+        }
+        if m.dtype.isGGMLBlock && !nativeBlockTypes.contains(m.dtype) { return try m.convertedToWeightOnly() }
+        return m
+    } catch let e as QuantizationError {
+        throw QuantizationError("\(name) (\(m.dtype) \(m.shape)): \(e)")
+    }
+}

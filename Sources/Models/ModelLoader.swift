@@ -3,7 +3,7 @@ import Compute
 import Checkpoints
 import Foundation
 
-public enum CheckpointFormat: String, Sendable { case gguf, huggingFace }
+public enum CheckpointFormat: String, Sendable { case gguf, huggingFace, engine }
 
 public struct LoadedCheckpoint: Sendable {
     public let path: String
@@ -28,6 +28,11 @@ public struct LoadedCheckpoint: Sendable {
             let configPath = path + "/config.json"
             guard FileManager.default.fileExists(atPath: configPath) else {
                 throw CheckpointError(path, "a Hugging Face checkpoint folder needs config.json")
+            }
+            if EngineFolder.isEngine(configAt: configPath) {
+                let config = try TransformerConfig.engine(at: configPath)
+                return LoadedCheckpoint(path: path, format: .engine, config: config,
+                                        weights: try LlamaWeights(engine: try SafetensorsCheckpoint(directory: path), config: config), gguf: nil)
             }
             let config = try TransformerConfig(huggingFaceConfigAt: configPath)
             let source = try SafetensorsCheckpoint(directory: path)

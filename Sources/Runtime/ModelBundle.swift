@@ -24,11 +24,7 @@ public final class ModelBundle: Sendable {
         if let gguf = checkpoint.gguf {
             tokenizer = try Tokenizer(gguf: gguf)
         } else {
-            let json = path + "/tokenizer.json"
-            guard FileManager.default.fileExists(atPath: json) else {
-                throw CheckpointError(path, "no tokenizer.json in the checkpoint folder")
-            }
-            tokenizer = try Tokenizer(tokenizerJSONAt: json)
+            tokenizer = try Tokenizer(contentsOf: path)
         }
         if tokenizer.vocabularySize > checkpoint.config.vocabularySize {
             throw CheckpointError(path, "the tokenizer has \(tokenizer.vocabularySize) tokens but the model's vocabulary is \(checkpoint.config.vocabularySize)")

@@ -15,22 +15,7 @@ final class TokenizerStore: Sendable {
     /// A GGUF file (its embedded vocabulary), an HF folder with tokenizer.json, or a tokenizer.json.
     func tokenizer(at path: String) throws -> Tokenizer {
         if let t = cache.withLock({ $0[path] }) { return t }
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw ModelLoadError("no such file or directory: \(path)")
-        }
-        let t: Tokenizer
-        if isDir.boolValue {
-            let json = path + "/tokenizer.json"
-            guard FileManager.default.fileExists(atPath: json) else {
-                throw ModelLoadError("\(path) has no tokenizer.json")
-            }
-            t = try Tokenizer(tokenizerJSONAt: json)
-        } else if path.hasSuffix(".json") {
-            t = try Tokenizer(tokenizerJSONAt: path)
-        } else {
-            t = try Tokenizer(gguf: GGUFFile(path: path))
-        }
+        let t = try Tokenizer(contentsOf: path)
         cache.withLock { $0[path] = t }
         return t
     }

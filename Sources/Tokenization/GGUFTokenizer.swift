@@ -4,11 +4,35 @@
 // merges the adjacent pair whose concatenation is the best-scored token, with `<0xNN>` byte
 // tokens for characters outside the vocabulary.
 import Checkpoints
+import Foundation
 
 extension Tokenizer {
     /// Loads the tokenizer stored in a GGUF file's metadata.
     public convenience init(gguf: GGUFFile) throws {
         try self.init(spec: loadGGUFTokenizer(gguf))
+    }
+
+    /// The one way a tokenizer is found at a path: a folder's tokenizer.json (with its
+    /// tokenizer_config.json), else its tokenizer.gguf (an engine built from a GGUF file); a
+    /// .json file; or any other file read as GGUF.
+    public convenience init(contentsOf path: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw TokenizerError(path, "no such file or directory")
+        }
+        if isDir.boolValue {
+            if FileManager.default.fileExists(atPath: path + "/tokenizer.json") {
+                try self.init(tokenizerJSONAt: path + "/tokenizer.json")
+            } else if FileManager.default.fileExists(atPath: path + "/tokenizer.gguf") {
+                try self.init(gguf: GGUFFile(path: path + "/tokenizer.gguf"))
+            } else {
+                throw TokenizerError(path, "the folder has no tokenizer.json (or tokenizer.gguf)")
+            }
+        } else if path.hasSuffix(".json") {
+            try self.init(tokenizerJSONAt: path)
+        } else {
+            try self.init(gguf: GGUFFile(path: path))
+        }
     }
 }
 
