@@ -1487,7 +1487,9 @@ def versions() -> dict:
 
 def write_readme(vocab_size, bl_vocab, n_strings, smol_diffs, smol_ref, sp_mismatch) -> None:
     v = versions()
-    files = sorted(p for p in FIX.rglob("*") if p.is_file() and p.name != "README.md")
+    # quantized/ is made (and described in its own README section) by make_quantized_fixtures.py
+    files = sorted(p for p in FIX.rglob("*")
+                   if p.is_file() and p.name != "README.md" and p.relative_to(FIX).parts[0] != "quantized")
     total = sum(p.stat().st_size for p in files)
     desc = {
         "tiny-llama/config.json": "LlamaConfig of the tiny random Llama (written by transformers 5: `rope_parameters`, `dtype`)",
@@ -1652,6 +1654,12 @@ implementation that uses FMA or another order may differ in the last bit.
 
 {chr(10).join("- " + n for n in notes) if notes else "- none"}
 """
+    # Keep the section that make_quantized_fixtures.py writes.
+    begin = "<!-- quantized fixtures: written by scripts/make_quantized_fixtures.py -->"
+    previous = (FIX / "README.md").read_text(encoding="utf-8") if (FIX / "README.md").exists() else ""
+    if begin in previous:
+        end = "<!-- end of quantized fixtures -->"
+        text = text.rstrip("\n") + "\n\n" + begin + previous.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
     (FIX / "README.md").write_text(text, encoding="utf-8")
     log(f"wrote Tests/Fixtures/README.md; fixtures total {total:,} bytes")
 
