@@ -106,10 +106,16 @@ public protocol WeightSource: AnyObject, Sendable {
     var path: String { get }
     var tensorNames: [String] { get }
     func tensor(_ name: String) throws -> HostTensor
+    /// Any tensor's bytes as stored (AWQ / GPTQ packed I32 codes); a GGUF file throws.
+    func rawTensor(_ name: String) throws -> RawTensor
 }
 
 extension WeightSource {
     public func has(_ name: String) -> Bool { tensorNames.contains(name) }
+
+    public func rawTensor(_ name: String) throws -> RawTensor {
+        throw CheckpointError(path, "tensor '\(name)': only safetensors checkpoints hold raw integer tensors")
+    }
 }
 
 extension GGUFFile: WeightSource {

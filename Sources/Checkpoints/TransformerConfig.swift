@@ -37,6 +37,9 @@ public struct TransformerConfig: Sendable, Equatable {
     public var attentionBias: Bool
     public var bosTokenID: Int?
     public var eosTokenIDs: [Int]
+    /// How the checkpoint's projections are stored when it is pre-quantized (config.json's
+    /// `quantization_config`); nil: float weights.
+    public var quantization: CheckpointQuantization? = nil
 
     public init(architecture: Architecture = .llama, vocabularySize: Int, hiddenSize: Int, intermediateSize: Int,
                 layerCount: Int, headCount: Int, kvHeadCount: Int, headDim: Int? = nil, ropeTheta: Double = 10000,
@@ -144,6 +147,7 @@ public struct TransformerConfig: Sendable, Equatable {
         var eos: [Int] = []
         if let n = o["eos_token_id"] as? NSNumber { eos = [n.intValue] }
         else if let a = o["eos_token_id"] as? [NSNumber] { eos = a.map(\.intValue) }
+        let quantization = try o["quantization_config"].map { try CheckpointQuantization(json: $0, path: path) }
         self.init(architecture: architecture,
                   vocabularySize: try int("vocab_size"),
                   hiddenSize: hidden,
@@ -160,6 +164,7 @@ public struct TransformerConfig: Sendable, Equatable {
                   attentionBias: architecture == .qwen2 ? true : (o["attention_bias"] as? Bool ?? false),
                   bosTokenID: optInt("bos_token_id"),
                   eosTokenIDs: eos)
+        self.quantization = quantization
         try validate(path: path)
     }
 
@@ -212,5 +217,77 @@ public struct TransformerConfig: Sendable, Equatable {
                   bosTokenID: m["tokenizer.ggml.bos_token_id"]?.int,
                   eosTokenIDs: eos)
         try validate(path: path)
+    }
+}
+
+/// A pre-quantized Hugging Face checkpoint's `quantization_config`: AutoAWQ's GEMM layout or
+/// AutoGPTQ / GPTQModel's "gptq" layout (Models/QuantizedCheckpoints.swift reads the tensors).
+public struct CheckpointQuantization: Sendable, Equatable {
+    public enum Method: String, Sendable { case awq, gptq }
+
+    public var method: Method
+    /// 4 (AWQ); 4 or 8 (GPTQ).
+    public var bits: Int
+    /// Input features per scale and zero; 0 when the file says -1 (one group per row).
+    public var groupSize: Int
+    /// GPTQ `desc_act`: groups follow an activation order given by `g_idx`, not the column order.
+    public var actOrder: Bool
+    /// GPTQ `sym` (AWQ: !zero_point). Informational: the zeros stored decide.
+    public var symmetric: Bool
+    /// What a stored zero is short of the zero point: 1 for GPTQ's v1 "gptq" format (it stores
+    /// z - 1), 0 for AWQ and "gptq_v2".
+    public var zeroOffset: Int
+
+    public init(method: Method, bits: Int, groupSize: Int, actOrder: Bool = false, symmetric: Bool = false, zeroOffset: Int = 0) {
+        self.method = method
+        self.bits = bits
+        self.groupSize = groupSize
+        self.actOrder = actOrder
+        self.symmetric = symmetric
+        self.zeroOffset = zeroOffset
+    }
+
+    /// Parses config.json's `quantization_config` object; errors name `path` and the field.
+    public init(json: Any, path: String) throws {
+        func fail(_ field: String, _ why: String) -> CheckpointError { CheckpointError(path, "quantization_config.\(field): \(why)") }
+        guard let o = json as? [String: Any] else { throw CheckpointError(path, "quantization_config: expected an object") }
+        func int(_ key: String) throws -> Int {
+            guard let v = o[key] as? NSNumber else { throw fail(key, "missing or not a number") }
+            return v.intValue
+        }
+        func string(_ key: String) -> String? { (o[key] as? String)?.lowercased() }
+        let name = o["quant_method"] as? String ?? "(missing)"
+        guard let method = Method(rawValue: name.lowercased()) else {
+            throw fail("quant_method", "\"\(name)\" is not supported (awq and gptq are)")
+        }
+        let bits = try int("bits")
+        let group = try int("group_size")
+        guard group == -1 || group > 0 else { throw fail("group_size", "must be positive or -1, got \(group)") }
+        switch method {
+        case .awq:
+            let version = string("version") ?? "gemm"
+            guard version == "gemm" else {
+                throw fail("version", "\"\(version)\" is not supported: only AutoAWQ's GEMM layout (\"gemm\") is read")
+            }
+            guard bits == 4 else { throw fail("bits", "AWQ GEMM checkpoints have 4 bits, not \(bits)") }
+            self.init(method: .awq, bits: 4, groupSize: group == -1 ? 0 : group,
+                      symmetric: !(o["zero_point"] as? Bool ?? true), zeroOffset: 0)
+        case .gptq:
+            guard bits == 4 || bits == 8 else { throw fail("bits", "\(bits)-bit GPTQ is not supported (4 and 8 are)") }
+            if o["is_marlin_format"] as? Bool == true {
+                throw fail("is_marlin_format", "Marlin-packed GPTQ checkpoints are not supported (the \"gptq\" format is)")
+            }
+            // GPTQModel writes checkpoint_format (older) or format; AutoGPTQ 0.7 writes neither.
+            let formatKey = o["checkpoint_format"] != nil ? "checkpoint_format" : "format"
+            let format = string(formatKey) ?? "gptq"
+            let offset: Int
+            switch format {
+            case "gptq": offset = 1
+            case "gptq_v2": offset = 0
+            default: throw fail(formatKey, "\"\(format)\" is not supported (gptq and gptq_v2 are)")
+            }
+            self.init(method: .gptq, bits: bits, groupSize: group == -1 ? 0 : group,
+                      actOrder: o["desc_act"] as? Bool ?? false, symmetric: o["sym"] as? Bool ?? true, zeroOffset: offset)
+        }
     }
 }

@@ -200,3 +200,46 @@ import Testing
         }
     }
 }
+
+/// config.json's quantization_config (AutoAWQ and AutoGPTQ fixtures) and the I32 tensors they hold.
+@Suite struct QuantizedConfigTests {
+    @Test func fixturesParse() throws {
+        let awq = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("quantized/awq-g64/config.json"))
+        #expect(awq.quantization == CheckpointQuantization(method: .awq, bits: 4, groupSize: 64, symmetric: false, zeroOffset: 0))
+        let gptq = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("quantized/gptq-4bit-actorder/config.json"))
+        #expect(gptq.quantization == CheckpointQuantization(method: .gptq, bits: 4, groupSize: 32, actOrder: true, symmetric: false,
+                                                            zeroOffset: 1))
+        let gptq8 = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("quantized/gptq-8bit/config.json"))
+        #expect(gptq8.quantization?.bits == 8 && gptq8.quantization?.symmetric == true && gptq8.quantization?.actOrder == false)
+        #expect(try TransformerConfig(huggingFaceConfigAt: Fixtures.path("tiny-llama/config.json")).quantization == nil)
+    }
+
+    @Test func otherLayoutsAreRefusedNamingTheField() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-qcfg-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("config.json").path
+        let base = #""hidden_size": 64, "num_attention_heads": 4, "vocab_size": 8, "intermediate_size": 8, "num_hidden_layers": 1"#
+        let cases: [(String, String)] = [
+            (#"{"quant_method": "bitsandbytes", "bits": 4, "group_size": 64}"#, "quantization_config.quant_method"),
+            (#"{"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemv"}"#, "quantization_config.version"),
+            (#"{"quant_method": "awq", "bits": 4, "group_size": 64, "version": "marlin"}"#, "quantization_config.version"),
+            (#"{"quant_method": "awq", "bits": 8, "group_size": 64, "version": "gemm"}"#, "quantization_config.bits"),
+            (#"{"quant_method": "gptq", "bits": 3, "group_size": 128}"#, "quantization_config.bits"),
+            (#"{"quant_method": "gptq", "bits": 4, "group_size": 128, "checkpoint_format": "marlin"}"#, "quantization_config.checkpoint_format"),
+            (#"{"quant_method": "gptq", "bits": 4, "group_size": 128, "format": "bitblas"}"#, "quantization_config.format"),
+            (#"{"quant_method": "gptq", "bits": 4, "group_size": 128, "is_marlin_format": true}"#, "quantization_config.is_marlin_format"),
+            (#"{"quant_method": "gptq", "bits": 4}"#, "quantization_config.group_size"),
+        ]
+        for (q, field) in cases {
+            try "{\(base), \"quantization_config\": \(q)}".write(toFile: path, atomically: true, encoding: .utf8)
+            let e = #expect(throws: CheckpointError.self) { try TransformerConfig(huggingFaceConfigAt: path) }
+            #expect(e?.message.contains(field) == true, "\(e?.description ?? "") should mention \(field)")
+            #expect(e?.path == path)
+        }
+        try "{\(base), \"quantization_config\": {\"quant_method\": \"gptq\", \"bits\": 8, \"group_size\": -1, \"checkpoint_format\": \"gptq_v2\"}}"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try TransformerConfig(huggingFaceConfigAt: path).quantization
+                == CheckpointQuantization(method: .gptq, bits: 8, groupSize: 0, symmetric: true, zeroOffset: 0))
+    }
+}
