@@ -79,6 +79,9 @@ public protocol ComputeBackend: AnyObject, Sendable {
     func add(_ x: Tensor, into accumulator: Tensor)
     /// out (rows.count, d) = the given rows of x (n, d).
     func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor)
+    /// out (n, order.count) = the columns `order` of x (n, d): out[:, j] = x[:, order[j]]. The
+    /// input of a matrix whose columns are kept in another order (GPTQ act-order). out is not x.
+    func gatherColumns(_ x: Tensor, order: [Int32], into out: Tensor)
     /// Copies KV block `from` to block `to` in every layer (copy-on-write when beams fork).
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
 
@@ -102,6 +105,24 @@ public protocol ComputeBackend: AnyObject, Sendable {
 
 extension ComputeBackend {
     public var nativeBlockTypes: Set<DType> { [] }
+
+    /// The generic gatherColumns, slow: x goes to the host (download), is permuted there, comes
+    /// back as a table (upload) and is looked up row by row into out (embed). It synchronizes with
+    /// the device and cannot be recorded in a StepRecording step: a backend that runs such models
+    /// often implements gatherColumns itself.
+    public func gatherColumns(_ x: Tensor, order: [Int32], into out: Tensor) {
+        let n = x.rowCount, d = x.rowLength, w = order.count
+        precondition(out.rowCount == n && out.rowLength == w, "gatherColumns: out is \(out.shape), expected [\(n), \(w)]")
+        precondition(order.allSatisfy { $0 >= 0 && Int($0) < d }, "gatherColumns: column out of range")
+        let v = download(x)
+        var g = [Float](repeating: 0, count: n * w)
+        for r in 0..<n {
+            for j in 0..<w { g[r * w + j] = v[r * d + Int(order[j])] }
+        }
+        let table: Tensor
+        do { table = try upload(.float32(g, shape: [n, w])) } catch { preconditionFailure("gatherColumns: upload failed: \(error)") }
+        embed((0..<n).map(Int32.init), table: table, into: out)
+    }
 
     public func rmsNormMatmul(_ x: Tensor, norm: Tensor, eps: Float, weight: Tensor, bias: Tensor?, normed: Tensor,
                               into out: Tensor) {
