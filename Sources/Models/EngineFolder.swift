@@ -6,7 +6,9 @@
 //   model*.safetensors  LlamaWeights under Petrel's names (`layers.N.qkv`, …): norms F32, the
 //                       embedding F16 / BF16 / F32, matrices as the backends compute with them:
 //                       floats, or weight-only rows as U8 [rows, rowBytes] whose format the shard's
-//                       __metadata__ gives ("petrel.format.<name>": "bits,groupSize,zeros,columns")
+//                       __metadata__ gives ("petrel.format.<name>": "bits,groupSize,zeros,columns");
+//                       `layers.N.qkv_input_order` (output_, gate_up_) I32 where a matrix's columns
+//                       are in another order than its input's (GPTQ act-order; format version 2)
 //   tokenizer.json …    the source's tokenizer files, or tokenizer.gguf (a GGUF source's
 //                       tokenizer metadata, no tensors)
 //
@@ -16,8 +18,8 @@ import Compute
 import Foundation
 
 public enum EngineFolder {
-    /// The format this build writes and the newest it reads.
-    public static let formatVersion = 1
+    /// The format this build writes and the newest it reads (2: input orders).
+    public static let formatVersion = 2
 
     /// Whether `directory`'s config.json is an engine's (has "petrel_engine").
     static func isEngine(configAt path: String) -> Bool {
@@ -65,6 +67,14 @@ public enum EngineFolder {
             add(p + "ffn_norm", l.ffnNorm.toFloat32())
             try matrix(p + "gate_up", l.gateUp, quantization)
             try matrix(p + "down", l.down, quantization)
+            for (name, order) in [("qkv_input_order", l.qkvInputOrder), ("output_input_order", l.outputInputOrder),
+                                  ("gate_up_input_order", l.gateUpInputOrder)] {
+                guard let order else { continue }
+                let buffer = OwnedBuffer(byteCount: 4 * order.count)
+                order.withUnsafeBytes { buffer.mutableBytes.copyMemory(from: $0) }
+                tensors.append(TensorToWrite(name: p + name, dtypeName: "I32", shape: [order.count],
+                                             bytes: UnsafeRawBufferPointer(buffer.mutableBytes), owner: buffer))
+            }
         }
         let embedding = w.embedding.dtype.isQuantized ? w.embedding.toFloat16() : w.embedding
         add("embedding", embedding)
@@ -125,6 +135,19 @@ extension LlamaWeights {
             }
             return HostTensor(dtype: f.dtype, shape: shape, bytes: raw.bytes, owner: raw.owner, weightOnly: f)
         }
+        /// An optional input order: `count` I32 values, each a column below `count`.
+        func order(_ name: String, _ count: Int) throws -> [Int32]? {
+            guard source.has(name) else { return nil }
+            let raw = try source.rawTensor(name)
+            guard raw.dtypeName == "I32", raw.shape == [count] else {
+                throw CheckpointError(raw.file, "tensor '\(name)': \(raw.dtypeName) \(raw.shape), expected I32 [\(count)]")
+            }
+            let values = (0..<count).map { Int32(littleEndian: raw.bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+            guard Set(values) == Set(0..<Int32(count)) else {
+                throw CheckpointError(raw.file, "tensor '\(name)': not a permutation of 0..<\(count)")
+            }
+            return values
+        }
         let qRows = c.headCount * c.headDim, kvRows = c.kvHeadCount * c.headDim, h = c.hiddenSize
         let layers = try (0..<c.layerCount).map { i in
             let p = "layers.\(i)."
@@ -132,7 +155,9 @@ extension LlamaWeights {
                 attentionNorm: try get(p + "attention_norm", [h]), qkv: try get(p + "qkv", [qRows + 2 * kvRows, h]),
                 qkvBias: c.attentionBias ? try get(p + "qkv_bias", [qRows + 2 * kvRows]) : nil,
                 output: try get(p + "output", [h, qRows]), ffnNorm: try get(p + "ffn_norm", [h]),
-                gateUp: try get(p + "gate_up", [2 * c.intermediateSize, h]), down: try get(p + "down", [h, c.intermediateSize]))
+                gateUp: try get(p + "gate_up", [2 * c.intermediateSize, h]), down: try get(p + "down", [h, c.intermediateSize]),
+                qkvInputOrder: try order(p + "qkv_input_order", h), outputInputOrder: try order(p + "output_input_order", qRows),
+                gateUpInputOrder: try order(p + "gate_up_input_order", h))
         }
         let embedding = try get("embedding", [c.vocabularySize, h])
         self.init(embedding: embedding, layers: layers, finalNorm: try get("final_norm", [h]),

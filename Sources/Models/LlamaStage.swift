@@ -59,17 +59,22 @@ public struct LlamaActivations: Sendable {
     let qkv: Tensor                // (n, (q + 2k) headDim)
     let attn: Tensor               // (n, q headDim)
     let act: Tensor                // (n, f)
+    /// (n, max(hidden, q headDim)): a matmul's input in the order of its weight's columns, for
+    /// layers with input orders (GPTQ act-order); nil when the stage has none.
+    let gathered: Tensor?
     let last: Tensor?              // (rows, hidden): the wanted rows through the final norm
     let localLogits: Tensor?       // (rows, head rows): this rank's slice; `logits` itself when unsharded
     /// Last stage only: (rows, logitWidth), the logits of the batch's logitRows.
     public let logits: Tensor?
 
-    init(x: Tensor, h: Tensor, qkv: Tensor, attn: Tensor, act: Tensor, last: Tensor?, localLogits: Tensor?, logits: Tensor?) {
+    init(x: Tensor, h: Tensor, qkv: Tensor, attn: Tensor, act: Tensor, gathered: Tensor?, last: Tensor?, localLogits: Tensor?,
+         logits: Tensor?) {
         self.x = x
         self.h = h
         self.qkv = qkv
         self.attn = attn
         self.act = act
+        self.gathered = gathered
         self.last = last
         self.localLogits = localLogits
         self.logits = logits
@@ -84,7 +89,7 @@ public struct LlamaActivations: Sendable {
         }
         let logits = self.logits.map { view($0, rows) }
         return LlamaActivations(x: view(x, n), h: view(h, n), qkv: view(qkv, n), attn: view(attn, n), act: view(act, n),
-                                last: last.map { view($0, rows) },
+                                gathered: gathered.map { view($0, n) }, last: last.map { view($0, rows) },
                                 localLogits: localLogits === self.logits ? logits : localLogits.map { view($0, rows) },
                                 logits: logits)
     }
@@ -100,6 +105,12 @@ public final class LlamaStage: Sendable {
         let ffnNorm: Tensor         // (hidden)
         let gateUp: Tensor          // (2f, hidden): gate rows then up rows
         let down: Tensor            // (hidden, f)
+        /// Column orders of qkv, output and gateUp (LlamaLayerWeights); nil: the input's order.
+        var qkvInputOrder: [Int32]? = nil
+        var outputInputOrder: [Int32]? = nil
+        var gateUpInputOrder: [Int32]? = nil
+
+        var hasInputOrders: Bool { qkvInputOrder != nil || outputInputOrder != nil || gateUpInputOrder != nil }
     }
 
     public let config: TransformerConfig
@@ -156,7 +167,8 @@ public final class LlamaStage: Sendable {
             return Layer(attentionNorm: try backend.upload(l.attentionNorm), qkv: try matrix(l.qkv, "qkv" + at),
                          qkvBias: try l.qkvBias.map { try backend.upload($0) }, output: try matrix(l.output, "output" + at),
                          ffnNorm: try backend.upload(l.ffnNorm), gateUp: try matrix(l.gateUp, "gate/up" + at),
-                         down: try matrix(l.down, "down" + at))
+                         down: try matrix(l.down, "down" + at), qkvInputOrder: l.qkvInputOrder,
+                         outputInputOrder: l.outputInputOrder, gateUpInputOrder: l.gateUpInputOrder)
         }
         // The head keeps its precision under --quantization (as TensorRT-LLM and vLLM leave
         // lm_head alone); a GGML head the backend does not run natively still converts.
@@ -216,10 +228,11 @@ public final class LlamaStage: Sendable {
     public func makeActivations(tokens n: Int, rows: Int) -> LlamaActivations {
         let b = backend, c = config
         let logits = head.map { _ in b.makeActivation([rows, logitWidth]) }
+        let gathered = layers.contains { $0.hasInputOrders } ? b.makeActivation([n, max(c.hiddenSize, headCount * c.headDim)]) : nil
         return LlamaActivations(
             x: b.makeActivation([n, c.hiddenSize]), h: b.makeActivation([n, c.hiddenSize]),
             qkv: b.makeActivation([n, (headCount + 2 * kvHeadCount) * c.headDim]), attn: b.makeActivation([n, headCount * c.headDim]),
-            act: b.makeActivation([n, featureCount]), last: head.map { _ in b.makeActivation([rows, c.hiddenSize]) },
+            act: b.makeActivation([n, featureCount]), gathered: gathered, last: head.map { _ in b.makeActivation([rows, c.hiddenSize]) },
             localLogits: collective == nil ? logits : head.map { b.makeActivation([rows, $0.rowCount]) }, logits: logits)
     }
 
@@ -237,18 +250,36 @@ public final class LlamaStage: Sendable {
 
         // x is the residual stream. Each RMSNorm is fused with the matmul after it (rmsNormMatmul:
         // for a few rows the GPU's GEMV normalises its own copy, no norm kernel; h is scratch) and
-        // each residual add with the row-parallel matmul before it (addRowParallel).
+        // each residual add with the row-parallel matmul before it (addRowParallel). A matrix with
+        // an input order (GPTQ act-order) reads its input's columns in that order: norm, gather
+        // into a.gathered, then the matmul.
+        func inOrder(_ t: Tensor, _ order: [Int32]?) -> Tensor {
+            guard let order, let g = a.gathered else { return t }
+            let out = Tensor(dtype: g.dtype, shape: [t.rowCount, order.count], storage: g.storage)
+            b.gatherColumns(t, order: order, into: out)
+            return out
+        }
         if let embedding {
             b.embed(localTokenIDs(batch.tokens), table: embedding, into: x)
             collective?.allReduceSum(x)
         }
         for (i, layer) in layers.enumerated() {
-            b.rmsNormMatmul(x, norm: layer.attentionNorm, eps: eps, weight: layer.qkv, bias: layer.qkvBias, normed: h, into: qkv)
+            if layer.qkvInputOrder == nil {
+                b.rmsNormMatmul(x, norm: layer.attentionNorm, eps: eps, weight: layer.qkv, bias: layer.qkvBias, normed: h, into: qkv)
+            } else {
+                b.rmsNorm(x, weight: layer.attentionNorm, eps: eps, into: h)
+                b.matmul(inOrder(h, layer.qkvInputOrder), weight: layer.qkv, bias: layer.qkvBias, into: qkv)
+            }
             b.ropeAttention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: c.headDim,
                             positions: batch.positions, inverseFrequencies: inverseFrequencies,
                             cache: cache, layer: i, sequences: batch.sequences, scale: scale, into: attn)
-            addRowParallel(attn, weight: layer.output, into: x, scratch: h)
-            b.rmsNormMatmulSwiGLU(x, norm: layer.ffnNorm, eps: eps, gateUp: layer.gateUp, normed: h, into: act)
+            addRowParallel(inOrder(attn, layer.outputInputOrder), weight: layer.output, into: x, scratch: h)
+            if layer.gateUpInputOrder == nil {
+                b.rmsNormMatmulSwiGLU(x, norm: layer.ffnNorm, eps: eps, gateUp: layer.gateUp, normed: h, into: act)
+            } else {
+                b.rmsNorm(x, weight: layer.ffnNorm, eps: eps, into: h)
+                b.matmulSwiGLU(inOrder(h, layer.gateUpInputOrder), gateUp: layer.gateUp, into: act)
+            }
             addRowParallel(act, weight: layer.down, into: x, scratch: h)
         }
         guard let finalNorm, let head, let last = a.last, let local = a.localLogits, let logits = a.logits else { return }

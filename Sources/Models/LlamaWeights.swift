@@ -13,9 +13,16 @@ public struct LlamaLayerWeights: Sendable {
     public var ffnNorm: HostTensor         // (hidden)
     public var gateUp: HostTensor          // (2 intermediate, hidden)
     public var down: HostTensor            // (hidden, intermediate)
+    /// Input orders of matrices whose columns are not in their input's order (GPTQ act-order
+    /// checkpoints, sorted by group at load): column j of the matrix multiplies input feature
+    /// order[j], so the layer loop gathers its input's columns first. nil: the input's order.
+    public var qkvInputOrder: [Int32]?     // (hidden)
+    public var outputInputOrder: [Int32]?  // (heads headDim)
+    public var gateUpInputOrder: [Int32]?  // (hidden)
 
     public init(attentionNorm: HostTensor, qkv: HostTensor, qkvBias: HostTensor?, output: HostTensor, ffnNorm: HostTensor,
-                gateUp: HostTensor, down: HostTensor) {
+                gateUp: HostTensor, down: HostTensor, qkvInputOrder: [Int32]? = nil, outputInputOrder: [Int32]? = nil,
+                gateUpInputOrder: [Int32]? = nil) {
         self.attentionNorm = attentionNorm
         self.qkv = qkv
         self.qkvBias = qkvBias
@@ -23,6 +30,9 @@ public struct LlamaLayerWeights: Sendable {
         self.ffnNorm = ffnNorm
         self.gateUp = gateUp
         self.down = down
+        self.qkvInputOrder = qkvInputOrder
+        self.outputInputOrder = outputInputOrder
+        self.gateUpInputOrder = gateUpInputOrder
     }
 }
 

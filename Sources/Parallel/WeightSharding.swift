@@ -25,6 +25,10 @@ extension TensorShard {
         let kRows = (c.headCount + kvHeads.lowerBound) * hd ..< (c.headCount + kvHeads.upperBound) * hd
         let vRows = (c.headCount + c.kvHeadCount + kvHeads.lowerBound) * hd ..< (c.headCount + c.kvHeadCount + kvHeads.upperBound) * hd
         let f = features
+        // The inputs of qkv and gateUp are whole on every rank, so their input orders stay; down's
+        // columns follow gate/up's rows, cut alike. The output projection is cut by its columns
+        // (heads): with an input order they are not in head order, so it is put back (float32).
+        let output = w.outputInputOrder.map { w.output.unpermutingColumns($0) } ?? w.output
         return LlamaLayerWeights(
             attentionNorm: w.attentionNorm,
             qkv: joinRows([w.qkv.rows(qRows), w.qkv.rows(kRows), w.qkv.rows(vRows)]),   // ((q + 2k) headDim, hidden)
@@ -32,10 +36,11 @@ extension TensorShard {
                 let all = bias.floatValues()
                 return .float32(Array(all[qRows] + all[kRows] + all[vRows]), shape: [qRows.count + kRows.count + vRows.count])
             },
-            output: w.output.columns(qRows),                                              // (hidden, q headDim)
+            output: output.columns(qRows),                                                // (hidden, q headDim)
             ffnNorm: w.ffnNorm,
             gateUp: joinRows([w.gateUp.rows(f), w.gateUp.rows(c.intermediateSize + f.lowerBound ..< c.intermediateSize + f.upperBound)]),
-            down: w.down.columns(f))                                                      // (hidden, f)
+            down: w.down.columns(f),                                                      // (hidden, f)
+            qkvInputOrder: w.qkvInputOrder, gateUpInputOrder: w.gateUpInputOrder)
     }
 
     /// This rank's embedding rows and, when they are a slice, one zero row after them: tokens
@@ -101,6 +106,17 @@ extension HostTensor {
         }
         precondition(g1 <= groups)
         return f.pack(rows: rowCount, columns: r.count, codes: codes, scales: scales, zeros: f.hasZeros ? zeros : nil)
+    }
+
+    /// A matrix whose column j holds input order[j], as float32 with its columns in input order.
+    func unpermutingColumns(_ order: [Int32]) -> HostTensor {
+        precondition(order.count == rowLength)
+        let v = floatValues(), n = rowLength
+        var out = [Float](repeating: 0, count: v.count)
+        for r in 0..<rowCount {
+            for (j, i) in order.enumerated() { out[r * n + Int(i)] = v[r * n + j] }
+        }
+        return .float32(out, shape: [rowCount, n])
     }
 
     /// A matrix of zeros (all-zero bytes are 0 in every DType: a quantized block's scale is 0).

@@ -94,9 +94,10 @@ import Testing
         // A newer format version.
         let configPath = dir + "/config.json"
         let config = try String(contentsOfFile: configPath, encoding: .utf8)
-        try config.replacingOccurrences(of: "\"format_version\" : 1", with: "\"format_version\" : 2")
+        let newer = EngineFolder.formatVersion + 1
+        try config.replacingOccurrences(of: "\"format_version\" : \(EngineFolder.formatVersion)", with: "\"format_version\" : \(newer)")
             .write(toFile: configPath, atomically: true, encoding: .utf8)
-        expectError(["config.json", "petrel_engine.format_version", "2"], "newer version")
+        expectError(["config.json", "petrel_engine.format_version", "\(newer)"], "newer version")
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
 
         // A truncated shard.
