@@ -130,6 +130,27 @@ func prompt(_ length: Int, vocab: Int, salt: Int = 0) -> [Int32] {
         #expect(err < tolerance, "TP \(tp): relative error \(err)")
     }
 
+    /// GPTQ act-order: the gathered inputs of qkv and gate/up stay whole on every rank, down's act
+    /// order (absorbed into gate/up rows) is cut alike on both sides, and the output projection's
+    /// columns go back to head order before they are cut. Matrices as float32 until the CPU runs
+    /// weight-only matrices natively.
+    @Test(arguments: [(2, 1), (4, 1), (2, 2)])
+    func gptqActOrderMatchesUnsharded(tp: Int, pp: Int) throws {
+        let (c, w0) = try checkpoint("quantized/gptq-4bit-actorder")
+        var w = w0
+        #expect(w.layers.allSatisfy { $0.qkvInputOrder != nil && $0.outputInputOrder != nil && $0.gateUpInputOrder != nil })
+        for i in w.layers.indices {
+            w.layers[i].qkv = w.layers[i].qkv.toFloat32()
+            w.layers[i].output = w.layers[i].output.toFloat32()
+            w.layers[i].gateUp = w.layers[i].gateUp.toFloat32()
+            w.layers[i].down = w.layers[i].down.toFloat32()
+        }
+        let ids = prompt(13, vocab: c.vocabularySize)
+        let want = try allLogits(try unsharded(c, w), ids)
+        let err = maxRowRelativeError(try allLogits(try sharded(c, w, tp: tp, pp: pp), ids, chunks: [6, 7]), want)
+        #expect(err < tolerance, "TP \(tp) × PP \(pp): relative error \(err)")
+    }
+
     /// Qwen2: Q/K/V biases split with their rows; tied embeddings split by vocabulary twice.
     @Test(arguments: [(2, 1), (4, 1), (2, 2)])
     func qwen2BiasMatchesUnsharded(tp: Int, pp: Int) throws {
