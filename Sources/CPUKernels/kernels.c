@@ -4,7 +4,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include <float.h>
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define PK_AVX2 1
 #endif
@@ -178,40 +178,48 @@ static float dot_exact(int type, const void *w, const float *x, int64_t k) {
 
 // ---------------------------------------------------------------- integer (fast) path
 
+// One block of 32 activations to 8 bits, x ≈ d * qs (round to nearest even, as lrintf does in
+// the default rounding mode); returns d, and Σ qs in *sum.
+static inline float quantize_act_block(const float *xb, int8_t *qs, int *sum) {
+#ifdef PK_AVX2
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
+    __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                             _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h);
+    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    const __m256 mul = _mm256_set1_ps(id);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, mul)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, mul));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, mul)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, mul));
+    __m256i s8 = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+    s4 = _mm_hadd_epi32(s4, s4); s4 = _mm_hadd_epi32(s4, s4);
+    // pack 32-bit → 16-bit → 8-bit; packs interleave 128-bit lanes, so permute back
+    __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
+    __m256i p = _mm256_packs_epi16(p01, p23);
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)qs, p);
+    *sum = _mm_cvtsi128_si32(s4);
+    return d;
+#else
+    float amax = 0;
+    for (int j = 0; j < 32; j++) { float a = fabsf(xb[j]); if (a > amax) amax = a; }
+    float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    int s = 0;
+    for (int j = 0; j < 32; j++) { int q = (int)lrintf(xb[j] * id); qs[j] = (int8_t)q; s += q; }
+    *sum = s;
+    return d;
+#endif
+}
+
 static void quantize_act_row(const float *x, int64_t k, block_q8_act *out) {
     for (int64_t i = 0; i < k / 32; i++) {
-        const float *xb = x + i * 32;
-#ifdef PK_AVX2
-        const __m256 sign = _mm256_set1_ps(-0.0f);
-        __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16), v3 = _mm256_loadu_ps(xb + 24);
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-                                 _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        const float amax = _mm_cvtss_f32(h);
-        const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-        const __m256 mul = _mm256_set1_ps(id);
-        // round to nearest even, as lrintf does in the default rounding mode
-        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, mul)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, mul));
-        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, mul)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, mul));
-        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3));
-        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-        s4 = _mm_hadd_epi32(s4, s4); s4 = _mm_hadd_epi32(s4, s4);
-        // pack 32-bit → 16-bit → 8-bit; packs interleave 128-bit lanes, so permute back
-        __m256i p01 = _mm256_packs_epi32(i0, i1), p23 = _mm256_packs_epi32(i2, i3);
-        __m256i p = _mm256_packs_epi16(p01, p23);
-        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256((__m256i *)out[i].qs, p);
-        out[i].d = d; out[i].s = d * (float)_mm_cvtsi128_si32(s4);
-#else
-        float amax = 0;
-        for (int j = 0; j < 32; j++) { float a = fabsf(xb[j]); if (a > amax) amax = a; }
-        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < 32; j++) { int q = (int)lrintf(xb[j] * id); out[i].qs[j] = (int8_t)q; sum += q; }
-        out[i].d = d; out[i].s = d * (float)sum;
-#endif
+        int sum;
+        out[i].d = quantize_act_block(x + i * 32, out[i].qs, &sum);
+        out[i].s = out[i].d * (float)sum;
     }
 }
 
@@ -424,6 +432,290 @@ void pk_matmul(const float *x, int64_t n, int64_t k, const void *w, int wtype, i
     if (n * m * k < 32768) grain = m;  // too small to be worth waking the pool
     pk_parallel_for(m, grain, matmul_rows, &c);
     free(xa);
+}
+
+// ---------------------------------------------------------------- weight-only matrices (.w8 / .w4)
+//
+// The layout is defined in Sources/Compute/WeightOnly.swift: a row is its codes in chunk order, G fp16
+// scales, G fp16 zeros when has_zeros (else z = 128 / 8), padded to 16 bytes; w = (u - z) * s.
+// Both paths permute the activations into the codes' order once per matmul, so that a block of 32
+// activations lines up with the block's codes as the kernels unpack them: 8 bits, the 32 bytes as
+// stored (two chunks of 16); 4 bits, the 16 bytes' low nibbles, then their high nibbles.
+//
+// exact: Σ_g s_g Σ_{k in g} (u_k - z_g) x_k in float32.
+// fast:  x ≈ d q per block of 32 (q int8), integer dot products, then
+//        Σ_g s_g Σ_{b in g} d_b (Σ u q) - Σ_g s_g z_g X_g, with X_g = Σ_{k in g} d q per token.
+//        8-bit codes enter maddubs as u - 128 (signed, so the sign trick keeps products in range),
+//        so their zero is z - 128 there: symmetric 8-bit needs no zero term at all.
+
+// Column (within its block of 32) of each unpacked code position: 8 bits, WeightOnly's
+// eightBitOrder for both chunks; 4 bits, byte p's low nibble (n = 2(p%4) of word p/4) then its high
+// nibble, column 2(p/4) + fourBitOffsets[n].
+static const uint8_t wo_order[2][32] = {
+    { 0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15, 16, 17, 24, 25, 18, 19, 26, 27, 20, 21, 28, 29, 22, 23, 30, 31 },
+    { 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31 },
+};
+
+typedef struct {
+    const float *x; int64_t n, k, m;
+    const char *w; size_t row_bytes, code_bytes;
+    int bits, has_zeros, exact;
+    int64_t gs, groups;        // columns per group (k when per row), groups per row
+    int64_t nb;                // blocks of 32 columns per row (the last one half when 8-bit k % 32 == 16)
+    int64_t group_blocks;      // blocks per group (when !half)
+    int half;                  // scales looked up per half block: groups under 64 columns (16, 32, 48),
+                               // where a group may end inside a block or spans only one
+    const int32_t *half_group; // (2 nb) the group of each half block
+    const float *bias; float *out;
+    float *xp;                 // exact: (n, k) activations permuted
+    int8_t *q; float *d;       // fast: (n, nb, 32) quantized activations permuted, (n, nb) their scales
+    float *xg;                 // fast: (n, groups) X_g
+} wo_ctx;
+
+static inline const uint16_t *wo_scales(const wo_ctx *c, const char *row) { return (const uint16_t *)(row + c->code_bytes); }
+
+// Code at unpacked position p (0..31) of the block whose codes start at blk.
+static inline int wo_code(const uint8_t *blk, int bits, int p) {
+    if (bits == 8) return blk[p];
+    return p < 16 ? blk[p] & 0x0F : blk[p - 16] >> 4;
+}
+
+static void wo_prepare(void *p, int64_t t0, int64_t t1) {
+    const wo_ctx *c = p;
+    const uint8_t *order = wo_order[c->bits == 4];
+    for (int64_t t = t0; t < t1; t++) {
+        const float *x = c->x + t * c->k;
+        for (int64_t b = 0; b < c->nb; b++) {
+            const int64_t k0 = b * 32, width = c->k - k0 < 32 ? c->k - k0 : 32;
+            float xb[32] = { 0 };
+            memcpy(xb, x + k0, sizeof(float) * (size_t)width);
+            if (c->exact) {
+                for (int i = 0; i < width; i++) c->xp[t * c->k + k0 + i] = xb[order[i]];
+                continue;
+            }
+            int8_t q[32]; int sum;
+            const float d = quantize_act_block(xb, q, &sum);
+            int h0 = 0, h1 = 0;
+            for (int i = 0; i < 16; i++) { h0 += q[i]; h1 += q[i + 16]; }
+            float *xg = c->xg + t * c->groups;
+            xg[c->half_group[2 * b]] += d * (float)h0;
+            xg[c->half_group[2 * b + 1]] += d * (float)h1;   // 0 for a padded half
+            int8_t *dst = c->q + (t * c->nb + b) * 32;
+            for (int i = 0; i < 32; i++) dst[i] = q[order[i]];
+            c->d[t * c->nb + b] = d;
+        }
+    }
+}
+
+// Σ_g s_g z'_g X_g over one row's groups, z' = z - 128 (8 bits) or z (4 bits); 0 for symmetric 8-bit.
+static inline float wo_zero_term(const wo_ctx *c, const uint16_t *sc, const float *xg) {
+    if (c->bits == 8 && !c->has_zeros) return 0;
+    const uint16_t *zr = sc + c->groups;
+    const float shift = c->bits == 8 ? 128.0f : 0.0f;
+    int64_t g = 0;
+    float r = 0;
+#ifdef PK_AVX2
+    __m256 a = _mm256_setzero_ps();
+    for (; g + 8 <= c->groups; g += 8) {
+        const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + g)));
+        const __m256 z = c->has_zeros ? _mm256_sub_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(zr + g))), _mm256_set1_ps(shift))
+                                      : _mm256_set1_ps(8.0f);
+        a = _mm256_fmadd_ps(_mm256_mul_ps(s, z), _mm256_loadu_ps(xg + g), a);
+    }
+    r = hsum256(a);
+#endif
+    for (; g < c->groups; g++) {
+        const float z = c->has_zeros ? fp16_to_f32(zr[g]) - shift : 8.0f;
+        r = fmaf(fp16_to_f32(sc[g]) * z, xg[g], r);
+    }
+    return r;
+}
+
+static inline void wo_store(const wo_ctx *c, int64_t r, int64_t t, float v) {
+    c->out[t * c->m + r] = v + (c->bias ? c->bias[r] : 0.0f);
+}
+
+#ifdef PK_AVX2
+// Exact: per group, 8 lanes of Σ (u - z) x, then times s.
+static float wo_dot_exact(const wo_ctx *c, const char *row, const float *xp) {
+    const uint16_t *sc = wo_scales(c, row);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t g = 0; g < c->groups; g++) {
+        const int64_t k0 = g * c->gs, k1 = k0 + c->gs < c->k ? k0 + c->gs : c->k;
+        const __m256 z = _mm256_set1_ps(c->has_zeros ? fp16_to_f32(sc[c->groups + g]) : c->bits == 8 ? 128.0f : 8.0f);
+        __m256 a = _mm256_setzero_ps();
+        if (c->bits == 8) {
+            for (int64_t k = k0; k < k1; k += 8) {
+                const __m256 u = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(row + k))));
+                a = _mm256_fmadd_ps(_mm256_sub_ps(u, z), _mm256_loadu_ps(xp + k), a);
+            }
+        } else {
+            for (int64_t k = k0; k < k1; k += 32) {
+                const __m128i t = _mm_loadu_si128((const __m128i *)(row + k / 2));
+                const __m128i lo = _mm_and_si128(t, _mm_set1_epi8(0x0F)), hi = _mm_and_si128(_mm_srli_epi16(t, 4), _mm_set1_epi8(0x0F));
+                const __m128i parts[4] = { lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8) };
+                for (int i = 0; i < 4; i++) {
+                    const __m256 u = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[i]));
+                    a = _mm256_fmadd_ps(_mm256_sub_ps(u, z), _mm256_loadu_ps(xp + k + 8 * i), a);
+                }
+            }
+        }
+        acc = _mm256_fmadd_ps(a, _mm256_set1_ps(fp16_to_f32(sc[g])), acc);
+    }
+    return hsum256(acc);
+}
+
+// The scales of a block's two halves (groups g0, g1), each across the 4 lanes its half sums into.
+static inline __m256 wo_half_scales(const uint16_t *sc, int32_t g0, int32_t g1) {
+    const __m128 s = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)sc[g0] | (uint32_t)sc[g1] << 16)));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(s), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+// One block of 32 columns of R weight rows against T tokens: acc[i][j] += (Σ u q) * (s d), with
+// sv[i] row i's scales across the lanes.
+static inline __attribute__((always_inline)) void wo_block_fast(const wo_ctx *c, const char *const *rows, int R, int64_t t, int T,
+                                                                int64_t b, const __m256 *sv, __m256 acc[2][4]) {
+    __m256i wu[2], wsgn[2];   // maddubs' unsigned operand; 8 bits: the signs to move onto q
+    for (int i = 0; i < R; i++) {
+        const char *p = rows[i] + b * c->bits * 4;
+        _mm_prefetch(p + PK_PREFETCH, _MM_HINT_T0);
+        if (c->bits == 8) {
+            wsgn[i] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), _mm256_set1_epi8((char)0x80));
+            wu[i] = _mm256_sign_epi8(wsgn[i], wsgn[i]);
+        } else {
+            wu[i] = wsgn[i] = unpack_nibbles((const uint8_t *)p);   // wsgn unused for 4 bits
+        }
+    }
+    for (int j = 0; j < T; j++) {
+        const __m256i y = _mm256_loadu_si256((const __m256i *)(c->q + ((t + j) * c->nb + b) * 32));
+        const __m256 dv = _mm256_broadcast_ss(c->d + (t + j) * c->nb + b);
+        for (int i = 0; i < R; i++) {
+            const __m256i ys = c->bits == 8 ? _mm256_sign_epi8(y, wsgn[i]) : y;
+            const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wu[i], ys), _mm256_set1_epi16(1)));
+            acc[i][j] = _mm256_fmadd_ps(p, _mm256_mul_ps(sv[i], dv), acc[i][j]);
+        }
+    }
+}
+
+// Fast: R weight rows (from r) against T tokens (from t). Every (row, token) sums in the same order
+// whatever R and T (explicit FMAs, one accumulator each), so results do not depend on the batch.
+static inline __attribute__((always_inline)) void wo_tile_fast(const wo_ctx *c, int64_t r, int R, int64_t t, int T) {
+    const char *rows[2]; const uint16_t *sc[2];
+    __m256 acc[2][4], sv[2];
+    for (int i = 0; i < R; i++) {
+        rows[i] = c->w + (size_t)(r + i) * c->row_bytes; sc[i] = wo_scales(c, rows[i]);
+        for (int j = 0; j < T; j++) acc[i][j] = _mm256_setzero_ps();
+    }
+    if (c->half) {
+        for (int64_t b = 0; b < c->nb; b++) {
+            for (int i = 0; i < R; i++) sv[i] = wo_half_scales(sc[i], c->half_group[2 * b], c->half_group[2 * b + 1]);
+            wo_block_fast(c, rows, R, t, T, b, sv, acc);
+        }
+    } else {
+        for (int64_t g = 0, b = 0; g < c->groups; g++) {
+            for (int i = 0; i < R; i++) sv[i] = _mm256_set1_ps(fp16_to_f32(sc[i][g]));
+            const int64_t b1 = b + c->group_blocks < c->nb ? b + c->group_blocks : c->nb;
+            for (; b < b1; b++) wo_block_fast(c, rows, R, t, T, b, sv, acc);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < T; j++)
+            wo_store(c, r + i, t + j, hsum256(acc[i][j]) - wo_zero_term(c, sc[i], c->xg + (t + j) * c->groups));
+}
+static void wo_fast_1x1(const wo_ctx *c, int64_t r, int64_t t) { wo_tile_fast(c, r, 1, t, 1); }
+static void wo_fast_2x1(const wo_ctx *c, int64_t r, int64_t t) { wo_tile_fast(c, r, 2, t, 1); }
+static void wo_fast_1x4(const wo_ctx *c, int64_t r, int64_t t) { wo_tile_fast(c, r, 1, t, 4); }
+#else
+static float wo_dot_exact(const wo_ctx *c, const char *row, const float *xp) {
+    const uint16_t *sc = wo_scales(c, row);
+    float r = 0;
+    for (int64_t g = 0; g < c->groups; g++) {
+        const int64_t k0 = g * c->gs, k1 = k0 + c->gs < c->k ? k0 + c->gs : c->k;
+        const float z = c->has_zeros ? fp16_to_f32(sc[c->groups + g]) : c->bits == 8 ? 128.0f : 8.0f;
+        float a = 0;
+        for (int64_t k = k0; k < k1; k++) a += ((float)wo_code((const uint8_t *)row + k / 32 * c->bits * 4, c->bits, (int)(k % 32)) - z) * xp[k];
+        r += fp16_to_f32(sc[g]) * a;
+    }
+    return r;
+}
+
+static float wo_dot_fast(const wo_ctx *c, const char *row, int64_t t) {
+    const uint16_t *sc = wo_scales(c, row);
+    const int shift = c->bits == 8 ? 128 : 0;
+    float r = 0;
+    for (int64_t b = 0; b < c->nb; b++) {
+        const uint8_t *blk = (const uint8_t *)row + b * c->bits * 4;
+        const int8_t *q = c->q + (t * c->nb + b) * 32;
+        const float d = c->d[t * c->nb + b];
+        for (int h = 0; h < 2; h++) {
+            int s = 0;
+            for (int p = 16 * h; p < 16 * h + 16; p++) s += (wo_code(blk, c->bits, p) - shift) * q[p];
+            r += fp16_to_f32(sc[c->half_group[2 * b + h]]) * d * (float)s;
+        }
+    }
+    return r - wo_zero_term(c, sc, c->xg + t * c->groups);
+}
+#endif
+
+static void wo_rows(void *p, int64_t r0, int64_t r1) {
+    const wo_ctx *c = p;
+    // Tile over tokens so a tile of activations stays in L1/L2 while weight rows stream.
+    for (int64_t t0 = 0; t0 < c->n; t0 += PK_TOKEN_TILE) {
+        const int64_t t1 = t0 + PK_TOKEN_TILE < c->n ? t0 + PK_TOKEN_TILE : c->n;
+        for (int64_t r = r0; r < r1; r++) {
+            const char *row = c->w + (size_t)r * c->row_bytes;
+            if (c->exact) {
+                for (int64_t t = t0; t < t1; t++) wo_store(c, r, t, wo_dot_exact(c, row, c->xp + t * c->k));
+                continue;
+            }
+#ifdef PK_AVX2
+            if (t1 - t0 < 4 && r + 1 < r1) {   // decode: two rows at a time
+                for (int64_t t = t0; t < t1; t++) wo_fast_2x1(c, r, t);
+                r++;
+                continue;
+            }
+            int64_t t = t0;
+            for (; t + 4 <= t1; t += 4) wo_fast_1x4(c, r, t);
+            for (; t < t1; t++) wo_fast_1x1(c, r, t);
+#else
+            for (int64_t t = t0; t < t1; t++) wo_store(c, r, t, wo_dot_fast(c, row, t));
+#endif
+        }
+    }
+}
+
+void pk_matmul_wo(const float *x, int64_t n, int64_t k, const void *w, int bits, int64_t group_size, int has_zeros,
+                  size_t row_bytes, int64_t m, const float *bias, float *out, int exact) {
+    wo_ctx c = { 0 };
+    c.x = x; c.n = n; c.k = k; c.m = m; c.w = w; c.row_bytes = row_bytes; c.code_bytes = (size_t)(k * bits / 8);
+    c.bits = bits; c.has_zeros = has_zeros != 0; c.exact = exact != 0;
+    c.gs = group_size > 0 ? group_size : k;
+    c.groups = (k + c.gs - 1) / c.gs;
+    c.nb = (k + 31) / 32;
+    c.group_blocks = group_size > 0 ? group_size / 32 : c.nb;
+    c.half = group_size > 0 && group_size < 64;   // measured: a loop per group is slower for these
+    c.bias = bias; c.out = out;
+    int32_t *half_group = malloc(sizeof(int32_t) * (size_t)(2 * c.nb));
+    for (int64_t h = 0; h < 2 * c.nb; h++) {
+        const int64_t g = 16 * h / c.gs;
+        half_group[h] = (int32_t)(g < c.groups ? g : c.groups - 1);   // a padded half: any valid group
+    }
+    c.half_group = half_group;
+    void *buffer;
+    if (c.exact) {
+        buffer = malloc(sizeof(float) * (size_t)(n * k));
+        c.xp = buffer;
+    } else {
+        buffer = calloc((size_t)(n * c.nb), 32 + sizeof(float));
+        c.d = buffer; c.q = (int8_t *)(c.d + n * c.nb);
+        c.xg = calloc((size_t)(n * c.groups), sizeof(float));
+    }
+    pk_parallel_for(n, 8, wo_prepare, &c);
+    int threads = pk_get_threads();
+    int64_t grain = m / (threads * 8); if (grain < 4) grain = 4;
+    if (n * m * k < 32768) grain = m;  // too small to be worth waking the pool
+    pk_parallel_for(m, grain, wo_rows, &c);
+    free(c.xg); free(buffer); free(half_group);
 }
 
 // ---------------------------------------------------------------- elementwise ops

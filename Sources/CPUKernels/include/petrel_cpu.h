@@ -43,6 +43,15 @@ void pk_dequantize_row(int type, const void *src, float *dst, int64_t n);
 void pk_matmul(const float *x, int64_t n, int64_t k, const void *w, int wtype, int64_t m,
                const float *bias, float *out, int exact);
 
+/// out (n, m) = x (n, k) · W^T [+ bias (m)] for a weight-only matrix W (Sources/Compute/WeightOnly.swift):
+/// m rows of `row_bytes`, each its codes of `bits` (8 or 4) in chunk order, then fp16 scales, one per
+/// `group_size` columns (0: one per row), then as many fp16 zeros when has_zeros (else z = 128 or 8);
+/// w = (u - z) * s. k is a multiple of 16 (8 bits) or 32 (4 bits); the last group may be shorter.
+/// exact as in pk_matmul: float32 activations, or (0) activations quantized to 8 bits per 32 columns
+/// for integer dot products. Each output sums in the same order whatever n.
+void pk_matmul_wo(const float *x, int64_t n, int64_t k, const void *w, int bits, int64_t group_size, int has_zeros,
+                  size_t row_bytes, int64_t m, const float *bias, float *out, int exact);
+
 /// Gathers rows of a (vocab, dim) table of any weight type into out (count, dim).
 void pk_embed(const int32_t *ids, int64_t count, const void *table, int type, int64_t dim, float *out);
 
