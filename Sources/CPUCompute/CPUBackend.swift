@@ -79,9 +79,10 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func upload(_ host: HostTensor) throws -> Tensor {
-        // Weights stay where they are (mmapped or owned by the HostTensor): zero copy.
+        // Weights stay where they are (mmapped or owned by the HostTensor): zero copy; .w8 / .w4 keep
+        // their format and are computed with as they are.
         let s = CPUStorage(borrowing: host.bytes, owner: host.owner)
-        return Tensor(dtype: host.dtype, shape: host.shape, storage: s)
+        return Tensor(dtype: host.dtype, shape: host.shape, storage: s, weightOnly: host.weightOnly)
     }
 
     public func makeActivation(_ shape: [Int]) -> Tensor {
@@ -93,6 +94,10 @@ public final class CPUBackend: ComputeBackend {
 
     public func download(_ tensor: Tensor) -> [Float] {
         let s = storage(tensor)
+        if let format = tensor.weightOnly {   // the reference dequantization (tests)
+            return HostTensor(dtype: tensor.dtype, shape: tensor.shape, bytes: UnsafeRawBufferPointer(start: s.pointer, count: s.byteCount),
+                              owner: s, weightOnly: format).floatValues()
+        }
         var out = [Float](repeating: 0, count: tensor.elementCount)
         out.withUnsafeMutableBufferPointer { dst in
             let rowLength = tensor.rowLength
@@ -106,6 +111,7 @@ public final class CPUBackend: ComputeBackend {
 
     public func embed(_ ids: [Int32], table: Tensor, into out: Tensor) {
         precondition(out.rowLength == table.rowLength && out.rowCount >= ids.count)
+        precondition(table.weightOnly == nil, "embed: a \(table.dtype) table is not supported on the CPU; keep embeddings in float")
         ids.withUnsafeBufferPointer {
             pk_embed($0.baseAddress, Int64(ids.count), storage(table).pointer, Int32(table.dtype.rawValue), Int64(table.rowLength), floats(out))
         }
@@ -119,6 +125,12 @@ public final class CPUBackend: ComputeBackend {
     public func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) {
         precondition(x.rowLength == weight.rowLength, "matmul: x has \(x.rowLength) columns, weight \(weight.rowLength)")
         precondition(out.rowLength == weight.rowCount && out.rowCount == x.rowCount)
+        if let f = weight.weightOnly {
+            pk_matmul_wo(floats(x), Int64(x.rowCount), Int64(x.rowLength), storage(weight).pointer, Int32(f.bits), Int64(f.groupSize),
+                         f.hasZeros ? 1 : 0, f.rowBytes(columns: weight.rowLength), Int64(weight.rowCount), bias.map { floats($0) },
+                         floats(out), exactQuantizedMath ? 1 : 0)
+            return
+        }
         pk_matmul(floats(x), Int64(x.rowCount), Int64(x.rowLength), storage(weight).pointer, Int32(weight.dtype.rawValue),
                   Int64(weight.rowCount), bias.map { floats($0) }, floats(out), exactQuantizedMath ? 1 : 0)
     }
