@@ -30,7 +30,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "Compute"),
-        .target(name: "CPUKernels", cSettings: kernelFlags, linkerSettings: [.linkedLibrary("pthread")]),
+        // dev/: kernel benchmarks built by hand (llm.c style), not part of the library.
+        .target(name: "CPUKernels", exclude: ["dev"], cSettings: kernelFlags, linkerSettings: [.linkedLibrary("pthread")]),
         .target(name: "CPUCompute", dependencies: ["Compute", "CPUKernels"]),
         .target(name: "Checkpoints", dependencies: ["Compute"]),
         // The one JSON parser and writer (KServe bodies, tokenizer files); no dependencies.
