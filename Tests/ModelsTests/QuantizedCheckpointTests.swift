@@ -53,20 +53,6 @@ func downOrders(_ dir: String, _ c: TransformerConfig) throws -> [[Int32]?] {
     }
 }
 
-/// The weights with every matrix as float32: the CPU backend multiplies .w8 / .w4 matrices
-/// natively only once its weight-only kernels land; until then the tests run the same values
-/// as floats (exact: every weight is (u - z)·s of fp16 s and small integers).
-func asFloat32(_ w: LlamaWeights) -> LlamaWeights {
-    var w = w
-    for i in w.layers.indices {
-        w.layers[i].qkv = w.layers[i].qkv.toFloat32()
-        w.layers[i].output = w.layers[i].output.toFloat32()
-        w.layers[i].gateUp = w.layers[i].gateUp.toFloat32()
-        w.layers[i].down = w.layers[i].down.toFloat32()
-    }
-    return w
-}
-
 /// A copy of fixture `name` in a fresh folder, its config's quantization_config edited by
 /// `quantization`, tensors in `drop` left out and those in `replace` swapped in.
 func quantizedVariant(_ name: String, quantization: ([String: Any]) -> [String: Any] = { $0 }, drop: Set<String> = [],
@@ -142,7 +128,8 @@ func int32Values(_ raw: RawTensor) -> [Int32] {
     @Test(arguments: quantizedFixtures)
     func logitsMatchTransformers(fixture: String) throws {
         let ckpt = try LoadedCheckpoint.open(Fixtures.path("quantized/" + fixture))
-        let model = try LlamaModel(config: ckpt.config, weights: asFloat32(ckpt.weights), backend: CPUBackend(exactQuantizedMath: true))
+        // The .w4 / .w8 matrices as stored, in the CPU's exact mode (float activations).
+        let model = try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: CPUBackend(exactQuantizedMath: true))
         let ref = reference
         let prompts = (ref["prompts"] as! [[NSNumber]]).map { $0.map(\.int32Value) }
         let logits = ((ref["models"] as! [String: Any])[fixture] as! [String: Any])["logits_last"] as! [[NSNumber]]
