@@ -276,6 +276,17 @@ inline unsigned grid_for(int64_t count, int threads) {
     return (unsigned)(blocks > 1 << 30 ? 1 << 30 : blocks);
 }
 
+// 16 bytes at p (16-byte aligned, never written by a kernel: weights) past L1, which a stream
+// over a matrix read once would only churn. V: int4 or uint4.
+template <typename V = int4>
+__device__ __forceinline__ V load_streaming(const void *p) {
+    V v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
 // ---- programmatic dependent launch (see petrel_context::pdl)
 
 // Waits until the grids this one depends on have finished and their writes are visible; a no-op

@@ -153,14 +153,6 @@ __device__ __forceinline__ void mma_chunk(float (&d)[4], const uint4 &wg, const 
     }
 }
 
-__device__ __forceinline__ uint4 load_streaming(const void *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
 __device__ __forceinline__ uint16_t load_u16(const uint8_t *p) { return __ldg(reinterpret_cast<const unsigned short *>(p)); }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -228,7 +220,7 @@ __global__ void __launch_bounds__(kWoGemvWarps * 32) wo_gemv_kernel(const T *__r
             for (int t = 0; t < MT; t++)
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    wv[u][t][h] = ok ? load_streaming(rows[t][h] + ch * 16) : make_uint4(0, 0, 0, 0);
+                    wv[u][t][h] = ok ? load_streaming<uint4>(rows[t][h] + ch * 16) : make_uint4(0, 0, 0, 0);
                     const uint32_t s = ok ? load_u16(rows[t][h] + q.code_bytes + 2 * grp) : 0;
                     const uint32_t z = ok && q.has_zeros ? load_u16(rows[t][h] + q.zero_offset + 2 * grp) : 0;
                     sz[u][t][h] = s | z << 16;

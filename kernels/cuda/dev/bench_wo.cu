@@ -18,6 +18,7 @@
 // (bytes read + written). Prints markdown tables.
 // Built by `make -C kernels/cuda bench_wo`.
 #include "../weight_only.cu"
+#include "dev_common.h"
 
 #include <algorithm>
 #include <cmath>
@@ -27,20 +28,6 @@
 #include <thread>
 
 namespace {
-
-void check(int32_t status, petrel_context *ctx, const char *what) {
-    if (status != PETREL_OK) {
-        fprintf(stderr, "%s: %s\n", what, petrel_context_last_error(ctx));
-        exit(1);
-    }
-}
-
-void check_cuda(cudaError_t e, const char *what) {
-    if (e != cudaSuccess) {
-        fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-        exit(1);
-    }
-}
 
 int64_t row_bytes(int bits, int gs, bool zeros, int64_t k) {
     const int64_t groups = gs ? (k + gs - 1) / gs : 1;
@@ -148,16 +135,6 @@ std::vector<float> reference(const Problem &p, const std::vector<uint8_t> &w, co
             out[r * p.cols + c] = round_to(v, bf16);
         }
     return out;
-}
-
-float rel_error(const std::vector<float> &got, const std::vector<float> &want) {
-    float diff = 0, ref = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        if (!std::isfinite(got[i])) return INFINITY;
-        diff = fmaxf(diff, fabsf(got[i] - want[i]));
-        ref = fmaxf(ref, fabsf(want[i]));
-    }
-    return diff / fmaxf(ref, 1e-20f);
 }
 
 void *device_floats(petrel_context *ctx, const std::vector<float> &v) {   // uploaded as the context's type
