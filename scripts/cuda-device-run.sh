@@ -6,6 +6,8 @@
 # build selftest peaks bench hf). logits: last-position logits and greedy ids against transformers on
 # the same weights (scripts/hf_logits_check.py); gemv: kernels/cuda/dev/bench_gemv, each GEMV variant
 # checked against the CPU and timed beside cuBLAS (GEMV_MODES: product rows slices norm; default product);
+# wo: kernels/cuda/dev/bench_wo, the weight-only matmuls checked against the CPU (every format, epilogue and
+# element type), then timed at Llama-2-7B's shapes beside fp16;
 # profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
 # bf16: a few grid points with --gpu-dtype bf16;
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
@@ -69,6 +71,13 @@ if has gemv; then
         kernels/cuda/bench_gemv "$mode" 2>&1 | tee -a "$OUT/gemv.md"
         [ "${PIPESTATUS[0]}" = 0 ] || status=1
     done
+fi
+if has wo; then
+    if [ -x .device/bench_wo ]; then cp .device/bench_wo kernels/cuda/bench_wo; else make -C kernels/cuda bench_wo >/dev/null; fi
+    kernels/cuda/bench_wo check > "$OUT/wo-check.md" 2>&1 || status=1
+    grep -E "FAIL|check:" "$OUT/wo-check.md"
+    kernels/cuda/bench_wo bench 2>&1 | tee "$OUT/wo-bench.md"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if has bench; then
     timeout ${BENCH_TIMEOUT:-220} /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \

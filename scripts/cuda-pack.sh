@@ -5,7 +5,7 @@
 #
 #   scripts/cuda-pack.sh                    a static-stdlib build, stripped, as .device/petrel.gz; the
 #                                           CUDA library is built there (make -C kernels/cuda)
-#   scripts/cuda-pack.sh --with-library     also libpetrel_cuda.so and kernels/cuda/bench_gemv, built
+#   scripts/cuda-pack.sh --with-library     also libpetrel_cuda.so, kernels/cuda/bench_gemv and bench_wo, built
 #                                           here (nvcc on PATH: `eval "$(scripts/setup-nvcc.sh)"`
 #                                           installs CUDA 13.0's nvcc and cuBLAS from NVIDIA's wheels),
 #                                           saving the GPU machine's build time
@@ -38,9 +38,10 @@ if [ -z "$baseline" ]; then
     strip -o .device/petrel .build/release/petrel
     gzip -9 -f .device/petrel
     if [ $with_library = 1 ]; then
-        make -j 2 -C kernels/cuda libpetrel_cuda.so bench_gemv
+        make -j 2 -C kernels/cuda libpetrel_cuda.so bench_gemv bench_wo
         cp kernels/cuda/libpetrel_cuda.so .device/libpetrel_cuda.so
         cp kernels/cuda/bench_gemv .device/bench_gemv
+        cp kernels/cuda/bench_wo .device/bench_wo
     fi
     ls -l .device/
     exit 0
@@ -76,7 +77,7 @@ toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")
 ldd "$stage/after/petrel" "$stage/before/petrel" | awk '$3 ~ /^\// {print $3}' | grep "^$toolchain/" | sort -u |
     while read -r lib; do cp -L "$lib" "$stage/swift/"; done
 
-rm -f .device/petrel.gz .device/libpetrel_cuda.so .device/bench_gemv
+rm -f .device/petrel.gz .device/libpetrel_cuda.so .device/bench_gemv .device/bench_wo
 tar -C "$stage" -cf - after before swift | xz -9 -T2 > .device/before-after.tar.xz
 ls -l .device/
 bytes=$(stat -c %s .device/before-after.tar.xz)

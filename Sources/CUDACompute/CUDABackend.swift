@@ -1,7 +1,9 @@
 // CUDABackend: ComputeBackend on an NVIDIA GPU through libpetrel_cuda.so (kernels/cuda).
 // One element type per backend, fp16 (default) or bf16: weights are converted to it once on
 // upload, activations, logits and the KV cache are of it (the Tensors say so); all math inside
-// the kernels is fp32. Every op is queued on one stream and `download` is the only wait.
+// the kernels is fp32. Weight-only matrices (.w8 / .w4) stay as they are, bytes and layout, and
+// every matmul takes them (kernels/cuda/weight_only.cu). Every op is queued on one stream and
+// `download` is the only wait.
 import CPetrelCUDA
 import Compute
 
@@ -91,6 +93,19 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         return buffer(t).pointer
     }
 
+    /// The C descriptor of a weight-only matrix of `columns` columns.
+    private static func descriptor(_ f: WeightOnlyFormat, columns: Int) -> petrel_wo_desc {
+        petrel_wo_desc(bits: Int32(f.bits), group_size: Int32(f.groupSize), has_zeros: f.hasZeros ? 1 : 0,
+                       row_bytes: Int64(f.rowBytes(columns: columns)))
+    }
+
+    /// A matmul's weight: its device bytes and, for a .w8 / .w4 matrix, its layout (borrowed by `body`);
+    /// any other weight must be of the element type.
+    private func withWeight<R>(_ w: Tensor, _ body: (UnsafeMutableRawPointer, UnsafePointer<petrel_wo_desc>?) -> R) -> R {
+        guard let f = w.weightOnly else { return body(ptr(w), nil) }
+        return withUnsafePointer(to: Self.descriptor(f, columns: w.rowLength)) { body(buffer(w).pointer, $0) }
+    }
+
     private func makeTensor(_ shape: [Int]) throws -> Tensor {
         let count = shape.reduce(1, *)
         return Tensor(dtype: elementType, shape: shape, storage: try CUDABuffer(context: context, byteCount: count * 2))
@@ -99,6 +114,13 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     // MARK: memory
 
     public func upload(_ host: HostTensor) throws -> Tensor {
+        if let f = host.weightOnly {   // the bytes as they are: the kernels read this layout
+            precondition(host.bytes.count == host.rowCount * f.rowBytes(columns: host.rowLength), "upload: a short \(host.dtype) matrix")
+            let storage = try CUDABuffer(context: context, byteCount: host.bytes.count)
+            try context.check(lib.bufferUpload(ctx, host.bytes.baseAddress, host.bytes.count, storage.pointer),
+                              "upload \(host.dtype) \(host.shape)")
+            return Tensor(dtype: host.dtype, shape: host.shape, storage: storage, weightOnly: f)
+        }
         let t = try makeTensor(host.shape)
         try context.check(lib.weightsUpload(ctx, Int32(host.dtype.rawValue), host.bytes.baseAddress, Int64(host.elementCount), ptr(t)),
                           "upload \(host.dtype) \(host.shape)")
@@ -109,6 +131,17 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         let t = try makeTensor(shape)
         try context.check(lib.weightsRandom(ctx, ptr(t), Int64(t.elementCount), seed, amplitude), "random weight \(shape)")
         return t
+    }
+
+    public func makeRandomWeightOnly(shape: [Int], format: WeightOnlyFormat, seed: UInt64, amplitude: Float) throws -> Tensor {
+        precondition(shape.count == 2, "a weight-only matrix has two dimensions, not \(shape)")
+        if let problem = format.problem(columns: shape[1]) { throw CUDABackendError(problem) }
+        let storage = try CUDABuffer(context: context, byteCount: shape[0] * format.rowBytes(columns: shape[1]))
+        try withUnsafePointer(to: Self.descriptor(format, columns: shape[1])) {
+            try context.check(lib.weightsRandomWO(ctx, storage.pointer, Int64(shape[0]), Int64(shape[1]), $0, seed, amplitude),
+                              "random \(format) weight \(shape)")
+        }
+        return Tensor(dtype: format.dtype, shape: shape, storage: storage, weightOnly: format)
     }
 
     public func makeActivation(_ shape: [Int]) -> Tensor {
@@ -166,9 +199,11 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     public func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) {
         precondition(x.rowLength == weight.rowLength, "matmul: x has \(x.rowLength) columns, weight \(weight.rowLength)")
         precondition(out.rowLength == weight.rowCount && out.rowCount == x.rowCount)
-        context.require(lib.matmul(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), ptr(weight), Int64(weight.rowCount),
-                                   bias.map { UnsafeRawPointer(ptr($0)) }, ptr(out)),
-                        "matmul \(x.shape) x \(weight.shape)")
+        withWeight(weight) { w, wo in
+            context.require(lib.matmul(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(weight.rowCount),
+                                       bias.map { UnsafeRawPointer(ptr($0)) }, ptr(out)),
+                            "matmul \(x.shape) x \(weight.dtype) \(weight.shape)")
+        }
     }
 
     public func rope(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float]) {
@@ -235,8 +270,10 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
 
     public func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor) {
         precondition(x.rowLength == gateUp.rowLength && gateUp.rowCount == 2 * out.rowLength && out.rowCount == x.rowCount)
-        context.require(lib.matmulSwiGLU(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), ptr(gateUp), Int64(out.rowLength), ptr(out)),
-                        "matmulSwiGLU \(x.shape) x \(gateUp.shape)")
+        withWeight(gateUp) { w, wo in
+            context.require(lib.matmulSwiGLU(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(out.rowLength), ptr(out)),
+                            "matmulSwiGLU \(x.shape) x \(gateUp.dtype) \(gateUp.shape)")
+        }
     }
 
     /// The streaming GEMV normalises x itself for a few rows (kernels/cuda/gemv.cu): no norm kernel.
@@ -245,26 +282,32 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         precondition(x.rowLength == weight.rowLength && norm.elementCount == x.rowLength && normed.elementCount == x.elementCount)
         precondition(out.rowLength == weight.rowCount && out.rowCount == x.rowCount)
         precondition(buffer(normed) !== buffer(x) && buffer(out) !== buffer(x) && buffer(out) !== buffer(normed))
-        context.require(lib.rmsNormMatmul(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), ptr(weight),
-                                          Int64(weight.rowCount), bias.map { UnsafeRawPointer(ptr($0)) }, ptr(normed), ptr(out)),
-                        "rmsNormMatmul \(x.shape) x \(weight.shape)")
+        withWeight(weight) { w, wo in
+            context.require(lib.rmsNormMatmul(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), w, wo,
+                                              Int64(weight.rowCount), bias.map { UnsafeRawPointer(ptr($0)) }, ptr(normed), ptr(out)),
+                            "rmsNormMatmul \(x.shape) x \(weight.dtype) \(weight.shape)")
+        }
     }
 
     public func rmsNormMatmulSwiGLU(_ x: Tensor, norm: Tensor, eps: Float, gateUp: Tensor, normed: Tensor, into out: Tensor) {
         precondition(x.rowLength == gateUp.rowLength && gateUp.rowCount == 2 * out.rowLength && out.rowCount == x.rowCount)
         precondition(norm.elementCount == x.rowLength && normed.elementCount == x.elementCount)
         precondition(buffer(normed) !== buffer(x) && buffer(out) !== buffer(x) && buffer(out) !== buffer(normed))
-        context.require(lib.rmsNormMatmulSwiGLU(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), ptr(gateUp),
-                                                Int64(out.rowLength), ptr(normed), ptr(out)),
-                        "rmsNormMatmulSwiGLU \(x.shape) x \(gateUp.shape)")
+        withWeight(gateUp) { w, wo in
+            context.require(lib.rmsNormMatmulSwiGLU(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), w, wo,
+                                                    Int64(out.rowLength), ptr(normed), ptr(out)),
+                            "rmsNormMatmulSwiGLU \(x.shape) x \(gateUp.dtype) \(gateUp.shape)")
+        }
     }
 
     /// The GEMV adds in its epilogue; cuBLAS with beta 1 for larger batches.
     public func matmulAdd(_ x: Tensor, weight: Tensor, into accumulator: Tensor) {
         precondition(x.rowLength == weight.rowLength && accumulator.rowLength == weight.rowCount && accumulator.rowCount == x.rowCount)
         precondition(buffer(accumulator) !== buffer(x))
-        context.require(lib.matmulAdd(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), ptr(weight), Int64(weight.rowCount),
-                                      ptr(accumulator)), "matmulAdd \(x.shape) x \(weight.shape)")
+        withWeight(weight) { w, wo in
+            context.require(lib.matmulAdd(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(weight.rowCount),
+                                          ptr(accumulator)), "matmulAdd \(x.shape) x \(weight.dtype) \(weight.shape)")
+        }
     }
 
     public func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float], edits: [LogitEdit])

@@ -41,6 +41,8 @@ final class CUDALibrary: @unchecked Sendable {
     let bufferCopy: petrel_buffer_copy_fn
     let weightsUpload: petrel_weights_upload_fn
     let weightsRandom: petrel_weights_random_fn
+    let bufferUpload: petrel_buffer_upload_fn
+    let weightsRandomWO: petrel_weights_random_wo_fn
     let tensorDownload: petrel_tensor_download_fn
     let embed: petrel_embed_enqueue_fn
     let rmsNorm: petrel_rmsnorm_enqueue_fn
@@ -100,6 +102,8 @@ final class CUDALibrary: @unchecked Sendable {
         bufferCopy = try resolve("petrel_buffer_copy", petrel_buffer_copy_fn.self)
         weightsUpload = try resolve("petrel_weights_upload", petrel_weights_upload_fn.self)
         weightsRandom = try resolve("petrel_weights_random", petrel_weights_random_fn.self)
+        bufferUpload = try resolve("petrel_buffer_upload", petrel_buffer_upload_fn.self)
+        weightsRandomWO = try resolve("petrel_weights_random_wo", petrel_weights_random_wo_fn.self)
         tensorDownload = try resolve("petrel_tensor_download", petrel_tensor_download_fn.self)
         embed = try resolve("petrel_embed_enqueue", petrel_embed_enqueue_fn.self)
         rmsNorm = try resolve("petrel_rmsnorm_enqueue", petrel_rmsnorm_enqueue_fn.self)

@@ -41,10 +41,12 @@ public final class LlamaModel: Sendable {
         useLock = backend is StepRecording ? NSLock() : nil
     }
 
-    /// Random weights made on the backend itself (LlamaStage.init(config:randomWeightsOn:seed:)).
-    public init(config c: TransformerConfig, randomWeightsOn backend: RandomWeightFilling, seed: UInt64 = 1) throws {
+    /// Random weights made on the backend itself (LlamaStage.init(config:randomWeightsOn:seed:format:)),
+    /// the layers' matrices weight-only in `format` when given.
+    public init(config c: TransformerConfig, randomWeightsOn backend: RandomWeightFilling, seed: UInt64 = 1,
+                format: WeightOnlyFormat? = nil) throws {
         config = c
-        stage = try LlamaStage(config: c, randomWeightsOn: backend, seed: seed)
+        stage = try LlamaStage(config: c, randomWeightsOn: backend, seed: seed, format: format)
         useLock = backend is StepRecording ? NSLock() : nil
     }
 

@@ -190,28 +190,33 @@ public final class LlamaStage: Sendable {
 
     /// The whole model with random weights made on the backend itself (nothing generated or
     /// copied on the host), for speed measurements of a built-in shape: matrices uniform in
-    /// ±0.05, norms 1, fp16 bytes.
-    public convenience init(config c: TransformerConfig, randomWeightsOn backend: RandomWeightFilling, seed: UInt64 = 1) throws {
+    /// ±0.05, norms 1, the backend's element type; with `format`, the layers' matrices (qkv,
+    /// output, gate/up, down) are random weight-only matrices of that format instead (the
+    /// embedding and the head keep the element type, as a quantized checkpoint's do).
+    public convenience init(config c: TransformerConfig, randomWeightsOn backend: RandomWeightFilling, seed: UInt64 = 1,
+                            format: WeightOnlyFormat? = nil) throws {
         var next = seed &* 0x9E37_79B9_7F4A_7C15
-        func matrix(_ rows: Int, _ cols: Int) throws -> Tensor {
+        func matrix(_ rows: Int, _ cols: Int, _ format: WeightOnlyFormat? = nil) throws -> Tensor {
             next = next &+ 0x632B_E59B_D9B4_E019
+            if let format { return try backend.makeRandomWeightOnly(shape: [rows, cols], format: format, seed: next, amplitude: 0.05) }
             return try backend.makeRandomWeight(shape: [rows, cols], seed: next, amplitude: 0.05)
         }
         let ones = try backend.upload(.float32([Float](repeating: 1, count: c.hiddenSize), shape: [c.hiddenSize]))
         let qkvRows = (c.headCount + 2 * c.kvHeadCount) * c.headDim
         let bias = c.attentionBias ? try backend.upload(.float32([Float](repeating: 0, count: qkvRows), shape: [qkvRows])) : nil
         let layers = try (0..<c.layerCount).map { _ in
-            Layer(attentionNorm: ones, qkv: try matrix(qkvRows, c.hiddenSize), qkvBias: bias,
-                  output: try matrix(c.hiddenSize, c.headCount * c.headDim), ffnNorm: ones,
-                  gateUp: try matrix(2 * c.intermediateSize, c.hiddenSize), down: try matrix(c.hiddenSize, c.intermediateSize))
+            Layer(attentionNorm: ones, qkv: try matrix(qkvRows, c.hiddenSize, format), qkvBias: bias,
+                  output: try matrix(c.hiddenSize, c.headCount * c.headDim, format), ffnNorm: ones,
+                  gateUp: try matrix(2 * c.intermediateSize, c.hiddenSize, format),
+                  down: try matrix(c.hiddenSize, c.intermediateSize, format))
         }
         let embedding = try matrix(c.vocabularySize, c.hiddenSize)
         let head = c.tieEmbeddings ? embedding : try matrix(c.vocabularySize, c.hiddenSize)
-        let layerElements = qkvRows * c.hiddenSize + c.hiddenSize * c.headCount * c.headDim + 3 * c.intermediateSize * c.hiddenSize
+        let bytes = layers.reduce(0) { $0 + $1.qkv.byteCount + $1.output.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
+            + head.byteCount
         self.init(config: c, backend: backend, layerRange: 0..<c.layerCount, headCount: c.headCount, kvHeadCount: c.kvHeadCount,
                   featureCount: c.intermediateSize, vocabulary: 0..<c.vocabularySize, layers: layers, embedding: embedding,
-                  finalNorm: ones, head: head, collective: nil,
-                  weightBytes: 2 * (c.layerCount * layerElements + c.vocabularySize * c.hiddenSize))
+                  finalNorm: ones, head: head, collective: nil, weightBytes: bytes)
     }
 
     /// Columns of the logits: the head's rows times the group's ranks (the vocabulary, then

@@ -126,6 +126,7 @@ void petrel_context_destroy(petrel_context *ctx) {
     if (ctx->decode_partials) cudaFree(ctx->decode_partials);
     if (ctx->decode_counters) cudaFree(ctx->decode_counters);
     if (ctx->prefill_scratch) cudaFree(ctx->prefill_scratch);
+    if (ctx->wo_scratch) cudaFree(ctx->wo_scratch);
     if (ctx->staging) cudaFreeHost(ctx->staging);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
     delete ctx;

@@ -22,14 +22,6 @@ namespace {
 constexpr int kWarps = 8;    // output columns per block (one per warp)
 constexpr int kUnroll = 4;   // 16-byte weight loads in flight per lane per weight row
 
-__device__ __forceinline__ int4 load_streaming(const int4 *p) {
-    int4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
 // acc + the dot product of 8 elements of T each (16 bytes: 4 pairs), in order, fp32 fused multiply-adds.
 template <typename T>
 __device__ __forceinline__ float dot8(const int4 &w, const int4 &x, float acc) {

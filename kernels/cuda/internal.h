@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../../Sources/CPetrelCUDA/include/petrel_cuda.h"
@@ -104,6 +105,11 @@ struct petrel_context {
     // block's scores (fp32) and probabilities (the context's element type).
     void *prefill_scratch = nullptr;
     size_t prefill_scratch_bytes = 0;
+    // Weight-only matmuls of many rows (weight_only.cu): the matrix dequantized to the context's
+    // element type for cuBLAS, grown on demand to the largest matrix seen (Llama-2-7B: gate/up,
+    // 22016 x 4096 x 2 bytes = 172 MiB), stream-ordered.
+    void *wo_scratch = nullptr;
+    size_t wo_scratch_bytes = 0;
     // Decode steps as CUDA graphs (graphs.cu).
     StepState step;
 };
@@ -249,9 +255,36 @@ bool gemv_norm_applies(int64_t n, int64_t k, const void *x, const void *w, const
 int32_t gemv_enqueue(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, int64_t cols,
                      const void *bias, void *out, const void *norm_w = nullptr, float eps = 0.f);
 
+// ---- weight-only matrices (weight_only.cu)
+
+// Weight-only matmuls of at most this many activation rows take the tensor-core GEMV (the same
+// row-count independence as gemv.cu's); up to kWoCublasMinRows - 1 the tiled GEMM that
+// dequantizes in its main loop; from there on the matrix is dequantized into ctx->wo_scratch for
+// cuBLAS (kernels/cuda/dev/bench_wo times each side of both cut-overs).
+constexpr int kWoGemvMaxRows = 4;
+constexpr int64_t kWoCublasMinRows = 512;
+// out (n, cols) = x (n, k) . w^T with the epilogue `mode` (kGemvPlain / kGemvBias: + bias unless
+// NULL; kGemvSwiGLU: w has 2 cols rows; kGemvAdd: out +=), w a weight-only matrix laid out as d
+// says. With norm_w, x is normalised first (x * rsqrt(mean(x^2) + eps) * norm_w): inside the GEMV
+// when it fits, else into `normed` (n, k) by the norm kernel.
+int32_t wo_matmul(petrel_context *ctx, int mode, const void *x, int64_t n, int64_t k, const void *w, const petrel_wo_desc &d,
+                  int64_t cols, const void *bias, void *out, const void *norm_w = nullptr, float eps = 0.f,
+                  void *normed = nullptr);
+
 inline unsigned grid_for(int64_t count, int threads) {
     int64_t blocks = (count + threads - 1) / threads;
     return (unsigned)(blocks > 1 << 30 ? 1 << 30 : blocks);
+}
+
+// 16 bytes at p (16-byte aligned, never written by a kernel: weights) past L1, which a stream
+// over a matrix read once would only churn. V: int4 or uint4.
+template <typename V = int4>
+__device__ __forceinline__ V load_streaming(const void *p) {
+    V v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
 }
 
 // ---- programmatic dependent launch (see petrel_context::pdl)

@@ -220,9 +220,10 @@ static int32_t cublas_matmul(petrel_context *ctx, const void *x, int64_t n, int6
     return PETREL_OK;
 }
 
-int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m,
-                              const void *bias, void *out) {
+int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, const petrel_wo_desc *wo,
+                              int64_t m, const void *bias, void *out) {
     if (n == 0 || m == 0) return PETREL_OK;
+    if (wo) return wo_matmul(ctx, bias ? kGemvBias : kGemvPlain, x, n, k, w, *wo, m, bias, out);
     if (gemv_applies(n, k, x, w, out))
         return gemv_enqueue(ctx, bias ? kGemvBias : kGemvPlain, x, n, k, w, m, bias, out);
     int32_t status = cublas_matmul(ctx, x, n, k, w, m, out);
@@ -239,8 +240,9 @@ int32_t petrel_matmul_enqueue(petrel_context *ctx, const void *x, int64_t n, int
 }
 
 int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w_gate_up,
-                                     int64_t f, void *out) {
+                                     const petrel_wo_desc *wo, int64_t f, void *out) {
     if (n == 0 || f == 0) return PETREL_OK;
+    if (wo) return wo_matmul(ctx, kGemvSwiGLU, x, n, k, w_gate_up, *wo, f, nullptr, out);
     if (gemv_applies(n, k, x, w_gate_up, out)) return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out);
     // Large batches: one cuBLAS GEMM into a stream-ordered temporary, then the SwiGLU kernel. A
     // step (graphs.cu) uses the step's own buffer instead, grown outside captures: a capture that
@@ -279,30 +281,34 @@ int32_t petrel_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, int64_t
     return status;
 }
 
-int32_t petrel_matmul_add_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, int64_t m,
-                                  void *acc) {
+int32_t petrel_matmul_add_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w, const petrel_wo_desc *wo,
+                                  int64_t m, void *acc) {
     if (n == 0 || m == 0) return PETREL_OK;
+    if (wo) return wo_matmul(ctx, kGemvAdd, x, n, k, w, *wo, m, nullptr, acc);
     if (gemv_applies(n, k, x, w, acc)) return gemv_enqueue(ctx, kGemvAdd, x, n, k, w, m, nullptr, acc);
     return cublas_matmul(ctx, x, n, k, w, m, acc, true);
 }
 
 int32_t petrel_rmsnorm_matmul_enqueue(petrel_context *ctx, const void *x, const void *norm_w, float eps, int64_t n,
-                                      int64_t k, const void *w, int64_t m, const void *bias, void *normed, void *out) {
+                                      int64_t k, const void *w, const petrel_wo_desc *wo, int64_t m, const void *bias, void *normed,
+                                      void *out) {
     if (n == 0 || m == 0) return PETREL_OK;
+    if (wo) return wo_matmul(ctx, bias ? kGemvBias : kGemvPlain, x, n, k, w, *wo, m, bias, out, norm_w, eps, normed);
     if (gemv_norm_applies(n, k, x, w, out, norm_w))
         return gemv_enqueue(ctx, bias ? kGemvBias : kGemvPlain, x, n, k, w, m, bias, out, norm_w, eps);
     const int32_t status = petrel_rmsnorm_enqueue(ctx, x, norm_w, n, k, eps, normed);
-    return status != PETREL_OK ? status : petrel_matmul_enqueue(ctx, normed, n, k, w, m, bias, out);
+    return status != PETREL_OK ? status : petrel_matmul_enqueue(ctx, normed, n, k, w, nullptr, m, bias, out);
 }
 
 int32_t petrel_rmsnorm_matmul_swiglu_enqueue(petrel_context *ctx, const void *x, const void *norm_w, float eps,
-                                             int64_t n, int64_t k, const void *w_gate_up, int64_t f, void *normed,
-                                             void *out) {
+                                             int64_t n, int64_t k, const void *w_gate_up, const petrel_wo_desc *wo, int64_t f,
+                                             void *normed, void *out) {
     if (n == 0 || f == 0) return PETREL_OK;
+    if (wo) return wo_matmul(ctx, kGemvSwiGLU, x, n, k, w_gate_up, *wo, f, nullptr, out, norm_w, eps, normed);
     if (gemv_norm_applies(n, k, x, w_gate_up, out, norm_w))
         return gemv_enqueue(ctx, kGemvSwiGLU, x, n, k, w_gate_up, f, nullptr, out, norm_w, eps);
     const int32_t status = petrel_rmsnorm_enqueue(ctx, x, norm_w, n, k, eps, normed);
-    return status != PETREL_OK ? status : petrel_matmul_swiglu_enqueue(ctx, normed, n, k, w_gate_up, f, out);
+    return status != PETREL_OK ? status : petrel_matmul_swiglu_enqueue(ctx, normed, n, k, w_gate_up, nullptr, f, out);
 }
 
 int32_t petrel_rope_enqueue(petrel_context *ctx, void *x, int64_t n, int64_t row_stride, int64_t heads, int64_t head_dim,

@@ -48,7 +48,9 @@ extern "C" {
 //    petrel_rmsnorm_matmul_swiglu_enqueue.
 // 8: petrel_context_create takes petrel_context_options; the library reads no environment.
 // 9: petrel_add_rmsnorm_enqueue removed (no caller: the residual add is in the matmul's epilogue).
-#define PETREL_ABI_VERSION 9
+// 10: weight-only matrices: the five matmuls take a `const petrel_wo_desc *`; petrel_buffer_upload,
+//     petrel_weights_random_wo.
+#define PETREL_ABI_VERSION 10
 
 enum {
     PETREL_OK = 0,
@@ -71,6 +73,19 @@ enum {
 };
 
 typedef struct petrel_context petrel_context;  // opaque: device, stream, cuBLAS handle, pools
+
+// A weight-only quantized matrix (W8A16 / W4A16), as Compute.WeightOnlyFormat lays it out
+// (Sources/Compute/WeightOnly.swift defines it): each of its rows is `row_bytes` bytes: k * bits / 8
+// bytes of unsigned codes u in chunk order, G = ceil(k / group_size) fp16 scales s (G = 1 when
+// group_size is 0), G fp16 zeros z when has_zeros (else z = 128 for 8 bits, 8 for 4 bits), zero
+// padding to a multiple of 16. Column j is (u - z) * s with the s and z of group j / group_size.
+// k is a multiple of 16 (8 bits) or 32 (4 bits), group_size 0 or a multiple of that.
+typedef struct {
+    int32_t bits;         // 8 or 4
+    int32_t group_size;   // columns per scale (and zero); 0: one per row
+    int32_t has_zeros;    // nonzero: the zeros follow the scales
+    int64_t row_bytes;    // bytes per row, WeightOnlyFormat.rowBytes(columns: k)
+} petrel_wo_desc;
 
 // What a context is created with, fixed for its life. The caller sets `size` to
 // sizeof(petrel_context_options) as it was compiled: the library reads only the fields that fit in
@@ -155,12 +170,29 @@ PETREL_FN(int32_t, petrel_weights_upload, (petrel_context *ctx, int32_t dtype, c
 // values in [-amplitude, amplitude] from a counter-based generator keyed by `seed` (the same
 // values for either type, then rounded to it; queued). For speed measurements with random weights.
 PETREL_FN(int32_t, petrel_weights_random, (petrel_context *ctx, void *dst_dev, int64_t count, uint64_t seed, float amplitude))
+// Copies `bytes` bytes at `host` (borrowed) to dst_dev as they are: a weight-only matrix's rows
+// (rows x petrel_wo_desc.row_bytes). Returns after the host bytes have been read.
+PETREL_FN(int32_t, petrel_buffer_upload, (petrel_context *ctx, const void *host, size_t bytes, void *dst_dev))
+// Fills a weight-only matrix of `rows` rows of k columns in the layout `wo` (borrowed) at dst_dev
+// (rows x wo->row_bytes bytes) with random codes from a counter-based generator keyed by `seed`,
+// scales in [amplitude, 2 amplitude] / maxcode (so values stay near [-amplitude, amplitude]), and,
+// with has_zeros, integer zeros in the middle half of the code range (queued). For speed
+// measurements with random weights.
+PETREL_FN(int32_t, petrel_weights_random_wo, (petrel_context *ctx, void *dst_dev, int64_t rows, int64_t k,
+                                              const petrel_wo_desc *wo, uint64_t seed, float amplitude))
 // Waits for queued work, then writes `count` elements of the context's element type (fp16 or
 // bf16) at src_dev to `host` (caller-owned, `count` floats) as float32.
 PETREL_FN(int32_t, petrel_tensor_download, (petrel_context *ctx, const void *src_dev, int64_t count, float *host))
 
 // ---- operations (all queued on the context's stream; device pointers are of the context's
 // element type, fp16 or bf16, unless stated)
+//
+// The matmuls' weights: with `wo` NULL, w (m, k) is of the context's element type; otherwise w is
+// a weight-only matrix of m rows laid out as *wo says (borrowed for the call), 16-byte aligned, and
+// the same operation runs on its dequantized values (fp32 accumulation; each weight is (u - z) * s
+// rounded to the element type once): a tensor-core GEMV for up to kWoGemvMaxRows = 4 rows (the same
+// row-count independence as the fp16 GEMV), a tensor-core GEMM dequantizing in its main loop for
+// mid-size batches, and a dequantization to a scratch of the context's type plus cuBLAS for large n.
 
 // out (count, dim) = rows ids[i] of table (vocab, dim). ids: host, borrowed.
 PETREL_FN(int32_t, petrel_embed_enqueue, (petrel_context *ctx, const int32_t *ids, int64_t count,
@@ -170,9 +202,9 @@ PETREL_FN(int32_t, petrel_rmsnorm_enqueue, (petrel_context *ctx, const void *x, 
                                             int64_t n, int64_t d, float eps, void *out))
 // out (n, m) = x (n, k) . w (m, k)^T [+ bias (m)], fp32 accumulation: a streaming GEMV (one warp
 // per output column) for n <= 4 rows, else a cuBLAS GEMM (fp16 or bf16 operands, fp32 compute).
-// bias may be NULL. out must not alias x or w.
+// bias may be NULL. out must not alias x or w. wo: see above.
 PETREL_FN(int32_t, petrel_matmul_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
-                                           const void *w, int64_t m, const void *bias, void *out))
+                                           const void *w, const petrel_wo_desc *wo, int64_t m, const void *bias, void *out))
 // Rotate-half RoPE in place on the first `heads` heads (head_dim each) of every row of x
 // (n, row_stride). positions (n) and inv_freq (head_dim / 2): host, borrowed.
 PETREL_FN(int32_t, petrel_rope_enqueue, (petrel_context *ctx, void *x, int64_t n, int64_t row_stride,
@@ -193,23 +225,23 @@ PETREL_FN(int32_t, petrel_attention_enqueue, (petrel_context *ctx, void *qkv, in
 // out (n, f) = silu(x . gate^T) * (x . up^T), where w_gate_up (2 f, k) holds the gate rows then
 // the up rows: one streaming pass for a few rows, else a cuBLAS GEMM and the SwiGLU kernel.
 PETREL_FN(int32_t, petrel_matmul_swiglu_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k,
-                                                  const void *w_gate_up, int64_t f, void *out))
+                                                  const void *w_gate_up, const petrel_wo_desc *wo, int64_t f, void *out))
 // acc (n, m) += x (n, k) . w (m, k)^T, the fp32 sum of the product and acc rounded once (the
 // streaming GEMV for a few rows, else cuBLAS with beta 1). acc must not alias x or w.
 PETREL_FN(int32_t, petrel_matmul_add_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t k, const void *w,
-                                               int64_t m, void *acc))
+                                               const petrel_wo_desc *wo, int64_t m, void *acc))
 // out (n, m) = rmsnorm(x) . w (m, k)^T [+ bias (m)], rmsnorm(x) = x * rsqrt(mean(x^2) + eps) * norm_w (k)
 // per row, rounded to the element type. For a few rows the streaming GEMV normalises x itself (each
 // block into shared memory) and `normed` is left alone; otherwise rmsnorm(x) is written to `normed`
 // (n, k; scratch, not x) and multiplied from there. out must not alias x, normed or w.
 PETREL_FN(int32_t, petrel_rmsnorm_matmul_enqueue, (petrel_context *ctx, const void *x, const void *norm_w, float eps,
-                                                   int64_t n, int64_t k, const void *w, int64_t m, const void *bias,
-                                                   void *normed, void *out))
+                                                   int64_t n, int64_t k, const void *w, const petrel_wo_desc *wo, int64_t m,
+                                                   const void *bias, void *normed, void *out))
 // out (n, f) = silu(h . gate^T) * (h . up^T) with h = rmsnorm(x) as in petrel_rmsnorm_matmul_enqueue
 // (`normed` likewise) and w_gate_up (2 f, k) as in petrel_matmul_swiglu_enqueue.
 PETREL_FN(int32_t, petrel_rmsnorm_matmul_swiglu_enqueue, (petrel_context *ctx, const void *x, const void *norm_w,
                                                           float eps, int64_t n, int64_t k, const void *w_gate_up,
-                                                          int64_t f, void *normed, void *out))
+                                                          const petrel_wo_desc *wo, int64_t f, void *normed, void *out))
 // out (n, f) = silu(gate_up[:, :f]) * gate_up[:, f:].
 PETREL_FN(int32_t, petrel_swiglu_enqueue, (petrel_context *ctx, const void *gate_up, int64_t n, int64_t f, void *out))
 // acc += x, `count` elements.

@@ -12,6 +12,7 @@
 // table; exits 1 if any variant's max |gpu - cpu| / max |cpu| exceeds 5e-3.
 // Built by `make -C kernels/cuda bench_gemv` (scripts/cuda-device-run.sh, stage gemv).
 #include "../gemv.cu"
+#include "dev_common.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,20 +20,6 @@
 #include <string>
 
 namespace {
-
-void check(int32_t status, petrel_context *ctx, const char *what) {
-    if (status != PETREL_OK) {
-        fprintf(stderr, "%s: %s\n", what, petrel_context_last_error(ctx));
-        exit(1);
-    }
-}
-
-void check_cuda(cudaError_t e, const char *what) {
-    if (e != cudaSuccess) {
-        fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-        exit(1);
-    }
-}
 
 // gemv_kernel<half, n, MODE, S, NORM> for any n of 1..8 and any S of 1, 2, 4 (the product's
 // launch_split takes n <= kGemvMaxRows and S = slices_for(cols)).
@@ -91,16 +78,6 @@ std::vector<float> reference(const Shape &s, const std::vector<float> &w, const 
             out[r * s.m + c] = half_round(v);
         }
     return out;
-}
-
-float rel_error(const std::vector<float> &got, const std::vector<float> &want) {
-    float diff = 0, ref = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        if (!std::isfinite(got[i])) return INFINITY;
-        diff = fmaxf(diff, fabsf(got[i] - want[i]));
-        ref = fmaxf(ref, fabsf(want[i]));
-    }
-    return diff / fmaxf(ref, 1e-20f);
 }
 
 }  // namespace
