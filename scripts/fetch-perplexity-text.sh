@@ -4,15 +4,8 @@
 # as the PyPI source package brotli==1.2.1 (MIT) ships it in tests/testdata/, into the cache,
 # verifying its sha256. Prints the text's path.
 set -euo pipefail
-CACHE="${PETREL_CACHE:-$HOME/.cache/petrel}"
-NAME="alice29.txt"
-SHA="7467306ee0feed4971260f3c87421154a05be571d944e9cb021a5713700c38f0"
-DEST="$CACHE/text/$NAME"
-mkdir -p "$CACHE/text"
-if [ -f "$DEST" ] && echo "$SHA  $DEST" | sha256sum -c --status; then
-  echo "$DEST"; exit 0
-fi
-TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/fetch-lib.sh"
+fetch_init text alice29.txt 7467306ee0feed4971260f3c87421154a05be571d944e9cb021a5713700c38f0
 echo "fetching $NAME from PyPI (brotli==1.2.1 source, ~7 MB)..." >&2
 python3 -m pip download --quiet --no-deps --no-binary :all: brotli==1.2.1 -d "$TMP" >&2
 python3 - "$TMP" "$DEST.part" <<'PY'
@@ -21,8 +14,4 @@ sdist = glob.glob(sys.argv[1] + "/brotli-1.2.1.tar.gz")[0]
 with tarfile.open(sdist) as t, open(sys.argv[2], "wb") as out:
     out.write(t.extractfile("brotli-1.2.1/tests/testdata/alice29.txt").read())
 PY
-if ! echo "$SHA  $DEST.part" | sha256sum -c --status; then
-  echo "error: sha256 of $NAME does not match $SHA" >&2; rm -f "$DEST.part"; exit 1
-fi
-mv "$DEST.part" "$DEST"
-echo "$DEST"
+fetch_install
