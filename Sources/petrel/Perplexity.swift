@@ -29,6 +29,7 @@ struct PerplexityCommand: ParsableCommand {
     @OptionGroup var cuda: CUDAFlags
     @Option(help: "CPU threads (default: PETREL_THREADS, else all online CPUs).") var threads = 0
     @Flag(help: "Keep activations in float32 against quantized weights (slower reference math).") var exact = false
+    @OptionGroup var quantization: QuantizationOptions
 
     func validate() throws {
         if context < 16 { throw ValidationError("--context must be at least 16") }
@@ -38,7 +39,7 @@ struct PerplexityCommand: ParsableCommand {
     /// The model and its tokenizer, as `generate` loads them.
     func loadModel() throws -> ModelBundle {
         let backend = try device.makeBackend(threads: threads, exactQuantizedMath: exact, gpuDtype: gpuDtype, cuda: cuda.options)
-        return try ModelBundle(path: try model ?? DefaultModel.resolve(), backend: backend)
+        return try ModelBundle(path: try model ?? DefaultModel.resolve(), backend: backend, quantization: try quantization.value())
     }
 
     func run() throws {
