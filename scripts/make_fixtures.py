@@ -1173,6 +1173,51 @@ def make_logit_goldens(model, prompts, path: Path, with_q8: bool, about: str) ->
     write_json(path, out)
 
 
+def perplexity_reference(model, tokens: list[int], context: int, bos: int | None) -> dict:
+    """llama-perplexity's method: non-overlapping chunks of `context` (remainder dropped), each from
+    an empty cache with its first token replaced by `bos` (if any); rows context//2 .. context-2
+    predict the next token; log-softmax in float64 of the fp32 logits; PPL = exp(mean NLL) and its
+    error sqrt((E[x^2] - E[x]^2) / (n - 1)) * PPL."""
+    first = context // 2
+    nll = nll2 = 0.0
+    count = 0
+    chunks = []
+    for c in range(len(tokens) // context):
+        ids = list(tokens[c * context:(c + 1) * context])
+        if bos is not None:
+            ids[0] = bos
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids], dtype=torch.long)).logits[0].to(torch.float32)
+        logp = torch.log_softmax(logits.to(torch.float64), dim=-1)
+        values = [-float(logp[r, ids[r + 1]]) for r in range(first, context - 1)]
+        nll += sum(values)
+        nll2 += sum(v * v for v in values)
+        count += len(values)
+        chunks.append({"nll_sum": sum(values), "count": len(values), "running_ppl": float(np.exp(nll / count))})
+    mean = nll / count
+    err = float(np.sqrt((nll2 / count - mean * mean) / (count - 1)) * np.exp(mean))
+    return {"context": context, "bos": bos, "chunks": chunks, "count": count, "mean_nll": mean,
+            "ppl": float(np.exp(mean)), "ppl_error": err}
+
+
+def make_perplexity_golden(model, sp_tok) -> None:
+    """tiny-llama-perplexity.json: llama-perplexity's figures for the tiny Llama over the corpus's
+    English prose (sp tokenizer, BOS first), 212 tokens: 3 chunks of 64 with BOS replacing each
+    chunk's first token, and 6 chunks of 33 (odd) without."""
+    log("perplexity reference for tiny-llama")
+    text = "\n".join(corpus_lines()[:18])
+    tokens = sp_tok.encode(text, add_special_tokens=True).ids[:212]
+    assert len(tokens) == 212 and tokens[0] == 1
+    cases = [perplexity_reference(model, tokens, 64, 1), perplexity_reference(model, tokens, 33, None)]
+    for c in cases:
+        log(f"  context {c['context']}: {len(c['chunks'])} chunks, {c['count']} tokens, PPL {c['ppl']:.4f} ± {c['ppl_error']:.4f}")
+    write_json(FIX / "tiny-llama-perplexity.json", {
+        "about": "tiny-llama (F32) perplexity over `tokens` as llama-perplexity computes it, from transformers' fp32 "
+                 "logits (scripts/make_fixtures.py perplexity_reference); per chunk the NLL sum of its scored tokens "
+                 "and the running perplexity.",
+        "tokens": tokens, "cases": cases})
+
+
 # --------------------------------------------------------------------------------------
 # 5. Config files for parsing tests
 # --------------------------------------------------------------------------------------
@@ -1506,6 +1551,7 @@ def write_readme(vocab_size, bl_vocab, n_strings, smol_diffs, smol_ref, sp_misma
         "tiny-llama-sharded/tokenizer.model": "copy of tiny-llama/tokenizer.model",
         "tiny-llama-f32.gguf": "the tiny Llama as GGUF, every tensor F32, q/k permuted as convert_hf_to_gguf does, SPM vocab",
         "tiny-llama-q8_0.gguf": "the same with every 2-D weight Q8_0 (norms F32)",
+        "tiny-llama-perplexity.json": "llama-perplexity's figures (NLL sums, running and final PPL, its error) for the tiny Llama over 212 tokens, contexts 64 and 33, from transformers fp32 logits",
         "tiny-llama-logits.json": "transformers fp32 logits (all positions) for 5 prompts, the same for the Q8_0-dequantized weights, greedy and 4-beam continuations",
         "tiny-qwen2/config.json": "Qwen2Config of the tiny random Qwen2 (q/k/v bias, tied embeddings)",
         "tiny-qwen2/generation_config.json": "generation config written by save_pretrained",
@@ -1610,6 +1656,13 @@ Made with: {", ".join(f"{k} {val}" for k, val in v.items())}
   what `tiny-llama-q8_0.gguf` holds; `greedy` = `generate(do_sample=False, max_new_tokens=12)`;
   `beam4` = `generate(num_beams=4, do_sample=False, max_new_tokens=10, early_stopping=True,
   length_penalty=1.0)`. Generation stops early if EOS (2) comes; `new` excludes the prompt.
+- **tiny-llama-perplexity.json**: the first 212 tokens (BOS first) of the corpus's first 18 lines with the
+  sp tokenizer, and llama-perplexity's figures for the tiny Llama over them (`perplexity_reference`):
+  non-overlapping chunks (remainder dropped), each a fresh forward pass with its first token replaced by
+  BOS where `bos` is set, rows context//2 … context-2 scored against the next token, log-softmax in
+  float64 of transformers' fp32 logits; per chunk the NLL sum and running PPL, then PPL = exp(mean NLL)
+  ± sqrt((E[x²] − E[x]²)/(n − 1))·PPL. Cases: context 64 with BOS 1 (3 chunks), context 33 without (6).
+  `python3 scripts/make_fixtures.py --perplexity-only` rewrites this file alone.
 - **tiny-qwen2**: `Qwen2ForCausalLM` with the same sizes (q/k/v biases, tied embeddings), generator seed 2,
   same init rule; `tiny-qwen2-logits.json` as above without `logits_q8_0`.
 - **configs**: `*-config.json` are `to_json_file` output of transformers {v['transformers']}, which writes
@@ -1713,6 +1766,7 @@ def main() -> None:
                              "greedy: generate(do_sample=False, max_new_tokens=12); beam4: generate(num_beams=4, "
                              "do_sample=False, max_new_tokens=10, early_stopping=True, length_penalty=1.0).")
     check_gguf_with_transformers(FIX / "tiny-llama-logits.json")
+    make_perplexity_golden(model, sp_tok)
     qwen = make_tiny_qwen2(vocab_size)
     make_logit_goldens(qwen, prompts, FIX / "tiny-qwen2-logits.json", with_q8=False,
                        about="tiny-qwen2 (F32) logits from transformers for every position; greedy and beam4 as "
@@ -1725,5 +1779,15 @@ def main() -> None:
     log("done")
 
 
+def perplexity_only() -> None:
+    """`--perplexity-only`: rewrites tiny-llama-perplexity.json from the committed tiny-llama alone."""
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    model = LlamaForCausalLM.from_pretrained(str(FIX / "tiny-llama"), dtype=torch.float32).eval()
+    make_perplexity_golden(model, Tokenizer.from_file(str(FIX / "tiny-llama" / "tokenizer.json")))
+
+
 if __name__ == "__main__":
-    main()
+    perplexity_only() if sys.argv[1:] == ["--perplexity-only"] else main()

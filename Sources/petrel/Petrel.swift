@@ -7,5 +7,5 @@ struct Petrel: AsyncParsableCommand {
         commandName: "petrel",
         abstract: "An LLM inference server compatible with Triton + TensorRT-LLM clients.",
         version: "0.1.0",
-        subcommands: [Generate.self, Bench.self, Build.self, SelfTest.self, Logits.self, Serve.self, Repo.self])
+        subcommands: [Generate.self, Bench.self, Build.self, SelfTest.self, Logits.self, PerplexityCommand.self, Serve.self, Repo.self])
 }
