@@ -52,11 +52,12 @@ func describe(_ backend: ComputeBackend) -> String {
 }
 
 /// A built-in shape with random weights: made on the device when the backend can (f16 or bf16:
-/// the device's own element type), otherwise generated on the host as `dtype` and uploaded.
+/// the device's own element type; the layers' matrices random codes of `quantization`'s format
+/// when given), otherwise generated on the host as `dtype`, quantized when asked, and uploaded.
 func makeDummyModel(_ shape: BuiltinConfig, dtype: DType, seed: UInt64, backend: ComputeBackend,
                     quantization: WeightQuantization? = nil) throws -> LlamaModel {
-    if quantization == nil, dtype == .f16 || dtype == .bf16, let filler = backend as? RandomWeightFilling {
-        return try LlamaModel(config: shape.config, randomWeightsOn: filler, seed: seed)
+    if dtype == .f16 || dtype == .bf16, let filler = backend as? RandomWeightFilling {
+        return try LlamaModel(config: shape.config, randomWeightsOn: filler, seed: seed, format: quantization?.format)
     }
     return try LlamaModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed), backend: backend,
                           quantization: quantization)
