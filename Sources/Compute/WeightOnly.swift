@@ -234,10 +234,13 @@ public struct QuantizationError: Error, CustomStringConvertible {
 }
 
 extension HostTensor {
-    /// This float matrix quantized to `format`: symmetric groups take s = max|w| / (2^(bits-1) - 1)
-    /// and u = round(w / s) + z; groups with zero points take s = (max - min) / (2^bits - 1) over
-    /// the group with 0 included, z = round(-min / s), u = clamp(round(w / s) + z). Scales and zeros
-    /// are rounded to fp16 before the codes are chosen, so dequantization is what was meant.
+    /// This float matrix quantized to `format`, round to nearest (no calibration data). 8 bits:
+    /// s = max|w| / 127 and u = round(w / s) + 128 (TensorRT-LLM's int8 weight-only recipe).
+    /// 4 bits, symmetric: of s = max|w| / 7 and the scale that maps the group's largest-magnitude
+    /// value to the end code −8 (all 16 codes in use, as llama.cpp's Q4_0), the one with the least
+    /// squared error. With zero points: s = (max − min) / maxCode over the group with 0 included,
+    /// z = round(−min / s). (Clipping the range to lower the squared error measured worse:
+    /// docs/BENCHMARKS.md.) Scales and zeros are rounded to fp16 before the codes are chosen.
     public func quantized(_ format: WeightOnlyFormat) throws -> HostTensor {
         guard shape.count == 2, !dtype.isQuantized else {
             throw QuantizationError("only float matrices can be quantized, not \(dtype) \(shape)")
@@ -283,20 +286,37 @@ extension HostTensor {
 
     /// fp16-rounded (scale, zero) of one group.
     static func groupParameters(_ w: ArraySlice<Float>, format: WeightOnlyFormat) -> (Float, Float) {
+        func fp16(_ v: Float) -> Float { halfToFloat(halfBits(v)) }
+        let top = Float(format.maxCode)
+        if format.bits == 8 && !format.hasZeros {
+            return (fp16(w.reduce(0) { max($0, abs($1)) } / 127), format.symmetricZero)
+        }
+        var candidates: [(Float, Float)] = []
         if format.hasZeros {
             let lo = min(w.min() ?? 0, 0), hi = max(w.max() ?? 0, 0)
-            let s = halfToFloat(halfBits((hi - lo) / Float(format.maxCode)))
-            guard s > 0 else { return (0, 0) }
-            let z = min(max((-lo / s).rounded(), 0), Float(format.maxCode))
-            return (s, z)
+            let s = fp16((hi - lo) / top)
+            if s > 0 { candidates.append((s, min(max((-lo / s).rounded(), 0), top))) }
+        } else {
+            // The value of largest magnitude, with its sign.
+            let extreme = w.reduce(Float(0)) { abs($1) > abs($0) ? $1 : $0 }
+            candidates.append((fp16(-extreme / format.symmetricZero), format.symmetricZero))
+            candidates.append((fp16(abs(extreme) / (format.symmetricZero - 1)), format.symmetricZero))
         }
-        let m = w.reduce(0) { max($0, abs($1)) }
-        let s = halfToFloat(halfBits(m / Float((1 << (format.bits - 1)) - 1)))
-        return (s, format.symmetricZero)
+        var best: (Float, Float) = format.hasZeros ? (0, 0) : (0, format.symmetricZero)
+        var bestError = Float.infinity
+        for (s, z) in candidates where s != 0 {
+            var e: Float = 0
+            for v in w {
+                let d = (Float(code(v, scale: s, zero: z, format: format)) - z) * s - v
+                e += d * d
+            }
+            if e < bestError { bestError = e; best = (s, z) }
+        }
+        return best
     }
 
     static func code(_ w: Float, scale s: Float, zero z: Float, format: WeightOnlyFormat) -> UInt8 {
-        guard s > 0 else { return UInt8(z) }
+        guard s != 0 else { return UInt8(z) }
         let u = (w / s).rounded() + z
         return UInt8(min(max(u, 0), Float(format.maxCode)))
     }

@@ -58,9 +58,13 @@ import Testing
         }
     }
 
-    /// Every element of a quantized matrix is within half a step of the float it came from: s / 2 for
-    /// symmetric groups; with zero points, the code range may fall short of the group's range by the
-    /// scale's fp16 rounding (up to maxCode · 2⁻¹¹ steps) plus z's rounding, so s · (1/2 + maxCode / 2048).
+    /// Every element of a quantized matrix inside its group's code range is within half a step of
+    /// the float it came from: |s| / 2 for symmetric groups; with zero points the code range may
+    /// fall short by the scale's fp16 rounding (up to maxCode · 2⁻¹¹ steps) plus z's, so
+    /// |s| · (1/2 + maxCode / 2048). An element outside the range (a symmetric 4-bit group whose
+    /// extreme takes code −8 reaches only +7 steps the other way) becomes the range's nearer end. And each
+    /// group's squared error is at most that of the plain recipe (s = max|w| / (2^(bits-1) − 1), or
+    /// min/max with zero points), which is one of the candidates.
     @Test(arguments: formats)
     func quantizedErrorIsWithinHalfAStep(_ f: WeightOnlyFormat) throws {
         var rng = LCG(state: UInt64(f.bits * 10 + f.groupSize) + (f.hasZeros ? 3 : 0))
@@ -76,10 +80,38 @@ import Testing
         let steps: Float = f.hasZeros ? 0.5 + Float(f.maxCode) / 2048 : 0.5
         for r in 0..<rows {
             let row = WeightOnlyRow(q, row: r)
-            for k in 0..<columns {
-                let s = row.scale(group: f.groupSize == 0 ? 0 : k / f.groupSize), v = w[r * columns + k]
-                let bound = s * steps + 1e-6 * abs(v)   // plus float32 rounding of w / s and (u - z) · s
-                #expect(abs(v - deq[r * columns + k]) <= bound, "\(f) row \(r) column \(k): \(v) became \(deq[r * columns + k]), s \(s)")
+            for g in 0..<f.groupCount(columns: columns) {
+                let s = row.scale(group: g), z = row.zero(group: g)
+                let ends = [(0 - z) * s, (Float(f.maxCode) - z) * s]
+                let (lo, hi) = (ends.min()!, ends.max()!)
+                var error: Float = 0, plain: Float = 0
+                let range = f.group(g, columns: columns)
+                let values = range.map { w[r * columns + $0] }
+                for (k, v) in zip(range, values) {
+                    let d = deq[r * columns + k]
+                    error += (d - v) * (d - v)
+                    let slack = abs(s) * steps + 1e-6 * abs(v)   // plus float32 rounding of w / s and (u - z) · s
+                    if v < lo - slack || v > hi + slack {
+                        #expect(d == (v < lo ? lo : hi), "\(f) row \(r) column \(k): clipped \(v) became \(d), range \(lo)…\(hi)")
+                    } else {
+                        #expect(abs(v - d) <= slack, "\(f) row \(r) column \(k): \(v) became \(d), s \(s)")
+                    }
+                }
+                // The plain recipe's error on the same group.
+                let ps: Float, pz: Float
+                if f.hasZeros {
+                    let l = min(values.min()!, 0), h = max(values.max()!, 0)
+                    ps = halfToFloat(halfBits((h - l) / Float(f.maxCode)))
+                    pz = ps > 0 ? min(max((-l / ps).rounded(), 0), Float(f.maxCode)) : 0
+                } else {
+                    ps = halfToFloat(halfBits(values.map(abs).max()! / (f.symmetricZero - 1)))
+                    pz = f.symmetricZero
+                }
+                for v in values {
+                    let u = ps == 0 ? pz : min(max((v / ps).rounded() + pz, 0), Float(f.maxCode))
+                    plain += ((u - pz) * ps - v) * ((u - pz) * ps - v)
+                }
+                #expect(error <= plain * (1 + 1e-5) + 1e-12, "\(f) row \(r) group \(g): error \(error) above the plain recipe's \(plain)")
             }
         }
         #expect(deq[3 * columns..<4 * columns].allSatisfy { $0 == 0 }, "\(f): a zero row stays zero")
