@@ -62,8 +62,9 @@ public enum RepositoryTemplate {
             throw RepositoryTemplateError("\(model) is a folder without config.json: not a Hugging Face checkpoint")
         }
         let tokenizer = options.tokenizerPath.map { resolvePath($0, relativeTo: cwd) } ?? model
-        if fm.fileExists(atPath: tokenizer, isDirectory: &isDir), isDir.boolValue, !fm.fileExists(atPath: tokenizer + "/tokenizer.json") {
-            throw RepositoryTemplateError("\(tokenizer) has no tokenizer.json (give a tokenizer path)")
+        if fm.fileExists(atPath: tokenizer, isDirectory: &isDir), isDir.boolValue, !fm.fileExists(atPath: tokenizer + "/tokenizer.json"),
+           !fm.fileExists(atPath: tokenizer + "/tokenizer.gguf") {
+            throw RepositoryTemplateError("\(tokenizer) has no tokenizer.json or tokenizer.gguf (give a tokenizer path)")
         }
         guard ["max_utilization", "guaranteed_no_evict"].contains(options.batchSchedulerPolicy) else {
             throw RepositoryTemplateError("batch scheduler policy '\(options.batchSchedulerPolicy)' is not max_utilization or guaranteed_no_evict")

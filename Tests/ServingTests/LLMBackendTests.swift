@@ -91,6 +91,39 @@ final class FakeDeviceMemory: DeviceMemoryReporting {
         #expect(throws: ModelLoadError.self) { try Self.settings(Self.parameter("tensor_parallel_size", "0")) }
     }
 
+    @Test func weightOnlyPrecisionComesFromTheConfigElseTheServer() throws {
+        #expect(try Self.settings("").quantization == nil)
+        #expect(try Self.settings(Self.parameter("weight_only_precision", "int8")).quantization == .int8WeightOnly)
+        let int4 = try Self.settings(Self.parameter("weight_only_precision", "int4_wo") + Self.parameter("weight_only_group_size", "64")
+                                     + Self.parameter("weight_only_zero_points", "true"))
+        #expect(int4.quantization == .int4WeightOnly(groupSize: 64, zeroPoints: true))
+        // The server's --quantization applies unless the model says otherwise ("none" turns it off).
+        func withDefault(_ extra: String) throws -> LLMSettings {
+            let text = """
+            name: "tensorrt_llm"
+            backend: "petrel"
+            parameters: { key: "gpt_model_path" value: { string_value: "\(Fixtures.tinyLlama)" } }
+            \(extra)
+            """
+            let config = try decodeModelConfig(text: text, path: "config.pbtxt")
+            return try LLMSettings(config: config, parameters: ModelParameters(config, source: ConfigSource(path: "config.pbtxt", text: text)),
+                                   directory: "/nonexistent", version: 1, defaultQuantization: .int8WeightOnly)
+        }
+        #expect(try withDefault("").quantization == .int8WeightOnly)
+        #expect(try withDefault(Self.parameter("weight_only_precision", "none")).quantization == nil)
+        // What cannot be honoured is refused, naming the parameter.
+        for bad in [Self.parameter("weight_only_precision", "int3"),
+                    Self.parameter("weight_only_precision", "int8") + Self.parameter("weight_only_group_size", "64"),
+                    Self.parameter("weight_only_precision", "int4") + Self.parameter("weight_only_group_size", "32"),
+                    Self.parameter("weight_only_group_size", "64")] {
+            #expect {
+                try Self.settings(bad)
+            } throws: { error in
+                "\(error)".contains("weight_only_")
+            }
+        }
+    }
+
     /// With max_batch_size 1, a request sent while another generates waits in the engine's queue
     /// until that one ends: its queue duration covers at least the span we saw it waiting.
     @Test func queueDurationRunsFromArrivalToFirstScheduling() async throws {
