@@ -162,6 +162,12 @@ public final class LlamaStage: Sendable {
         func matrix(_ m: HostTensor, _ name: String) throws -> Tensor {
             try backend.upload(try prepareMatrix(m, quantization: quantization, nativeBlockTypes: backend.nativeBlockTypes, name: name))
         }
+        // Input orders (GPTQ act-order) run through ComputeBackend's default gatherColumns, a host
+        // round trip: fine on the CPU, but a device whose steps are recorded (CUDA graphs) cannot
+        // take one mid-step, so it is refused there until the device has a gather of its own.
+        if backend is StepRecording, w.layers.contains(where: { $0.qkvInputOrder != nil || $0.outputInputOrder != nil || $0.gateUpInputOrder != nil }) {
+            throw QuantizationError("GPTQ act-order checkpoints (desc_act) run on the CPU only for now: \(backend.name) has no column gather yet")
+        }
         let layers = try w.layers.enumerated().map { i, l in
             let at = " of layer \(w.layerRange.lowerBound + i)"
             return Layer(attentionNorm: try backend.upload(l.attentionNorm), qkv: try matrix(l.qkv, "qkv" + at),
