@@ -13,6 +13,8 @@
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
 # graphs: a few points with decode steps as CUDA graphs (default) and without (--no-cuda-graphs);
 # ab: the batch-1 points with programmatic dependent launch off (--no-pdl) and on;
+# quant: greedy ids of the tiny Llama in every weight-only format on the card and the CPU, then the
+# grid (QUANT_BATCHES x QUANT_LENS) for fp16, int8_wo and int4_wo;
 # before-after: with .device/before-after.tar.xz (scripts/cuda-pack.sh --baseline COMMIT), the
 # self-test of this tree's build, then both builds' `petrel bench` at BA_BATCHES x BA_LENS
 # (default 1 and 128 x 128/20), alternating before, after, before, after, and one table
@@ -96,6 +98,18 @@ alternate() {
     done
 }
 has ab && alternate ab.md "1" "60,20;128,20" --no-pdl "" --no-pdl ""
+# Weight-only engines (issue 15): the same weights' greedy ids on the card and on the CPU for every
+# format, then the seed's grid for fp16, int8_wo and int4_wo, one process each.
+if has quant; then
+    for q in "" "--quantization int8_wo" "--quantization int4_wo" "--quantization int4_wo --group-size 64 --zero-points"; do
+        for d in cpu cuda; do
+            echo "## logits $d ${q:-fp16}: $(timeout 60 /tmp/petrel logits --device $d --model Tests/Fixtures/tiny-llama \
+                --prompt-ids 1,17,99,4,250,3 --max-tokens 12 $q 2>&1 | tail -1)" | tee -a "$OUT/quant-logits.md"
+        done
+    done
+    alternate quant.md "${QUANT_BATCHES:-1;8;16;32;64;128}" "${QUANT_LENS:-60,20;128,20;512,20}" "" \
+        "--quantization int8_wo" "--quantization int4_wo"
+fi
 # Decode steps replayed as CUDA graphs (the default) against kernel-by-kernel launches.
 has graphs && alternate graphs.md "${GRAPH_BATCHES:-1;16;64}" "${GRAPH_LENS:-60,20;128,128}" --no-cuda-graphs "" --no-cuda-graphs ""
 if has before-after; then
