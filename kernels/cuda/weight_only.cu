@@ -602,9 +602,20 @@ const char *wo_problem(const petrel_wo_desc &d, int64_t k, const void *w) {
 template <typename T, int BITS, int MODE, bool NORM>
 cudaError_t launch_wo_gemv(const petrel_context *ctx, const T *x, const uint8_t *w, const WoMatrix &q, const T *bias, int64_t n,
                            int64_t k, int64_t cols, T *out, const T *norm_w, float eps) {
+    auto kernel = wo_gemv_kernel<T, BITS, MODE, NORM>;
     const size_t smem = NORM ? (size_t)(n * k * 2) : 0;
-    return launch_dependent(ctx, dim3((unsigned)((cols + 15) / 16)), dim3(kWoGemvWarps * 32), smem,
-                            wo_gemv_kernel<T, BITS, MODE, NORM>, x, w, q, bias, (int)n, k, cols, out, norm_w, eps);
+    if (NORM) {
+        // Up to kGemvNormSmem of normalised rows on top of the static partial sums (4-8 KiB):
+        // past the 48 KiB a block gets without the opt-in.
+        static bool configured = false;   // per instantiation
+        if (!configured) {
+            const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kGemvNormSmem);
+            if (e != cudaSuccess) return e;
+            configured = true;
+        }
+    }
+    return launch_dependent(ctx, dim3((unsigned)((cols + 15) / 16)), dim3(kWoGemvWarps * 32), smem, kernel, x, w, q, bias,
+                            (int)n, k, cols, out, norm_w, eps);
 }
 
 // K splits for the GEMM: enough blocks for two a multiprocessor, at most kWoMaxSplit, each split
