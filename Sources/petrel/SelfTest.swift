@@ -306,7 +306,8 @@ struct OpCheck {
         if !packed { return try HostTensor.float32((0..<(rows * cols)).map { _ in rng.normal() * 0.05 }, shape: [rows, cols]).quantized(f) }
         let groups = f.groupCount(columns: cols)
         let codes = (0..<(rows * cols)).map { _ in UInt8(rng.below(f.maxCode + 1)) }
-        let scales = (0..<(rows * groups)).map { _ in Float(0.05 * (1 + rng.uniform()) / Double(f.maxCode)) }
+        // Either sign: the quantizer's symmetric 4-bit groups have negative scales too.
+        let scales = (0..<(rows * groups)).map { _ in Float((rng.below(2) == 0 ? 1 : -1) * 0.05 * (1 + rng.uniform()) / Double(f.maxCode)) }
         let zeros = f.hasZeros ? (0..<(rows * groups)).map { _ in Float(rng.uniform()) * Float(f.maxCode) } : nil
         return f.pack(rows: rows, columns: cols, codes: codes, scales: scales, zeros: zeros)
     }
@@ -326,13 +327,22 @@ struct OpCheck {
                        WeightOnlyFormat(bits: 4, groupSize: 128, hasZeros: true)]
         let shapes = [(1, 576, 1001), (3, 96, 37), (4, 4096, 515), (5, 576, 1001), (17, 11008, 129), (64, 4096, 515),
                       (300, 576, 257), (600, 96, 37)]   // (n, k, m)
+        // Ops and weight sources rotate across shapes and formats, so every op meets every path
+        // (GEMV, GEMM, dequantize + cuBLAS) and both weight sources somewhere: the op index and the
+        // source do not step together (6 ops, 2 sources, 8 shapes; one extra step per format).
         var variant = 0
-        for format in formats {
-            for (n, k, m) in shapes where format.problem(columns: k) == nil {
+        for (i, format) in formats.enumerated() {
+            for (j, (n, k, m)) in shapes.enumerated() where format.problem(columns: k) == nil {
                 let op = WeightOnlyOp.allCases[variant % WeightOnlyOp.allCases.count]
-                try weightOnlyCase(op, format: format, n: n, k: k, m: m, packed: variant % 2 == 1)
+                try weightOnlyCase(op, format: format, n: n, k: k, m: m, packed: (i + j / 2) % 2 == 1)
                 variant += 1
             }
+            variant += 1
+        }
+        // The fused norm's copy of x in shared memory past 40 KiB (norm + SwiGLU, the most of it).
+        for (n, k) in [(4, 6144), (3, 8192)] {
+            try weightOnlyCase(.rmsNormMatmulSwiGLU, format: WeightOnlyFormat(bits: 4, groupSize: 128, hasZeros: true), n: n, k: k, m: 129,
+                               packed: false)
         }
         for format in [WeightOnlyFormat.int8PerChannel, WeightOnlyFormat(bits: 4, groupSize: 128, hasZeros: true)] {
             for op in [WeightOnlyOp.matmul, .rmsNormMatmulSwiGLU] {
