@@ -19,7 +19,9 @@
 // 1024 + u in fp16 (0x6400 | u; prmt for bytes, and-or for nibbles: (w >> 4j) & 0x000F000F | magic
 // gives the pair of columns (2c + 8j, 2c + 8j + 1)) or 128 + u in bf16 (4 bits; 8-bit codes go
 // through fp32, 2^23 + u, since bf16 has too few mantissa bits); minus the magic is u, exactly;
-// then w = u * s + (-z * s) in one fused multiply-add, rounded once to the element type.
+// then w = u * s + (-z * s) in one fused multiply-add of the element type. s and -z * s are
+// themselves held in it: in fp16 s is exact (stored as fp16) and only -z * s is rounded; in bf16
+// both are, so a bf16 4-bit weight may sit a unit or two of bf16 from (u - z) * s rounded once.
 #include <cooperative_groups.h>
 
 #include "internal.h"

@@ -190,7 +190,7 @@ PETREL_FN(int32_t, petrel_tensor_download, (petrel_context *ctx, const void *src
 // The matmuls' weights: with `wo` NULL, w (m, k) is of the context's element type; otherwise w is
 // a weight-only matrix of m rows laid out as *wo says (borrowed for the call), 16-byte aligned, and
 // the same operation runs on its dequantized values (fp32 accumulation; each weight is (u - z) * s
-// rounded to the element type once): a tensor-core GEMV for up to kWoGemvMaxRows = 4 rows (the same
+// in the element type, within a unit or two of it rounded once): a tensor-core GEMV for up to kWoGemvMaxRows = 4 rows (the same
 // row-count independence as the fp16 GEMV), a tensor-core GEMM dequantizing in its main loop for
 // mid-size batches, and a dequantization to a scratch of the context's type plus cuBLAS for large n.
 
