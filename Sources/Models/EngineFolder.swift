@@ -21,11 +21,20 @@ public enum EngineFolder {
     /// The format this build writes and the newest it reads (2: input orders).
     public static let formatVersion = 2
 
-    /// Whether `directory`'s config.json is an engine's (has "petrel_engine").
-    static func isEngine(configAt path: String) -> Bool {
+    /// The engine format version of a config.json: nil when it is not an engine's (no
+    /// "petrel_engine", or not JSON: the Hugging Face reader says what is wrong then); throws when
+    /// "petrel_engine" is malformed or newer than this build reads.
+    static func version(ofConfigAt path: String) throws -> Int? {
         guard let data = FileManager.default.contents(atPath: path),
-              let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return false }
-        return o["petrel_engine"] != nil
+              let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let value = o["petrel_engine"] else { return nil }
+        guard let engine = value as? [String: Any] else { throw CheckpointError(path, "petrel_engine: not an object") }
+        guard let version = (engine["format_version"] as? NSNumber)?.intValue else {
+            throw CheckpointError(path, "petrel_engine.format_version: missing or not a number")
+        }
+        guard version >= 1 && version <= formatVersion else {
+            throw CheckpointError(path, "petrel_engine.format_version: \(version) is newer than this petrel reads (\(formatVersion)); rebuild the engine with this petrel")
+        }
+        return version
     }
 
     /// Writes `checkpoint` as an engine folder at `directory` (created; must be empty or absent),
@@ -162,24 +171,6 @@ extension LlamaWeights {
         let embedding = try get("embedding", [c.vocabularySize, h])
         self.init(embedding: embedding, layers: layers, finalNorm: try get("final_norm", [h]),
                   head: c.tieEmbeddings ? embedding : try get("head", [c.vocabularySize, h]))
-    }
-}
-
-extension TransformerConfig {
-    /// An engine folder's config.json: the model's, after checking "petrel_engine".
-    static func engine(at path: String) throws -> TransformerConfig {
-        guard let data = FileManager.default.contents(atPath: path),
-              let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let engine = o["petrel_engine"] as? [String: Any] else {
-            throw CheckpointError(path, "petrel_engine: missing or not an object")
-        }
-        guard let version = (engine["format_version"] as? NSNumber)?.intValue else {
-            throw CheckpointError(path, "petrel_engine.format_version: missing or not a number")
-        }
-        guard version >= 1 && version <= EngineFolder.formatVersion else {
-            throw CheckpointError(path, "petrel_engine.format_version: \(version) is newer than this petrel reads (\(EngineFolder.formatVersion)); rebuild the engine with this petrel")
-        }
-        return try TransformerConfig(huggingFaceConfigAt: path)
     }
 }
 

@@ -29,8 +29,8 @@ public struct LoadedCheckpoint: Sendable {
             guard FileManager.default.fileExists(atPath: configPath) else {
                 throw CheckpointError(path, "a Hugging Face checkpoint folder needs config.json")
             }
-            if EngineFolder.isEngine(configAt: configPath) {
-                let config = try TransformerConfig.engine(at: configPath)
+            if try EngineFolder.version(ofConfigAt: configPath) != nil {
+                let config = try TransformerConfig(huggingFaceConfigAt: configPath)
                 return LoadedCheckpoint(path: path, format: .engine, config: config,
                                         weights: try LlamaWeights(engine: try SafetensorsCheckpoint(directory: path), config: config), gguf: nil)
             }
