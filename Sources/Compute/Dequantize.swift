@@ -9,12 +9,8 @@ extension HostTensor {
         let raw = bytes
         func f16(_ off: Int) -> Float { halfToFloat(raw.loadUnaligned(fromByteOffset: off, as: UInt16.self)) }
         switch dtype {
-        case .f32:
-            for i in 0..<n { out[i] = raw.loadUnaligned(fromByteOffset: i * 4, as: Float.self) }
-        case .f16:
-            for i in 0..<n { out[i] = f16(i * 2) }
-        case .bf16:
-            for i in 0..<n { out[i] = Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16) }
+        case .f32, .f16, .bf16:
+            return floatElements(0..<n)
         case .q8_0:
             for b in 0..<(n / 32) {
                 let base = b * 34, d = f16(base)
@@ -40,6 +36,17 @@ extension HostTensor {
             }
         }
         return out
+    }
+
+    /// Elements `range` (flat, row-major) of a float tensor (f32, f16, bf16) as Float.
+    func floatElements(_ range: Range<Int>) -> [Float] {
+        let raw = bytes
+        switch dtype {
+        case .f32: return range.map { raw.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
+        case .f16: return range.map { halfToFloat(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
+        case .bf16: return range.map { Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
+        default: preconditionFailure("floatElements of \(dtype)")
+        }
     }
 
     /// The same values as a float32 tensor (a copy).

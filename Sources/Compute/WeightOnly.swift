@@ -257,7 +257,7 @@ extension HostTensor {
                     nonisolated(unsafe) let (c, s, z) = (cp, sp, zp)
                     DispatchQueue.concurrentPerform(iterations: (rows + 63) / 64) { block in
                         for r in (block * 64)..<min(rows, block * 64 + 64) {
-                            let w = source.rowValues(r)
+                            let w = source.floatElements(r * columns..<(r + 1) * columns)
                             for g in 0..<groups {
                                 let range = format.group(g, columns: columns)
                                 let (scale, zero) = Self.groupParameters(w[range], format: format)
@@ -271,17 +271,6 @@ extension HostTensor {
             }
         }
         return format.pack(rows: rows, columns: columns, codes: codes, scales: scales, zeros: format.hasZeros ? zeros : nil)
-    }
-
-    /// Row r as floats (any float dtype).
-    func rowValues(_ r: Int) -> [Float] {
-        let n = rowLength, base = bytes.baseAddress! + r * n * dtype.blockBytes
-        switch dtype {
-        case .f32: return (0..<n).map { base.loadUnaligned(fromByteOffset: 4 * $0, as: Float.self) }
-        case .f16: return (0..<n).map { halfToFloat(base.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) }
-        case .bf16: return (0..<n).map { Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
-        default: preconditionFailure("rowValues of \(dtype)")
-        }
     }
 
     /// fp16-rounded (scale, zero) of one group.
