@@ -187,15 +187,19 @@ final class InferenceRPCService: Inference_GRPCInferenceService.SimpleServicePro
             // An unknown model fails in inferStream with Serving's own message.
             let decoupled = (try? service.modelConfig(request.modelName, version: request.modelVersion))?
                 .modelTransactionPolicy.decoupled ?? false
-            let stream = try service.inferStream(request)
-            for try await r in stream {
-                if decoupled && r.isFinal && r.outputs.isEmpty { break }
+            // Responses are encoded and queued for the writer as the request hands them over;
+            // nothing follows a final one.
+            let ended = Locked(false)
+            let flagEmptyFinal = emptyFinal
+            try await service.inferStream(request) { r in
+                guard !ended.current else { return }
+                if r.isFinal { ended.withLock { $0 = true } }
+                if decoupled && r.isFinal && r.outputs.isEmpty { return }
                 var out = Inference_ModelStreamInferResponse()
                 out.inferResponse = try TensorCoding.inferResponse(from: r, request: request)
-                let last = r.isFinal && !(decoupled && emptyFinal)
+                let last = r.isFinal && !(decoupled && flagEmptyFinal)
                 out.inferResponse.parameters["triton_final_response"] = Self.boolParameter(last)
                 sink.yield(out)
-                if r.isFinal { break }
             }
             if Task.isCancelled { return }
             if decoupled && emptyFinal {

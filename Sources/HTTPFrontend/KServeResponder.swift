@@ -221,17 +221,19 @@ struct KServeResponder: HTTPResponder {
         case failure(HTTPResponse.Status, String)
     }
 
-    /// Server-Sent Events, one `data: {json}\n\n` per response, written as each arrives. The
-    /// status is that of the first event (an error before any output answers with the error's
-    /// status, as Triton does). The client going away cancels the request.
+    /// Server-Sent Events, one `data: {json}\n\n` per response, written as each arrives. An
+    /// error before any output answers with the error's status and a JSON body, as Triton does.
+    /// The client going away cancels the request.
     private func generateStream(_ request: InferRequest, _ context: Context) async throws -> Response {
-        let stream = try service.inferStream(request)
         let queue = EventQueue<StreamEvent>()
+        let service = self.service
+        // The request runs in this task; its responses are encoded as they come and queued for
+        // the body writer (the frontend's one stream).
         let pump = Task {
             do {
-                for try await response in stream {
+                try await service.inferStream(request) { response in
                     // A flag-only final response (no outputs) carries nothing to send.
-                    if response.outputs.isEmpty && response.parameters.isEmpty { continue }
+                    if response.outputs.isEmpty && response.parameters.isEmpty { return }
                     queue.push(.data(try GenerateCoding.encodeResponse(response)))
                 }
             } catch let e as ServingError {
@@ -245,10 +247,13 @@ struct KServeResponder: HTTPResponder {
         let stop = await ClientDisconnectObserver.cancelling(pump, on: context.channel)
 
         let first = await withTaskCancellationHandler { await queue.next() } onCancel: { pump.cancel() }
-        var status = HTTPResponse.Status.ok
-        if case .failure(let s, _)? = first { status = s }
+        // An error before any response: a plain JSON error with its status, as Triton answers.
+        if case .failure(let status, let message)? = first {
+            stop()
+            return Self.error(status, message)
+        }
         let headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8"]
-        return Response(status: status, headers: headers, body: ResponseBody { writer in
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             defer { stop() }
             var event = first
             while let e = event {

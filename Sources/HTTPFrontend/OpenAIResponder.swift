@@ -103,15 +103,17 @@ extension KServeResponder {
         if r.stream { return await stream(r, generation, id: id, created: created, context) }
         let count = r.choiceCount
         let choices = try await Self.untilDisconnect(context) { () -> [OpenAICoding.Choice] in
-            var choices = Array(repeating: OpenAICoding.Choice(), count: count)
-            for try await d in generation.deltas {
-                choices[d.choice].text += d.text
-                choices[d.choice].tokens += d.tokens
-                choices[d.choice].tokenCount += d.tokenCount
-                if let reason = d.finishReason { choices[d.choice].finishReason = reason }
+            let choices = Locked(Array(repeating: OpenAICoding.Choice(), count: count))
+            try await generation.run { d in
+                choices.withLock { choices in
+                    choices[d.choice].text += d.text
+                    choices[d.choice].tokens += d.tokens
+                    choices[d.choice].tokenCount += d.tokenCount
+                    if let reason = d.finishReason { choices[d.choice].finishReason = reason }
+                }
             }
             try Task.checkCancellation()
-            return choices
+            return choices.current
         }
         return Self.json(bytes: OpenAICoding.response(r, id: id, created: created, generation: generation, choices: choices))
     }
@@ -128,13 +130,13 @@ extension KServeResponder {
     private func stream(_ r: OpenAIRequest, _ g: TextGeneration, id: String, created: Int64, _ context: Context) async -> Response {
         let queue = EventQueue<OpenAIEvent>()
         let pump = Task {
-            var writer = OpenAICoding.ChunkWriter(request: r, id: id, created: created, generation: g)
+            let writer = Locked(OpenAICoding.ChunkWriter(request: r, id: id, created: created, generation: g))
             do {
-                for try await d in g.deltas {
-                    for c in writer.chunks(for: d) { queue.push(.data(c)) }
+                try await g.run { d in
+                    for c in writer.withLock({ $0.chunks(for: d) }) { queue.push(.data(c)) }
                 }
                 try Task.checkCancellation()
-                for c in writer.finish() { queue.push(.data(c)) }
+                for c in writer.withLock({ $0.finish() }) { queue.push(.data(c)) }
             } catch let e as ServingError {
                 queue.push(.failure(OpenAIError(e)))
             } catch is CancellationError {

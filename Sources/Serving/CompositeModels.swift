@@ -33,8 +33,9 @@ final class ModelLease: Sendable {
 
 /// What composite models need from the server.
 protocol ModelHost: AnyObject, Sendable {
-    /// Runs a request on a model as a client's would run (checks, statistics, leases).
-    func run(_ request: InferRequest, context: RequestContext) throws -> AsyncThrowingStream<InferResponse, Error>
+    /// Runs a request on a model as a client's would run (checks, statistics, leases), handing
+    /// its responses to `send` in place.
+    func run(_ request: InferRequest, context: RequestContext, send: @escaping ResponseSink) async throws
     /// Holds a ready version of a model; "" is the latest. Throws 404 / 503 as infer would.
     func lease(_ name: String, version: String) throws -> ModelLease
 }
@@ -142,31 +143,23 @@ final class EnsembleModel: ServedModel, Sendable {
         var parameters: [String: ParameterValue] = [:]
     }
 
-    func execute(_ r: ModelRequest) -> AsyncThrowingStream<InferResponse, Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task { [self] in
-                do {
-                    let flow = Flow(tensors: r.inputs, settled: ensembleInputs)
-                    let emitted = try await run(pending: Array(steps.indices), flow, request: r, final: true, streamKey: nil, continuation)
-                    if !emitted.final {
-                        continuation.yield(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: [], isFinal: true))
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { termination in
-                if case .cancelled = termination { task.cancel() }
-            }
+    /// Executions are counted by the server, one per request (Triton's ensemble scheduler).
+    var countsExecutions: Bool { false }
+
+    func execute(_ r: ModelRequest, send: @escaping ResponseSink) async throws {
+        let flow = Flow(tensors: r.inputs, settled: ensembleInputs)
+        let emitted = try await run(pending: Array(steps.indices), flow, request: r, final: true, streamKey: nil, send)
+        if !emitted.final {
+            try await send(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: [], isFinal: true))
         }
     }
 
-    /// Runs the pending steps as their inputs become ready. A decoupled step's every response
-    /// continues the graph on its own copy of the flow, in order; each completed flow is one
-    /// ensemble response. Returns whether a final response went out.
+    /// Runs the pending steps as their inputs become ready, each awaited in place. A decoupled
+    /// step's every response continues the graph on its own copy of the flow, in order, before
+    /// the step's next response is taken; each completed flow is one ensemble response. Returns
+    /// whether any and whether a final response went out.
     private func run(pending: [Int], _ flow: Flow, request r: ModelRequest, final: Bool, streamKey: String?,
-                     _ out: AsyncThrowingStream<InferResponse, Error>.Continuation) async throws -> (any: Bool, final: Bool) {
+                     _ out: @escaping ResponseSink) async throws -> (any: Bool, final: Bool) {
         var pending = pending, flow = flow
         while true {
             try Task.checkCancellation()
@@ -184,25 +177,29 @@ final class EnsembleModel: ServedModel, Sendable {
             context.streamKey = streamKey
             context.isFinalChunk = final
             let key = streamKey ?? (step.decoupled ? UUID().uuidString : nil)
-            var result = (any: false, final: false)
-            var sawFinal = false
+            // What the step's responses did: the flow after a plain step; for a decoupled step,
+            // whether any / a final response went out below it and whether it sent a final one.
+            struct Outcome { var flow: Flow; var emitted = (any: false, final: false); var sawFinal = false }
+            let outcome = Locked(Outcome(flow: flow))
+            let before = flow, remaining = pending
             do {
                 guard let host else { throw ServingError(.unavailable, "the server is shutting down") }
-                let stream = try host.run(request, context: context)
-                for try await response in stream {
-                    var next = flow
+                try await host.run(request, context: context) { [self] response in
+                    var next = step.decoupled ? before : outcome.withLock { $0.flow }
                     for t in response.outputs {
                         if let tensor = step.outputMap[t.name] { next.tensors[tensor] = t.renamed(tensor) }
                     }
                     next.settled.formUnion(step.outputMap.values)
                     next.parameters.merge(response.parameters) { $1 }
                     if step.decoupled {
-                        sawFinal = sawFinal || response.isFinal
-                        let sub = try await run(pending: pending, next, request: r, final: final && response.isFinal,
+                        let sub = try await run(pending: remaining, next, request: r, final: final && response.isFinal,
                                                 streamKey: key, out)
-                        result = (result.any || sub.any, result.final || sub.final)
+                        outcome.withLock { o in
+                            o.sawFinal = o.sawFinal || response.isFinal
+                            o.emitted = (o.emitted.any || sub.any, o.emitted.final || sub.final)
+                        }
                     } else {
-                        flow = next
+                        outcome.withLock { $0.flow = next }
                     }
                 }
             } catch let e as InputError {
@@ -211,8 +208,10 @@ final class EnsembleModel: ServedModel, Sendable {
             } catch let e as ServingError {
                 throw ServingError(e.status, "in ensemble step '\(step.model)': \(e.message)")
             }
+            let done = outcome.withLock { $0 }
             if step.decoupled {
-                if !sawFinal && final && !result.final {
+                var result = done.emitted
+                if !done.sawFinal && final && !result.final {
                     // The step ended without a final response: close the flows below it.
                     var last = flow
                     last.settled.formUnion(step.outputMap.values)
@@ -221,10 +220,11 @@ final class EnsembleModel: ServedModel, Sendable {
                 }
                 return result
             }
+            flow = done.flow
             flow.settled.formUnion(step.outputMap.values)
         }
         let outputs = r.outputs.compactMap { flow.tensors[$0] }
-        out.yield(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs, parameters: flow.parameters, isFinal: final))
+        try await out(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs, parameters: flow.parameters, isFinal: final))
         return (true, final)
     }
 
@@ -281,34 +281,29 @@ final class BLSModel: ServedModel, TokenizingModel, Sendable {
         return (lease.model as? LLMModel)?.tokenizer
     }
 
-    func execute(_ r: ModelRequest) -> AsyncThrowingStream<InferResponse, Error> {
-        do {
-            for (name, t) in r.inputs where !Self.handledInputs.contains(name) && !t.isTrivial {
-                throw InputError(name, "is not supported by Petrel's BLS model")
-            }
-            var streaming = try r.bool("stream", item: 0) ?? false
-            if streaming && !decoupled {
-                throw InputError("stream", "is only supported when the model is decoupled (model_transaction_policy { decoupled: true })")
-            }
-            streaming = streaming && r.context.allowStreaming
-            guard let host else { throw ServingError(.unavailable, "the server is shutting down") }
-            let lease = try host.lease(llmName, version: "")
-            guard let llm = lease.model as? LLMModel else {
-                lease.release()
-                throw ServingError(.unavailable, "model '\(llmName)' is not an LLM model")
-            }
-            do {
-                return try run(r, llm: llm, lease: lease, streaming: streaming)
-            } catch {
-                lease.release()
-                throw error
-            }
-        } catch {
-            return AsyncThrowingStream { $0.finish(throwing: error) }
+    /// Executions are counted by the server, one per request.
+    var countsExecutions: Bool { false }
+
+    func execute(_ r: ModelRequest, send: @escaping ResponseSink) async throws {
+        for (name, t) in r.inputs where !Self.handledInputs.contains(name) && !t.isTrivial {
+            throw InputError(name, "is not supported by Petrel's BLS model")
         }
+        var streaming = try r.bool("stream", item: 0) ?? false
+        if streaming && !decoupled {
+            throw InputError("stream", "is only supported when the model is decoupled (model_transaction_policy { decoupled: true })")
+        }
+        streaming = streaming && r.context.allowStreaming
+        guard let host else { throw ServingError(.unavailable, "the server is shutting down") }
+        let lease = try host.lease(llmName, version: "")
+        defer { lease.release() }
+        guard let llm = lease.model as? LLMModel else { throw ServingError(.unavailable, "model '\(llmName)' is not an LLM model") }
+        try await run(r, llm: llm, recorder: lease.recorder, streaming: streaming, send: send)
     }
 
-    private func run(_ r: ModelRequest, llm: LLMModel, lease: ModelLease, streaming: Bool) throws -> AsyncThrowingStream<InferResponse, Error> {
+    /// Tokenizes, runs the items on the LLM's engines (counted in the LLM model's statistics,
+    /// as Triton counts the BLS model's calls to it) and detokenizes, in place.
+    private func run(_ r: ModelRequest, llm: LLMModel, recorder: StatisticsRecorder, streaming: Bool,
+                     send: @escaping ResponseSink) async throws {
         let tokenizer = self.tokenizer ?? llm.tokenizer
         let exclude = try r.bool("exclude_input_in_output", item: 0) ?? llm.settings.excludeInputInOutput
         var items: [Generation] = []
@@ -325,91 +320,70 @@ final class BLSModel: ServedModel, TokenizingModel, Sendable {
             p.topLogProbs = 0
             items.append(Generation(prompt: prompt, parameters: p, stop: s, priority: r.context.priority))
         }
-        var submitted: [GenerationHandle] = []
-        do {
-            for g in items { submitted.append(try llm.generate(g, clientID: r.id, timeoutMicroseconds: r.context.timeoutMicroseconds)) }
-        } catch {
-            for h in submitted { h.cancel() }
-            throw error
-        }
-        let handles = submitted
-        let recorder = lease.recorder
+        let handles = try llm.generate(items, clientID: r.id, timeoutMicroseconds: r.context.timeoutMicroseconds)
         recorder.requestStarted()
         let arrival = StatisticsRecorder.now()
-        let accumulate = accumulateTokens, skip = skipSpecialTokens
         let b = items.count
-        return AsyncThrowingStream { [items] continuation in
-            let task = Task {
-                var texts = Array(repeating: "", count: b)
-                var tokens = Array(repeating: [Int32](), count: b)
-                var logProbs = Array(repeating: [Float](), count: b)
-                var cumulative = Array(repeating: Float(0), count: b)
-                var reason = "stop"
-                // Statistics are recorded before the final response reaches the client; the final
-                // streamed response waits for the items' streams to end, so an item that fails
-                // after its last output counts the request as failed.
-                var heldFinal: InferResponse?
-                func record(_ success: Bool) {
-                    recorder.execution(requestCount: 1, inferences: b, inputNs: 0, inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
-                    recorder.requestFinished(success: success, arrival: arrival)
-                }
-                do {
-                    // Items run concurrently in the engine; their streams are read in turn.
-                    for (i, handle) in handles.enumerated() {
-                        var detokenizer = tokenizer.makeDetokenizer(skipSpecialTokens: skip)
-                        for try await out in handle.stream {
-                            tokens[i] += out.newTokenIDs
-                            logProbs[i] += out.logProbs
-                            cumulative[i] = Float(out.cumulativeLogProb)
-                            if let f = out.finishReason { reason = LLMModel.reasonName(f) }
-                            guard streaming else { continue }
-                            var delta = out.newTokenIDs.reduce(into: "") { $0 += detokenizer.append($1) }
-                            let done = out.finishReason != nil
-                            if done { delta += detokenizer.finish() }
-                            texts[i] += delta
-                            let last = done && i == b - 1
-                            guard !out.newTokenIDs.isEmpty || last || !delta.isEmpty else { continue }
-                            let text = accumulate ? texts[i] : delta
-                            let outputs = tensorrtLLMOutputs(r.outputs, [GeneratedSequence(chunk: out, batchIndex: i)]) { name in
-                                name == "text_output" ? .text(name, [1, 1], [text]) : nil
-                            }
-                            let response = InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
-                                                         parameters: last ? Self.parameters(reason, items, tokens) : [:], isFinal: last)
-                            if last { heldFinal = response } else { continuation.yield(response) }
-                        }
-                    }
-                    if !streaming {
-                        let full = zip(items, tokens).map { g, t in
-                            tokenizer.decode((exclude ? [] : g.prompt) + t, skipSpecialTokens: skip)
-                        }
-                        let sequences = (0..<b).map { i in
-                            GeneratedSequence(items[i], tokens: tokens[i], logProbs: logProbs[i], cumulativeLogProb: cumulative[i],
-                                              excludeInput: exclude, batchIndex: i)
-                        }
-                        let outputs = tensorrtLLMOutputs(r.outputs, sequences) { name in
-                            name == "text_output" ? .text(name, [b, 1], full) : nil
-                        }
-                        heldFinal = InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
-                                                  parameters: Self.parameters(reason, items, tokens))
-                    }
-                    record(true)
-                    if let heldFinal { continuation.yield(heldFinal) }
-                    continuation.finish()
-                } catch {
-                    for h in handles { h.cancel() }
-                    record(false)
-                    if let heldFinal { continuation.yield(heldFinal) }
-                    continuation.finish(throwing: error)
-                }
-                lease.release()
-            }
-            continuation.onTermination = { termination in
-                if case .cancelled = termination {
-                    for h in handles { h.cancel() }
-                    task.cancel()
-                }
-            }
+        var texts = Array(repeating: "", count: b)
+        var tokens = Array(repeating: [Int32](), count: b)
+        var logProbs = Array(repeating: [Float](), count: b)
+        var cumulative = Array(repeating: Float(0), count: b)
+        var reason = "stop"
+        // Statistics are recorded before the final response goes out; the final streamed
+        // response waits for the items to end, so an item that fails after its last output
+        // counts the request as failed.
+        var heldFinal: InferResponse?
+        func record(_ success: Bool) {
+            recorder.execution(requestCount: 1, inferences: b, inputNs: 0, inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
+            recorder.requestFinished(success: success, arrival: arrival)
         }
+        do {
+            // Items run concurrently in the engine; their outputs are read in turn.
+            for (i, handle) in handles.enumerated() {
+                var detokenizer = tokenizer.makeDetokenizer(skipSpecialTokens: skipSpecialTokens)
+                try await handle.forEach { out in
+                    tokens[i] += out.newTokenIDs
+                    logProbs[i] += out.logProbs
+                    cumulative[i] = Float(out.cumulativeLogProb)
+                    if let f = out.finishReason { reason = LLMModel.reasonName(f) }
+                    guard streaming else { return }
+                    var delta = out.newTokenIDs.reduce(into: "") { $0 += detokenizer.append($1) }
+                    let done = out.finishReason != nil
+                    if done { delta += detokenizer.finish() }
+                    texts[i] += delta
+                    let last = done && i == b - 1
+                    guard !out.newTokenIDs.isEmpty || last || !delta.isEmpty else { return }
+                    let text = accumulateTokens ? texts[i] : delta
+                    let outputs = tensorrtLLMOutputs(r.outputs, [GeneratedSequence(chunk: out, batchIndex: i)]) { name in
+                        name == "text_output" ? .text(name, [1, 1], [text]) : nil
+                    }
+                    let response = InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
+                                                 parameters: last ? Self.parameters(reason, items, tokens) : [:], isFinal: last)
+                    if last { heldFinal = response } else { try await send(response) }
+                }
+            }
+            if !streaming {
+                let full = zip(items, tokens).map { g, t in
+                    tokenizer.decode((exclude ? [] : g.prompt) + t, skipSpecialTokens: skipSpecialTokens)
+                }
+                let sequences = (0..<b).map { i in
+                    GeneratedSequence(items[i], tokens: tokens[i], logProbs: logProbs[i], cumulativeLogProb: cumulative[i],
+                                      excludeInput: exclude, batchIndex: i)
+                }
+                let outputs = tensorrtLLMOutputs(r.outputs, sequences) { name in
+                    name == "text_output" ? .text(name, [b, 1], full) : nil
+                }
+                heldFinal = InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: outputs,
+                                          parameters: Self.parameters(reason, items, tokens))
+            }
+        } catch {
+            for h in handles { h.cancel() }
+            record(false)
+            if let heldFinal { try? await send(heldFinal) }
+            throw error
+        }
+        record(true)
+        if let heldFinal { try await send(heldFinal) }
     }
 
     private static func parameters(_ reason: String, _ items: [Generation], _ tokens: [[Int32]]) -> [String: ParameterValue] {

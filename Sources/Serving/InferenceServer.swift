@@ -210,14 +210,22 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
         }
     }
 
-    func run(_ request: InferRequest, context: RequestContext) throws -> AsyncThrowingStream<InferResponse, Error> {
-        try run(request, context: context, publicErrors: false)
+    func run(_ request: InferRequest, context: RequestContext, send: @escaping ResponseSink) async throws {
+        try await run(request, context: context, publicErrors: false, send: send)
     }
 
-    private func run(_ request: InferRequest, context: RequestContext, publicErrors: Bool) throws -> AsyncThrowingStream<InferResponse, Error> {
+    /// The one place a request's statistics are kept: it holds the version, checks the request,
+    /// awaits the model, and counts the request (and, for models that do not count their own, the
+    /// execution) before the final response reaches the caller, so a client that reads the
+    /// statistics after its last response sees its own request counted. The final response is
+    /// held until the model returns: a request that fails after its final response (an engine
+    /// error ends with a last output, then throws) counts as a failure, and its caller still
+    /// gets that response first.
+    private func run(_ request: InferRequest, context: RequestContext, publicErrors: Bool, send: @escaping ResponseSink) async throws {
         var context = context
         context.arrivalNanoseconds = StatisticsRecorder.now()
         let lease = try self.lease(request.modelName, version: request.modelVersion)
+        defer { lease.release() }
         let recorder = lease.recorder
         let arrival = context.arrivalNanoseconds
         recorder.requestStarted()
@@ -226,53 +234,39 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
             checked = try lease.signature.check(request, modelName: lease.name, context: context)
         } catch {
             recorder.requestFinished(success: false, arrival: arrival)
-            lease.release()
             throw error
         }
-        let upstream = lease.model.execute(checked)
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                // Statistics are recorded before the final response reaches the client, so a
-                // client that reads them after its last response sees its own request counted.
-                // The final response is held until the upstream ends: a request that fails after
-                // its final response (an engine error ends the stream with a last output, then
-                // throws) is counted as a failure, and its client still gets that response first.
-                var first = true
-                var held: InferResponse?
-                do {
-                    for try await var response in upstream {
-                        if first {
-                            recorder.firstResponse(arrival: arrival)
-                            first = false
-                        }
-                        response.modelName = lease.name
-                        response.modelVersion = lease.version
-                        response.id = request.id
-                        if let h = held {
-                            continuation.yield(h)
-                            held = nil
-                        }
-                        if response.isFinal { held = response } else { continuation.yield(response) }
-                    }
-                    let success = !Task.isCancelled
-                    recorder.requestFinished(success: success, arrival: arrival)
-                    if let held { continuation.yield(held) }
-                    if success {
-                        continuation.finish()
-                    } else {
-                        continuation.finish(throwing: ServingError(.unavailable, "the request was cancelled"))
-                    }
-                } catch {
-                    recorder.requestFinished(success: false, arrival: arrival)
-                    if let held { continuation.yield(held) }
-                    continuation.finish(throwing: publicErrors ? Self.publicError(error) : error)
+        let name = lease.name, version = lease.version, id = request.id
+        let held = Locked<(first: Bool, final: InferResponse?)>((true, nil))
+        do {
+            try await lease.model.execute(checked) { response in
+                var response = response
+                response.modelName = name
+                response.modelVersion = version
+                response.id = id
+                let (first, previous) = held.withLock { h -> (Bool, InferResponse?) in
+                    defer { h.first = false }
+                    let previous = h.final
+                    h.final = response.isFinal ? response : nil
+                    return (h.first, previous)
                 }
-                lease.release()
+                if first { recorder.firstResponse(arrival: arrival) }
+                if let previous { try await send(previous) }
+                if !response.isFinal { try await send(response) }
             }
-            continuation.onTermination = { termination in
-                if case .cancelled = termination { task.cancel() }
-            }
+        } catch {
+            recorder.requestFinished(success: false, arrival: arrival)
+            if let final = held.withLock({ $0.final }) { try? await send(final) }
+            throw publicErrors ? Self.publicError(error) : error
         }
+        let success = !Task.isCancelled
+        if success && !lease.model.countsExecutions {
+            recorder.execution(requestCount: 1, inferences: checked.batchSize, inputNs: 0,
+                               inferNs: StatisticsRecorder.now() &- arrival, outputNs: 0)
+        }
+        recorder.requestFinished(success: success, arrival: arrival)
+        if let final = held.withLock({ $0.final }) { try await send(final) }
+        if !success { throw ServingError(.unavailable, "the request was cancelled") }
     }
 
     /// Request-level parameters Triton reads: "timeout" (microseconds), "priority".
@@ -353,34 +347,36 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
     }
 
     public func infer(_ request: InferRequest) async throws -> InferResponse {
-        let stream: AsyncThrowingStream<InferResponse, Error>
+        let collected = Locked<(result: InferResponse?, count: Int)>((nil, 0))
+        let modelName = request.modelName
         do {
-            stream = try run(request, context: context(for: request, streaming: false), publicErrors: true)
+            try await run(request, context: context(for: request, streaming: false), publicErrors: true) { response in
+                try collected.withLock { c in
+                    if response.outputs.isEmpty && c.result != nil {
+                        c.result?.parameters.merge(response.parameters) { $1 }
+                        return
+                    }
+                    c.count += 1
+                    if c.count > 1 {
+                        throw ServingError(.badRequest, "model '\(modelName)' sent several responses to one request; use the streaming route (generate_stream or gRPC streaming)")
+                    }
+                    c.result = response
+                }
+            }
         } catch {
             throw Self.publicError(error)
         }
-        var result: InferResponse?
-        var count = 0
-        for try await response in stream {
-            if response.outputs.isEmpty && result != nil {
-                result?.parameters.merge(response.parameters) { $1 }
-                continue
-            }
-            count += 1
-            if count > 1 {
-                throw ServingError(.badRequest, "model '\(request.modelName)' sent several responses to one request; use the streaming route (generate_stream or gRPC streaming)")
-            }
-            result = response
-        }
         if Task.isCancelled { throw ServingError(.unavailable, "the request was cancelled") }
-        guard var result else { throw ServingError(.internalError, "model '\(request.modelName)' sent no response") }
+        guard var result = collected.withLock({ $0.result }) else {
+            throw ServingError(.internalError, "model '\(request.modelName)' sent no response")
+        }
         result.isFinal = true
         return result
     }
 
-    public func inferStream(_ request: InferRequest) throws -> AsyncThrowingStream<InferResponse, Error> {
+    public func inferStream(_ request: InferRequest, send: @escaping @Sendable (InferResponse) async throws -> Void) async throws {
         do {
-            return try run(request, context: context(for: request, streaming: true), publicErrors: true)
+            try await run(request, context: context(for: request, streaming: true), publicErrors: true, send: send)
         } catch {
             throw Self.publicError(error)
         }

@@ -23,12 +23,29 @@ struct Generation: Sendable {
     var priority = 0
 }
 
-/// A submitted sequence: its outputs, and how to end it early.
+/// A submitted sequence: read its outputs once, in place, with `forEach` (which keeps the
+/// model's token metrics as they pass), or end it early.
 struct GenerationHandle: Sendable {
-    var stream: AsyncThrowingStream<RequestOutput, Error>
-    var cancel: @Sendable () -> Void
+    fileprivate let model: LLMModel
+    fileprivate let engine: Engine
+    fileprivate let id: String
+    fileprivate let clientID: String
+    /// The engine's stream of this sequence (the only stream between the engine and the caller).
+    fileprivate let outputs: AsyncThrowingStream<RequestOutput, Error>
+    /// When the request reached the model (its queue duration runs from there).
+    fileprivate let arrival: UInt64
+    /// Queue timeout, microseconds.
+    fileprivate let timeout: UInt64?
+
+    /// Hands every output to `body` as the engine delivers it; returns when the sequence ends.
+    /// Cancelling the calling task, or an error from `body`, cancels the sequence.
+    func forEach(_ body: (RequestOutput) async throws -> Void) async throws {
+        try await model.consume(self, body)
+    }
+
+    func cancel() { engine.cancel(id) }
     /// Ends it as finished by a stop matched above the engine (a stop string): finish reason "stop".
-    var stop: @Sendable () -> Void
+    func stop() { engine.cancel(id, reason: .stop) }
 }
 
 /// Input names that differ between the `tensorrt_llm` model and the text-level models
@@ -397,9 +414,8 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
     // MARK: generating (shared with BLS)
 
     /// Submits one sequence to the least loaded instance. Throws at once for a request the
-    /// engine refuses (400) or a full queue (503). The stream ends when the request does;
-    /// ending its consumption cancels the request (freeing its KV blocks). A queue timeout
-    /// (microseconds) cancels a request that has produced nothing when it expires.
+    /// engine refuses (400) or a full queue (503). Read the handle with `forEach`. A queue
+    /// timeout (microseconds) cancels a request that has produced nothing when it expires.
     /// `clientID`: the client's request id, for the `stop` input ("" for none). `arrival`: when
     /// the request reached this model (its queue duration runs from there to first scheduling).
     func generate(_ g: Generation, clientID: String, timeoutMicroseconds: UInt64?,
@@ -419,10 +435,10 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
         let engine = engines[best]
         let id = UUID().uuidString
         let request = Request(id: id, prompt: g.prompt, parameters: g.parameters, stop: g.stop, priority: g.priority)
-        let upstream: AsyncThrowingStream<RequestOutput, Error>
+        let outputs: AsyncThrowingStream<RequestOutput, Error>
         clock.watch(id)
         do {
-            upstream = try engine.submit(request)
+            outputs = try engine.submit(request)
         } catch let e as EngineError {
             _ = clock.take(id)
             throw Self.servingError(e)
@@ -432,83 +448,104 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
         }
         if !clientID.isEmpty { running.withLock { $0[clientID, default: []].append((best, id)) } }
         counters.withLock { $0.metrics.promptTokensTotal += UInt64(g.prompt.count) }
-        let timeout = settings.queuePolicy.timeout(requested: timeoutMicroseconds)
-        let stream = AsyncThrowingStream<RequestOutput, Error> { continuation in
-            let started = Locked(false)
-            let timedOut = Locked(false)
-            let timer: Task<Void, Never>? = timeout.map { us in
-                Task {
-                    try? await Task.sleep(nanoseconds: us * 1000)
-                    guard !Task.isCancelled, !started.current else { return }
-                    timedOut.withLock { $0 = true }
-                    engine.cancel(id)
-                }
+        return GenerationHandle(model: self, engine: engine, id: id, clientID: clientID, outputs: outputs, arrival: arrival,
+                                timeout: settings.queuePolicy.timeout(requested: timeoutMicroseconds))
+    }
+
+    /// Submits every sequence, or none: a refused one withdraws those before it.
+    func generate(_ items: [Generation], clientID: String, timeoutMicroseconds: UInt64?,
+                  arrival: UInt64 = StatisticsRecorder.now()) throws -> [GenerationHandle] {
+        var submitted: [GenerationHandle] = []
+        do {
+            for g in items {
+                submitted.append(try generate(g, clientID: clientID, timeoutMicroseconds: timeoutMicroseconds, arrival: arrival))
             }
-            let task = Task { [self] in
-                let begin = StatisticsRecorder.now()
-                var last = begin
-                var reason: String?
-                var queueTaken = false
-                do {
-                    for try await out in upstream {
-                        let now = StatisticsRecorder.now()
-                        if !queueTaken {
-                            queueTaken = true
-                            if let scheduled = clock.take(id) { recorder.queued(nanoseconds: scheduled &- min(arrival, scheduled)) }
+        } catch {
+            for h in submitted { h.cancel() }
+            throw error
+        }
+        return submitted
+    }
+
+    /// `GenerationHandle.forEach`: reads the engine's stream in the caller's task, keeping the
+    /// queue duration, time to first token, inter-token latency and finish reasons as outputs
+    /// pass. A queue timeout runs as a child task beside the reading, only when one is set.
+    fileprivate func consume(_ h: GenerationHandle, _ body: (RequestOutput) async throws -> Void) async throws {
+        let begin = StatisticsRecorder.now()
+        var last = begin
+        var reason: String?
+        var queueTaken = false
+        let started = Locked(false)
+        let timedOut = Locked(false)
+        func read() async throws {
+            for try await out in h.outputs {
+                let now = StatisticsRecorder.now()
+                if !queueTaken {
+                    queueTaken = true
+                    if let scheduled = clock.take(h.id) { recorder.queued(nanoseconds: scheduled &- min(h.arrival, scheduled)) }
+                }
+                if !out.newTokenIDs.isEmpty {
+                    let n = out.newTokenIDs.count
+                    let first = started.withLock { was in defer { was = true }; return !was }
+                    counters.withLock { c in
+                        if first {
+                            c.metrics.timeToFirstTokenSeconds.observe(Double(now - begin) / 1e9)
+                        } else {
+                            let gap = Double(now - last) / 1e9 / Double(n)
+                            for _ in 0..<n { c.metrics.interTokenLatencySeconds.observe(gap) }
                         }
-                        if !out.newTokenIDs.isEmpty {
-                            let n = out.newTokenIDs.count
-                            let first = started.withLock { was in defer { was = true }; return !was }
-                            counters.withLock { c in
-                                if first {
-                                    c.metrics.timeToFirstTokenSeconds.observe(Double(now - begin) / 1e9)
-                                } else {
-                                    let gap = Double(now - last) / 1e9 / Double(n)
-                                    for _ in 0..<n { c.metrics.interTokenLatencySeconds.observe(gap) }
-                                }
-                                c.metrics.generatedTokensTotal += UInt64(n)
-                            }
-                            last = now
-                        }
-                        if let r = out.finishReason {
-                            reason = Self.reasonName(r)
-                            if r == .cancelled && timedOut.current {
-                                throw ServingError(.unavailable, "request timeout expired while queued")
-                            }
-                        }
-                        continuation.yield(out)
+                        c.metrics.generatedTokensTotal += UInt64(n)
                     }
-                    if reason == nil { reason = "cancelled" }   // the consumer went away
-                    continuation.finish()
-                } catch let e as EngineError {
-                    reason = "error"
-                    continuation.finish(throwing: Self.servingError(e))
-                } catch {
-                    reason = reason ?? "error"
-                    continuation.finish(throwing: error)
+                    last = now
                 }
-                timer?.cancel()
-                if !queueTaken, let scheduled = clock.take(id) { recorder.queued(nanoseconds: scheduled &- min(arrival, scheduled)) }
-                let end = StatisticsRecorder.now()
-                counters.withLock { c in
-                    c.metrics.finishedRequests[reason ?? "error", default: 0] += 1
-                    c.metrics.requestLatencySeconds.observe(Double(end - begin) / 1e9)
-                }
-                if !clientID.isEmpty {
-                    running.withLock { r in
-                        r[clientID]?.removeAll { $0.id == id }
-                        if r[clientID]?.isEmpty == true { r[clientID] = nil }
+                if let r = out.finishReason {
+                    reason = Self.reasonName(r)
+                    if r == .cancelled && timedOut.current {
+                        throw ServingError(.unavailable, "request timeout expired while queued")
                     }
                 }
-            }
-            continuation.onTermination = { termination in
-                if case .cancelled = termination {
-                    engine.cancel(id)
-                    task.cancel()
-                }
+                try await body(out)
             }
         }
-        return GenerationHandle(stream: stream, cancel: { engine.cancel(id) }, stop: { engine.cancel(id, reason: .stop) })
+        var failure: Error?
+        do {
+            if let us = h.timeout {
+                let engine = h.engine, id = h.id
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try? await Task.sleep(nanoseconds: us * 1000)
+                        guard !Task.isCancelled, !started.current else { return }
+                        timedOut.withLock { $0 = true }
+                        engine.cancel(id)
+                    }
+                    try await read()
+                    group.cancelAll()
+                }
+            } else {
+                try await read()
+            }
+            if reason == nil { reason = "cancelled" }   // the caller went away
+        } catch let e as EngineError {
+            reason = "error"
+            failure = Self.servingError(e)
+        } catch {
+            reason = reason ?? "error"
+            failure = error
+        }
+        if failure != nil || Task.isCancelled { h.cancel() }
+        if !queueTaken, let scheduled = clock.take(h.id) { recorder.queued(nanoseconds: scheduled &- min(h.arrival, scheduled)) }
+        let end = StatisticsRecorder.now()
+        counters.withLock { c in
+            c.metrics.finishedRequests[reason ?? "error", default: 0] += 1
+            c.metrics.requestLatencySeconds.observe(Double(end - begin) / 1e9)
+        }
+        if !h.clientID.isEmpty {
+            running.withLock { r in
+                r[h.clientID]?.removeAll { $0.id == h.id }
+                if r[h.clientID]?.isEmpty == true { r[h.clientID] = nil }
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// TensorRT-LLM's `stop` input: ends the client's requests in flight under this id.
@@ -539,46 +576,43 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
 
     // MARK: the tensor interface
 
-    func execute(_ r: ModelRequest) -> AsyncThrowingStream<InferResponse, Error> {
+    func execute(_ r: ModelRequest, send: @escaping ResponseSink) async throws {
         let inputStart = StatisticsRecorder.now()
-        do {
-            for (name, t) in r.inputs where !Self.handledInputs.contains(name) && !t.isTrivial {
-                throw InputError(name, "is not supported by Petrel's LLM backend")
-            }
-            if try r.bool("stop", item: 0) == true {
-                stop(clientID: r.id)
-                return singleResponse(r.id) { [] }
-            }
-            var streaming = try r.firstBool(["streaming"], item: 0) ?? false
-            if streaming && !settings.decoupled {
-                throw InputError("streaming", "is only supported when the model is decoupled (model_transaction_policy { decoupled: true })")
-            }
-            streaming = streaming && r.context.allowStreaming
-            let exclude = try r.bool("exclude_input_in_output", item: 0) ?? settings.excludeInputInOutput
-            var items: [Generation] = []
-            for i in 0..<r.batchSize {
-                guard var ids = try r.ints("input_ids", item: i).map({ $0.map { Int32(truncatingIfNeeded: $0) } }) else {
-                    throw InputError("input_ids", "is required")
-                }
-                if let n = try r.int("input_lengths", item: i) {
-                    guard n >= 1 && n <= ids.count else { throw InputError("input_lengths", "must be in [1, \(ids.count)] (the row of input_ids), got \(n)") }
-                    ids = Array(ids.prefix(Int(n)))
-                }
-                guard !ids.isEmpty else { throw InputError("input_ids", "must not be empty") }
-                let (p, sampling) = try parseSampling(r, item: i, names: .tensorrtLLM, defaultEndID: defaultEndID)
-                var s = sampling
-                if let row = try r.ints("stop_words_list", item: i) { s.stopSequences = try parseWordList(row, input: "stop_words_list") }
-                if let row = try r.ints("bad_words_list", item: i) { s.badWords = try parseWordList(row, input: "bad_words_list") }
-                if p.beamWidth > settings.maxBeamWidth {
-                    throw InputError("beam_width", "is \(p.beamWidth), more than max_beam_width (\(settings.maxBeamWidth))")
-                }
-                items.append(Generation(prompt: ids, parameters: p, stop: s, priority: r.context.priority))
-            }
-            let inputNs = StatisticsRecorder.now() - inputStart
-            return run(items, request: r, streaming: streaming, excludeInput: exclude, arrival: inputStart, inputNs: inputNs)
-        } catch {
-            return AsyncThrowingStream { $0.finish(throwing: error) }
+        for (name, t) in r.inputs where !Self.handledInputs.contains(name) && !t.isTrivial {
+            throw InputError(name, "is not supported by Petrel's LLM backend")
         }
+        if try r.bool("stop", item: 0) == true {
+            stop(clientID: r.id)
+            try await send(InferResponse(modelName: "", modelVersion: "", id: r.id, outputs: []))
+            return
+        }
+        var streaming = try r.firstBool(["streaming"], item: 0) ?? false
+        if streaming && !settings.decoupled {
+            throw InputError("streaming", "is only supported when the model is decoupled (model_transaction_policy { decoupled: true })")
+        }
+        streaming = streaming && r.context.allowStreaming
+        let exclude = try r.bool("exclude_input_in_output", item: 0) ?? settings.excludeInputInOutput
+        var items: [Generation] = []
+        for i in 0..<r.batchSize {
+            guard var ids = try r.ints("input_ids", item: i).map({ $0.map { Int32(truncatingIfNeeded: $0) } }) else {
+                throw InputError("input_ids", "is required")
+            }
+            if let n = try r.int("input_lengths", item: i) {
+                guard n >= 1 && n <= ids.count else { throw InputError("input_lengths", "must be in [1, \(ids.count)] (the row of input_ids), got \(n)") }
+                ids = Array(ids.prefix(Int(n)))
+            }
+            guard !ids.isEmpty else { throw InputError("input_ids", "must not be empty") }
+            let (p, sampling) = try parseSampling(r, item: i, names: .tensorrtLLM, defaultEndID: defaultEndID)
+            var s = sampling
+            if let row = try r.ints("stop_words_list", item: i) { s.stopSequences = try parseWordList(row, input: "stop_words_list") }
+            if let row = try r.ints("bad_words_list", item: i) { s.badWords = try parseWordList(row, input: "bad_words_list") }
+            if p.beamWidth > settings.maxBeamWidth {
+                throw InputError("beam_width", "is \(p.beamWidth), more than max_beam_width (\(settings.maxBeamWidth))")
+            }
+            items.append(Generation(prompt: ids, parameters: p, stop: s, priority: r.context.priority))
+        }
+        let inputNs = StatisticsRecorder.now() - inputStart
+        try await run(items, request: r, streaming: streaming, excludeInput: exclude, arrival: inputStart, inputNs: inputNs, send: send)
     }
 
     /// Per item, what has come back so far.
@@ -587,72 +621,75 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
         var logProbs: [Float] = []
         var cumulative: Double = 0
         var reason: FinishReason?
+
+        mutating func take(_ out: RequestOutput) {
+            tokens += out.newTokenIDs
+            logProbs += out.logProbs
+            cumulative = out.cumulativeLogProb
+            if let r = out.finishReason { reason = r }
+        }
     }
 
+    /// Submits the items and reads their outputs in place: one item in the calling task, several
+    /// in child tasks whose responses take turns (the last one decided and sent last).
     private func run(_ items: [Generation], request r: ModelRequest, streaming: Bool, excludeInput: Bool, arrival: UInt64,
-                     inputNs: UInt64) -> AsyncThrowingStream<InferResponse, Error> {
-        var submitted: [GenerationHandle] = []
-        do {
-            for g in items {
-                submitted.append(try generate(g, clientID: r.id, timeoutMicroseconds: r.context.timeoutMicroseconds, arrival: arrival))
-            }
-        } catch {
-            for h in submitted { h.cancel() }
-            return AsyncThrowingStream { $0.finish(throwing: error) }
+                     inputNs: UInt64, send: @escaping ResponseSink) async throws {
+        let handles = try generate(items, clientID: r.id, timeoutMicroseconds: r.context.timeoutMicroseconds, arrival: arrival)
+        let inferStart = StatisticsRecorder.now()
+        var outputNs: UInt64 = 0
+        defer {
+            recorder.execution(requestCount: 1, inferences: items.count, inputNs: inputNs,
+                               inferNs: StatisticsRecorder.now() - inferStart - outputNs, outputNs: outputNs)
         }
-        let handles = submitted
-        let recorder = self.recorder
-        return AsyncThrowingStream { continuation in
-            let task = Task { [self] in
-                let inferStart = StatisticsRecorder.now()
-                var outputNs: UInt64 = 0
-                let states = Locked(Array(repeating: ItemState(), count: items.count))
+        var states: [ItemState]
+        do {
+            if handles.count == 1 {
+                var state = ItemState()
+                try await handles[0].forEach { out in
+                    state.take(out)
+                    let last = out.finishReason != nil
+                    guard streaming && (!out.newTokenIDs.isEmpty || last) else { return }
+                    var response = chunkResponse(out, item: 0, request: r)
+                    response.isFinal = last
+                    if last { response.parameters = finalParameters([state], items) }
+                    try await send(response)
+                }
+                states = [state]
+            } else {
+                let shared = Locked(Array(repeating: ItemState(), count: items.count))
                 let remaining = Locked(items.count)
-                do {
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        for (i, handle) in handles.enumerated() {
-                            group.addTask {
-                                for try await out in handle.stream {
-                                    let done = out.finishReason != nil
-                                    states.withLock { s in
-                                        s[i].tokens += out.newTokenIDs
-                                        s[i].logProbs += out.logProbs
-                                        s[i].cumulative = out.cumulativeLogProb
-                                        if let reason = out.finishReason { s[i].reason = reason }
-                                    }
-                                    guard streaming else { continue }
-                                    let last = done && remaining.withLock { $0 -= 1; return $0 == 0 }
-                                    guard !out.newTokenIDs.isEmpty || last else { continue }
+                let ordered = OrderedSink(send)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for (i, handle) in handles.enumerated() {
+                        group.addTask { [self] in
+                            try await handle.forEach { out in
+                                shared.withLock { $0[i].take(out) }
+                                guard streaming && (!out.newTokenIDs.isEmpty || out.finishReason != nil) else { return }
+                                try await ordered.send {
+                                    let last = out.finishReason != nil && remaining.withLock { $0 -= 1; return $0 == 0 }
+                                    guard !out.newTokenIDs.isEmpty || last else { return nil }
                                     var response = self.chunkResponse(out, item: i, request: r)
                                     response.isFinal = last
-                                    if last { response.parameters = self.finalParameters(states.withLock { $0 }, items) }
-                                    continuation.yield(response)
+                                    if last { response.parameters = self.finalParameters(shared.current, items) }
+                                    return response
                                 }
                             }
                         }
-                        try await group.waitForAll()
                     }
-                    if !streaming {
-                        let t0 = StatisticsRecorder.now()
-                        var response = wholeResponse(states.withLock { $0 }, items, request: r, excludeInput: excludeInput)
-                        response.parameters = finalParameters(states.withLock { $0 }, items)
-                        outputNs = StatisticsRecorder.now() - t0
-                        continuation.yield(response)
-                    }
-                    continuation.finish()
-                } catch {
-                    for h in handles { h.cancel() }
-                    continuation.finish(throwing: error)
+                    try await group.waitForAll()
                 }
-                recorder.execution(requestCount: 1, inferences: items.count, inputNs: inputNs,
-                                   inferNs: StatisticsRecorder.now() - inferStart - outputNs, outputNs: outputNs)
+                states = shared.current
             }
-            continuation.onTermination = { termination in
-                if case .cancelled = termination {
-                    for h in handles { h.cancel() }
-                    task.cancel()
-                }
-            }
+        } catch {
+            for h in handles { h.cancel() }
+            throw error
+        }
+        if !streaming {
+            let t0 = StatisticsRecorder.now()
+            var response = wholeResponse(states, items, request: r, excludeInput: excludeInput)
+            response.parameters = finalParameters(states, items)
+            outputNs = StatisticsRecorder.now() - t0
+            try await send(response)
         }
     }
 

@@ -5,12 +5,20 @@ import Synchronization
 import Tokenization
 import TritonProtos
 
+/// Where a model hands its responses: the caller's function, awaited in place (in the spirit
+/// of grpc-swift's RPCWriter). The server stamps model name, version and id on the way out.
+typealias ResponseSink = @Sendable (InferResponse) async throws -> Void
+
 /// A loaded model version. Requests reach it already checked against its config.
 protocol ServedModel: AnyObject, Sendable {
-    /// Every response of the request, the last with isFinal (non-decoupled models send exactly
-    /// one). Responses carry outputs only: the server stamps model name, version and id.
-    /// Ending the consumption (cancelling) cancels the request.
-    func execute(_ request: ModelRequest) -> AsyncThrowingStream<InferResponse, Error>
+    /// Runs the request, handing every response to `send` in order, the last with isFinal
+    /// (non-decoupled models send exactly one), and returns when the request is done.
+    /// Responses carry outputs only. Cancelling the calling task cancels the request.
+    func execute(_ request: ModelRequest, send: @escaping ResponseSink) async throws
+    /// False for models whose executions the server counts (one per request, its batch size
+    /// as inferences), as Triton's ensemble scheduler does; true for models that count their
+    /// own (the dynamic batcher per batch, the LLM backend per request).
+    var countsExecutions: Bool { get }
     /// Accepted requests not yet executing (for nv_inference_pending_request_count).
     var pendingCount: Int { get }
     var llmMetrics: LLMMetrics? { get }
@@ -21,6 +29,7 @@ protocol ServedModel: AnyObject, Sendable {
 }
 
 extension ServedModel {
+    var countsExecutions: Bool { true }
     var pendingCount: Int { 0 }
     var llmMetrics: LLMMetrics? { nil }
     var loadSummary: String? { nil }
@@ -31,19 +40,18 @@ protocol TokenizingModel {
     var textTokenizer: Tokenizer? { get }
 }
 
-/// One response stream from an async function producing a single response.
-func singleResponse(_ id: String, _ body: @escaping @Sendable () async throws -> [InferTensor]) -> AsyncThrowingStream<InferResponse, Error> {
-    AsyncThrowingStream { continuation in
-        let task = Task {
-            do {
-                let outputs = try await body()
-                continuation.yield(InferResponse(modelName: "", modelVersion: "", id: id, outputs: outputs))
-                continuation.finish()
-            } catch {
-                continuation.finish(throwing: error)
-            }
+/// Serializes calls to a sink from concurrent tasks (the items of a batched LLM request), in
+/// the order they ask, so a response decided to be the last is also sent last.
+final class OrderedSink: Sendable {
+    private let sink: ResponseSink
+    private let turn = AsyncLock()
+    init(_ sink: @escaping ResponseSink) { self.sink = sink }
+
+    /// Runs `decide` and sends what it returns (if anything) while holding the turn.
+    func send(_ decide: @Sendable () -> InferResponse?) async throws {
+        try await turn.run {
+            if let response = decide() { try await sink(response) }
         }
-        continuation.onTermination = { _ in task.cancel() }
     }
 }
 
@@ -67,12 +75,9 @@ final class BatchedModel: ServedModel, TokenizingModel {
         self.tokenizerRole = tokenizerRole
     }
 
-    func execute(_ request: ModelRequest) -> AsyncThrowingStream<InferResponse, Error> {
-        let batcher = self.batcher
-        return singleResponse(request.id) {
-            let outputs = try await batcher.submit(request)
-            return outputs.filter { request.wants($0.name) }
-        }
+    func execute(_ request: ModelRequest, send: @escaping ResponseSink) async throws {
+        let outputs = try await batcher.submit(request)
+        try await send(InferResponse(modelName: "", modelVersion: "", id: request.id, outputs: outputs.filter { request.wants($0.name) }))
     }
 
     func shutdown() async { batcher.stop() }

@@ -204,9 +204,10 @@ public protocol InferenceService: Sendable {
     /// A single response (non-decoupled models; decoupled ones answer with their final response
     /// merged if the model allows it, else a 400 telling to use the streaming route).
     func infer(_ request: InferRequest) async throws -> InferResponse
-    /// Every response of the request, the last one with isFinal. Cancelling the consuming task
-    /// cancels the request (freeing its KV blocks).
-    func inferStream(_ request: InferRequest) throws -> AsyncThrowingStream<InferResponse, Error>
+    /// Runs the request, handing every response to `send` as it comes, the last one with
+    /// isFinal; returns when the request is done. Cancelling the calling task cancels the
+    /// request (freeing its KV blocks). An error thrown by `send` ends the request with it.
+    func inferStream(_ request: InferRequest, send: @escaping @Sendable (InferResponse) async throws -> Void) async throws
     func repositoryIndex(readyOnly: Bool) -> [RepositoryModel]
     /// `config`: an optional JSON config override (Triton's load API "config" parameter).
     func loadModel(_ name: String, config: String?) async throws
@@ -487,21 +488,40 @@ public struct TextDelta: Sendable, Equatable {
     }
 }
 
-/// A running text generation: the prompts as the model saw them, and every choice's deltas.
-public struct TextGeneration: Sendable {
+/// A submitted text generation: the prompts as the model saw them, and `run`, which reads
+/// every choice in place. Dropping it without running it cancels every choice.
+public final class TextGeneration: Sendable {
     /// The model's name as requested.
-    public var model: String
+    public let model: String
     /// Per prompt: its token count, and its text (token-id prompts decoded, chats rendered).
-    public var promptTokenCounts: [Int]
-    public var promptTexts: [String]
-    /// Deltas of all choices, interleaved. Ends after every choice's last delta; ending its
-    /// consumption cancels every choice (freeing KV blocks).
-    public var deltas: AsyncThrowingStream<TextDelta, Error>
-    public init(model: String, promptTokenCounts: [Int], promptTexts: [String], deltas: AsyncThrowingStream<TextDelta, Error>) {
+    public let promptTokenCounts: [Int]
+    public let promptTexts: [String]
+    private let body: @Sendable (@escaping @Sendable (TextDelta) async throws -> Void) async throws -> Void
+    private let abandon: @Sendable () -> Void
+    private let started = Locked(false)
+
+    public init(model: String, promptTokenCounts: [Int], promptTexts: [String],
+                run: @escaping @Sendable (@escaping @Sendable (TextDelta) async throws -> Void) async throws -> Void,
+                abandon: @escaping @Sendable () -> Void) {
         self.model = model
         self.promptTokenCounts = promptTokenCounts
         self.promptTexts = promptTexts
-        self.deltas = deltas
+        body = run
+        self.abandon = abandon
+    }
+
+    /// Hands the deltas of all choices to `send` as they come (one choice's in order, choices
+    /// interleaved) and returns after every choice's last delta. Cancelling the calling task
+    /// cancels every choice (freeing KV blocks). Runs once; a second call throws.
+    public func run(send: @escaping @Sendable (TextDelta) async throws -> Void) async throws {
+        guard started.withLock({ was in defer { was = true }; return !was }) else {
+            throw ServingError(.internalError, "a text generation runs once")
+        }
+        try await body(send)
+    }
+
+    deinit {
+        if !started.current { abandon() }
     }
 }
 

@@ -158,59 +158,58 @@ extension InferenceServer: TextGenerationService {
         let recorder = leases[0].recorder
         recorder.requestStarted()
         let arrival = StatisticsRecorder.now()
-        let deltas = AsyncThrowingStream<TextDelta, Error> { continuation in
-            let task = Task {
-                let first = Locked(true)
-                var success = false
-                do {
+        let first = Locked(true)
+        /// One choice, read in place: its deltas go to `send` in order.
+        @Sendable func choice(_ i: Int, _ send: @escaping @Sendable (TextDelta) async throws -> Void) async throws {
+            let handle = submitted[i]
+            var choice = ChoiceDecoder(choice: i, detokenizer: decoder.makeDetokenizer(skipSpecialTokens: skip), stops: stops, spelling: spelling)
+            try await handle.forEach { out in
+                guard !choice.finished else { return }
+                switch out.finishReason {
+                case .cancelled?: throw ServingError(.unavailable, "the request was cancelled")
+                case .error(let m)?: throw ServingError(.internalError, m)
+                default: break
+                }
+                let delta = choice.take(out)
+                if first.withLock({ was in defer { was = false }; return was }) { recorder.firstResponse(arrival: arrival) }
+                try await send(delta)
+                // A stop string ends the engine request; its outputs then end with it.
+                if choice.finished && out.finishReason == nil { handle.stop() }
+            }
+            guard choice.finished else { throw ServingError(.unavailable, "the request was cancelled") }
+        }
+        let run: @Sendable (@escaping @Sendable (TextDelta) async throws -> Void) async throws -> Void = { send in
+            defer { for l in leases { l.release() } }
+            // Recorded before the caller hears the end, so a client that reads the statistics
+            // after its response sees its own request counted.
+            func record(_ success: Bool) {
+                recorder.execution(requestCount: 1, inferences: submitted.count, inputNs: 0,
+                                   inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
+                recorder.requestFinished(success: success, arrival: arrival)
+            }
+            do {
+                if submitted.count == 1 {
+                    try await choice(0, send)
+                } else {
                     try await withThrowingTaskGroup(of: Void.self) { group in
-                        for (i, handle) in submitted.enumerated() {
-                            group.addTask {
-                                var choice = ChoiceDecoder(choice: i, detokenizer: decoder.makeDetokenizer(skipSpecialTokens: skip),
-                                                           stops: stops, spelling: spelling)
-                                for try await out in handle.stream where !choice.finished {
-                                    switch out.finishReason {
-                                    case .cancelled?: throw ServingError(.unavailable, "the request was cancelled")
-                                    case .error(let m)?: throw ServingError(.internalError, m)
-                                    default: break
-                                    }
-                                    let delta = choice.take(out)
-                                    if first.withLock({ was in defer { was = false }; return was }) { recorder.firstResponse(arrival: arrival) }
-                                    continuation.yield(delta)
-                                    // A stop string ends the engine request; the stream then ends with it.
-                                    if choice.finished && out.finishReason == nil { handle.stop() }
-                                }
-                                guard choice.finished else { throw ServingError(.unavailable, "the request was cancelled") }
-                            }
-                        }
+                        for i in submitted.indices { group.addTask { try await choice(i, send) } }
                         try await group.waitForAll()
                     }
-                    success = true
-                } catch {
-                    for h in submitted { h.cancel() }
-                    // Recorded before the stream ends, so a client that reads the statistics
-                    // after its response sees its own request counted.
-                    recorder.execution(requestCount: 1, inferences: submitted.count, inputNs: 0,
-                                       inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
-                    recorder.requestFinished(success: false, arrival: arrival)
-                    continuation.finish(throwing: Self.publicError(error))
                 }
-                if success {
-                    recorder.execution(requestCount: 1, inferences: submitted.count, inputNs: 0,
-                                       inferNs: StatisticsRecorder.now() - arrival, outputNs: 0)
-                    recorder.requestFinished(success: true, arrival: arrival)
-                    continuation.finish()
-                }
-                for l in leases { l.release() }
+            } catch {
+                for h in submitted { h.cancel() }
+                record(false)
+                throw Self.publicError(error)
             }
-            continuation.onTermination = { termination in
-                if case .cancelled = termination {
-                    for h in submitted { h.cancel() }
-                    task.cancel()
-                }
-            }
+            record(true)
         }
-        return TextGeneration(model: request.model, promptTokenCounts: promptIDs.map(\.count), promptTexts: promptTexts, deltas: deltas)
+        let abandon: @Sendable () -> Void = {
+            for h in submitted { h.cancel() }
+            recorder.requestFinished(success: false, arrival: arrival)
+            for l in leases { l.release() }
+        }
+        return TextGeneration(model: request.model, promptTokenCounts: promptIDs.map(\.count), promptTexts: promptTexts,
+                              run: run, abandon: abandon)
     }
 
     /// Each prompt's token ids and text.

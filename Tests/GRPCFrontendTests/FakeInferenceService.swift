@@ -92,7 +92,11 @@ final class FakeInferenceService: InferenceService {
     // MARK: inference
 
     /// Every response of `request` for the streaming route.
-    func inferStream(_ request: InferRequest) throws -> AsyncThrowingStream<InferResponse, Error> {
+    func inferStream(_ request: InferRequest, send: @escaping @Sendable (InferResponse) async throws -> Void) async throws {
+        for try await response in try responseStream(request) { try await send(response) }
+    }
+
+    func responseStream(_ request: InferRequest) throws -> AsyncThrowingStream<InferResponse, Error> {
         try check(request.modelName)
         let probe = self.probe
         let id = request.id

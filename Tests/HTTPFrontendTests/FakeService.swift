@@ -210,7 +210,11 @@ struct FakeService: InferenceService {
         InferTensor(name: "text_output", datatype: .bytes, shape: [1, 1], data: .bytes([Data(s.utf8)]))
     }
 
-    func inferStream(_ request: InferRequest) throws -> AsyncThrowingStream<InferResponse, Error> {
+    func inferStream(_ request: InferRequest, send: @escaping @Sendable (InferResponse) async throws -> Void) async throws {
+        for try await response in try responseStream(request) { try await send(response) }
+    }
+
+    func responseStream(_ request: InferRequest) throws -> AsyncThrowingStream<InferResponse, Error> {
         let m = try validate(request)
         let probe = self.probe
         let id = request.id

@@ -60,7 +60,8 @@ extension FakeService: TextGenerationService {
             producer.cancel()
         }
         return TextGeneration(model: request.model, promptTokenCounts: Array(repeating: 5, count: request.prompts.count),
-                              promptTexts: request.prompts.map { if case .text(let s) = $0 { return s }; return "<chat>" }, deltas: stream)
+                              promptTexts: request.prompts.map { if case .text(let s) = $0 { return s }; return "<chat>" },
+                              run: { send in for try await d in stream { try await send(d) } }, abandon: { producer.cancel() })
     }
 }
 

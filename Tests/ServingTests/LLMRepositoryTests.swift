@@ -164,6 +164,12 @@ import TritonProtos
         #expect(ensemble.statistics.fail.count == 1)
         #expect(ensemble.statistics.lastInference > 0)
         #expect(ensemble.firstResponseMilliseconds.count == 1)
+        // Triton's ensemble scheduler counts a successful request as one execution of its batch size.
+        #expect(ensemble.statistics.executionCount == 1)
+        #expect(ensemble.statistics.inferenceCount == 1)
+        _ = try await server.infer(InferRequest(modelName: "tensorrt_llm_bls", inputs: [text("text_input", "bls"), int32("max_tokens", [2]), int32("end_id", [-1])]))
+        let bls = server.metricsSnapshot().models.first { $0.name == "tensorrt_llm_bls" }!.statistics
+        #expect(bls.success.count == 1 && bls.executionCount == 1 && bls.inferenceCount == 1)
         let post = after.models.first { $0.name == "postprocessing" }!
         #expect(post.statistics.success.count == 6, "one postprocessing request per streamed token")
         #expect(post.statistics.executionCount >= 1)

@@ -128,3 +128,34 @@ func readThenCancel(_ stream: AsyncThrowingStream<InferResponse, Error>, after c
     reader.cancel()
     _ = await reader.result
 }
+
+/// For tests that read a request as it goes: its responses as a stream, from a task that
+/// ending the consumption cancels (the product hands responses to the caller instead).
+func responses<T: Sendable>(_ run: @escaping @Sendable (@escaping @Sendable (T) async throws -> Void) async throws -> Void)
+    -> AsyncThrowingStream<T, Error> {
+    AsyncThrowingStream { continuation in
+        let task = Task {
+            do {
+                try await run { continuation.yield($0) }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { termination in
+            if case .cancelled = termination { task.cancel() }
+        }
+    }
+}
+
+extension InferenceServer {
+    func inferStream(_ request: InferRequest) -> AsyncThrowingStream<InferResponse, Error> {
+        responses { send in try await self.inferStream(request, send: send) }
+    }
+}
+
+extension TextGeneration {
+    var deltas: AsyncThrowingStream<TextDelta, Error> {
+        responses { send in try await self.run(send: send) }
+    }
+}
