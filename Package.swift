@@ -50,7 +50,7 @@ let package = Package(
         // Triton / KServe v2 protocol messages, generated from protos/ by scripts/generate-protos.sh.
         .target(name: "TritonProtos", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Triton's core: model repository, lifecycle, schedulers, built-in backends (see docs/ARCHITECTURE.md).
-        .target(name: "Serving", dependencies: ["TritonProtos", "Runtime", "Engine", "Models", "Tokenization", "Checkpoints", "Compute", "Parallel",
+        .target(name: "Serving", dependencies: ["TritonProtos", "Telemetry", "Runtime", "Engine", "Models", "Tokenization", "Checkpoints", "Compute", "Parallel",
                                                 .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Prometheus text exposition (registry, Triton / TensorRT-LLM families, /proc figures); no dependencies.
         .target(name: "Telemetry"),
@@ -69,7 +69,7 @@ let package = Package(
         // Triton's gRPC endpoint (inference.GRPCInferenceService + grpc.health.v1.Health on 8001);
         // Generated/ holds the service stubs written by scripts/generate-protos.sh.
         .target(name: "GRPCFrontend", dependencies: [
-            "Serving", "TritonProtos",
+            "Serving", "TritonProtos", "Telemetry",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -92,7 +92,7 @@ let package = Package(
         .testTarget(name: "ParallelTests", dependencies: ["TestFixtures", "Parallel", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "RuntimeTests", dependencies: ["TestFixtures", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Tokenization"]),
         .testTarget(name: "GRPCFrontendTests", dependencies: [
-            "GRPCFrontend", "Serving", "TritonProtos", "Compute",
+            "GRPCFrontend", "Serving", "TritonProtos", "Compute", "Telemetry",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

@@ -1,19 +1,7 @@
 // GRPCFrontendOptions: what `petrel serve` passes to the gRPC endpoint on 8001, named after
 // Triton's flags (--grpc-address, --grpc-port, --exit-timeout-secs).
 
-/// Triton's logging settings as the LogSettings RPC reads and writes them. Petrel keeps them
-/// in memory and reports changes to `GRPCFrontendOptions.onLoggingChange`; applying them is the
-/// executable's business.
-public struct GRPCLoggingSettings: Sendable, Equatable {
-    public var logFile = ""
-    public var logInfo = true
-    public var logWarning = true
-    public var logError = true
-    public var logVerboseLevel: UInt32 = 0
-    /// "default" or "ISO8601".
-    public var logFormat = "default"
-    public init() {}
-}
+import Telemetry
 
 public struct GRPCFrontendOptions: Sendable {
     public var host: String
@@ -28,19 +16,18 @@ public struct GRPCFrontendOptions: Sendable {
     /// `triton_final_response: true` to every request, not only to those that ask for it with
     /// the `triton_enable_empty_final_response` request parameter (Triton's behaviour, the default).
     public var alwaysSendEmptyFinalResponse: Bool
-    public var initialLogging: GRPCLoggingSettings
-    public var onLoggingChange: (@Sendable (GRPCLoggingSettings) -> Void)?
+    /// The server's log: the LogSettings RPC reads and changes its settings; with verbose
+    /// level 1 each RPC is logged.
+    public var log: ServerLog
 
     public init(host: String = "0.0.0.0", port: Int = 8001, maxRequestMessageBytes: Int = Int(Int32.max),
                 shutdownGracePeriod: Duration = .seconds(30), alwaysSendEmptyFinalResponse: Bool = false,
-                initialLogging: GRPCLoggingSettings = GRPCLoggingSettings(),
-                onLoggingChange: (@Sendable (GRPCLoggingSettings) -> Void)? = nil) {
+                log: ServerLog = ServerLog()) {
         self.host = host
         self.port = port
         self.maxRequestMessageBytes = maxRequestMessageBytes
         self.shutdownGracePeriod = shutdownGracePeriod
         self.alwaysSendEmptyFinalResponse = alwaysSendEmptyFinalResponse
-        self.initialLogging = initialLogging
-        self.onLoggingChange = onLoggingChange
+        self.log = log
     }
 }

@@ -13,6 +13,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Serving
 import Synchronization
+import Telemetry
 
 public final class GRPCFrontendServer: Sendable {
     public let options: GRPCFrontendOptions
@@ -39,7 +40,7 @@ public final class GRPCFrontendServer: Sendable {
             InferenceRPCService(service: service, options: options, draining: draining),
             HealthRPCService(service: service, draining: { draining.isSet }),
         ]
-        self.server = GRPCServer(transport: transport, services: services)
+        self.server = GRPCServer(transport: transport, services: services, interceptors: [RequestLogging(log: options.log)])
     }
 
     /// "0.0.0.0", "127.0.0.1": IPv4; "::", "::1" (anything with a colon): IPv6;
@@ -87,6 +88,19 @@ public final class GRPCFrontendServer: Sendable {
         guard draining.set() else { return }
         server.beginGracefulShutdown()
         shutdownSignal.continuation.finish()
+    }
+}
+
+/// Logs each RPC at verbose level 1, as Triton's gRPC endpoint does.
+struct RequestLogging: ServerInterceptor {
+    let log: ServerLog
+
+    func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>, context: ServerContext,
+        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        log.verbose(1, "gRPC request: \(context.descriptor.fullyQualifiedMethod)")
+        return try await next(request, context)
     }
 }
 

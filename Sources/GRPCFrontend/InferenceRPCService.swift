@@ -6,19 +6,18 @@ import Foundation
 import GRPCCore
 import Serving
 import Synchronization
+import Telemetry
 import TritonProtos
 
 final class InferenceRPCService: Inference_GRPCInferenceService.SimpleServiceProtocol {
     let service: any InferenceService
     let options: GRPCFrontendOptions
-    let logging: Mutex<GRPCLoggingSettings>
     /// Set when the endpoint starts shutting down.
     let draining: DrainFlag
 
     init(service: any InferenceService, options: GRPCFrontendOptions, draining: DrainFlag) {
         self.service = service
         self.options = options
-        self.logging = Mutex(options.initialLogging)
         self.draining = draining
     }
 
@@ -302,38 +301,45 @@ final class InferenceRPCService: Inference_GRPCInferenceService.SimpleServicePro
 
     // MARK: unsupported: shared memory, tracing
 
-    static func unsupported(_ what: String, hint: String = "") -> RPCError {
-        RPCError(code: .unimplemented, message: "\(what) is not supported by Petrel\(hint)")
+    /// Triton's answers with client shared memory disabled: status lists no region, register and
+    /// unregister are UNSUPPORTED (UNIMPLEMENTED).
+    static func sharedMemoryUnsupported(_ kind: String) -> RPCError {
+        RPCError(code: .unimplemented, message: "\(kind) shared memory is not supported by this server; send tensor data in the request (raw_input_contents or contents)")
     }
 
-    static let sharedMemoryHint = "; send tensor data in the request (raw_input_contents or contents)"
+    static func unknownRegion(_ kind: String, _ name: String) -> RPCError {
+        RPCError(code: .invalidArgument, message: "Unable to find \(kind) shared memory region: '\(name)'")
+    }
 
     func systemSharedMemoryStatus(request: Inference_SystemSharedMemoryStatusRequest, context: ServerContext) async throws -> Inference_SystemSharedMemoryStatusResponse {
-        throw Self.unsupported("system shared memory", hint: Self.sharedMemoryHint)
+        guard request.name.isEmpty else { throw Self.unknownRegion("system", request.name) }
+        return Inference_SystemSharedMemoryStatusResponse()
     }
 
     func systemSharedMemoryRegister(request: Inference_SystemSharedMemoryRegisterRequest, context: ServerContext) async throws -> Inference_SystemSharedMemoryRegisterResponse {
-        throw Self.unsupported("system shared memory", hint: Self.sharedMemoryHint)
+        throw Self.sharedMemoryUnsupported("system")
     }
 
     func systemSharedMemoryUnregister(request: Inference_SystemSharedMemoryUnregisterRequest, context: ServerContext) async throws -> Inference_SystemSharedMemoryUnregisterResponse {
-        throw Self.unsupported("system shared memory", hint: Self.sharedMemoryHint)
+        throw Self.sharedMemoryUnsupported("system")
     }
 
     func cudaSharedMemoryStatus(request: Inference_CudaSharedMemoryStatusRequest, context: ServerContext) async throws -> Inference_CudaSharedMemoryStatusResponse {
-        throw Self.unsupported("CUDA shared memory", hint: Self.sharedMemoryHint)
+        guard request.name.isEmpty else { throw Self.unknownRegion("CUDA", request.name) }
+        return Inference_CudaSharedMemoryStatusResponse()
     }
 
     func cudaSharedMemoryRegister(request: Inference_CudaSharedMemoryRegisterRequest, context: ServerContext) async throws -> Inference_CudaSharedMemoryRegisterResponse {
-        throw Self.unsupported("CUDA shared memory", hint: Self.sharedMemoryHint)
+        throw Self.sharedMemoryUnsupported("CUDA")
     }
 
     func cudaSharedMemoryUnregister(request: Inference_CudaSharedMemoryUnregisterRequest, context: ServerContext) async throws -> Inference_CudaSharedMemoryUnregisterResponse {
-        throw Self.unsupported("CUDA shared memory", hint: Self.sharedMemoryHint)
+        throw Self.sharedMemoryUnsupported("CUDA")
     }
 
+    /// Triton's answer when built without tracing.
     func traceSetting(request: Inference_TraceSettingRequest, context: ServerContext) async throws -> Inference_TraceSettingResponse {
-        throw Self.unsupported("tracing (TraceSetting)")
+        throw RPCError(code: .unavailable, message: "the server does not support trace")
     }
 
     // MARK: logging
@@ -343,8 +349,7 @@ final class InferenceRPCService: Inference_GRPCInferenceService.SimpleServicePro
     /// log_file cannot be changed over the network; unknown keys are ignored. Unlike Triton, a
     /// request with an invalid setting changes nothing. The answer holds every setting.
     func logSettings(request: Inference_LogSettingsRequest, context: ServerContext) async throws -> Inference_LogSettingsResponse {
-        let (settings, changed) = try logging.withLock { (current: inout GRPCLoggingSettings) -> (GRPCLoggingSettings, Bool) in
-            var next = current
+        let settings = try options.log.update { next in
             for (key, value) in request.settings {
                 let choice = value.parameterChoice
                 func bool() throws -> Bool {
@@ -355,45 +360,42 @@ final class InferenceRPCService: Inference_GRPCInferenceService.SimpleServicePro
                 }
                 switch key {
                 case "log_file":
-                    if case .stringParam(let s)? = choice, s == current.logFile { continue }
+                    if choice == nil { continue }
+                    if case .stringParam(let s)? = choice, s == next.file { continue }
                     throw RPCError(code: .unimplemented, message: "log file location can not be updated through network protocol")
-                case "log_info": next.logInfo = try bool()
-                case "log_warning": next.logWarning = try bool()
-                case "log_error": next.logError = try bool()
+                case "log_info": next.info = try bool()
+                case "log_warning": next.warning = try bool()
+                case "log_error": next.error = try bool()
                 case "log_verbose_level":
                     guard case .uint32Param(let level)? = choice else {
                         throw RPCError(code: .invalidArgument, message: "expect int32 for '\(key)'")
                     }
-                    next.logVerboseLevel = level
+                    next.verboseLevel = level
                 case "log_format":
-                    guard case .stringParam(let format)? = choice else {
+                    guard case .stringParam(let text)? = choice else {
                         throw RPCError(code: .invalidArgument, message: "expect string for '\(key)'")
                     }
-                    guard format == "default" || format == "ISO8601" else {
-                        throw RPCError(code: .invalidArgument, message: "invalid argument for log_format, got: \(format)")
+                    guard let format = LogSettings.Format(rawValue: text) else {
+                        throw RPCError(code: .invalidArgument, message: "invalid argument for log_format, got: \(text)")
                     }
-                    next.logFormat = format
+                    next.format = format
                 default:
                     continue
                 }
             }
-            let changed = next != current
-            current = next
-            return (next, changed)
         }
-        if changed { options.onLoggingChange?(settings) }
         var r = Inference_LogSettingsResponse()
         func value(_ choice: Inference_LogSettingsResponse.SettingValue.OneOf_ParameterChoice) -> Inference_LogSettingsResponse.SettingValue {
             var v = Inference_LogSettingsResponse.SettingValue()
             v.parameterChoice = choice
             return v
         }
-        r.settings["log_file"] = value(.stringParam(settings.logFile))
-        r.settings["log_info"] = value(.boolParam(settings.logInfo))
-        r.settings["log_warning"] = value(.boolParam(settings.logWarning))
-        r.settings["log_error"] = value(.boolParam(settings.logError))
-        r.settings["log_verbose_level"] = value(.uint32Param(settings.logVerboseLevel))
-        r.settings["log_format"] = value(.stringParam(settings.logFormat))
+        r.settings["log_file"] = value(.stringParam(settings.file))
+        r.settings["log_info"] = value(.boolParam(settings.info))
+        r.settings["log_warning"] = value(.boolParam(settings.warning))
+        r.settings["log_error"] = value(.boolParam(settings.error))
+        r.settings["log_verbose_level"] = value(.uint32Param(settings.verboseLevel))
+        r.settings["log_format"] = value(.stringParam(settings.format.rawValue))
         return r
     }
 

@@ -1,6 +1,7 @@
 // HTTPFrontendOptions: what `petrel serve` passes to the HTTP endpoint on 8000, named after
 // Triton's flags (--http-address, --http-port, --http-max-input-size, --http-restricted-api,
 // --exit-timeout-secs).
+import Telemetry
 
 /// Triton's API groups, as spelled in `--http-restricted-api`.
 public enum APIGroup: String, Sendable, CaseIterable, Hashable {
@@ -59,18 +60,6 @@ public struct OptionsError: Error, CustomStringConvertible, Sendable {
     init(_ description: String) { self.description = description }
 }
 
-/// Triton's logging settings (GET/POST /v2/logging). Petrel keeps them and reports changes to
-/// `HTTPFrontendOptions.onLoggingChange`; applying them is the executable's business.
-public struct LoggingSettings: Sendable, Equatable {
-    public var logFile = ""
-    public var logInfo = true
-    public var logWarning = true
-    public var logError = true
-    public var logVerboseLevel: Int64 = 0
-    public var logFormat = "default"
-    public init() {}
-}
-
 public struct HTTPFrontendOptions: Sendable {
     public var host: String
     public var port: Int
@@ -86,14 +75,14 @@ public struct HTTPFrontendOptions: Sendable {
     public var idleTimeout: Duration?
     /// `Server` response header; nil sends none (Triton sends none).
     public var serverName: String?
-    public var initialLogging: LoggingSettings
-    public var onLoggingChange: (@Sendable (LoggingSettings) -> Void)?
+    /// The server's log: GET/POST /v2/logging read and change its settings; with verbose level
+    /// 1 each request is logged.
+    public var log: ServerLog
 
     public init(host: String = "0.0.0.0", port: Int = 8000, maxBodyBytes: Int = 64 * 1024 * 1024,
                 restrictedAPIs: [RestrictedAPI] = [], shutdownGracePeriod: Duration = .seconds(30),
                 idleTimeout: Duration? = nil, serverName: String? = nil,
-                initialLogging: LoggingSettings = LoggingSettings(),
-                onLoggingChange: (@Sendable (LoggingSettings) -> Void)? = nil) {
+                log: ServerLog = ServerLog()) {
         self.host = host
         self.port = port
         self.maxBodyBytes = maxBodyBytes
@@ -101,8 +90,7 @@ public struct HTTPFrontendOptions: Sendable {
         self.shutdownGracePeriod = shutdownGracePeriod
         self.idleTimeout = idleTimeout
         self.serverName = serverName
-        self.initialLogging = initialLogging
-        self.onLoggingChange = onLoggingChange
+        self.log = log
     }
 }
 

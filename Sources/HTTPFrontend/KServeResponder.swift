@@ -8,6 +8,7 @@ import JSONCore
 import NIOCore
 import Serving
 import Synchronization
+import Telemetry
 
 /// Request context carrying the connection, so handlers can notice the client going away.
 public struct FrontendRequestContext: RequestContext {
@@ -27,7 +28,6 @@ struct KServeResponder: HTTPResponder {
     let options: HTTPFrontendOptions
     /// Restricted group -> the header it needs.
     let restrictions: [APIGroup: (name: HTTPField.Name, headerName: String, value: String)]
-    let logging: LoggingState
 
     init(service: any InferenceService, options: HTTPFrontendOptions) {
         self.service = service
@@ -38,10 +38,10 @@ struct KServeResponder: HTTPResponder {
             for g in rule.groups { r[g] = (name, rule.headerName, rule.headerValue) }
         }
         self.restrictions = r
-        self.logging = LoggingState(options.initialLogging)
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        options.log.verbose(1, "HTTP request: \(request.method) \(request.uri.path)")
         if let route = OpenAIRoute(path: request.uri.path) {
             return await respondOpenAI(route, request, context)
         }
@@ -152,25 +152,15 @@ struct KServeResponder: HTTPResponder {
                 guard case .object(let o)? = try Self.parseJSON(body, allowEmpty: false) else {
                     throw badRequest("logging request must be a JSON object")
                 }
-                let updated = try logging.settings.withLock { settings -> LoggingSettings in
-                    settings = try TritonJSON.applyLogging(o, to: settings)
-                    return settings
-                }
-                options.onLoggingChange?(updated)
+                try options.log.update { try TritonJSON.applyLogging(o, to: &$0) }
             }
-            return Self.json(TritonJSON.logging(logging.settings.withLock { $0 }))
+            return Self.json(TritonJSON.logging(options.log.settings))
 
         case .trace, .modelTrace:
-            guard request.method == .get else {
-                throw ServingError(.notImplemented, "trace settings cannot be changed: tracing is not supported by this server")
-            }
-            return Self.json(.object(JSONObject([
-                ("trace_level", .array([.string("OFF")])), ("trace_rate", .string("1000")),
-                ("trace_count", .string("-1")), ("log_frequency", .string("0")),
-                ("trace_file", .string("")), ("trace_mode", .string("triton")),
-            ])))
+            throw Self.tracingUnsupported
 
         case .sharedMemory(let cuda, let region, let action):
+            // As Triton with client shared memory disabled: no region is registered, and none can be.
             let kind = cuda ? "CUDA" : "system"
             switch action {
             case .status:
@@ -178,10 +168,8 @@ struct KServeResponder: HTTPResponder {
                     throw badRequest("Unable to find \(kind) shared memory region: '\(region)'")
                 }
                 return Self.json(.array([]))
-            case .register:
-                throw ServingError(.notImplemented, "\(kind) shared memory is not supported by this server")
-            case .unregister:
-                return Self.emptyJSONResponse()
+            case .register, .unregister:
+                throw ServingError(.notImplemented, "\(kind) shared memory is not supported by this server; send tensor data in the request")
             }
         }
     }
@@ -324,6 +312,9 @@ struct KServeResponder: HTTPResponder {
         }
     }
 
+    /// Triton's answer when built without tracing (503).
+    static let tracingUnsupported = ServingError(.unavailable, "the server does not support tracing")
+
     private static let repositoryNameUnsupported = ServingError(.notImplemented, "'repository_name' specification is not supported")
 
     static func status(_ s: ServingError.Status) -> HTTPResponse.Status { HTTPResponse.Status(code: s.rawValue) }
@@ -343,12 +334,6 @@ struct KServeResponder: HTTPResponder {
     static func emptyJSONResponse() -> Response {
         Response(status: .ok, headers: [.contentType: "application/json"])
     }
-}
-
-/// The logging settings a server keeps between requests.
-final class LoggingState: Sendable {
-    let settings: Mutex<LoggingSettings>
-    init(_ initial: LoggingSettings) { settings = Mutex(initial) }
 }
 
 extension String {

@@ -3,6 +3,7 @@
 import JSONCore
 import Serving
 import SwiftProtobuf
+import Telemetry
 import TritonProtos
 
 enum TritonJSON {
@@ -101,32 +102,36 @@ enum TritonJSON {
         return JSONWriter.encode(.object(root))
     }
 
-    static func logging(_ s: LoggingSettings) -> JSON {
+    static func logging(_ s: LogSettings) -> JSON {
         .object(JSONObject([
-            ("log_file", .string(s.logFile)), ("log_info", .bool(s.logInfo)), ("log_warning", .bool(s.logWarning)),
-            ("log_error", .bool(s.logError)), ("log_verbose_level", .int(s.logVerboseLevel)),
-            ("log_format", .string(s.logFormat)),
+            ("log_file", .string(s.file)), ("log_info", .bool(s.info)), ("log_warning", .bool(s.warning)),
+            ("log_error", .bool(s.error)), ("log_verbose_level", .int(Int64(s.verboseLevel))),
+            ("log_format", .string(s.format.rawValue)),
         ]))
     }
 
-    static func applyLogging(_ o: JSONObject, to settings: LoggingSettings) throws -> LoggingSettings {
-        var s = settings
-        for (key, value) in o.members {
+    /// Triton's rules: null leaves a setting as it is; log_file cannot change over the network
+    /// (501). Unlike Triton, a request with an invalid setting changes nothing.
+    static func applyLogging(_ o: JSONObject, to s: inout LogSettings) throws {
+        for (key, value) in o.members where value != .null {
             switch (key, value) {
-            case ("log_file", .string(let v)): s.logFile = v
-            case ("log_info", .bool(let v)): s.logInfo = v
-            case ("log_warning", .bool(let v)): s.logWarning = v
-            case ("log_error", .bool(let v)): s.logError = v
-            case ("log_verbose_level", .int(let v)) where v >= 0: s.logVerboseLevel = v
-            case ("log_format", .string(let v)) where v == "default" || v == "ISO8601": s.logFormat = v
-            case ("log_file", _), ("log_info", _), ("log_warning", _), ("log_error", _),
-                 ("log_verbose_level", _), ("log_format", _):
+            case ("log_file", _):
+                throw ServingError(.notImplemented, "log file location can not be updated through network protocol")
+            case ("log_info", .bool(let v)): s.info = v
+            case ("log_warning", .bool(let v)): s.warning = v
+            case ("log_error", .bool(let v)): s.error = v
+            case ("log_verbose_level", .int(let v)) where v >= 0: s.verboseLevel = UInt32(clamping: v)
+            case ("log_format", .string(let v)):
+                guard let format = LogSettings.Format(rawValue: v) else {
+                    throw badRequest("invalid argument for log_format, got: \(v)")
+                }
+                s.format = format
+            case ("log_info", _), ("log_warning", _), ("log_error", _), ("log_verbose_level", _), ("log_format", _):
                 throw badRequest("Unable to parse '\(key)'")
             default:
                 throw badRequest("Logging setting '\(key)' is not supported")
             }
         }
-        return s
     }
 }
 

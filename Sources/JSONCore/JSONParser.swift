@@ -95,8 +95,19 @@ public struct JSONParser {
         case UInt8(ascii: "f"): try literal("false"); return .bool(false)
         case UInt8(ascii: "n"): try literal("null"); return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try number()
-        default: throw fail("unexpected character '\(Character(Unicode.Scalar(s[i])))'")
+        default: throw unexpectedCharacter()
         }
+    }
+
+    /// The error for a byte that begins no JSON value. A byte of a multi-byte sequence is named
+    /// as its character when the sequence is valid UTF-8, else as invalid UTF-8 (RFC 8259 §8.1:
+    /// JSON text is UTF-8).
+    private func unexpectedCharacter() -> JSONParseError {
+        guard s[i] >= 0x80 else { return fail("unexpected character '\(Character(Unicode.Scalar(s[i])))'") }
+        var parser = Unicode.UTF8.ForwardParser()
+        var bytes = UnsafeBufferPointer(rebasing: s[i...]).makeIterator()
+        guard case .valid(let encoded) = parser.parseScalar(from: &bytes) else { return fail("invalid UTF-8") }
+        return fail("unexpected character '\(Character(UTF8.decode(encoded)))'")
     }
 
     private mutating func literal(_ word: StaticString) throws {

@@ -319,6 +319,7 @@ final class BLSModel: ServedModel, TokenizingModel, Sendable {
             }
             p.topLogProbs = 0
             items.append(Generation(prompt: prompt, parameters: p, stop: s, priority: r.context.priority))
+            try llm.checkContext(items[i], maxTokensInput: GenerationInputNames.text.maxTokens)
         }
         let handles = try llm.generate(items, clientID: r.id, timeoutMicroseconds: r.context.timeoutMicroseconds)
         recorder.requestStarted()

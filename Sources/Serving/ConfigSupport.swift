@@ -38,10 +38,42 @@ struct ConfigSource: Sendable {
         return 0
     }
 
+    /// 1-based line of a dotted field path (`instance_group.kind`): each name is looked for
+    /// as a field from the line of the one before, anywhere on a line (`{ count: 1 kind: KIND_GPU }`);
+    /// 0 if not found.
+    func line(ofPath fieldPath: String) -> Int {
+        guard let text else { return 0 }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        var from = 0
+        for name in fieldPath.split(separator: ".") {
+            guard let found = lines[from...].firstIndex(where: { Self.namesField($0, String(name)) }) else { return 0 }
+            from = found
+        }
+        return from + 1
+    }
+
+    /// Whether `line` (comment removed) writes `name` as a field name: not inside a longer word,
+    /// followed by `:`, `{` or `[`.
+    private static func namesField(_ line: Substring, _ name: String) -> Bool {
+        let code = line.firstIndex(of: "#").map { line[..<$0] } ?? line
+        var search = code.startIndex
+        while let r = code[search...].range(of: name) {
+            let before = r.lowerBound == code.startIndex ? nil : code[code.index(before: r.lowerBound)]
+            let after = code[r.upperBound...].drop { $0 == " " || $0 == "\t" }.first
+            if !(before.map { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "\"" } ?? false),
+               let c = after, c == ":" || c == "{" || c == "[" {
+                return true
+            }
+            search = r.upperBound
+        }
+        return false
+    }
+
     /// "path:line: field 'fieldPath': reason" (the line left out when unknown).
     func error(field fieldPath: String, line: Int? = nil, _ reason: String) -> ModelLoadError {
         let last = fieldPath.split(separator: ".").last.map(String.init) ?? fieldPath
-        let n = line ?? self.line(ofField: last)
+        var n = line ?? self.line(ofPath: fieldPath)
+        if n == 0 && line == nil { n = self.line(ofField: last) }
         return ModelLoadError("\(path)\(n > 0 ? ":\(n)" : ""): field '\(fieldPath)': \(reason)")
     }
 

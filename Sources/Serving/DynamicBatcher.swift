@@ -4,7 +4,8 @@
 // runs on its own thread, so `instance_group { count: N }` executes N batches at once.
 //
 // Queue policy (default_queue_policy): max_queue_size rejects with 503 when full; a request
-// whose timeout expires while queued is rejected (REJECT) or served after the others (DELAY).
+// whose timeout expires while queued is rejected (REJECT) or served after the others of its
+// level (DELAY). With priority_levels the queue is ordered by level, then arrival.
 import Dispatch
 import Synchronization
 import TritonProtos
@@ -14,6 +15,29 @@ protocol BatchBackend: Sendable {
     func execute(_ batch: [ModelRequest], instance: Int) -> [Result<[InferTensor], Error>]
 }
 
+/// Triton's priority levels (`dynamic_batching { priority_levels, default_priority_level }`).
+/// A request's "priority" parameter names its level, 1 the highest; 0, or a value above
+/// priority_levels, takes default_priority_level (as Triton's InferenceRequest::SetPriority).
+/// With priority_levels 0 priorities are ignored: every request is level 0.
+struct PriorityLevels: Sendable, Equatable {
+    var count: UInt64 = 0
+    var defaultLevel: UInt64 = 0
+
+    init() {}
+    init(_ config: Inference_ModelConfig) {
+        guard case .dynamicBatching(let d)? = config.schedulingChoice else { return }
+        count = d.priorityLevels
+        defaultLevel = d.defaultPriorityLevel
+    }
+
+    /// The level a request runs at: lower levels are served first.
+    func level(requested: Int) -> Int {
+        guard count > 0 else { return 0 }
+        guard requested >= 1 && UInt64(requested) <= count else { return Int(clamping: defaultLevel) }
+        return requested
+    }
+}
+
 struct BatcherSettings: Sendable, Equatable {
     /// Batch elements per execution at most (1 when the model does not batch).
     var maxBatchSize = 1
@@ -21,6 +45,7 @@ struct BatcherSettings: Sendable, Equatable {
     var maxQueueDelayNanoseconds: UInt64 = 0
     var instanceCount = 1
     var queuePolicy = QueuePolicy()
+    var priorities = PriorityLevels()
 
     struct QueuePolicy: Sendable, Equatable {
         var delayOnTimeout = false
@@ -51,6 +76,7 @@ struct BatcherSettings: Sendable, Equatable {
     init(config: Inference_ModelConfig) {
         let maxBatch = Int(max(config.maxBatchSize, 0))
         instanceCount = max(1, config.instanceGroup.reduce(0) { $0 + Int(max($1.count, 1)) })
+        priorities = PriorityLevels(config)
         if case .dynamicBatching(let d)? = config.schedulingChoice, maxBatch > 0 {
             maxBatchSize = maxBatch
             preferredBatchSizes = d.preferredBatchSize.map(Int.init).filter { $0 > 0 && $0 <= maxBatch }.sorted()
@@ -67,6 +93,8 @@ struct BatcherSettings: Sendable, Equatable {
 final class DynamicBatcher: Sendable {
     private struct Item {
         var serial: UInt64
+        /// The priority level: the queue is ordered by it (lower first), then by arrival.
+        var level: Int
         var request: ModelRequest
         var size: Int
         var enqueued: UInt64
@@ -114,8 +142,12 @@ final class DynamicBatcher: Sendable {
                     if settings.queuePolicy.maxQueueSize > 0 && s.queue.count >= settings.queuePolicy.maxQueueSize {
                         return ServingError(.unavailable, "exceeds maximum queue size (\(settings.queuePolicy.maxQueueSize))")
                     }
-                    s.queue.append(Item(serial: serial, request: request, size: size, enqueued: now,
-                                        deadline: timeout.map { now + $0 * 1000 }, continuation: c))
+                    let item = Item(serial: serial, level: settings.priorities.level(requested: request.context.priority),
+                                    request: request, size: size, enqueued: now,
+                                    deadline: timeout.map { now + $0 * 1000 }, continuation: c)
+                    // After every item of its level or a higher one (a smaller level number).
+                    let at = s.queue.lastIndex { $0.level <= item.level }.map { $0 + 1 } ?? 0
+                    s.queue.insert(item, at: at)
                     return nil
                 }
                 if let rejected {
@@ -165,8 +197,14 @@ final class DynamicBatcher: Sendable {
             // Timeouts.
             if s.queue.contains(where: { $0.expired(now) }) {
                 if settings.queuePolicy.delayOnTimeout {
+                    // Expired requests go behind the others of their level.
                     let fresh = s.queue.filter { !$0.expired(now) }, late = s.queue.filter { $0.expired(now) }
-                    s.queue = fresh + late.map { var i = $0; i.deadline = nil; return i }
+                    var reordered: [Item] = []
+                    for level in Set(s.queue.map(\.level)).sorted() {
+                        reordered += fresh.filter { $0.level == level }
+                        reordered += late.filter { $0.level == level }.map { var i = $0; i.deadline = nil; return i }
+                    }
+                    s.queue = reordered
                 } else {
                     out.append(.reject(s.queue.filter { $0.expired(now) }))
                     s.queue.removeAll { $0.expired(now) }

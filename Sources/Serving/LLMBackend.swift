@@ -20,6 +20,8 @@ struct Generation: Sendable {
     var prompt: [Int32]
     var parameters: SamplingParameters
     var stop: StopConditions
+    /// The request's Triton "priority" (0: the model's default level); LLMSettings.priorities
+    /// maps it to the engine's priority.
     var priority = 0
 }
 
@@ -227,6 +229,8 @@ struct LLMSettings {
     var freeMemoryFraction: Double
     var maxTokensInPagedKVCache: Int?
     var queuePolicy: BatcherSettings.QueuePolicy
+    /// dynamic_batching's priority_levels: the engine admits lower levels first.
+    var priorities: PriorityLevels
     /// tensor_parallel_size × pipeline_parallel_size ranks (Petrel's parameters; TensorRT-LLM
     /// bakes them into the engine). Unset: the server's --tensor-parallel-size / --pipeline-parallel-size.
     var parallel: ParallelConfig
@@ -293,6 +297,7 @@ struct LLMSettings {
         } else {
             queuePolicy = BatcherSettings.QueuePolicy()
         }
+        priorities = PriorityLevels(config)
     }
 
     /// A checkpoint inside a version folder: a .gguf file, or the folder itself when it holds config.json.
@@ -434,7 +439,8 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
         }
         let engine = engines[best]
         let id = UUID().uuidString
-        let request = Request(id: id, prompt: g.prompt, parameters: g.parameters, stop: g.stop, priority: g.priority)
+        let request = Request(id: id, prompt: g.prompt, parameters: g.parameters, stop: g.stop,
+                              priority: settings.priorities.level(requested: g.priority))
         let outputs: AsyncThrowingStream<RequestOutput, Error>
         clock.watch(id)
         do {
@@ -548,6 +554,21 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
         if let failure { throw failure }
     }
 
+    /// A prompt and max_tokens that together exceed the context are refused (400), with vLLM's
+    /// message. TensorRT-LLM instead lowers max_tokens to what fits and logs a warning
+    /// (LlmRequest::validate); Petrel answers as its OpenAI routes do rather than cut silently.
+    func checkContext(_ g: Generation, maxTokensInput: String) throws {
+        guard g.prompt.count + g.stop.maxTokens > contextLength else { return }
+        throw InputError(maxTokensInput, "is too large: " + Self.contextExceeded(limit: contextLength, promptTokens: g.prompt.count,
+                                                                                 maxTokens: g.stop.maxTokens, prompt: "prompt"))
+    }
+
+    /// vLLM's words; `prompt` names the prompt ("prompt", or "messages" for a chat).
+    static func contextExceeded(limit: Int, promptTokens: Int, maxTokens: Int, prompt: String) -> String {
+        "This model's maximum context length is \(limit) tokens. However, you requested \(promptTokens + maxTokens) tokens "
+            + "(\(promptTokens) in the \(prompt), \(maxTokens) in the completion). Please reduce the length of the \(prompt) or completion."
+    }
+
     /// TensorRT-LLM's `stop` input: ends the client's requests in flight under this id.
     func stop(clientID: String) {
         guard !clientID.isEmpty else { return }
@@ -610,6 +631,7 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
                 throw InputError("beam_width", "is \(p.beamWidth), more than max_beam_width (\(settings.maxBeamWidth))")
             }
             items.append(Generation(prompt: ids, parameters: p, stop: s, priority: r.context.priority))
+            try checkContext(items[i], maxTokensInput: GenerationInputNames.tensorrtLLM.maxTokens)
         }
         let inputNs = StatisticsRecorder.now() - inputStart
         try await run(items, request: r, streaming: streaming, excludeInput: exclude, arrival: inputStart, inputNs: inputNs, send: send)

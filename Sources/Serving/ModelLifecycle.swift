@@ -5,6 +5,7 @@ import Compute
 import Dispatch
 import Foundation
 import Parallel
+import Telemetry
 import TritonProtos
 
 extension InferenceServer {
@@ -42,6 +43,7 @@ extension InferenceServer {
     }
 
     func setFailed(_ name: String, _ reason: String, fingerprint: String?) {
+        options.log.error("failed to load '\(name)': \(reason)")
         registry.withLock { r in
             var rec = r.records[name] ?? Record(name: name)
             rec.wanted = true
@@ -77,7 +79,8 @@ extension InferenceServer {
         }
         let prepared: PreparedModel
         do {
-            prepared = try ModelPreparation.prepare(entry, overrideJSON: override, customBackends: Set(options.customBackends.keys))
+            prepared = try ModelPreparation.prepare(entry, overrideJSON: override, customBackends: Set(options.customBackends.keys),
+                                                    device: options.device)
         } catch {
             setFailed(name, "\(error)", fingerprint: entry.fingerprint)
             throw ServingError(.badRequest, "failed to load '\(name)': \(error)")
@@ -108,6 +111,7 @@ extension InferenceServer {
             rec.slots = slots
             rec.state = "READY"
             rec.reason = ""
+            options.log.info("successfully loaded '\(name)' version\(slots.count > 1 ? "s" : "") \(slots.keys.sorted().map(String.init).joined(separator: ", "))")
             rec.wanted = true
             rec.fingerprint = prepared.fingerprint
             r.records[name] = rec
@@ -136,6 +140,12 @@ extension InferenceServer {
                                                defaultParallel: ParallelConfig(tensorParallelSize: options.tensorParallelSize,
                                                                                pipelineParallelSize: options.pipelineParallelSize),
                                                defaultQuantization: options.quantization)
+                if options.device == .cuda && settings.parallel.rankCount > 1 {
+                    // Until the NCCL path exists, N x M ranks would all be contexts on GPU 0.
+                    let key = settings.parallel.tensorParallelSize > 1 ? "tensor_parallel_size" : "pipeline_parallel_size"
+                    throw p.source.parameterError(key, "\(settings.parallel) needs \(settings.parallel.rankCount) GPUs; multi-GPU serving is not "
+                                                  + "built yet (--device cuda runs one GPU); set it to 1, or serve on --device cpu")
+                }
                 let makeBackend: @Sendable () throws -> ComputeBackend = {
                     do {
                         return try options.backendFactory()
@@ -209,6 +219,7 @@ extension InferenceServer {
             r.records[name]?.slots = [:]
             r.records[name]?.state = "UNAVAILABLE"
             r.records[name]?.reason = "unloaded"
+            options.log.info("successfully unloaded '\(name)'")
             r.records[name]?.fingerprint = nil
         }
         if dependents {

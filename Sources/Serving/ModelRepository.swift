@@ -79,7 +79,8 @@ enum ModelPreparation {
 
     /// Parses the config (the override JSON of the load API when given) and applies Triton's
     /// checks. Errors are ModelLoadError naming the file, the line and the field.
-    static func prepare(_ entry: RepositoryEntry, overrideJSON: String?, customBackends: Set<String>) throws -> PreparedModel {
+    static func prepare(_ entry: RepositoryEntry, overrideJSON: String?, customBackends: Set<String>,
+                        device: ServingDevice = .cpu) throws -> PreparedModel {
         let path = entry.directory + "/config.pbtxt"
         var config: Inference_ModelConfig
         var source: ConfigSource
@@ -110,6 +111,7 @@ enum ModelPreparation {
         }
         try check(config, source: source)
         let kind = try kind(of: config, source: source, customBackends: customBackends)
+        try checkImplemented(config, kind: kind, source: source, device: device)
         let versions = try selectVersions(entry.versions, config: config, source: source, directory: entry.directory)
         var dependencies: [String] = []
         switch kind {
@@ -159,6 +161,50 @@ enum ModelPreparation {
         }
         for g in config.instanceGroup where g.count < 0 {
             throw source.error(field: "instance_group.count", "must be >= 0, got \(g.count)")
+        }
+    }
+
+    /// Refuses what Petrel would otherwise ignore: settings it does not implement, instances
+    /// on a device the model does not run on, priority levels out of range.
+    static func checkImplemented(_ config: Inference_ModelConfig, kind: ModelKind, source: ConfigSource, device: ServingDevice) throws {
+        func notImplemented(_ field: String, _ what: String) -> ModelLoadError {
+            source.error(field: field, "\(what) is not implemented by Petrel; remove it from the config")
+        }
+        if !config.modelWarmup.isEmpty { throw notImplemented("model_warmup", "model warmup") }
+        if config.hasResponseCache && config.responseCache.enable { throw notImplemented("response_cache", "the response cache") }
+        if config.hasOptimization { throw notImplemented("optimization", "the optimization policy") }
+        // An LLM model runs on --device; every other model on the CPU.
+        let onGPU = kind == .llm && device == .cuda
+        for g in config.instanceGroup {
+            if g.hasRateLimiter { throw notImplemented("instance_group.rate_limiter", "the rate limiter") }
+            if g.passive { throw notImplemented("instance_group.passive", "a passive instance group") }
+            if !g.secondaryDevices.isEmpty { throw notImplemented("instance_group.secondary_devices", "secondary devices") }
+            if !g.hostPolicy.isEmpty { throw notImplemented("instance_group.host_policy", "a host policy") }
+            switch g.kind {
+            case .auto, .cpu: break   // TensorRT-LLM's tensorrt_llm model says KIND_CPU and runs on the GPU
+            case .model where kind == .llm: break
+            case .gpu where onGPU: break
+            case .gpu:
+                throw source.error(field: "instance_group.kind", kind == .llm
+                                   ? "KIND_GPU needs petrel serve --device cuda; this server runs LLM models on the CPU"
+                                   : "KIND_GPU: Petrel runs this model on the CPU (use KIND_CPU or KIND_AUTO)")
+            default:
+                throw source.error(field: "instance_group.kind", "\(g.kind == .model ? "KIND_MODEL" : "kind \(g.kind.rawValue)") is not supported by Petrel (KIND_AUTO, KIND_CPU; KIND_GPU for an LLM model under --device cuda)")
+            }
+            if !g.gpus.isEmpty && !(onGPU && g.gpus.allSatisfy { $0 == 0 }) {
+                throw source.error(field: "instance_group.gpus", onGPU
+                                   ? "\(g.gpus): Petrel runs on one GPU, device 0"
+                                   : "\(g.gpus): this model does not run on a GPU here (petrel serve --device cuda runs LLM models on GPU 0)")
+            }
+        }
+        if case .dynamicBatching(let d)? = config.schedulingChoice {
+            if d.priorityLevels > 0 && !(1...d.priorityLevels).contains(d.defaultPriorityLevel) {
+                throw source.error(field: "dynamic_batching.default_priority_level",
+                                   "must be in [1, priority_levels = \(d.priorityLevels)], got \(d.defaultPriorityLevel)")
+            }
+            if !d.priorityQueuePolicy.isEmpty {
+                throw notImplemented("dynamic_batching.priority_queue_policy", "a queue policy per priority level (default_queue_policy applies to every level)")
+            }
         }
     }
 

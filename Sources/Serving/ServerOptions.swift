@@ -1,5 +1,14 @@
 // How the server is started: Triton's command-line options that concern the core.
 import Compute
+import Telemetry
+
+/// Where LLM models compute (petrel's --device).
+public enum ServingDevice: String, Sendable {
+    /// CPU ranks, any number of them (simulated in this process).
+    case cpu
+    /// One GPU.
+    case cuda
+}
 
 public struct ServerOptions: Sendable {
     /// Triton's --model-control-mode.
@@ -49,6 +58,11 @@ public struct ServerOptions: Sendable {
     public var serverVersion: String
     /// Protocol extensions announced in the server metadata (frontends may add theirs).
     public var extensions: [String]
+    /// The server's log (model loads and unloads); the frontends' logging routes change it.
+    public var log = ServerLog()
+    /// The device LLM models run on: a config that asks for another, or for more than one
+    /// rank of it, is refused at load.
+    public var device = ServingDevice.cpu
 
     public init(modelRepositories: [String], modelControlMode: ModelControlMode = .none, startupModels: [String] = [],
                 repositoryPollSeconds: Double = 15, backendFactory: @escaping @Sendable () throws -> any ComputeBackend,
@@ -56,7 +70,8 @@ public struct ServerOptions: Sendable {
                 unloadTimeoutSeconds: Double = 30, customBackends: [String: CustomBackendFactory] = [:],
                 serverName: String = "petrel", serverVersion: String = "0.1.0",
                 extensions: [String] = ["model_repository", "model_repository(unload_dependents)", "schedule_policy",
-                                        "model_configuration", "binary_tensor_data", "parameters", "statistics", "generate"]) {
+                                        "model_configuration", "binary_tensor_data", "parameters", "statistics", "generate",
+                                        "logging"]) {
         self.modelRepositories = modelRepositories
         self.modelControlMode = modelControlMode
         self.startupModels = startupModels

@@ -134,8 +134,9 @@ extension InferenceServer: TextGenerationService {
                     throw ServingError(.badRequest, "\(label) has \(ids.count) tokens; this model's maximum context length is \(context) tokens")
                 }
                 if let m = request.maxTokens, ids.count + m > context {
-                    throw ServingError(.badRequest, "this model's maximum context length is \(context) tokens, but \(ids.count + m) were "
-                                       + "requested (\(ids.count) in \(label), \(m) for the completion); reduce the prompt or max_tokens")
+                    var prompt = promptIDs.count > 1 ? "prompt \(i)" : "prompt"
+                    if case .chat = request.prompts[i] { prompt = "messages" }
+                    throw ServingError(.badRequest, LLMModel.contextExceeded(limit: context, promptTokens: ids.count, maxTokens: m, prompt: prompt))
                 }
                 var stop = StopConditions(maxTokens: request.maxTokens ?? context - ids.count, endID: route.endID)
                 if case .chat = request.prompts[i] { stop.stopTokenIDs = route.encoder.stopIDs }

@@ -36,6 +36,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "CPU threads (default: PETREL_THREADS, else all online CPUs).") var threads = 0
     @OptionGroup var parallel: ParallelOptions
     @OptionGroup var quantization: QuantizationOptions
+    @Option(name: .customLong("log-verbose"), help: "Verbose log level (1: every HTTP / gRPC request).") var logVerbose: UInt32 = 0
+    @Option(name: .customLong("log-info"), help: "Write info lines (true / false).") var logInfo = true
+    @Option(name: .customLong("log-warning"), help: "Write warnings (true / false).") var logWarning = true
+    @Option(name: .customLong("log-error"), help: "Write errors (true / false).") var logError = true
+    @Option(name: .customLong("log-format"), help: "default | ISO8601") var logFormat = "default"
 
     func validate() throws {
         guard ServerOptions.ModelControlMode(rawValue: modelControlMode) != nil else {
@@ -48,6 +53,9 @@ struct Serve: AsyncParsableCommand {
         for r in restrictedAPIs { _ = try RestrictedAPI(parsing: r) }
         // Sharded serving runs its ranks in this process (CPU); several GPUs need the NCCL path.
         try parallel.check(device)
+        guard LogSettings.Format(rawValue: logFormat) != nil else {
+            throw ValidationError("--log-format must be default or ISO8601, got '\(logFormat)'")
+        }
     }
 
     func run() async throws {
@@ -55,6 +63,13 @@ struct Serve: AsyncParsableCommand {
         if repositories.isEmpty { repositories = [try DefaultModel.repository()] }
         let device = self.device, threads = self.threads, gpuDtype = self.gpuDtype, cudaOptions = cuda.options
         let gpuMetrics = GPUMetrics()
+        var logSettings = LogSettings()
+        logSettings.info = logInfo
+        logSettings.warning = logWarning
+        logSettings.error = logError
+        logSettings.verboseLevel = logVerbose
+        logSettings.format = LogSettings.Format(rawValue: logFormat)!
+        let serverLog = ServerLog(logSettings)
         var options = ServerOptions(modelRepositories: repositories,
                                     modelControlMode: ServerOptions.ModelControlMode(rawValue: modelControlMode)!,
                                     startupModels: loadModels, repositoryPollSeconds: pollSeconds,
@@ -64,28 +79,31 @@ struct Serve: AsyncParsableCommand {
         options.pipelineParallelSize = parallel.pipelineParallelSize
         options.deviceSampling = !hostSampling
         options.quantization = try quantization.value()
+        options.log = serverLog
+        options.device = device == .cuda ? .cuda : .cpu
         let server = InferenceServer(options: options)
         try await server.start()
-        log("repository \(repositories.joined(separator: ", ")): " +
+        serverLog.info("repository \(repositories.joined(separator: ", ")): " +
             server.repositoryIndex(readyOnly: false).map { "\($0.name) \($0.state)\($0.reason.isEmpty ? "" : " (\($0.reason))")" }.joined(separator: "; "))
-        for s in server.loadSummaries() { log("\(s.model) v\(s.version): \(s.summary)") }
+        for s in server.loadSummaries() { serverLog.info("\(s.model) v\(s.version): \(s.summary)") }
 
         let exporter = MetricsExporter(sources: [ServingMetrics(server), ProcessMetrics(), gpuMetrics])
         let http = HTTPServer(service: server,
                               options: HTTPFrontendOptions(host: httpAddress, port: httpPort, maxBodyBytes: maxInputSize,
                                                            restrictedAPIs: try restrictedAPIs.map(RestrictedAPI.init(parsing:)),
-                                                           shutdownGracePeriod: .seconds(exitTimeout)),
+                                                           shutdownGracePeriod: .seconds(exitTimeout), log: serverLog),
                               metrics: (MetricsEndpointOptions(host: metricsAddress, port: metricsPort), { exporter.render() }),
                               handleSignals: true)
         let grpc = noGRPC ? nil : GRPCFrontendServer(service: server, options: GRPCFrontendOptions(host: grpcAddress, port: grpcPort,
-                                                                                                 shutdownGracePeriod: .seconds(exitTimeout)))
+                                                                                                 shutdownGracePeriod: .seconds(exitTimeout),
+                                                                                                 log: serverLog))
         let grace = Double(exitTimeout)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await http.run() }
             if let grpc { group.addTask { try await grpc.run() } }
             group.addTask {
                 let ports = await http.boundPorts()
-                log("HTTP on \(self.httpAddress):\(ports["http"] ?? self.httpPort), metrics on \(self.metricsAddress):\(ports["metrics"] ?? self.metricsPort)/metrics" +
+                serverLog.info("HTTP on \(self.httpAddress):\(ports["http"] ?? self.httpPort), metrics on \(self.metricsAddress):\(ports["metrics"] ?? self.metricsPort)/metrics" +
                     (grpc == nil ? "" : ", gRPC on \(self.grpcAddress):\(self.grpcPort)"))
             }
             // The HTTP server handles SIGTERM / SIGINT: when it returns, stop the rest.
@@ -95,7 +113,7 @@ struct Serve: AsyncParsableCommand {
             await server.shutdown(gracePeriod: grace)
             group.cancelAll()
         }
-        log("shut down")
+        serverLog.info("shut down")
     }
 }
 

@@ -9,6 +9,7 @@ import Serving
 import Synchronization
 import Compute
 import Testing
+import Telemetry
 import TritonProtos
 
 typealias InferenceClient = Inference_GRPCInferenceService.Client<HTTP2ClientTransport.Posix>
@@ -732,9 +733,10 @@ struct GRPCFrontendTests {
     }
 
     @Test func logSettings() async throws {
-        let changes = Locked<[GRPCLoggingSettings]>([])
+        let lines = Locked<[String]>([])
         var options = GRPCFrontendOptions()
-        options.onLoggingChange = { s in changes.withLock { $0.append(s) } }
+        options.log = ServerLog(write: { line in lines.withLock { $0.append(line) } })
+        let log = options.log
         try await withServer(options: options) { client, _ in
             func value(_ c: Inference_LogSettingsRequest.SettingValue.OneOf_ParameterChoice) -> Inference_LogSettingsRequest.SettingValue {
                 var v = Inference_LogSettingsRequest.SettingValue()
@@ -756,8 +758,14 @@ struct GRPCFrontendTests {
             #expect(updated["log_format"]?.stringParam == "ISO8601")
             #expect(updated["log_info"]?.boolParam == false)
             #expect(updated["log_warning"]?.boolParam == true)
-            #expect(changes.withLock { $0.count } == 1)
-            #expect(changes.withLock { $0.last?.logVerboseLevel } == 2)
+            // The log itself changed: info off, verbose on, ISO 8601 lines; each RPC is logged.
+            #expect(log.settings.verboseLevel == 2 && !log.settings.info && log.settings.format == .iso8601)
+            log.info("not written")
+            _ = try await client.serverLive(Inference_ServerLiveRequest())
+            let written = lines.withLock { $0 }
+            #expect(!written.contains { $0.contains("not written") })
+            let live = try #require(written.last { $0.contains("gRPC request: inference.GRPCInferenceService/ServerLive") })
+            #expect(live.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ V "#, options: .regularExpression) != nil)
 
             var wrong = Inference_LogSettingsRequest()
             wrong.settings = ["log_info": value(.stringParam("yes")), "log_verbose_level": value(.uint32Param(5))]
@@ -769,31 +777,36 @@ struct GRPCFrontendTests {
             // Nothing of a rejected request was applied.
             let after = try await client.logSettings(Inference_LogSettingsRequest()).settings
             #expect(after["log_verbose_level"]?.uint32Param == 2)
-            #expect(changes.withLock { $0.count } == 1)
+            #expect(log.settings.info == false)
         }
     }
 
-    @Test func unsupportedRPCsAnswerUnimplemented() async throws {
+    @Test func sharedMemoryAndTracingAreRefusedAsTritonDoesWithoutThem() async throws {
         try await withServer { client, _ in
-            await expectCode(.unimplemented, "system shared memory") {
-                try await client.systemSharedMemoryStatus(Inference_SystemSharedMemoryStatusRequest())
+            // No region is registered: status lists none, names none.
+            let system = try await client.systemSharedMemoryStatus(Inference_SystemSharedMemoryStatusRequest())
+            let cuda = try await client.cudaSharedMemoryStatus(Inference_CudaSharedMemoryStatusRequest())
+            #expect(system.regions.isEmpty && cuda.regions.isEmpty)
+            var named = Inference_SystemSharedMemoryStatusRequest()
+            named.name = "r0"
+            await expectCode(.invalidArgument, "Unable to find system shared memory region: 'r0'") {
+                try await client.systemSharedMemoryStatus(named)
             }
-            await expectCode(.unimplemented, "system shared memory") {
+            await expectCode(.unimplemented, "system shared memory is not supported") {
                 try await client.systemSharedMemoryRegister(Inference_SystemSharedMemoryRegisterRequest())
             }
-            await expectCode(.unimplemented, "system shared memory") {
+            await expectCode(.unimplemented, "system shared memory is not supported") {
                 try await client.systemSharedMemoryUnregister(Inference_SystemSharedMemoryUnregisterRequest())
             }
-            await expectCode(.unimplemented, "CUDA shared memory") {
-                try await client.cudaSharedMemoryStatus(Inference_CudaSharedMemoryStatusRequest())
-            }
-            await expectCode(.unimplemented, "CUDA shared memory") {
+            await expectCode(.unimplemented, "CUDA shared memory is not supported") {
                 try await client.cudaSharedMemoryRegister(Inference_CudaSharedMemoryRegisterRequest())
             }
-            await expectCode(.unimplemented, "CUDA shared memory") {
+            await expectCode(.unimplemented, "CUDA shared memory is not supported") {
                 try await client.cudaSharedMemoryUnregister(Inference_CudaSharedMemoryUnregisterRequest())
             }
-            await expectCode(.unimplemented, "TraceSetting") { try await client.traceSetting(Inference_TraceSettingRequest()) }
+            await expectCode(.unavailable, "the server does not support trace") {
+                try await client.traceSetting(Inference_TraceSettingRequest())
+            }
         }
     }
 

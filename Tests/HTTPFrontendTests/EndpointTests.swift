@@ -6,6 +6,7 @@ import HTTPFrontend
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Telemetry
 import Testing
 import Synchronization
 
@@ -139,28 +140,63 @@ import Synchronization
         #expect(unloads.map(\.1) == [true, false])
     }
 
-    @Test func loggingSettingsRoundTrip() async throws {
-        let changes = ChangeLog()
+    @Test func loggingSettingsChangeTheLog() async throws {
+        let lines = Mutex<[String]>([])
         var options = HTTPFrontendOptions()
-        options.onLoggingChange = { changes.append($0.logVerboseLevel) }
+        options.log = ServerLog(write: { line in lines.withLock { $0.append(line) } })
+        let log = options.log
         try await withApp(options: options) { client in
             let initial = try jsonObject(try await client.execute(uri: "/v2/logging", method: .get).body)
             #expect(initial["log_info"] as? Bool == true)
             #expect(initial["log_verbose_level"] as? Int == 0)
-            let updated = try await post(client, "/v2/logging", #"{"log_verbose_level": 2, "log_info": false}"#)
-            #expect(updated.status == .ok)
-            #expect(try jsonObject(updated.body)["log_verbose_level"] as? Int == 2)
-            #expect(try jsonObject(try await client.execute(uri: "/v2/logging", method: .get).body)["log_info"] as? Bool == false)
-            #expect(try await post(client, "/v2/logging", #"{"log_info": 3}"#).status == .badRequest)
-        }
-        #expect(changes.values == [2])
-    }
-}
+            #expect(initial["log_format"] as? String == "default")
+            #expect(initial["log_file"] as? String == "")
+            _ = try await client.execute(uri: "/v2/health/live", method: .get)
+            #expect(lines.withLock { $0.isEmpty })   // verbose 0: requests are not logged
 
-final class ChangeLog: Sendable {
-    private let list = Mutex<[Int64]>([])
-    var values: [Int64] { list.withLock { $0 } }
-    func append(_ v: Int64) { list.withLock { $0.append(v) } }
+            let updated = try await post(client, "/v2/logging", #"{"log_verbose_level": 1, "log_info": false, "log_format": "ISO8601", "log_error": null}"#)
+            #expect(updated.status == .ok)
+            let o = try jsonObject(updated.body)
+            #expect(o["log_verbose_level"] as? Int == 1 && o["log_info"] as? Bool == false && o["log_error"] as? Bool == true)
+            #expect(log.settings.verboseLevel == 1 && !log.settings.info && log.settings.format == .iso8601)
+            _ = try await client.execute(uri: "/v2/health/live", method: .get)
+            log.info("an info line")
+            log.warning("a warning")
+            let written = lines.withLock { $0 }
+            #expect(!written.contains { $0.contains("an info line") })
+            let request = try #require(written.first { $0.contains("HTTP request: GET /v2/health/live") })
+            #expect(request.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ V \d+ KServeResponder.swift:\d+\] "#, options: .regularExpression) != nil)
+            #expect(written.last?.contains(" W ") == true && written.last?.hasSuffix("] a warning\n") == true)
+
+            // Refused requests change nothing.
+            #expect(try await post(client, "/v2/logging", #"{"log_info": 3}"#).status == .badRequest)
+            #expect(try await post(client, "/v2/logging", #"{"log_format": "json", "log_info": true}"#).status == .badRequest)
+            let file = try await post(client, "/v2/logging", #"{"log_file": "/tmp/petrel.log"}"#)
+            #expect(file.status == .notImplemented)
+            #expect(try errorMessage(file).contains("log file location can not be updated"))
+            #expect(log.settings.info == false && log.settings.file == "")
+        }
+    }
+
+    @Test func tracingAndSharedMemoryAnswerAsTritonWithoutThem() async throws {
+        try await withApp { client in
+            for uri in ["/v2/trace/setting", "/v2/models/ensemble/trace/setting"] {
+                let get = try await client.execute(uri: uri, method: .get)
+                #expect(get.status == .serviceUnavailable)
+                #expect(try errorMessage(get) == "the server does not support tracing")
+                #expect(try await post(client, uri, #"{"trace_level": ["OFF"]}"#).status == .serviceUnavailable)
+            }
+            for kind in ["system", "cuda"] {
+                let status = try await client.execute(uri: "/v2/\(kind)sharedmemory/status", method: .get)
+                #expect(status.status == .ok && text(status.body) == "[]")
+                for action in ["register", "unregister", "region/r0/unregister"] {
+                    let r = try await post(client, "/v2/\(kind)sharedmemory/\(action)", "{}")
+                    #expect(r.status == .notImplemented, "\(kind) \(action)")
+                    #expect(try errorMessage(r).contains("shared memory is not supported"))
+                }
+            }
+        }
+    }
 }
 
 @Suite struct InferTests {
@@ -323,6 +359,36 @@ final class ChangeLog: Sendable {
             // Still serving.
             let ok = try await post(client, "/v2/models/identity/infer", valid)
             #expect(ok.status == .ok)
+        }
+    }
+}
+
+@Suite struct InvalidUTF8Tests {
+    /// RFC 8259: JSON text is UTF-8. Every JSON route answers 400 naming the first bad byte.
+    @Test func invalidUTF8InAnyJSONBodyIs400NamingTheByte() async throws {
+        try await withApp { client in
+            func body(_ prefix: String, _ suffix: String) -> ByteBuffer {
+                var b = ByteBuffer(string: prefix)
+                b.writeBytes([0xFF, 0xFE])
+                b.writeString(suffix)
+                return b
+            }
+            let cases: [(String, String, String, Int)] = [
+                ("/v2/models/ensemble/generate", #"{"text_input": ""#, #"", "max_tokens": 4}"#, 16),
+                ("/v2/models/ensemble/generate_stream", #"{"text_input": ""#, #"", "max_tokens": 4}"#, 16),
+                ("/v2/models/identity/infer", #"{"inputs": [{"name": "INPUT2", "datatype": "BYTES", "shape": [1], "data": [""#, #""]}]}"#, 76),
+                ("/v2/logging", #"{"log_format": ""#, #""}"#, 16),
+                ("/v2/repository/index", #"{"ready": "#, "}", 10),
+                ("/v1/completions", #"{"model": "ensemble", "prompt": ""#, #""}"#, 33),
+                ("/v1/chat/completions", #"{"model": "ensemble", "messages": [{"role": "user", "content": ""#, #""}]}"#, 64),
+            ]
+            for (uri, prefix, suffix, offset) in cases {
+                let r = try await client.execute(uri: uri, method: .post, body: body(prefix, suffix))
+                #expect(r.status == .badRequest, "\(uri)")
+                let text = String(buffer: r.body)
+                #expect(text.contains("invalid UTF-8") && text.contains("offset \(offset)"), "\(uri): \(text)")
+                #expect(try await client.execute(uri: "/v2/health/ready", method: .get).status == .ok)
+            }
         }
     }
 }

@@ -136,6 +136,18 @@ private func parseError(_ text: String, _ options: JSONParser.Options = kserve) 
         #expect(parseError([0x22, 0xC0, 0xAF, 0x22])?.offset == 1)
         // In a key as well.
         #expect(parseError([0x7B, 0x22, 0xFF, 0x22, 0x3A, 0x31, 0x7D])?.offset == 2)
+        // The generate route's case: {"text_input": "\xff\xfe"} names the first bad byte.
+        #expect(parseError(Array(#"{"text_input": ""#.utf8) + [0xFF, 0xFE] + Array(#""}"#.utf8))
+                == JSONParseError(offset: 16, message: "invalid UTF-8 in a string"))
+    }
+
+    @Test func bytesOutsideStringsNameInvalidUTF8() {
+        // Where a value should begin: a byte that starts no UTF-8 sequence, a truncated one.
+        #expect(parseError([0x5B, 0xFF, 0x5D]) == JSONParseError(offset: 1, message: "invalid UTF-8"))
+        #expect(parseError([0x7B, 0x22, 0x61, 0x22, 0x3A, 0xE2, 0x82, 0x7D]) == JSONParseError(offset: 5, message: "invalid UTF-8"))
+        // Valid UTF-8 that is not JSON is named as its character.
+        #expect(parseError("[é]") == JSONParseError(offset: 1, message: "unexpected character 'é'"))
+        #expect(parseError("[x]") == JSONParseError(offset: 1, message: "unexpected character 'x'"))
     }
 
     @Test func controlCharactersAndBadEscapesAreErrors() {

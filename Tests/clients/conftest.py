@@ -33,15 +33,13 @@ class Server:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
 
 
-@pytest.fixture(scope="session")
-def server():
-    tmp = tempfile.mkdtemp(prefix="petrel-clients-")
-    repo = os.path.join(tmp, "repo")
-    subprocess.run([BIN, "repo", "init", "--model", MODEL, "--output", repo], check=True)
+def launch(repo, args=()):
+    """Starts `petrel serve` on `repo` (free ports; output in <repo>/../server.log); returns a
+    Server once it is ready. Stop it with `stop`."""
     http, grpc, metrics = free_port(), free_port(), free_port()
-    log = open(os.path.join(tmp, "server.log"), "w")
+    log = open(os.path.join(os.path.dirname(repo), "server.log"), "w")
     proc = subprocess.Popen([BIN, "serve", "--model-repository", repo, "--http-port", str(http),
-                             "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+                             "--grpc-port", str(grpc), "--metrics-port", str(metrics), *args],
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -55,10 +53,27 @@ def server():
     else:
         proc.kill()
         raise RuntimeError("petrel serve did not become ready:\n" + open(log.name).read())
-    yield Server(repo, http, grpc, metrics, proc, log.name)
-    proc.terminate()
+    return Server(repo, http, grpc, metrics, proc, log.name)
+
+
+def stop(server):
+    server.proc.terminate()
     try:
-        assert proc.wait(timeout=30) == 0, "SIGTERM should shut down gracefully with exit status 0"
+        assert server.proc.wait(timeout=30) == 0, "SIGTERM should shut down gracefully with exit status 0"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if server.proc.poll() is None:
+            server.proc.kill()
+
+
+def init_repo(*args):
+    """`petrel repo init` for MODEL into a fresh folder; returns the repository path."""
+    repo = os.path.join(tempfile.mkdtemp(prefix="petrel-clients-"), "repo")
+    subprocess.run([BIN, "repo", "init", "--model", MODEL, "--output", repo, *args], check=True)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = launch(init_repo())
+    yield s
+    stop(s)
