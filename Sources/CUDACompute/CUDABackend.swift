@@ -3,7 +3,8 @@
 // upload, activations, logits and the KV cache are of it (the Tensors say so); all math inside
 // the kernels is fp32. Weight-only matrices (.w8 / .w4) stay as they are, bytes and layout, and
 // every matmul takes them (kernels/cuda/weight_only.cu). Every op is queued on one stream and
-// `download` is the only wait.
+// `download` is the only wait. A failing op never traps: its fault is held (CUDAContext), later
+// ops are skipped, and the runner takes it after the step (`takeFault`) and fails the step.
 import CPetrelCUDA
 import Compute
 
@@ -88,6 +89,8 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     private var ctx: OpaquePointer { context.handle }
 
     private func buffer(_ t: Tensor) -> CUDABuffer { t.storage as! CUDABuffer }
+    /// Whether two tensors share storage (device memory or an UnallocatedBuffer).
+    private func sameStorage(_ a: Tensor, _ b: Tensor) -> Bool { a.storage === b.storage }
     private func ptr(_ t: Tensor) -> UnsafeMutableRawPointer {
         precondition(t.dtype == elementType, "this CUDA backend holds \(elementType) tensors only, not \(t.dtype)")
         return buffer(t).pointer
@@ -144,8 +147,13 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         return Tensor(dtype: format.dtype, shape: shape, storage: storage, weightOnly: format)
     }
 
+    /// When the pool cannot give the memory, the fault is held (the step fails) and the tensor
+    /// has no memory: every op is skipped until the fault is taken.
     public func makeActivation(_ shape: [Int]) -> Tensor {
-        do { return try makeTensor(shape) } catch { fatalError("\(error)") }
+        if !context.isFaulted {
+            do { return try makeTensor(shape) } catch { context.keep(DeviceFault("\(error)")) }
+        }
+        return Tensor(dtype: elementType, shape: shape, storage: UnallocatedBuffer())
     }
 
     public func makeKVCache(_ layout: KVCacheLayout) throws -> KVCache {
@@ -154,10 +162,10 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
 
     public func download(_ tensor: Tensor) -> [Float] {
         var out = [Float](repeating: 0, count: tensor.elementCount)
-        out.withUnsafeMutableBufferPointer {
-            context.require(lib.tensorDownload(ctx, ptr(tensor), Int64(tensor.elementCount), $0.baseAddress), "download \(tensor.shape)")
+        out.withUnsafeMutableBufferPointer { o in
+            context.enqueue("download \(tensor.shape)") { lib.tensorDownload(ctx, ptr(tensor), Int64(tensor.elementCount), o.baseAddress) }
         }
-        return out
+        return context.isFaulted ? [Float](repeating: 0, count: tensor.elementCount) : out
     }
 
     public var kvCacheBytesPerElement: Int { 2 }
@@ -179,6 +187,14 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         return Int(free)
     }
 
+    public func takeFault() -> DeviceFault? { context.takeFault() }
+
+    /// For the GPU self-test only (kernels/cuda: petrel_debug_fail_alloc_after): the allocation
+    /// after the next `count` fails once, as if the device memory had run out.
+    @_spi(SelfTest) public func failAllocation(after count: Int) {
+        lib.debugFailAllocAfter(ctx, Int64(count))
+    }
+
     /// Waits for all queued work (for timing).
     public func synchronize() throws {
         try context.check(lib.contextSynchronize(ctx), "synchronize")
@@ -188,28 +204,30 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
 
     public func embed(_ ids: [Int32], table: Tensor, into out: Tensor) {
         precondition(out.rowLength == table.rowLength && out.rowCount >= ids.count)
-        context.require(lib.embed(ctx, ids, Int64(ids.count), ptr(table), Int64(table.rowCount), Int64(table.rowLength), ptr(out)), "embed")
+        context.enqueue("embed") { lib.embed(ctx, ids, Int64(ids.count), ptr(table), Int64(table.rowCount), Int64(table.rowLength), ptr(out)) }
     }
 
     public func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into out: Tensor) {
         precondition(weight.elementCount == x.rowLength && out.elementCount == x.elementCount)
-        context.require(lib.rmsNorm(ctx, ptr(x), ptr(weight), Int64(x.rowCount), Int64(x.rowLength), eps, ptr(out)), "rmsNorm")
+        context.enqueue("rmsNorm") { lib.rmsNorm(ctx, ptr(x), ptr(weight), Int64(x.rowCount), Int64(x.rowLength), eps, ptr(out)) }
     }
 
     public func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor) {
         precondition(x.rowLength == weight.rowLength, "matmul: x has \(x.rowLength) columns, weight \(weight.rowLength)")
         precondition(out.rowLength == weight.rowCount && out.rowCount == x.rowCount)
         withWeight(weight) { w, wo in
-            context.require(lib.matmul(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(weight.rowCount),
-                                       bias.map { UnsafeRawPointer(ptr($0)) }, ptr(out)),
-                            "matmul \(x.shape) x \(weight.dtype) \(weight.shape)")
+            context.enqueue("matmul \(x.shape) x \(weight.dtype) \(weight.shape)") {
+                lib.matmul(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(weight.rowCount),
+                           bias.map { UnsafeRawPointer(ptr($0)) }, ptr(out))
+            }
         }
     }
 
     public func rope(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float]) {
         precondition(positions.count == x.rowCount && inverseFrequencies.count == headDim / 2)
-        context.require(lib.rope(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), Int64(headCount), Int64(headDim),
-                                 positions, inverseFrequencies), "rope")
+        context.enqueue("rope") {
+            lib.rope(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), Int64(headCount), Int64(headDim), positions, inverseFrequencies)
+        }
     }
 
     public func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
@@ -239,10 +257,12 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         withAttentionSequences(sequences, layout: c.layout) { seqs in
             positions.withUnsafeBufferPointer { pos in
                 frequencies.withUnsafeBufferPointer { freq in
-                    context.require(lib.attention(ctx, ptr(qkv), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
-                                                  c.keys(layer), c.values(layer), Int64(c.layout.blockSize),
-                                                  seqs, Int64(seqs.count), rope == nil ? nil : pos.baseAddress,
-                                                  rope == nil ? nil : freq.baseAddress, scale, ptr(out)), "attention")
+                    context.enqueue("attention") {
+                        lib.attention(ctx, ptr(qkv), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
+                                      c.keys(layer), c.values(layer), Int64(c.layout.blockSize),
+                                      seqs, Int64(seqs.count), rope == nil ? nil : pos.baseAddress,
+                                      rope == nil ? nil : freq.baseAddress, scale, ptr(out))
+                    }
                 }
             }
         }
@@ -271,8 +291,9 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     public func matmulSwiGLU(_ x: Tensor, gateUp: Tensor, into out: Tensor) {
         precondition(x.rowLength == gateUp.rowLength && gateUp.rowCount == 2 * out.rowLength && out.rowCount == x.rowCount)
         withWeight(gateUp) { w, wo in
-            context.require(lib.matmulSwiGLU(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(out.rowLength), ptr(out)),
-                            "matmulSwiGLU \(x.shape) x \(gateUp.dtype) \(gateUp.shape)")
+            context.enqueue("matmulSwiGLU \(x.shape) x \(gateUp.dtype) \(gateUp.shape)") {
+                lib.matmulSwiGLU(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(out.rowLength), ptr(out))
+            }
         }
     }
 
@@ -281,32 +302,35 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
                               into out: Tensor) {
         precondition(x.rowLength == weight.rowLength && norm.elementCount == x.rowLength && normed.elementCount == x.elementCount)
         precondition(out.rowLength == weight.rowCount && out.rowCount == x.rowCount)
-        precondition(buffer(normed) !== buffer(x) && buffer(out) !== buffer(x) && buffer(out) !== buffer(normed))
+        precondition(!sameStorage(normed, x) && !sameStorage(out, x) && !sameStorage(out, normed))
         withWeight(weight) { w, wo in
-            context.require(lib.rmsNormMatmul(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), w, wo,
-                                              Int64(weight.rowCount), bias.map { UnsafeRawPointer(ptr($0)) }, ptr(normed), ptr(out)),
-                            "rmsNormMatmul \(x.shape) x \(weight.dtype) \(weight.shape)")
+            context.enqueue("rmsNormMatmul \(x.shape) x \(weight.dtype) \(weight.shape)") {
+                lib.rmsNormMatmul(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), w, wo,
+                                  Int64(weight.rowCount), bias.map { UnsafeRawPointer(ptr($0)) }, ptr(normed), ptr(out))
+            }
         }
     }
 
     public func rmsNormMatmulSwiGLU(_ x: Tensor, norm: Tensor, eps: Float, gateUp: Tensor, normed: Tensor, into out: Tensor) {
         precondition(x.rowLength == gateUp.rowLength && gateUp.rowCount == 2 * out.rowLength && out.rowCount == x.rowCount)
         precondition(norm.elementCount == x.rowLength && normed.elementCount == x.elementCount)
-        precondition(buffer(normed) !== buffer(x) && buffer(out) !== buffer(x) && buffer(out) !== buffer(normed))
+        precondition(!sameStorage(normed, x) && !sameStorage(out, x) && !sameStorage(out, normed))
         withWeight(gateUp) { w, wo in
-            context.require(lib.rmsNormMatmulSwiGLU(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), w, wo,
-                                                    Int64(out.rowLength), ptr(normed), ptr(out)),
-                            "rmsNormMatmulSwiGLU \(x.shape) x \(gateUp.dtype) \(gateUp.shape)")
+            context.enqueue("rmsNormMatmulSwiGLU \(x.shape) x \(gateUp.dtype) \(gateUp.shape)") {
+                lib.rmsNormMatmulSwiGLU(ctx, ptr(x), ptr(norm), eps, Int64(x.rowCount), Int64(x.rowLength), w, wo,
+                                        Int64(out.rowLength), ptr(normed), ptr(out))
+            }
         }
     }
 
     /// The GEMV adds in its epilogue; cuBLAS with beta 1 for larger batches.
     public func matmulAdd(_ x: Tensor, weight: Tensor, into accumulator: Tensor) {
         precondition(x.rowLength == weight.rowLength && accumulator.rowLength == weight.rowCount && accumulator.rowCount == x.rowCount)
-        precondition(buffer(accumulator) !== buffer(x))
+        precondition(!sameStorage(accumulator, x))
         withWeight(weight) { w, wo in
-            context.require(lib.matmulAdd(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(weight.rowCount),
-                                          ptr(accumulator)), "matmulAdd \(x.shape) x \(weight.dtype) \(weight.shape)")
+            context.enqueue("matmulAdd \(x.shape) x \(weight.dtype) \(weight.shape)") {
+                lib.matmulAdd(ctx, ptr(x), Int64(x.rowCount), Int64(x.rowLength), w, wo, Int64(weight.rowCount), ptr(accumulator))
+            }
         }
     }
 
@@ -319,7 +343,7 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         let cEdits = edits.map {
             petrel_logit_edit(row: $0.row, id: $0.id, repetition: $0.repetition, subtract: $0.subtract, masked: $0.masked ? 1 : 0)
         }
-        var ids = [Int32](repeating: -1, count: rows * count)
+        var ids = [Int32](repeating: 0, count: rows * count)   // 0s when a fault is held
         var values = [Float](repeating: 0, count: rows * count)
         var lse = [Float](repeating: 0, count: rows)
         ids.withUnsafeMutableBufferPointer { i in
@@ -327,9 +351,11 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
                 lse.withUnsafeMutableBufferPointer { l in
                     inverse.withUnsafeBufferPointer { t in
                         cEdits.withUnsafeBufferPointer { e in
-                            context.require(lib.topCandidates(ctx, ptr(logits), Int64(rows), Int64(vocab), Int32(count),
-                                                              inverse.isEmpty ? nil : t.baseAddress, e.baseAddress, Int64(e.count),
-                                                              i.baseAddress, v.baseAddress, l.baseAddress), "topCandidates")
+                            context.enqueue("topCandidates") {
+                                lib.topCandidates(ctx, ptr(logits), Int64(rows), Int64(vocab), Int32(count),
+                                                  inverse.isEmpty ? nil : t.baseAddress, e.baseAddress, Int64(e.count),
+                                                  i.baseAddress, v.baseAddress, l.baseAddress)
+                            }
                         }
                     }
                 }
@@ -340,18 +366,24 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
 
     public func swiglu(_ gateUp: Tensor, into out: Tensor) {
         precondition(gateUp.rowLength == 2 * out.rowLength && gateUp.rowCount == out.rowCount)
-        context.require(lib.swiglu(ctx, ptr(gateUp), Int64(out.rowCount), Int64(out.rowLength), ptr(out)), "swiglu")
+        context.enqueue("swiglu") { lib.swiglu(ctx, ptr(gateUp), Int64(out.rowCount), Int64(out.rowLength), ptr(out)) }
     }
 
     public func add(_ x: Tensor, into accumulator: Tensor) {
         precondition(x.elementCount == accumulator.elementCount)
-        context.require(lib.add(ctx, ptr(accumulator), ptr(x), Int64(x.elementCount)), "add")
+        context.enqueue("add") { lib.add(ctx, ptr(accumulator), ptr(x), Int64(x.elementCount)) }
     }
 
     public func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor) {
         precondition(out.rowLength == x.rowLength && out.rowCount >= rows.count)
         precondition(rows.allSatisfy { $0 >= 0 && $0 < x.rowCount }, "gatherRows: row out of range")
-        context.require(lib.gatherRows(ctx, ptr(x), Int64(x.rowLength), rows.map(Int32.init), Int64(rows.count), ptr(out)), "gatherRows")
+        context.enqueue("gatherRows") { lib.gatherRows(ctx, ptr(x), Int64(x.rowLength), rows.map(Int32.init), Int64(rows.count), ptr(out)) }
+    }
+
+    /// The generic one (through the host), its upload's failure held as the fault.
+    public func gatherColumns(_ x: Tensor, order: [Int32], into out: Tensor) {
+        guard !context.isFaulted else { return }
+        do { try gatherColumnsOnHost(x, order: order, into: out) } catch { context.keep(DeviceFault("\(error)")) }
     }
 
     // MARK: decode steps as CUDA graphs (kernels/cuda/graphs.cu)
@@ -361,11 +393,13 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         precondition(tokens.count == positions.count && inverseFrequencies.count == headDim / 2)
         // A replayed step runs no enqueue function: the attention call's checks are made here, every step.
         let rows32 = rows.map(Int32.init)
-        var action: Int32 = 0
+        var action = Int32(PETREL_STEP_INELIGIBLE)   // also when a fault is held: the step runs as usual, skipped
         withAttentionSequences(sequences, layout: layout) { seqs in
-            context.require(lib.stepBegin(ctx, owner, tokens, positions, Int64(tokens.count), seqs, Int64(seqs.count),
-                                          Int64(layout.blockSize), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
-                                          inverseFrequencies, rows32, Int64(rows32.count), &action), "step_begin")
+            context.enqueue("step_begin") {
+                lib.stepBegin(ctx, owner, tokens, positions, Int64(tokens.count), seqs, Int64(seqs.count),
+                              Int64(layout.blockSize), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
+                              inverseFrequencies, rows32, Int64(rows32.count), &action)
+            }
         }
         switch action {
         case Int32(PETREL_STEP_REPLAYED): return .replayed
@@ -376,7 +410,7 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
 
     public func endStep() -> Bool {
         var rerun: Int32 = 0
-        context.require(lib.stepEnd(ctx, &rerun), "step_end")
+        context.enqueue("step_end") { lib.stepEnd(ctx, &rerun) }
         return rerun != 0
     }
 
@@ -395,8 +429,9 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         precondition(from >= 0 && from < l.blockCount && to >= 0 && to < l.blockCount)
         let blockBytes = l.blockSize * l.kvHeadCount * l.headDim * 2
         for layer in 0..<l.layerCount {
-            context.require(lib.bufferCopy(ctx, c.keys(layer) + to * blockBytes, c.keys(layer) + from * blockBytes, blockBytes), "copyKVBlock")
-            context.require(lib.bufferCopy(ctx, c.values(layer) + to * blockBytes, c.values(layer) + from * blockBytes, blockBytes), "copyKVBlock")
+            for base in [c.keys(layer), c.values(layer)] {
+                context.enqueue("copyKVBlock") { lib.bufferCopy(ctx, base + to * blockBytes, base + from * blockBytes, blockBytes) }
+            }
         }
     }
 }

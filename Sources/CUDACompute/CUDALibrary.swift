@@ -2,7 +2,9 @@
 // into typed function pointers (Sources/CPetrelCUDA/include/petrel_cuda.h). Swift never links
 // the library or the CUDA runtime, so the package builds and runs where CUDA is absent.
 import CPetrelCUDA
+import Compute
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -34,6 +36,8 @@ final class CUDALibrary: @unchecked Sendable {
     let contextDestroy: petrel_context_destroy_fn
     let contextLastError: petrel_context_last_error_fn
     let contextSynchronize: petrel_context_synchronize_fn
+    let contextRecover: petrel_context_recover_fn
+    let debugFailAllocAfter: petrel_debug_fail_alloc_after_fn
     let deviceDescribe: petrel_device_describe_fn
     let bufferAlloc: petrel_buffer_alloc_fn
     let bufferFree: petrel_buffer_free_fn
@@ -95,6 +99,8 @@ final class CUDALibrary: @unchecked Sendable {
         contextDestroy = try resolve("petrel_context_destroy", petrel_context_destroy_fn.self)
         contextLastError = try resolve("petrel_context_last_error", petrel_context_last_error_fn.self)
         contextSynchronize = try resolve("petrel_context_synchronize", petrel_context_synchronize_fn.self)
+        contextRecover = try resolve("petrel_context_recover", petrel_context_recover_fn.self)
+        debugFailAllocAfter = try resolve("petrel_debug_fail_alloc_after", petrel_debug_fail_alloc_after_fn.self)
         deviceDescribe = try resolve("petrel_device_describe", petrel_device_describe_fn.self)
         bufferAlloc = try resolve("petrel_buffer_alloc", petrel_buffer_alloc_fn.self)
         bufferFree = try resolve("petrel_buffer_free", petrel_buffer_free_fn.self)
@@ -129,10 +135,14 @@ final class CUDALibrary: @unchecked Sendable {
 
 /// One device context (stream, cuBLAS handle, memory pool). Buffers keep it alive. Unchecked:
 /// the handle never changes, and its calls come from one thread at a time (a model's step holds
-/// it through CausalLM.withExclusiveUse; a sharded model's rank from its own thread).
+/// it through CausalLM.withExclusiveUse; a sharded model's rank from its own thread); `fault` is
+/// behind its Mutex.
 final class CUDAContext: @unchecked Sendable {
     let lib: CUDALibrary
     let handle: OpaquePointer
+    /// The first failure of an op since the runner last took it (ComputeBackend.takeFault);
+    /// while one is held every op is skipped.
+    private let fault = Mutex<DeviceFault?>(nil)
 
     init(lib: CUDALibrary, device: Int, options: CUDABackend.Options) throws {
         self.lib = lib
@@ -156,9 +166,36 @@ final class CUDAContext: @unchecked Sendable {
         if status != 0 { throw CUDABackendError("cuda \(what()): \(lastError) (status \(status))") }
     }
 
-    /// For ops whose protocol signature cannot throw: a failure here is a bug or a lost device.
-    func require(_ status: Int32, _ what: @autoclosure () -> String) {
-        if status != 0 { fatalError("cuda \(what()): \(lastError) (status \(status))") }
+    /// Whether a fault is held (ops are skipped until it is taken).
+    var isFaulted: Bool { fault.withLock { $0 != nil } }
+
+    /// For ops whose protocol signature cannot throw: makes the library call unless a fault is
+    /// held, and keeps its failure as the fault.
+    func enqueue(_ what: @autoclosure () -> String, _ call: () -> Int32) {
+        guard !isFaulted else { return }
+        let status = call()
+        if status != 0 { keep(DeviceFault("cuda \(what()): \(lastError) (status \(status))")) }
+    }
+
+    /// Holds `error` as the fault unless one is held already (the first one counts).
+    func keep(_ error: DeviceFault) { fault.withLock { if $0 == nil { $0 = error } } }
+
+    /// The held fault, after putting the context back in order (petrel_context_recover: an open
+    /// step closed, queued work waited for): a recoverable fault is then forgotten; a lost
+    /// context's is kept and returned by every later call.
+    func takeFault() -> DeviceFault? {
+        fault.withLock { held -> DeviceFault? in
+            guard var f = held else { return nil }
+            if f.contextLost { return f }
+            if lib.contextRecover(handle) == Int32(PETREL_ERROR_CONTEXT_LOST) {
+                f.contextLost = true
+                f.message += "; \(lastError)"
+                held = f
+            } else {
+                held = nil
+            }
+            return f
+        }
     }
 }
 
@@ -179,3 +216,7 @@ final class CUDABuffer: @unchecked Sendable {
 
     deinit { context.lib.bufferFree(context.handle, pointer) }
 }
+
+/// The storage of an activation the pool could not give: no memory. Made only while a fault is
+/// held, so every op that could read it is skipped, and the step that made it fails.
+final class UnallocatedBuffer: Sendable {}

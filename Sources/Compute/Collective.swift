@@ -16,4 +16,11 @@ public protocol Collective: AnyObject, Sendable {
     func allGather(_ x: Tensor, into out: Tensor)
     /// Returns once every rank of the group has called it.
     func barrier()
+    /// The first failure of this rank's side since the last call (ComputeBackend.takeFault's
+    /// contract): a collective that fails keeps its fault and goes on, so no rank waits forever.
+    func takeFault() -> DeviceFault?
+}
+
+extension Collective {
+    public func takeFault() -> DeviceFault? { nil }
 }

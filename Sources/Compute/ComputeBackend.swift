@@ -84,6 +84,12 @@ public protocol ComputeBackend: AnyObject, Sendable {
     func gatherColumns(_ x: Tensor, order: [Int32], into out: Tensor)
     /// Copies KV block `from` to block `to` in every layer (copy-on-write when beams fork).
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
+    /// The first failure of this backend's operations since the last call (a device error, an
+    /// activation it could not allocate), or nil. Operations never trap on a device failure: the
+    /// first is kept, and until it is taken later operations do nothing (downloads read zeros).
+    /// A recoverable fault is forgotten once taken; a lost context is returned by every call.
+    /// A backend that cannot fail (the CPU) never has one.
+    func takeFault() -> DeviceFault?
 
     // Fused operations. Each has a default made of the operations above (the extension below),
     // so a backend implements them only where fusing pays.
@@ -103,14 +109,36 @@ public protocol ComputeBackend: AnyObject, Sendable {
                        scale: Float, into out: Tensor)
 }
 
+/// A device failure seen during a step: the step's requests fail with `message`.
+public struct DeviceFault: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    /// The device context cannot be used again (a sticky CUDA error): every later step fails
+    /// too, and the model must be loaded anew.
+    public var contextLost: Bool
+
+    public init(_ message: String, contextLost: Bool = false) {
+        self.message = message
+        self.contextLost = contextLost
+    }
+
+    public var description: String { "device fault: \(message)" + (contextLost ? " (the device context is lost)" : "") }
+}
+
 extension ComputeBackend {
     public var nativeBlockTypes: Set<DType> { [] }
+    public func takeFault() -> DeviceFault? { nil }
 
     /// The generic gatherColumns, slow: x goes to the host (download), is permuted there, comes
     /// back as a table (upload) and is looked up row by row into out (embed). It synchronizes with
     /// the device and cannot be recorded in a StepRecording step: a backend that runs such models
     /// often implements gatherColumns itself.
     public func gatherColumns(_ x: Tensor, order: [Int32], into out: Tensor) {
+        do { try gatherColumnsOnHost(x, order: order, into: out) } catch { preconditionFailure("gatherColumns: upload failed: \(error)") }
+    }
+
+    /// The generic gatherColumns' work; throws what `upload` throws (a backend that keeps faults
+    /// calls it and keeps the error).
+    public func gatherColumnsOnHost(_ x: Tensor, order: [Int32], into out: Tensor) throws {
         let n = x.rowCount, d = x.rowLength, w = order.count
         precondition(out.rowCount == n && out.rowLength == w, "gatherColumns: out is \(out.shape), expected [\(n), \(w)]")
         precondition(order.allSatisfy { $0 >= 0 && Int($0) < d }, "gatherColumns: column out of range")
@@ -119,8 +147,7 @@ extension ComputeBackend {
         for r in 0..<n {
             for j in 0..<w { g[r * w + j] = v[r * d + Int(order[j])] }
         }
-        let table: Tensor
-        do { table = try upload(.float32(g, shape: [n, w])) } catch { preconditionFailure("gatherColumns: upload failed: \(error)") }
+        let table = try upload(.float32(g, shape: [n, w]))
         embed((0..<n).map(Int32.init), table: table, into: out)
     }
 

@@ -28,6 +28,10 @@ public protocol CausalLM: AnyObject, Sendable {
     /// caller uses the model, where the model needs that (one device stream, logits in buffers the
     /// next step reuses); otherwise runs it at once.
     func withExclusiveUse<T>(_ body: () throws -> T) rethrows -> T
+    /// The first device failure since the last call, over every backend the model runs on
+    /// (ComputeBackend.takeFault): a step's forward pass never traps; its caller takes this after
+    /// the pass and fails the step.
+    func takeFault() -> DeviceFault?
 }
 
 /// A step's best logits per row, found where the logits are (CausalLM.topCandidates).
@@ -64,6 +68,8 @@ extension LlamaModel: CausalLM {
     public func logits(_ batch: ForwardBatch, cache: KVCache) -> [Float] {
         backend.download(forward(batch, cache: cache))
     }
+
+    public func takeFault() -> DeviceFault? { backend.takeFault() }
 
     public func copyKVBlock(_ cache: KVCache, from: Int, to: Int) {
         backend.copyKVBlock(cache, from: from, to: to)

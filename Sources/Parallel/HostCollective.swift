@@ -69,6 +69,8 @@ public final class HostCollective: Collective {
     let backend: ComputeBackend
     /// Collective calls made so far by this rank (every rank makes the same sequence).
     private let calls = Atomic<Int>(0)
+    /// A part this rank could not upload (takeFault); the rank goes on to every barrier.
+    private let fault = Mutex<DeviceFault?>(nil)
 
     init(rank: Int, group: HostCollectiveGroup, backend: ComputeBackend) {
         self.rank = rank
@@ -80,7 +82,9 @@ public final class HostCollective: Collective {
         guard size > 1 else { return }
         let parts = exchange(x)
         copy(parts[0], into: x)
-        for part in parts.dropFirst() { backend.add(upload(part), into: x) }
+        for part in parts.dropFirst() {
+            if let t = upload(part) { backend.add(t, into: x) }
+        }
     }
 
     public func allGather(_ x: Tensor, into out: Tensor) {
@@ -101,18 +105,29 @@ public final class HostCollective: Collective {
 
     public func barrier() { group.barrier() }
 
+    public func takeFault() -> DeviceFault? {
+        fault.withLock { f in
+            defer { f = nil }
+            return f
+        }
+    }
+
     private func exchange(_ x: Tensor) -> [HostTensor] {
         let mine = HostTensor.float32(backend.download(x), shape: [x.rowCount, x.rowLength])
         let call = calls.wrappingAdd(1, ordering: .relaxed).oldValue
         return group.exchange(mine, rank: rank, call: call)
     }
 
-    private func upload(_ host: HostTensor) -> Tensor {
-        do { return try backend.upload(host) } catch { fatalError("collective: cannot upload to \(backend.name): \(error)") }
+    /// nil, the failure kept as the fault, when the backend cannot take it.
+    private func upload(_ host: HostTensor) -> Tensor? {
+        do { return try backend.upload(host) } catch {
+            fault.withLock { if $0 == nil { $0 = DeviceFault("collective: cannot upload to \(backend.name): \(error)") } }
+            return nil
+        }
     }
 
     /// out = host, through the backend (a row gather of every row is its copy operation).
     private func copy(_ host: HostTensor, into out: Tensor) {
-        backend.gatherRows(upload(host), rows: Array(0..<host.rowCount), into: out)
+        if let t = upload(host) { backend.gatherRows(t, rows: Array(0..<host.rowCount), into: out) }
     }
 }

@@ -43,6 +43,10 @@ public final class ParallelLlamaModel: CausalLM {
     /// Rank (s, t)'s layers of stage s cut for tensor rank t, indexed by flat rank s·N + t.
     let stages: [LlamaStage]
     let threads: RankThreads
+    /// Every rank's member of its tensor-parallel group (none with one tensor rank).
+    let collectives: [Collective]
+    /// A pipeline handoff a stage could not upload (takeFault); the stage goes on with its schedule.
+    private let handoffFault = Mutex<DeviceFault?>(nil)
 
     /// Cuts `weights` for every rank (quantizing each share when `quantization` asks) and uploads each share to its own backend, made by
     /// `makeBackend(flatRank)` on that rank's thread. `makeCollectives` makes each stage's
@@ -67,6 +71,7 @@ public final class ParallelLlamaModel: CausalLM {
         if n > 1 {
             for s in 0..<m { collectives += try makeCollectives(Array(backends[s * n ..< (s + 1) * n])) }
         }
+        self.collectives = collectives
         stages = try threads.run { [collectives] flat in
             let (s, t) = (flat / n, flat % n)
             let weights = TensorShard(rank: t, size: n, config: c)
@@ -116,7 +121,13 @@ public final class ParallelLlamaModel: CausalLM {
                 let input = s == 0 ? nil : handoffs[flat].take()
                 if t == 0 { observer?(PipelineEvent(stage: s, microBatch: k, kind: .start)) }
                 let a = stage.makeActivations(tokens: mb.batch.tokens.count, rows: mb.batch.logitRows.count)
-                if let input { b.gatherRows(upload(input, to: b), rows: Array(0..<input.rowCount), into: a.x) }
+                if let input {
+                    do {
+                        b.gatherRows(try b.upload(input), rows: Array(0..<input.rowCount), into: a.x)
+                    } catch {
+                        self.handoffFault.withLock { if $0 == nil { $0 = DeviceFault("pipeline handoff: cannot upload to \(b.name): \(error)") } }
+                    }
+                }
                 stage.enqueue(mb.batch, cache: caches[flat], on: a)
                 if let logits = a.logits, t == 0 {
                     output.write(trimmed(b.download(logits), rows: logits.rowCount, width: logits.rowLength, to: vocab),
@@ -129,6 +140,16 @@ public final class ParallelLlamaModel: CausalLM {
         }
         return output.values
     }
+
+    /// Every rank's backend fault (each taken on its rank's thread), its collective's and the
+    /// handoffs': a lost context first.
+    public func takeFault() -> DeviceFault? {
+        let stages = self.stages
+        var faults = ((try? threads.run { flat in stages[flat].backend.takeFault() }) ?? []).compactMap { $0 }
+        faults += collectives.compactMap { $0.takeFault() }
+        if let f = handoffFault.withLock({ f in defer { f = nil }; return f }) { faults.append(f) }
+        return faults.first(where: \.contextLost) ?? faults.first
+    }
 }
 
 /// Rows of `width` logits cut to their first `vocabulary` (the gathered slices' padding dropped).
@@ -138,10 +159,6 @@ private func trimmed(_ padded: [Float], rows: Int, width: Int, to vocabulary: In
     out.reserveCapacity(rows * vocabulary)
     for r in 0..<rows { out += padded[r * width ..< r * width + vocabulary] }
     return out
-}
-
-private func upload(_ host: HostTensor, to backend: ComputeBackend) -> Tensor {
-    do { return try backend.upload(host) } catch { fatalError("pipeline handoff: cannot upload to \(backend.name): \(error)") }
 }
 
 /// A contiguous run of a batch's sequences, renumbered to start at token 0.

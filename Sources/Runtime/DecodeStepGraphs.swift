@@ -78,6 +78,17 @@ public final class DecodeStepGraphs: Sendable {
         }
     }
 
+    /// Drops the decode buffers and their recordings (after a device fault: the buffers may have
+    /// no memory, a recording may have stopped half way); the next decode step makes them anew.
+    public func reset() {
+        step.withLock { state in
+            guard state.buffers != nil else { return }
+            (model.backend as? StepRecording)?.clearStepRecordings()
+            state.buffers = nil
+            state.capacity = 0
+        }
+    }
+
     /// CausalLM.logits for a step `forward` takes; nil (nothing run) for any other.
     public func logits(_ batch: ForwardBatch, cache: KVCache) -> [Float]? {
         forward(batch, cache: cache).map { model.backend.download($0) }

@@ -2,6 +2,8 @@
 // SchedulerOutput into one ragged ForwardBatch over the paged KV cache, runs it on its own thread
 // (never on Swift's cooperative pool), decode steps through DecodeStepGraphs where the backend
 // records them (CUDA graphs), and samples each sequence that needs it with its request's Sampler.
+// A device fault during a step (CausalLM.takeFault) is thrown before anything is sampled: the
+// engine fails that step's requests and goes on.
 import Compute
 import Dispatch
 import Foundation
@@ -22,6 +24,11 @@ public final class ModelRunner: Executor, Sendable {
     public let deviceSampling: Bool
     /// Per-request sampler state (the seeded RNG); steps run one at a time.
     private let samplers = Mutex<[String: Sampler]>([:])
+    private let lost = Mutex<DeviceFault?>(nil)
+
+    /// The fault that lost the model's device context, once one has: every later step fails, and
+    /// the model must be loaded anew (the serving layer marks it unready).
+    public var lostContext: DeviceFault? { lost.withLock { $0 } }
 
     public init(model: any CausalLM, blockCount: Int, blockSize: Int, deviceSampling: Bool = true) throws {
         self.model = model
@@ -87,6 +94,7 @@ public final class ModelRunner: Executor, Sendable {
             let temperatures = sampledSequences.map { $0.parameters.temperature > 0 ? $0.parameters.temperature : 1 }
             if let picks = stepGraphs?.topCandidates(batch, cache: cache, count: k, temperatures: temperatures, edits: edits)
                 ?? model.topCandidates(batch, cache: cache, count: k, temperatures: temperatures, edits: edits) {
+                try throwFault()
                 hostRows = []
                 for row in sampledSequences.indices {
                     if let sample = rowSamplers[row].sample(candidateIDs: picks.ids[(row * k)..<((row + 1) * k)],
@@ -104,6 +112,7 @@ public final class ModelRunner: Executor, Sendable {
         } else {
             logits = stepGraphs?.logits(batch, cache: cache) ?? model.logits(batch, cache: cache)
         }
+        try throwFault()
 
         // Rows left to the host sample independently (each has its own sampler and RNG), so
         // large batches spread over the CPU's cores; results keep the batch order.
@@ -138,6 +147,16 @@ public final class ModelRunner: Executor, Sendable {
             row += 1
         }
         return StepOutput(samples: samples)
+    }
+
+    /// Throws the fault the model's backends hold after the step's device work, if any, with the
+    /// decode buffers dropped (they may be what failed). Sampler states are not yet written back,
+    /// so the step leaves no trace.
+    private func throwFault() throws {
+        guard let fault = model.takeFault() else { return }
+        stepGraphs?.reset()
+        if fault.contextLost { lost.withLock { $0 = $0 ?? fault } }
+        throw fault
     }
 
     static func context(_ s: ScheduledSequence) -> SamplingContext {

@@ -40,6 +40,10 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
 
         /// False once the version is unloading: it takes no new requests.
         var ready: Bool { usage.withLock { $0.ready } }
+        /// Why the loaded version cannot serve (ServedModel.failure): it takes no new requests.
+        var failure: String? { model.failure }
+        /// Ready, and not failed.
+        var serving: Bool { ready && failure == nil }
         func stopTakingRequests() { usage.withLock { $0.ready = false } }
         func acquire() { usage.withLock { $0.inflight += 1 } }
         func release() {
@@ -188,6 +192,7 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
             guard let slot = rec.slots.values.filter(\.ready).max(by: { $0.version < $1.version }) else {
                 throw ServingError(.unavailable, "model '\(name)' is not ready\(rec.reason.isEmpty ? "" : ": \(rec.reason)")")
             }
+            if let failure = slot.failure { throw ServingError(.unavailable, "model '\(name)' is not ready: \(failure)") }
             return slot
         }
         guard let v = Int64(version) else { throw ServingError(.badRequest, "model version '\(version)' is not a number") }
@@ -195,6 +200,7 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
             throw ServingError(.notFound, "unknown version \(version) of model '\(name)'")
         }
         guard slot.ready else { throw ServingError(.unavailable, "version \(version) of model '\(name)' is unloading") }
+        if let failure = slot.failure { throw ServingError(.unavailable, "version \(version) of model '\(name)' is not ready: \(failure)") }
         return slot
     }
 
@@ -304,14 +310,14 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
         registry.withLock { r in
             guard r.started && !r.shuttingDown else { return false }
             guard options.strictReadiness else { return true }
-            return r.records.values.filter(\.wanted).allSatisfy { rec in rec.slots.values.contains(where: \.ready) && rec.reason.isEmpty }
+            return r.records.values.filter(\.wanted).allSatisfy { rec in rec.slots.values.contains(where: \.serving) && rec.reason.isEmpty }
         }
     }
 
     public func isModelReady(_ name: String, version: String) -> Bool {
         registry.withLock { r in
             guard let slot = try? readySlot(r, name, version) else { return false }
-            return slot.dependencies.allSatisfy { dep in r.records[dep]?.slots.values.contains(where: \.ready) ?? false }
+            return slot.dependencies.allSatisfy { dep in r.records[dep]?.slots.values.contains(where: \.serving) ?? false }
         }
     }
 
@@ -403,8 +409,9 @@ public final class InferenceServer: InferenceService, ServingMetricsSource, Chat
                     rows.append(RepositoryModel(name: name, version: "", state: rec.state, reason: rec.reason))
                 } else {
                     for slot in rec.slots.values.sorted(by: { $0.version < $1.version }) {
-                        rows.append(RepositoryModel(name: name, version: String(slot.version),
-                                                    state: slot.ready ? "READY" : "UNLOADING", reason: slot.ready ? rec.reason : ""))
+                        let state = !slot.ready ? "UNLOADING" : slot.failure == nil ? "READY" : "UNAVAILABLE"
+                        rows.append(RepositoryModel(name: name, version: String(slot.version), state: state,
+                                                    reason: slot.failure ?? (slot.ready ? rec.reason : "")))
                     }
                 }
             }

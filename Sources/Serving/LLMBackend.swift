@@ -313,6 +313,8 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
     let bundle: ModelBundle
     let settings: LLMSettings
     let engines: [Engine]
+    /// Each engine's executor's runner (a lost device context shows there).
+    private let runners: [ModelRunner]
     let schedulerConfig: SchedulerConfig
     let recorder: StatisticsRecorder
     private let clock: SchedulingClock
@@ -375,10 +377,10 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
                                           policy: settings.policy, enableKVCacheReuse: settings.enableKVCacheReuse,
                                           maxBeamWidth: settings.maxBeamWidth, maxSequenceLength: maxSequence)
         self.schedulerConfig = schedulerConfig
-        engines = try (0..<settings.instanceCount).map { _ in
-            let runner = try ModelRunner(model: model, blockCount: blocks, blockSize: settings.blockSize, deviceSampling: deviceSampling)
-            return try Engine(config: schedulerConfig, executor: ClockedExecutor(runner: runner, clock: clock))
+        runners = try (0..<settings.instanceCount).map { _ in
+            try ModelRunner(model: model, blockCount: blocks, blockSize: settings.blockSize, deviceSampling: deviceSampling)
         }
+        engines = try runners.map { try Engine(config: schedulerConfig, executor: ClockedExecutor(runner: $0, clock: clock)) }
         defaultEndID = bundle.tokenizer.eosID ?? model.config.eosTokenIDs.first.map(Int32.init)
         counters.withLock { $0.metrics.maxRequests = settings.maxBatchSize * settings.instanceCount }
     }
@@ -388,6 +390,8 @@ final class LLMModel: ServedModel, TokenizingModel, Sendable {
     }
 
     var pendingCount: Int { engines.reduce(0) { $0 + $1.metrics.waitingCount } }
+
+    var failure: String? { runners.lazy.compactMap(\.lostContext).first.map { "\($0)" } }
 
     var loadSummary: String? {
         let gib = Double(bundle.model.weightBytes) / Double(1 << 30)

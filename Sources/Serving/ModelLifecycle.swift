@@ -49,7 +49,7 @@ extension InferenceServer {
             rec.wanted = true
             rec.fingerprint = fingerprint
             rec.reason = reason
-            if rec.slots.values.contains(where: \.ready) {
+            if rec.slots.values.contains(where: \.serving) {
                 rec.state = "READY"           // a failed reload keeps the loaded version serving
             } else {
                 rec.state = "UNAVAILABLE"
@@ -59,7 +59,8 @@ extension InferenceServer {
     }
 
     /// Loads (or reloads) `name` and, first, the models it depends on. Call with the lifecycle
-    /// lock held. A loaded model whose files did not change is left alone unless `force`.
+    /// lock held. A loaded model whose files did not change is left alone unless `force` (or it
+    /// has failed: its device context is lost).
     func loadLocked(_ name: String, override: String?, chain: [String], entries: [String: RepositoryEntry]?, force: Bool = false) async throws {
         guard !chain.contains(name) else {
             throw ServingError(.badRequest, "models depend on each other in a cycle: \((chain + [name]).joined(separator: " → "))")
@@ -67,14 +68,14 @@ extension InferenceServer {
         guard let entry = entries?[name] ?? findEntry(name) else {
             throw ServingError(.notFound, "failed to load '\(name)': no such model in the model repository")
         }
-        let loaded = registry.withLock { r in r.records[name].map { rec in (rec.fingerprint, rec.slots.values.contains(where: \.ready)) } }
+        let loaded = registry.withLock { r in r.records[name].map { rec in (rec.fingerprint, rec.slots.values.contains(where: \.serving)) } }
         if let (fingerprint, ready) = loaded, ready, override == nil, fingerprint == entry.fingerprint, !force || chain.count > 0 {
             return
         }
         registry.withLock { r in
             var rec = r.records[name] ?? Record(name: name)
             rec.wanted = true
-            if !rec.slots.values.contains(where: \.ready) { rec.state = "LOADING" }
+            if !rec.slots.values.contains(where: \.serving) { rec.state = "LOADING" }
             r.records[name] = rec
         }
         let prepared: PreparedModel

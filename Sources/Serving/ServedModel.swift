@@ -24,6 +24,9 @@ protocol ServedModel: AnyObject, Sendable {
     var llmMetrics: LLMMetrics? { get }
     /// One line on what was loaded (an LLM's weights, where, quantized how), for the server's log.
     var loadSummary: String? { get }
+    /// Why the model can no longer serve though it is loaded (its device context is lost), or
+    /// nil. Such a version is UNAVAILABLE with this reason until it is loaded anew.
+    var failure: String? { get }
     /// Cancels whatever still runs and releases the model (the server drains first).
     func shutdown() async
 }
@@ -33,6 +36,7 @@ extension ServedModel {
     var pendingCount: Int { 0 }
     var llmMetrics: LLMMetrics? { nil }
     var loadSummary: String? { nil }
+    var failure: String? { nil }
 }
 
 /// A model that tokenizes (for chat templates).

@@ -292,6 +292,7 @@ struct OpCheck {
         try endToEnd(fixture: fixture)
         try stepGraphs()
         try engineSampling()
+        try deviceFaults()
     }
 
     /// The device's top-k (greedy is k = 1) against the host's reference (TokenSelectionReference):

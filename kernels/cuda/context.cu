@@ -149,6 +149,22 @@ int32_t petrel_context_synchronize(petrel_context *ctx) {
     return PETREL_OK;
 }
 
+int32_t petrel_context_recover(petrel_context *ctx) {
+    if (!ctx) return PETREL_ERROR_INVALID_ARGUMENT;
+    abandon_step(ctx);
+    cudaGetLastError();   // a recoverable error is cleared here; a sticky one stays and fails the calls below
+    cudaError_t e = cudaStreamSynchronize(ctx->stream);
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return fail(ctx, PETREL_ERROR_CONTEXT_LOST, "the CUDA context is lost: %s", cudaGetErrorString(e));
+    reset_arena(ctx);
+    return PETREL_OK;
+}
+
+void petrel_debug_fail_alloc_after(petrel_context *ctx, int64_t count) {
+    if (ctx) ctx->debug_allocs_before_failure = count < 0 ? -1 : count;
+}
+
 int32_t petrel_device_uuid(petrel_context *ctx, char *uuid, size_t capacity) {
     if (!uuid || capacity < 41) return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "device_uuid: need 41 bytes");
     cudaDeviceProp props;
@@ -177,6 +193,9 @@ int32_t petrel_device_describe(petrel_context *ctx, char *name, size_t name_capa
 int32_t petrel_buffer_alloc(petrel_context *ctx, size_t bytes, void **out) {
     *out = nullptr;
     if (bytes == 0) bytes = 256;
+    if (ctx->debug_allocs_before_failure >= 0 && ctx->debug_allocs_before_failure-- == 0)
+        return fail(ctx, PETREL_ERROR_OUT_OF_MEMORY, "cannot allocate %zu bytes of device memory: injected by petrel_debug_fail_alloc_after",
+                    bytes);
     cudaError_t e = cudaMallocFromPoolAsync(out, bytes, ctx->pool, ctx->stream);
     if (e == cudaErrorMemoryAllocation) {
         // Give cached blocks back to the driver and try once more.

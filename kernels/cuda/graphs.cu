@@ -54,6 +54,19 @@ void invalidate_graphs(petrel_context *ctx) {
     st.warmed.clear();
 }
 
+void abandon_step(petrel_context *ctx) {
+    StepState &st = ctx->step;
+    if (!st.active) return;
+    if (st.capturing) {
+        cudaGraph_t graph = nullptr;
+        if (cudaStreamEndCapture(ctx->stream, &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+    }
+    st.warmed.erase(st.key);   // the shape warms up again (its scratch buffers may not have grown)
+    st.capturing = false;
+    st.active = false;
+    st.broken = false;
+}
+
 void destroy_step_state(petrel_context *ctx) {
     StepState &st = ctx->step;
     invalidate_graphs(ctx);

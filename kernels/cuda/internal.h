@@ -112,6 +112,8 @@ struct petrel_context {
     size_t wo_scratch_bytes = 0;
     // Decode steps as CUDA graphs (graphs.cu).
     StepState step;
+    // petrel_debug_fail_alloc_after (the self-test): successful allocations before one fails; < 0: none fails.
+    int64_t debug_allocs_before_failure = -1;
 };
 
 // Drops every captured step graph (their kernels hold addresses of buffers about to be freed or
@@ -119,6 +121,8 @@ struct petrel_context {
 void invalidate_graphs(petrel_context *ctx);
 // Frees the graphs and the step buffers (petrel_context_destroy).
 void destroy_step_state(petrel_context *ctx);
+// Closes a step left open by a failed call: a capture in progress is ended and its graph dropped.
+void abandon_step(petrel_context *ctx);
 
 // ---- the split-K decode attention (attention_decode.cu)
 

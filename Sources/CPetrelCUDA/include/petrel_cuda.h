@@ -50,7 +50,9 @@ extern "C" {
 // 9: petrel_add_rmsnorm_enqueue removed (no caller: the residual add is in the matmul's epilogue).
 // 10: weight-only matrices: the five matmuls take a `const petrel_wo_desc *`; petrel_buffer_upload,
 //     petrel_weights_random_wo.
-#define PETREL_ABI_VERSION 10
+// 11: device faults: petrel_context_recover, PETREL_ERROR_CONTEXT_LOST; petrel_debug_fail_alloc_after
+//     (the self-test's injected allocation failure).
+#define PETREL_ABI_VERSION 11
 
 enum {
     PETREL_OK = 0,
@@ -59,6 +61,7 @@ enum {
     PETREL_ERROR_OUT_OF_MEMORY = 3,
     PETREL_ERROR_INVALID_ARGUMENT = 4,
     PETREL_ERROR_UNSUPPORTED = 5,   // a dtype or shape this build has no kernel for
+    PETREL_ERROR_CONTEXT_LOST = 6,  // a sticky CUDA error (a kernel fault): the context can never be used again
 };
 
 // Weight element types accepted by petrel_weights_upload (and, F16 or BF16, by
@@ -138,6 +141,15 @@ PETREL_FN(int32_t, petrel_context_set_dtype, (petrel_context *ctx, int32_t dtype
 PETREL_FN(const char *, petrel_context_last_error, (petrel_context *ctx))
 // Waits until all queued work is done; reports asynchronous kernel errors.
 PETREL_FN(int32_t, petrel_context_synchronize, (petrel_context *ctx))
+// After a failed call: closes a decode step left open (its capture dropped), clears a
+// recoverable CUDA error and waits for queued work. PETREL_OK: the context can be used again.
+// PETREL_ERROR_CONTEXT_LOST (with a message): the CUDA context holds a sticky error, every later
+// call fails, and with the CUDA runtime the device is lost to this process until it exits.
+PETREL_FN(int32_t, petrel_context_recover, (petrel_context *ctx))
+// For `petrel selftest` only (never called by the server): the petrel_buffer_alloc call after the
+// next `count` successful ones fails once with PETREL_ERROR_OUT_OF_MEMORY, as if the device memory
+// had run out; a negative count disarms it.
+PETREL_FN(void, petrel_debug_fail_alloc_after, (petrel_context *ctx, int64_t count))
 // Device facts: its name into `name` (caller-owned, `name_capacity` bytes), total and free
 // memory in bytes, multiprocessor count.
 PETREL_FN(int32_t, petrel_device_describe, (petrel_context *ctx, char *name, size_t name_capacity,
