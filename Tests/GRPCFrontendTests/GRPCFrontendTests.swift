@@ -621,7 +621,9 @@ struct GRPCFrontendTests {
             #expect(received.withLock { $0 } > before)
             try await group.waitForAll()
         }
-        #expect(ContinuousClock.now - started < .seconds(20))
+        // Under the client's 30 s: the server ended the stream (on a loaded 2-core machine the
+        // whole test has taken 21 s, so the margin is wide).
+        #expect(ContinuousClock.now - started < .seconds(29))
     }
 
     @Test func shutdownLetsInFlightRequestsFinish() async throws {

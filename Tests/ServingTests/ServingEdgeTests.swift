@@ -34,9 +34,11 @@ func withPriority(_ request: InferRequest, _ priority: Int) -> InferRequest {
 
     /// One instance, one request a batch, a slow execution: while the first request runs, two
     /// default-priority requests queue, then one of priority 1, which runs next.
-    func batcherOrder(_ dynamicBatching: String) async throws -> [String] {
+    /// Nil when the machine was too slow for the setup (the first request ended before the
+    /// others queued), which proves nothing either way.
+    func batcherOrder(_ dynamicBatching: String) async throws -> [String]? {
         let repo = try temporaryDirectory()
-        try writeModel(repo, "slow", identityConfig("slow", maxBatchSize: 1, extra: dynamicBatching + "\ninstance_group [ { count: 1 kind: KIND_CPU } ]", delayMs: 400))
+        try writeModel(repo, "slow", identityConfig("slow", maxBatchSize: 1, extra: dynamicBatching + "\ninstance_group [ { count: 1 kind: KIND_CPU } ]", delayMs: 600))
         let server = try await startServer(repo)
         let finished = FinishOrder()
         func pending() -> Int { server.metricsSnapshot().models.first { $0.name == "slow" }!.pendingRequests }
@@ -51,17 +53,26 @@ func withPriority(_ request: InferRequest, _ priority: Int) -> InferRequest {
             })
             while (inflight() < i + 1 || pending() < i) && finished.order.isEmpty { try await Task.sleep(nanoseconds: 500_000) }
         }
-        try #require(finished.order.isEmpty, "the first request ended before the others queued: the test proves nothing")
+        let valid = finished.order.isEmpty
         for t in tasks { try await t.value }
         await server.shutdown(gracePeriod: 1)
-        return finished.order
+        return valid ? finished.order : nil
+    }
+
+    /// The order of one valid run, tried up to three times on a busy machine.
+    func validBatcherOrder(_ dynamicBatching: String) async throws -> [String] {
+        for _ in 0..<3 {
+            if let order = try await batcherOrder(dynamicBatching) { return order }
+        }
+        Issue.record("the first request always ended before the others queued: the machine is too busy for this test")
+        return []
     }
 
     @Test func theDynamicBatcherServesHigherLevelsFirst() async throws {
-        let order = try await batcherOrder("dynamic_batching { priority_levels: 2 default_priority_level: 2 }")
+        let order = try await validBatcherOrder("dynamic_batching { priority_levels: 2 default_priority_level: 2 }")
         #expect(order == ["running", "high", "default1", "default2"])
         // priority_levels 0: priorities are ignored, arrival order holds.
-        let ignored = try await batcherOrder("dynamic_batching { }")
+        let ignored = try await validBatcherOrder("dynamic_batching { }")
         #expect(ignored == ["running", "default1", "default2", "high"])
     }
 
