@@ -5,6 +5,8 @@ For each concurrency C it runs, on the same model with the same request count an
   offline      `petrel bench --mode serving --concurrency C` (the Engine alone, no server)
   generate     POST /v2/models/ensemble/generate (HTTP, tokenizer + LLM + detokenizer ensemble)
   stream-http  POST /v2/models/ensemble/generate_stream (Server-Sent Events)
+  stream-async the same route from an asyncio client (one task and one kept-alive connection per
+               client, no threads or client library): the one that keeps up at 128-256 streams
   stream-grpc  tritonclient.grpc start_stream + async_stream_infer with stream=True
 and prints one markdown table: requests/s, output tokens/s, time to first token (streaming paths),
 and each served path's throughput relative to the offline engine (the overhead of HTTP/gRPC and
@@ -36,7 +38,6 @@ import time
 import urllib.request
 
 import numpy as np
-import requests
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -66,7 +67,7 @@ def matched_repo_args(concurrency, in_len, out_len):
 
 
 class Server:
-    def __init__(self, binary, model, extra):
+    def __init__(self, binary, model, extra, device="cpu"):
         self.tmp = tempfile.mkdtemp(prefix="petrel-bench-")
         repo = os.path.join(self.tmp, "repo")
         subprocess.run([binary, "repo", "init", "--model", model, "--output", repo] + extra, check=True,
@@ -74,7 +75,8 @@ class Server:
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         self.log = open(os.path.join(self.tmp, "server.log"), "w")
         self.proc = subprocess.Popen([binary, "serve", "--model-repository", repo, "--http-port", str(self.http),
-                                      "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics)],
+                                      "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics),
+                                      "--device", device],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.http}"
         deadline = time.time() + 300
@@ -108,9 +110,9 @@ class Server:
 def token_count(server, text):
     body = {"inputs": [{"name": "QUERY", "shape": [1, 1], "datatype": "BYTES", "data": [text]},
                        {"name": "REQUEST_OUTPUT_LEN", "shape": [1, 1], "datatype": "INT32", "data": [1]}]}
-    r = requests.post(server.base + "/v2/models/preprocessing/infer", json=body, timeout=60)
-    r.raise_for_status()
-    for o in r.json()["outputs"]:
+    req = urllib.request.Request(server.base + "/v2/models/preprocessing/infer", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    for o in json.loads(urllib.request.urlopen(req, timeout=60).read())["outputs"]:
         if o["name"] == "REQUEST_INPUT_LEN":
             return int(o["data"][0])
     raise RuntimeError("preprocessing returned no REQUEST_INPUT_LEN")
@@ -161,6 +163,7 @@ _local = threading.local()
 
 
 def session():
+    import requests   # only the threaded paths need it (the asyncio one uses no library)
     if not hasattr(_local, "session"):
         _local.session = requests.Session()
     return _local.session
@@ -194,6 +197,74 @@ def http_stream(server, text, out_len):
                     events += 1
         return {"ttft": first, "latency": time.perf_counter() - t0, "events": events}
     return one
+
+
+async def _sse_request(reader, writer, host, path, body):
+    """One POST on a kept-alive HTTP/1.1 connection; yields the `data:` payloads of the SSE body
+    (chunked or sized) as they arrive."""
+    writer.write((f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    await writer.drain()
+    status = await reader.readline()
+    if b" 200 " not in status:
+        raise RuntimeError(f"HTTP {status!r}")
+    headers = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    buffer = b""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            if size == 0:
+                await reader.readline()
+                break
+            buffer += await reader.readexactly(size)
+            await reader.readexactly(2)
+            while b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                if event.startswith(b"data:"):
+                    yield event[5:]
+    else:
+        buffer = await reader.readexactly(int(headers.get("content-length", "0")))
+        for event in buffer.split(b"\n\n"):
+            if event.startswith(b"data:"):
+                yield event[5:]
+
+
+def http_stream_async(server, text, out_len, concurrency, total):
+    """generate_stream from one asyncio task per client, each on its own kept-alive connection
+    (no threads, no client library): returns (wall seconds, results)."""
+    import asyncio
+    body = json.dumps(ensemble_body(text, out_len, True)).encode()
+    host, port = server.base.split("//")[1].split(":")
+
+    async def client(counter, results):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while next(counter, None) is not None:
+                t0 = time.perf_counter()
+                first, events = None, 0
+                async for payload in _sse_request(reader, writer, host, "/v2/models/ensemble/generate_stream", body):
+                    if b'"error"' in payload and "error" in json.loads(payload):
+                        raise RuntimeError(json.loads(payload)["error"])
+                    if first is None:
+                        first = time.perf_counter() - t0
+                    events += 1
+                results.append({"ttft": first, "latency": time.perf_counter() - t0, "events": events})
+        finally:
+            writer.close()
+
+    async def run():
+        counter, results = iter(range(total)), []
+        start = time.perf_counter()
+        await asyncio.gather(*(client(counter, results) for _ in range(concurrency)))
+        return time.perf_counter() - start, results
+
+    return asyncio.run(run())
 
 
 grpc_clients = []
@@ -278,7 +349,7 @@ def main():
     a = p.parse_args()
     paths = a.paths.split(";")
     names = {"offline": "offline engine", "generate": "HTTP generate", "stream-http": "HTTP generate_stream",
-             "stream-grpc": "gRPC stream"}
+             "stream-async": "HTTP generate_stream (asyncio)", "stream-grpc": "gRPC stream"}
     print(f"model: {os.path.basename(a.model)}, {a.num_requests} requests per point, "
           f"input {a.input_len} tokens, output exactly {a.output_len} tokens, device {a.device}, {a.repeats} runs per point "
           "(mean, min-max in brackets)")
@@ -287,7 +358,7 @@ def main():
     for c in [int(x) for x in a.concurrency.split(";")]:
         server = None
         if any(x != "offline" for x in paths):
-            server = Server(a.bin, a.model, matched_repo_args(c, a.input_len, a.output_len) + a.repo_args.split())
+            server = Server(a.bin, a.model, matched_repo_args(c, a.input_len, a.output_len) + a.repo_args.split(), a.device)
         try:
             text = prompt_of_length(server, a.input_len) if server else None
             if server:   # warm-up, not reported
@@ -298,9 +369,12 @@ def main():
                     if path == "offline":
                         runs[path].append(offline(a.bin, a.model, c, a.num_requests, a.input_len, a.output_len, a.device))
                         continue
-                    fn = {"generate": http_generate, "stream-http": http_stream, "stream-grpc": grpc_stream}[path]
                     before = server.generated_tokens()
-                    wall, results = run_closed_loop(c, a.num_requests, fn(server, text, a.output_len))
+                    if path == "stream-async":
+                        wall, results = http_stream_async(server, text, a.output_len, c, a.num_requests)
+                    else:
+                        fn = {"generate": http_generate, "stream-http": http_stream, "stream-grpc": grpc_stream}[path]
+                        wall, results = run_closed_loop(c, a.num_requests, fn(server, text, a.output_len))
                     close_grpc_clients()
                     generated = server.generated_tokens() - before
                     if generated != a.num_requests * a.output_len:
