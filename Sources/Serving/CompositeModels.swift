@@ -154,6 +154,15 @@ final class EnsembleModel: ServedModel, Sendable {
         }
     }
 
+    /// Tells the models of `steps` that stream `key` ended.
+    private func endStream(_ key: String, steps indices: [Int]) {
+        for i in indices {
+            guard let lease = try? host?.lease(steps[i].model, version: steps[i].version) else { continue }
+            lease.model.endStream(key)
+            lease.release()
+        }
+    }
+
     /// Runs the pending steps as their inputs become ready, each awaited in place. A decoupled
     /// step's every response continues the graph on its own copy of the flow, in order, before
     /// the step's next response is taken; each completed flow is one ensemble response. Returns
@@ -177,11 +186,15 @@ final class EnsembleModel: ServedModel, Sendable {
             context.streamKey = streamKey
             context.isFinalChunk = final
             let key = streamKey ?? (step.decoupled ? UUID().uuidString : nil)
+            let remaining = pending
+            // A stream this step opens ends with it, however it ends (a client gone mid-stream
+            // sends no last chunk): the steps after it drop what they keep for it.
+            defer { if streamKey == nil, let key { endStream(key, steps: remaining) } }
             // What the step's responses did: the flow after a plain step; for a decoupled step,
             // whether any / a final response went out below it and whether it sent a final one.
             struct Outcome { var flow: Flow; var emitted = (any: false, final: false); var sawFinal = false }
             let outcome = Locked(Outcome(flow: flow))
-            let before = flow, remaining = pending
+            let before = flow
             do {
                 guard let host else { throw ServingError(.unavailable, "the server is shutting down") }
                 try await host.run(request, context: context) { [self] response in

@@ -13,6 +13,12 @@ import TritonProtos
 /// Runs one batch on one instance: one result per request, in order.
 protocol BatchBackend: Sendable {
     func execute(_ batch: [ModelRequest], instance: Int) -> [Result<[InferTensor], Error>]
+    /// The ensemble's stream `key` ended (finished, failed or cancelled): forget its state.
+    func endStream(_ key: String)
+}
+
+extension BatchBackend {
+    func endStream(_ key: String) {}
 }
 
 /// Triton's priority levels (`dynamic_batching { priority_levels, default_priority_level }`).

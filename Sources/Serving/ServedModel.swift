@@ -27,11 +27,15 @@ protocol ServedModel: AnyObject, Sendable {
     /// Why the model can no longer serve though it is loaded (its device context is lost), or
     /// nil. Such a version is UNAVAILABLE with this reason until it is loaded anew.
     var failure: String? { get }
+    /// The ensemble's stream `key` (RequestContext.streamKey) ended, whether or not its last
+    /// chunk came: a model that keeps state per stream (postprocessing's detokenizers) drops it.
+    func endStream(_ key: String)
     /// Cancels whatever still runs and releases the model (the server drains first).
     func shutdown() async
 }
 
 extension ServedModel {
+    func endStream(_ key: String) {}
     var countsExecutions: Bool { true }
     var pendingCount: Int { 0 }
     var llmMetrics: LLMMetrics? { nil }
@@ -69,12 +73,14 @@ enum TokenizerRole: Sendable, Equatable {
 /// A stateless model: requests queue in a dynamic batcher; instances execute batches.
 final class BatchedModel: ServedModel, TokenizingModel {
     let batcher: DynamicBatcher
+    let backend: BatchBackend
     let textTokenizer: Tokenizer?
     let tokenizerRole: TokenizerRole?
 
     init(settings: BatcherSettings, backend: BatchBackend, recorder: StatisticsRecorder, label: String, tokenizer: Tokenizer? = nil,
          tokenizerRole: TokenizerRole? = nil) {
         batcher = DynamicBatcher(settings: settings, backend: backend, recorder: recorder, label: label)
+        self.backend = backend
         textTokenizer = tokenizer
         self.tokenizerRole = tokenizerRole
     }
@@ -83,6 +89,8 @@ final class BatchedModel: ServedModel, TokenizingModel {
         let outputs = try await batcher.submit(request)
         try await send(InferResponse(modelName: "", modelVersion: "", id: request.id, outputs: outputs.filter { request.wants($0.name) }))
     }
+
+    func endStream(_ key: String) { backend.endStream(key) }
 
     func shutdown() async { batcher.stop() }
 }

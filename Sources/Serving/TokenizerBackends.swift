@@ -141,8 +141,9 @@ struct PreprocessingBackend: BatchBackend {
 
 // MARK: postprocessing
 
-/// Detokenizers of the streams in flight, keyed by the ensemble's stream key. A stream that
-/// never sends its last chunk (its client went away) is forgotten after `ttl`.
+/// Detokenizers of the streams in flight, keyed by the ensemble's stream key (then item and
+/// beam). The ensemble ends every stream it opened (`forget`), whether or not its last chunk
+/// came; `ttl` is only a backstop for a caller that never does.
 final class DetokenizerStreams: Sendable {
     private struct Entry {
         var detokenizer: IncrementalDetokenizer
@@ -169,6 +170,14 @@ final class DetokenizerStreams: Sendable {
         return text
     }
 
+    /// Drops every detokenizer of stream `key`.
+    func forget(_ key: String) {
+        let prefix = key + "/"
+        entries.withLock { e in
+            for k in e.keys where k.hasPrefix(prefix) { e[k] = nil }
+        }
+    }
+
     var count: Int { entries.withLock { $0.count } }
 }
 
@@ -176,6 +185,8 @@ struct PostprocessingBackend: BatchBackend {
     let tokenizer: Tokenizer
     let skipSpecialTokens: Bool
     let streams = DetokenizerStreams()
+
+    func endStream(_ key: String) { streams.forget(key) }
 
     init(tokenizer: Tokenizer, parameters: ModelParameters) throws {
         self.tokenizer = tokenizer

@@ -5,7 +5,7 @@ import CPUCompute
 import Engine
 import Foundation
 import Runtime
-import Serving
+@testable import Serving
 import TestFixtures
 import Testing
 import Tokenization
@@ -202,6 +202,12 @@ import TritonProtos
         // The tiny model may finish all 200 tokens before the cancel lands; either way nothing leaks.
         #expect(llm.activeRequests == 0)
         #expect(llm.kvBlocksUsed == 0)
+        // Nor does postprocessing keep the cancelled stream's detokenizer.
+        let post = try server.lease("postprocessing", version: "")
+        defer { post.release() }
+        let streams = try #require(((post.model as? BatchedModel)?.backend as? PostprocessingBackend)?.streams)
+        for _ in 0..<200 where streams.count > 0 { try await Task.sleep(nanoseconds: 10_000_000) }
+        #expect(streams.count == 0)
         // The server still serves.
         #expect(try await server.infer(ensembleRequest("after", maxTokens: 3)).text("text_output") != nil)
         await server.shutdown(gracePeriod: 1)

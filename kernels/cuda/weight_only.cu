@@ -557,7 +557,16 @@ __global__ void wo_random_kernel(uint32_t *dst, int64_t words, int64_t row_words
         const int64_t off = 4 * (i % row_words);
         const uint64_t z = splitmix(seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1));
         if (off < q.code_bytes) {
-            dst[i] = (uint32_t)z;
+            // Uniform codes have the mean maxcode / 2 = z - 0.5, not z: symmetric matrices would
+            // carry a bias of -s / 2 in every weight, which 32 random layers grow until fp16
+            // overflows. Code 0 becomes z, so the codes are symmetric about z (mean 0).
+            uint32_t v = (uint32_t)z;
+            if (!q.has_zeros) {
+                const uint32_t mask = bits == 8 ? 0xFFu : 0xFu, mid = bits == 8 ? 0x80u : 0x8u;
+                for (int f = 0; f < 32 / bits; f++)
+                    if (((v >> (f * bits)) & mask) == 0) v |= mid << (f * bits);
+            }
+            dst[i] = v;
             continue;
         }
         uint32_t halves = 0;

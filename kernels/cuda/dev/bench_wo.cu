@@ -155,7 +155,8 @@ int32_t run_public(petrel_context *ctx, const Problem &p, const petrel_wo_desc &
                    const void *norm, const void *bias, void *normed, void *out) {
     if (p.norm)
         return p.mode == kGemvSwiGLU ? petrel_rmsnorm_matmul_swiglu_enqueue(ctx, x, norm, 1e-5f, n, p.k, w, &d, p.cols, normed, out)
-                                     : petrel_rmsnorm_matmul_enqueue(ctx, x, norm, 1e-5f, n, p.k, w, &d, p.cols, bias, normed, out);
+                                     : petrel_rmsnorm_matmul_enqueue(ctx, x, norm, 1e-5f, n, p.k, w, &d, p.cols,
+                                                                     p.mode == kGemvBias ? bias : nullptr, normed, out);
     if (p.mode == kGemvSwiGLU) return petrel_matmul_swiglu_enqueue(ctx, x, n, p.k, w, &d, p.cols, out);
     if (p.mode == kGemvAdd) return petrel_matmul_add_enqueue(ctx, x, n, p.k, w, &d, p.cols, out);
     return petrel_matmul_enqueue(ctx, x, n, p.k, w, &d, p.cols, p.mode == kGemvBias ? bias : nullptr, out);
