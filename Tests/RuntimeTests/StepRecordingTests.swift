@@ -100,6 +100,9 @@ final class RecordingCPUBackend: ComputeBackend, StepRecording, @unchecked Senda
     func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor) {
         enqueue { [unowned self] in cpu.gatherRows(x, rows: current?.rows ?? rows, into: out) }
     }
+    func gatherColumns(_ x: Tensor, order: ColumnOrder, into out: Tensor) {
+        enqueue { [cpu] in cpu.gatherColumns(x, order: order, into: out) }
+    }
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int) { cpu.copyKVBlock(cache, from: from, to: to) }
 }
 
