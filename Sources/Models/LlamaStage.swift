@@ -163,11 +163,6 @@ public final class LlamaStage: Sendable {
         func matrix(_ m: HostTensor, _ name: String) throws -> Tensor {
             try backend.upload(try prepareMatrix(m, quantization: quantization, nativeBlockTypes: backend.nativeBlockTypes, name: name))
         }
-        // Input orders (GPTQ act-order) stay refused where steps are recorded (CUDA graphs) until
-        // a gather inside a recorded step is tested.
-        if backend is StepRecording, w.layers.contains(where: { $0.qkvInputOrder != nil || $0.outputInputOrder != nil || $0.gateUpInputOrder != nil }) {
-            throw QuantizationError("GPTQ act-order checkpoints (desc_act) run on the CPU only for now: \(backend.name) has no column gather yet")
-        }
         func order(_ columns: [Int32]?) throws -> ColumnOrder? { try columns.map { try backend.makeColumnOrder($0) } }
         let layers = try w.layers.enumerated().map { i, l in
             let at = " of layer \(w.layerRange.lowerBound + i)"
