@@ -195,4 +195,18 @@ public final class CPUBackend: ComputeBackend {
         let src = floats(x), dst = floats(out)
         for (i, r) in rows.enumerated() { (dst + i * d).update(from: src + r * d, count: d) }
     }
+
+    /// The order is read from its host copy (the default makeColumnOrder).
+    public func gatherColumns(_ x: Tensor, order: ColumnOrder, into out: Tensor) {
+        let n = x.rowCount, d = x.rowLength, k = order.count
+        precondition(out.rowCount == n && out.rowLength == k, "gatherColumns: out is \(out.shape), expected [\(n), \(k)]")
+        precondition(d >= order.inputWidth, "gatherColumns: an order of columns up to \(order.inputWidth - 1) on rows of \(d)")
+        let src = floats(x), dst = floats(out)
+        order.columns.withUnsafeBufferPointer { columns in
+            for r in 0..<n {
+                let s = src + r * d, o = dst + r * k
+                for j in 0..<k { o[j] = s[Int(columns[j])] }
+            }
+        }
+    }
 }

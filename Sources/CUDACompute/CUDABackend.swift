@@ -380,10 +380,23 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
         context.enqueue("gatherRows") { lib.gatherRows(ctx, ptr(x), Int64(x.rowLength), rows.map(Int32.init), Int64(rows.count), ptr(out)) }
     }
 
-    /// The generic one (through the host), its upload's failure held as the fault.
-    public func gatherColumns(_ x: Tensor, order: [Int32], into out: Tensor) {
-        guard !context.isFaulted else { return }
-        do { try gatherColumnsOnHost(x, order: order, into: out) } catch { context.keep(DeviceFault("\(error)")) }
+    /// The order's columns in device memory (int32), uploaded once.
+    public func makeColumnOrder(_ columns: [Int32]) throws -> ColumnOrder {
+        let storage = try CUDABuffer(context: context, byteCount: columns.count * 4)
+        try columns.withUnsafeBytes {
+            try context.check(lib.bufferUpload(ctx, $0.baseAddress, $0.count, storage.pointer), "upload a column order of \(columns.count)")
+        }
+        return ColumnOrder(columns: columns, storage: storage)
+    }
+
+    public func gatherColumns(_ x: Tensor, order: ColumnOrder, into out: Tensor) {
+        let n = x.rowCount, d = x.rowLength, k = order.count
+        precondition(out.rowCount == n && out.rowLength == k, "gatherColumns: out is \(out.shape), expected [\(n), \(k)]")
+        precondition(d >= order.inputWidth, "gatherColumns: an order of columns up to \(order.inputWidth - 1) on rows of \(d)")
+        guard let columns = order.storage as? CUDABuffer else { preconditionFailure("gatherColumns: an order this backend did not make") }
+        context.enqueue("gatherColumns") {
+            lib.gatherColumns(ctx, ptr(x), Int64(n), Int64(d), columns.pointer.assumingMemoryBound(to: Int32.self), Int64(k), ptr(out))
+        }
     }
 
     // MARK: decode steps as CUDA graphs (kernels/cuda/graphs.cu)

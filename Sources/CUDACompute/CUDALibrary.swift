@@ -59,6 +59,7 @@ final class CUDALibrary: @unchecked Sendable {
     let deviceUUID: petrel_device_uuid_fn
     let add: petrel_add_enqueue_fn
     let gatherRows: petrel_rows_gather_enqueue_fn
+    let gatherColumns: petrel_columns_gather_enqueue_fn
     let matmulAdd: petrel_matmul_add_enqueue_fn
     let rmsNormMatmul: petrel_rmsnorm_matmul_enqueue_fn
     let rmsNormMatmulSwiGLU: petrel_rmsnorm_matmul_swiglu_enqueue_fn
@@ -122,6 +123,7 @@ final class CUDALibrary: @unchecked Sendable {
         deviceUUID = try resolve("petrel_device_uuid", petrel_device_uuid_fn.self)
         add = try resolve("petrel_add_enqueue", petrel_add_enqueue_fn.self)
         gatherRows = try resolve("petrel_rows_gather_enqueue", petrel_rows_gather_enqueue_fn.self)
+        gatherColumns = try resolve("petrel_columns_gather_enqueue", petrel_columns_gather_enqueue_fn.self)
         matmulAdd = try resolve("petrel_matmul_add_enqueue", petrel_matmul_add_enqueue_fn.self)
         rmsNormMatmul = try resolve("petrel_rmsnorm_matmul_enqueue", petrel_rmsnorm_matmul_enqueue_fn.self)
         rmsNormMatmulSwiGLU = try resolve("petrel_rmsnorm_matmul_swiglu_enqueue", petrel_rmsnorm_matmul_swiglu_enqueue_fn.self)

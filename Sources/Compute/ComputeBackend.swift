@@ -79,9 +79,14 @@ public protocol ComputeBackend: AnyObject, Sendable {
     func add(_ x: Tensor, into accumulator: Tensor)
     /// out (rows.count, d) = the given rows of x (n, d).
     func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor)
-    /// out (n, order.count) = the columns `order` of x (n, d): out[:, j] = x[:, order[j]]. The
-    /// input of a matrix whose columns are kept in another order (GPTQ act-order). out is not x.
-    func gatherColumns(_ x: Tensor, order: [Int32], into out: Tensor)
+    /// `columns` made ready for gatherColumns, once, at load (a device backend uploads it); every
+    /// entry is >= 0. Throws what `upload` throws.
+    func makeColumnOrder(_ columns: [Int32]) throws -> ColumnOrder
+    /// out (n, order.count) = the columns of x (n, d) in `order` (made by this backend's
+    /// makeColumnOrder): out[:, j] = x[:, order.columns[j]], d >= order.inputWidth. The input of a
+    /// matrix whose columns are kept in another order (GPTQ act-order). out is not x. Enqueued like
+    /// any op: nothing comes from the host, so a StepRecording step may hold it.
+    func gatherColumns(_ x: Tensor, order: ColumnOrder, into out: Tensor)
     /// Copies KV block `from` to block `to` in every layer (copy-on-write when beams fork).
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int)
     /// The first failure of this backend's operations since the last call (a device error, an
@@ -109,6 +114,28 @@ public protocol ComputeBackend: AnyObject, Sendable {
                        scale: Float, into out: Tensor)
 }
 
+/// A column order (GPTQ act-order) made ready once, at load, by the backend that gathers with it
+/// (ComputeBackend.makeColumnOrder): `columns` on the host, and `storage` where that backend reads
+/// them (its device memory; nil for a backend that reads `columns`).
+public final class ColumnOrder: Sendable {
+    /// out[:, j] = x[:, columns[j]].
+    public let columns: [Int32]
+    /// The narrowest input the order fits: max(columns) + 1.
+    public let inputWidth: Int
+    /// Backend-specific storage (the backend that made the order downcasts it).
+    public let storage: (any AnyObject & Sendable)?
+
+    public init(columns: [Int32], storage: (any AnyObject & Sendable)? = nil) {
+        precondition(columns.allSatisfy { $0 >= 0 }, "a column order has a negative column")
+        self.columns = columns
+        self.inputWidth = Int(columns.max() ?? -1) + 1
+        self.storage = storage
+    }
+
+    /// Columns of the gathered output.
+    public var count: Int { columns.count }
+}
+
 /// A device failure seen during a step: the step's requests fail with `message`.
 public struct DeviceFault: Error, Sendable, Equatable, CustomStringConvertible {
     public var message: String
@@ -128,28 +155,8 @@ extension ComputeBackend {
     public var nativeBlockTypes: Set<DType> { [] }
     public func takeFault() -> DeviceFault? { nil }
 
-    /// The generic gatherColumns, slow: x goes to the host (download), is permuted there, comes
-    /// back as a table (upload) and is looked up row by row into out (embed). It synchronizes with
-    /// the device and cannot be recorded in a StepRecording step: a backend that runs such models
-    /// often implements gatherColumns itself.
-    public func gatherColumns(_ x: Tensor, order: [Int32], into out: Tensor) {
-        do { try gatherColumnsOnHost(x, order: order, into: out) } catch { preconditionFailure("gatherColumns: upload failed: \(error)") }
-    }
-
-    /// The generic gatherColumns' work; throws what `upload` throws (a backend that keeps faults
-    /// calls it and keeps the error).
-    public func gatherColumnsOnHost(_ x: Tensor, order: [Int32], into out: Tensor) throws {
-        let n = x.rowCount, d = x.rowLength, w = order.count
-        precondition(out.rowCount == n && out.rowLength == w, "gatherColumns: out is \(out.shape), expected [\(n), \(w)]")
-        precondition(order.allSatisfy { $0 >= 0 && Int($0) < d }, "gatherColumns: column out of range")
-        let v = download(x)
-        var g = [Float](repeating: 0, count: n * w)
-        for r in 0..<n {
-            for j in 0..<w { g[r * w + j] = v[r * d + Int(order[j])] }
-        }
-        let table = try upload(.float32(g, shape: [n, w]))
-        embed((0..<n).map(Int32.init), table: table, into: out)
-    }
+    /// The order kept on the host only, for a backend that gathers from `columns` (the CPU).
+    public func makeColumnOrder(_ columns: [Int32]) throws -> ColumnOrder { ColumnOrder(columns: columns) }
 
     public func rmsNormMatmul(_ x: Tensor, norm: Tensor, eps: Float, weight: Tensor, bias: Tensor?, normed: Tensor,
                               into out: Tensor) {

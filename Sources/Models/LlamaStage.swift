@@ -105,10 +105,11 @@ public final class LlamaStage: Sendable {
         let ffnNorm: Tensor         // (hidden)
         let gateUp: Tensor          // (2f, hidden): gate rows then up rows
         let down: Tensor            // (hidden, f)
-        /// Column orders of qkv, output and gateUp (LlamaLayerWeights); nil: the input's order.
-        var qkvInputOrder: [Int32]? = nil
-        var outputInputOrder: [Int32]? = nil
-        var gateUpInputOrder: [Int32]? = nil
+        /// Column orders of qkv, output and gateUp (LlamaLayerWeights), made ready on the backend;
+        /// nil: the input's order.
+        var qkvInputOrder: ColumnOrder? = nil
+        var outputInputOrder: ColumnOrder? = nil
+        var gateUpInputOrder: ColumnOrder? = nil
 
         var hasInputOrders: Bool { qkvInputOrder != nil || outputInputOrder != nil || gateUpInputOrder != nil }
     }
@@ -162,19 +163,14 @@ public final class LlamaStage: Sendable {
         func matrix(_ m: HostTensor, _ name: String) throws -> Tensor {
             try backend.upload(try prepareMatrix(m, quantization: quantization, nativeBlockTypes: backend.nativeBlockTypes, name: name))
         }
-        // Input orders (GPTQ act-order) run through ComputeBackend's default gatherColumns, a host
-        // round trip: fine on the CPU, but a device whose steps are recorded (CUDA graphs) cannot
-        // take one mid-step, so it is refused there until the device has a gather of its own.
-        if backend is StepRecording, w.layers.contains(where: { $0.qkvInputOrder != nil || $0.outputInputOrder != nil || $0.gateUpInputOrder != nil }) {
-            throw QuantizationError("GPTQ act-order checkpoints (desc_act) run on the CPU only for now: \(backend.name) has no column gather yet")
-        }
+        func order(_ columns: [Int32]?) throws -> ColumnOrder? { try columns.map { try backend.makeColumnOrder($0) } }
         let layers = try w.layers.enumerated().map { i, l in
             let at = " of layer \(w.layerRange.lowerBound + i)"
             return Layer(attentionNorm: try backend.upload(l.attentionNorm), qkv: try matrix(l.qkv, "qkv" + at),
                          qkvBias: try l.qkvBias.map { try backend.upload($0) }, output: try matrix(l.output, "output" + at),
                          ffnNorm: try backend.upload(l.ffnNorm), gateUp: try matrix(l.gateUp, "gate/up" + at),
-                         down: try matrix(l.down, "down" + at), qkvInputOrder: l.qkvInputOrder,
-                         outputInputOrder: l.outputInputOrder, gateUpInputOrder: l.gateUpInputOrder)
+                         down: try matrix(l.down, "down" + at), qkvInputOrder: try order(l.qkvInputOrder),
+                         outputInputOrder: try order(l.outputInputOrder), gateUpInputOrder: try order(l.gateUpInputOrder))
         }
         // The head keeps its precision under --quantization (as TensorRT-LLM and vLLM leave
         // lm_head alone); a GGML head the backend does not run natively still converts.
@@ -264,7 +260,7 @@ public final class LlamaStage: Sendable {
         // each residual add with the row-parallel matmul before it (addRowParallel). A matrix with
         // an input order (GPTQ act-order) reads its input's columns in that order: norm, gather
         // into a.gathered, then the matmul.
-        func inOrder(_ t: Tensor, _ order: [Int32]?) -> Tensor {
+        func inOrder(_ t: Tensor, _ order: ColumnOrder?) -> Tensor {
             guard let order, let g = a.gathered else { return t }
             let out = Tensor(dtype: g.dtype, shape: [t.rowCount, order.count], storage: g.storage)
             b.gatherColumns(t, order: order, into: out)

@@ -1,6 +1,6 @@
 // `petrel selftest --device cuda`: every ComputeBackend op of a device against the CPU reference
 // over several shapes (fresh random inputs, outputs poisoned with NaN before each run), then
-// whole-model logits of the tiny fixture and a random SmolLM2-shaped model. Prints one table
+// whole-model logits of the tiny fixture, a GPTQ act-order fixture and a random SmolLM2-shaped model. Prints one table
 // row per check and exits non-zero if any fails. This is how kernels are tested on the GPU
 // machine, which has no Swift toolchain.
 import ArgumentParser
@@ -13,6 +13,7 @@ import Dispatch
 import Runtime
 import Engine
 import Models
+import Checkpoints
 
 struct SelfTest: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,6 +21,8 @@ struct SelfTest: ParsableCommand {
 
     @Option(help: "The device to check: cuda (or cpu, which checks the reference against itself).") var device: Device = .cuda
     @Option(help: "A small Hugging Face checkpoint folder for the end-to-end check.") var fixture = "Tests/Fixtures/tiny-llama"
+    @Option(help: "A small GPTQ act-order (desc_act) checkpoint folder for the end-to-end and step-graph checks.")
+    var actOrderFixture = "Tests/Fixtures/quantized/gptq-4bit-actorder"
     @Option(help: "Seed for the random inputs.") var seed: UInt64 = 7
 
     @Option(help: "Element types to check on the GPU, separated by ','.") var gpuDtypes = "f16,bf16"
@@ -38,7 +41,7 @@ struct SelfTest: ParsableCommand {
                                 elementType: device == .cuda ? type.dtype : .f16)
             print("| op | shape | max rel error | tolerance | ok |")
             print("|---|---|---|---|---|")
-            try check.all(fixture: fixture)
+            try check.all(fixtures: [fixture, actOrderFixture])
             print("\(type): \(check.passed) passed, \(check.failed) failed\n")
             passed += check.passed
             failed += check.failed
@@ -138,7 +141,9 @@ struct OpCheck {
 
     // MARK: checks
 
-    mutating func all(fixture: String) throws {
+    /// Every check; `fixtures` are checkpoint folders for the end-to-end checks, the second a GPTQ
+    /// act-order one (its input orders gathered inside the step graphs too).
+    mutating func all(fixtures: [String]) throws {
         for (vocab, dim, count) in [(300, 64, 1), (300, 576, 17), (1000, 4096, 33)] {
             let table = normals(vocab * dim)
             let t = try pair(table, [vocab, dim])
@@ -287,10 +292,23 @@ struct OpCheck {
             dev.gatherRows(x.1, rows: rows, into: out.1)
             compare("gatherRows", "(\(n), \(d)) rows \(rows.count)", out, tolerance: 0)
         }
+        // GPTQ act-order's input gather (an order each backend made once): permutations of odd and
+        // even widths, and an order narrower than its input with repeats; copied exactly.
+        for (n, d, k) in [(1, 4096, 4096), (3, 577, 577), (17, 128, 77), (17, 11008, 11008), (2, 9, 16)] {
+            let x = try pair(normals(n * d), [n, d])
+            var columns = (0..<max(d, k)).map { Int32($0 % d) }
+            for i in stride(from: columns.count - 1, to: 0, by: -1) { columns.swapAt(i, rng.below(i + 1)) }
+            columns = Array(columns.prefix(k))
+            let out = try poisoned([n, k])
+            ref.gatherColumns(x.0, order: try ref.makeColumnOrder(columns), into: out.0)
+            dev.gatherColumns(x.1, order: try dev.makeColumnOrder(columns), into: out.1)
+            compare("gatherColumns", "(\(n), \(d)) columns \(k)\(k == d ? " permuted" : k < d ? " of \(d)" : " with repeats")", out,
+                    tolerance: 0)
+        }
         try weightOnlyMatmuls()
         try tokenSelection()
-        try endToEnd(fixture: fixture)
-        try stepGraphs()
+        try endToEnd(fixtures: fixtures)
+        try stepGraphs(actOrderFixture: fixtures.count > 1 ? fixtures[1] : nil)
         try engineSampling()
         try deviceFaults()
     }
@@ -437,18 +455,20 @@ struct OpCheck {
         }
     }
 
-    /// Whole-model logits: the fixture checkpoint and a random SmolLM2-135M-shaped model (GQA,
+    /// Whole-model logits: the fixture checkpoints and a random SmolLM2-135M-shaped model (GQA,
     /// head_dim 64, 30 layers), a prefill and two decode steps each.
-    mutating func endToEnd(fixture: String) throws {
+    mutating func endToEnd(fixtures: [String]) throws {
         var models: [(String, LlamaModel, LlamaModel)] = []
-        if FileManager.default.fileExists(atPath: fixture) {
+        for fixture in fixtures {
+            guard FileManager.default.fileExists(atPath: fixture) else {
+                print("| model | \(fixture) | missing | - | FAIL |")
+                failed += 1
+                continue
+            }
             let ckpt = try LoadedCheckpoint.open(fixture)
             models.append((URL(fileURLWithPath: fixture).lastPathComponent,
                            try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: ref),
                            try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: dev)))
-        } else {
-            print("| model | \(fixture) | missing | - | FAIL |")
-            failed += 1
         }
         let smol = BuiltinConfig.smollm2_135m.config
         let weights = LlamaWeights.random(config: smol, dtype: .f16, seed: 3)
@@ -487,8 +507,10 @@ struct OpCheck {
     /// kernel by kernel on a second context with graphs off (CUDABackend.Options): bit-identical
     /// logits at every step, over batches of 5 and then 4 sequences whose contexts cross KV-block,
     /// block-table-capacity and split-K-partition boundaries (so shapes are warmed up, captured,
-    /// replayed, and captured anew); and graphs must really have been captured and replayed.
-    mutating func stepGraphs() throws {
+    /// replayed, and captured anew); and graphs must really have been captured and replayed. A
+    /// random SmolLM2-135M-shaped model, then the GPTQ act-order fixture (a column gather before
+    /// three of each layer's matmuls, in the graphs), when there is one.
+    mutating func stepGraphs(actOrderFixture: String?) throws {
         guard let gpu = dev as? CUDABackend else { return }
         guard gpu.options.cudaGraphs else {
             print("| step graphs | --no-cuda-graphs: not checked | - | - | skipped |")
@@ -497,10 +519,19 @@ struct OpCheck {
         var kernelByKernel = gpu.options
         kernelByKernel.cudaGraphs = false
         let plain = try CUDABackend(libraryPath: gpu.libraryPath, elementType: elementType, options: kernelByKernel)
-        let smol = BuiltinConfig.smollm2_135m.config, vocab = smol.vocabularySize
-        let weights = LlamaWeights.random(config: smol, dtype: .f16, seed: 4)
-        let a = try LlamaModel(config: smol, weights: weights, backend: dev)
-        let b = try LlamaModel(config: smol, weights: weights, backend: plain)
+        let smol = BuiltinConfig.smollm2_135m.config
+        try stepGraphs("random smollm2-135m", smol, LlamaWeights.random(config: smol, dtype: .f16, seed: 4), gpu: gpu, plain: plain)
+        if let path = actOrderFixture, FileManager.default.fileExists(atPath: path) {   // endToEnd reports one missing
+            let ckpt = try LoadedCheckpoint.open(path)
+            try stepGraphs(URL(fileURLWithPath: path).lastPathComponent, ckpt.config, ckpt.weights, gpu: gpu, plain: plain)
+        }
+    }
+
+    mutating func stepGraphs(_ name: String, _ config: TransformerConfig, _ weights: LlamaWeights, gpu: CUDABackend,
+                             plain: CUDABackend) throws {
+        let vocab = config.vocabularySize
+        let a = try LlamaModel(config: config, weights: weights, backend: dev)
+        let b = try LlamaModel(config: config, weights: weights, backend: plain)
         // The decode steps of `a` as a ModelRunner runs them: on buffers the step graphs keep.
         guard let graphs = DecodeStepGraphs(model: a) else { return }
         let blockSize = 16, perSequence = 16, count = 5
@@ -549,10 +580,11 @@ struct OpCheck {
         }
         let after = gpu.graphCounts
         let captured = after.captured - before.captured, replayed = after.replayed - before.replayed
-        record("step graphs = kernel by kernel", "\(steps) decode steps of 5 and 4 sequences, contexts 4-\(contexts.max()!), logits bit for bit",
+        record("step graphs = kernel by kernel",
+               "\(name): \(steps) decode steps of 5 and 4 sequences, contexts 4-\(contexts.max()!), logits bit for bit",
                allB, allA, tolerance: 0)
-        record("step graphs used", "\(captured) captured, \(replayed) of \(steps) steps replayed", [captured >= 3 && replayed >= steps - 12 ? 0 : 1],
-               [0], tolerance: 0)
+        record("step graphs used", "\(name): \(captured) captured, \(replayed) of \(steps) steps replayed",
+               [captured >= 3 && replayed >= steps - 12 ? 0 : 1], [0], tolerance: 0)
     }
 
     /// The engine on the device, tokens picked on the device (greedy, seeded top-k / top-p

@@ -210,6 +210,23 @@ func poisoned(_ b: CPUBackend, _ shape: [Int]) -> Tensor {
         #expect(fast.download(emb) == Array(all[448..<512]) + Array(all[0..<64]) + Array(all[448..<512]))
     }
 
+    /// GPTQ act-order's column gather through the protocol, as a model calls it: a permutation,
+    /// an order with repeats narrower than its input, and one row, odd and even widths.
+    @Test(arguments: [(1, 7), (3, 8), (17, 129)])
+    func gatherColumnsFollowsTheOrder(n: Int, d: Int) throws {
+        var rng = LCG(state: UInt64(n * 1000 + d))
+        let backend: ComputeBackend = fast
+        let x = rng.array(n * d)
+        let permutation = (0..<d).map { Int32(($0 * 5 + 3) % d) }   // 5 is prime to 7, 8 and 129
+        for columns in [permutation, [Int32(d - 1), 0, 2, 2, 1]] {
+            let order = try backend.makeColumnOrder(columns)
+            #expect(order.count == columns.count && order.inputWidth == Int(columns.max()!) + 1)
+            let out = poisoned(fast, [n, columns.count])
+            backend.gatherColumns(activation(fast, x, [n, d]), order: order, into: out)
+            #expect(fast.download(out) == (0..<n).flatMap { r in columns.map { x[r * d + Int($0)] } })
+        }
+    }
+
     @Test func ropeRotatesHalves() {
         var rng = LCG(state: 5)
         let n = 3, heads = 3, hd = 8, stride = 40

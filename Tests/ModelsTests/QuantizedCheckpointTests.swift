@@ -242,15 +242,4 @@ func int32Values(_ raw: RawTensor) -> [Int32] {
             }
         }
     }
-
-    @Test func defaultGatherColumnsPermutesColumns() throws {
-        let b = CPUBackend(exactQuantizedMath: true)
-        let (n, d) = (3, 8)
-        let values = (0..<(n * d)).map { Float($0) * 0.5 - 3 }
-        let x = try b.upload(.float32(values, shape: [n, d]))
-        let order: [Int32] = [5, 0, 7, 2, 2, 1]
-        let out = b.makeActivation([n, order.count])
-        b.gatherColumns(x, order: order, into: out)
-        #expect(b.download(out) == (0..<n).flatMap { r in order.map { values[r * d + Int($0)] } })
-    }
 }

@@ -195,6 +195,7 @@ final class SelectingCPUBackend: ComputeBackend, DeviceTokenSelection, Sendable 
     func swiglu(_ gateUp: Tensor, into out: Tensor) { cpu.swiglu(gateUp, into: out) }
     func add(_ x: Tensor, into accumulator: Tensor) { cpu.add(x, into: accumulator) }
     func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor) { cpu.gatherRows(x, rows: rows, into: out) }
+    func gatherColumns(_ x: Tensor, order: ColumnOrder, into out: Tensor) { cpu.gatherColumns(x, order: order, into: out) }
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int) { cpu.copyKVBlock(cache, from: from, to: to) }
     func topCandidates(_ logits: Tensor, count: Int, temperatures: [Float], edits: [LogitEdit])
         -> (ids: [Int32], values: [Float], logSumExp: [Float]) {

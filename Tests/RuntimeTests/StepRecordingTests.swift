@@ -100,6 +100,9 @@ final class RecordingCPUBackend: ComputeBackend, StepRecording, @unchecked Senda
     func gatherRows(_ x: Tensor, rows: [Int], into out: Tensor) {
         enqueue { [unowned self] in cpu.gatherRows(x, rows: current?.rows ?? rows, into: out) }
     }
+    func gatherColumns(_ x: Tensor, order: ColumnOrder, into out: Tensor) {
+        enqueue { [cpu] in cpu.gatherColumns(x, order: order, into: out) }
+    }
     func copyKVBlock(_ cache: KVCache, from: Int, to: Int) { cpu.copyKVBlock(cache, from: from, to: to) }
 }
 
@@ -107,9 +110,12 @@ final class RecordingCPUBackend: ComputeBackend, StepRecording, @unchecked Senda
     /// Decode steps of 3, 5 and then 9 sequences (the last outgrows the step buffers) after one
     /// ragged prefill: the recording backend's logits equal the plain CPU backend's at every step,
     /// shapes were recorded and replayed, and outgrowing the buffers dropped the recordings. The
-    /// prefill is not a decode step: the step graphs leave it to the model's own forward pass.
-    @Test func replayedDecodeStepsEqualPlainSteps() throws {
-        let ckpt = try LoadedCheckpoint.open(Fixtures.path("tiny-llama"))
+    /// prefill is not a decode step: the step graphs leave it to the model's own forward pass. The
+    /// GPTQ act-order fixture's steps gather columns (gatherColumns) inside the recordings.
+    @Test(arguments: ["tiny-llama", "quantized/gptq-4bit-actorder"])
+    func replayedDecodeStepsEqualPlainSteps(fixture: String) throws {
+        let ckpt = try LoadedCheckpoint.open(Fixtures.path(fixture))
+        #expect(fixture == "tiny-llama" || ckpt.weights.layers.allSatisfy { $0.qkvInputOrder != nil })
         let recorder = RecordingCPUBackend()
         let recorded = try LlamaModel(config: ckpt.config, weights: ckpt.weights, backend: recorder)
         let graphs = try #require(DecodeStepGraphs(model: recorded))

@@ -1,5 +1,5 @@
 // ops.cu: the element-wise and row-wise operations (embedding, RMSNorm, RoPE, SwiGLU, add, row
-// gather) and the cuBLAS matmul. The context's element type (fp16 or bf16: T, half or
+// and column gathers) and the cuBLAS matmul. The context's element type (fp16 or bf16: T, half or
 // __nv_bfloat16) in and out, fp32 arithmetic inside every kernel.
 #include "internal.h"
 
@@ -16,6 +16,21 @@ __global__ void gather_rows_kernel(const half *table, const int32_t *rows, int64
     } else {
         for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = src[i];
     }
+}
+
+// ---- column gather (GPTQ act-order inputs): out[r, j] = x[r, order[j]], 2-byte elements copied
+// bit for bit (fp16 and bf16 alike). Grid (n rows, chunks of columns); writes are coalesced, reads
+// scatter within a row that the caches hold.
+
+constexpr int kColumnsGatherThreads = 256;
+
+__global__ void gather_columns_kernel(const uint16_t *x, int64_t d, const int32_t *order, int64_t k, uint16_t *out) {
+    pdl_wait();   // launched as a programmatic dependent (launch_dependent)
+    pdl_launch_dependents();
+    const uint16_t *src = x + (int64_t)blockIdx.x * d;
+    uint16_t *dst = out + (int64_t)blockIdx.x * k;
+    for (int64_t j = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; j < k; j += (int64_t)gridDim.y * blockDim.x)
+        dst[j] = src[order[j]];
 }
 
 // ---- RMSNorm: one block per row
@@ -186,6 +201,18 @@ int32_t petrel_rows_gather_enqueue(petrel_context *ctx, const void *x, int64_t d
     }
     gather_rows_kernel<<<(unsigned)count, 128, 0, ctx->stream>>>((const half *)x, (const int32_t *)dev_rows, d, (half *)out);
     LAUNCH_CHECK(ctx);
+    return PETREL_OK;
+}
+
+int32_t petrel_columns_gather_enqueue(petrel_context *ctx, const void *x, int64_t n, int64_t d, const int32_t *order, int64_t k,
+                                      void *out) {
+    if (n == 0 || k == 0) return PETREL_OK;
+    if (!order || d <= 0)
+        return fail(ctx, PETREL_ERROR_INVALID_ARGUMENT, "columns gather: %s", !order ? "no order" : "rows without columns");
+    const int64_t chunks = (k + kColumnsGatherThreads - 1) / kColumnsGatherThreads;
+    const dim3 grid((unsigned)n, (unsigned)(chunks < 65535 ? chunks : 65535));
+    CUDA_TRY(ctx, launch_dependent(ctx, grid, dim3(kColumnsGatherThreads), 0, gather_columns_kernel, (const uint16_t *)x, d,
+                                   order, k, (uint16_t *)out));
     return PETREL_OK;
 }
 

@@ -52,7 +52,8 @@ extern "C" {
 //     petrel_weights_random_wo.
 // 11: device faults: petrel_context_recover, PETREL_ERROR_CONTEXT_LOST; petrel_debug_fail_alloc_after
 //     (the self-test's injected allocation failure).
-#define PETREL_ABI_VERSION 11
+// 12: petrel_columns_gather_enqueue (GPTQ act-order inputs gathered on the device).
+#define PETREL_ABI_VERSION 12
 
 enum {
     PETREL_OK = 0,
@@ -261,6 +262,12 @@ PETREL_FN(int32_t, petrel_add_enqueue, (petrel_context *ctx, void *acc, const vo
 // out (count, d) = rows rows[i] of x (., d). rows: host, borrowed.
 PETREL_FN(int32_t, petrel_rows_gather_enqueue, (petrel_context *ctx, const void *x, int64_t d,
                                                 const int32_t *rows, int64_t count, void *out))
+// out (n, k) = the columns order[j] of x (n, d): out[r, j] = x[r, order[j]], elements copied bit
+// for bit (the input of a matrix whose columns are kept in another order: GPTQ act-order). order:
+// device, k int32 values in [0, d), uploaded once by the caller (petrel_buffer_upload); nothing is
+// read from the host, so a decode step's graph may hold the call. out must not alias x.
+PETREL_FN(int32_t, petrel_columns_gather_enqueue, (petrel_context *ctx, const void *x, int64_t n, int64_t d,
+                                                   const int32_t *order, int64_t k, void *out))
 
 // ---- sampling on the device
 
