@@ -10,7 +10,8 @@
 //   bench_wo [bench] Llama-2-7B's matrices (qkv, o, gate_up + SwiGLU, down), n = 1 ... 4096, int8
 //                    per-channel and int4 g128 beside fp16 (the product's gemv / cuBLAS), and the
 //                    variants around the product's cut-overs: the GEMV and the GEMM for n <= 8, the
-//                    GEMM with one K split, the GEMM and dequantize + cuBLAS for large n.
+//                    GEMM with one K split, the GEMM and dequantize + cuBLAS for large n; and
+//                    dev/wo_gemv_rows.cuh's warp-per-row GEMV (a candidate, n <= 4).
 //
 // Timing: CUDA events around one launch, the median of 30 after 5, the weights rotating over enough
 // copies (>= 192 MiB) that none is served from L2. GB/s counts the bytes a matmul must move
@@ -19,6 +20,7 @@
 // Built by `make -C kernels/cuda bench_wo`.
 #include "../weight_only.cu"
 #include "dev_common.h"
+#include "wo_gemv_rows.cuh"
 
 #include <algorithm>
 #include <cmath>
@@ -407,6 +409,13 @@ int bench() {
                                                                          (half *)out, nullptr, 0.f)
                                                 : wo_gemv_modes<half, 4>(ctx, mode, (const half *)x, w, q, nullptr, n, s.k, s.cols,
                                                                          (half *)out, nullptr, 0.f);
+                        }});
+                    }
+                    if (n <= kWoGemvMaxRows) {
+                        runs.push_back({"rows (dev candidate)", [&, n, q](int c) {
+                            const uint8_t *w = (const uint8_t *)ws.copies[c];
+                            return ws.bits == 8 ? wo_gemv_rows<half, 8>(ctx, s.swiglu, (const half *)x, w, q, n, s.k, s.cols, (half *)out)
+                                                : wo_gemv_rows<half, 4>(ctx, s.swiglu, (const half *)x, w, q, n, s.k, s.cols, (half *)out);
                         }});
                     }
                     if (n <= kWoGemvMaxRows || n >= kWoCublasMinRows) runs.push_back({"gemm", gemm(0)});
