@@ -149,15 +149,24 @@ final class DetokenizerStreams: Sendable {
         var detokenizer: IncrementalDetokenizer
         var touched: UInt64
     }
-    private let entries = Mutex<[String: Entry]>([:])
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var lastSweep: UInt64 = 0
+    }
+    private let state = Mutex(State())
     private let ttl: UInt64 = 600 * 1_000_000_000
 
     /// The text `ids` complete in stream `key`; with `final`, also what was held back, and the stream ends.
     func append(_ ids: [Int32], key: String, final: Bool, make: () -> IncrementalDetokenizer) -> String {
         let now = DispatchTime.now().uptimeNanoseconds
-        var entry = entries.withLock { e -> Entry in
-            if e.count > 64 { e = e.filter { now &- $0.value.touched < ttl } }
-            return e.removeValue(forKey: key) ?? Entry(detokenizer: make(), touched: now)
+        var entry = state.withLock { s -> Entry in
+            // The backstop sweep runs once a tenth of the ttl, not on every chunk: streams are
+            // ended by `forget`, so expired entries are rare.
+            if now &- s.lastSweep > ttl / 10 {
+                s.lastSweep = now
+                s.entries = s.entries.filter { now &- $0.value.touched < ttl }
+            }
+            return s.entries.removeValue(forKey: key) ?? Entry(detokenizer: make(), touched: now)
         }
         var text = ""
         for id in ids { text += entry.detokenizer.append(id) }
@@ -165,7 +174,7 @@ final class DetokenizerStreams: Sendable {
             text += entry.detokenizer.finish()
         } else {
             entry.touched = now
-            entries.withLock { $0[key] = entry }
+            state.withLock { $0.entries[key] = entry }
         }
         return text
     }
@@ -173,12 +182,12 @@ final class DetokenizerStreams: Sendable {
     /// Drops every detokenizer of stream `key`.
     func forget(_ key: String) {
         let prefix = key + "/"
-        entries.withLock { e in
-            for k in e.keys where k.hasPrefix(prefix) { e[k] = nil }
+        state.withLock { s in
+            for k in s.entries.keys where k.hasPrefix(prefix) { s.entries[k] = nil }
         }
     }
 
-    var count: Int { entries.withLock { $0.count } }
+    var count: Int { state.withLock { $0.entries.count } }
 }
 
 struct PostprocessingBackend: BatchBackend {
