@@ -8,7 +8,9 @@
 # checked against the CPU and timed beside cuBLAS (GEMV_MODES: product rows slices norm; default product);
 # wo: kernels/cuda/dev/bench_wo, the weight-only matmuls checked against the CPU (every format, epilogue and
 # element type), then timed at Llama-2-7B's shapes beside fp16;
-# profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py);
+# profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py;
+# PROFILE_ARGS: extra bench flags, e.g. --quantization int8_wo);
+# woprof: Nsight Compute metrics of every bench_wo launch (after the wo stage);
 # bf16: a few grid points with --gpu-dtype bf16;
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
 # graphs: a few points with decode steps as CUDA graphs (default) and without (--no-cuda-graphs);
@@ -80,6 +82,15 @@ if has wo; then
     grep -E "FAIL|check:" "$OUT/wo-check.md"
     kernels/cuda/bench_wo bench 2>&1 | tee "$OUT/wo-bench.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if has woprof; then
+    # Nsight Compute over bench_wo's launches (each once): time, DRAM throughput, occupancy, registers
+    # and the long-scoreboard stalls of every GEMV and GEMM variant (wo-ncu.csv; scripts/ncu_wo.py).
+    [ -x kernels/cuda/bench_wo ] || { if [ -x .device/bench_wo ]; then cp .device/bench_wo kernels/cuda/bench_wo; else make -C kernels/cuda bench_wo >/dev/null; fi; }
+    timeout ${WOPROF_TIMEOUT:-240} ncu -k "regex:${WOPROF_KERNELS:-gemv|gemm_kernel}" --launch-count ${WOPROF_COUNT:-900} --csv --page raw \
+        --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,sm__warps_active.avg.pct_of_peak_sustained_active,launch__registers_per_thread,launch__occupancy_limit_registers,launch__grid_size,launch__block_size,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,sm__inst_executed.avg.per_cycle_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+        kernels/cuda/bench_wo profile > "$OUT/wo-ncu.csv" 2> "$OUT/wo-ncu.err"
+    tail -3 "$OUT/wo-ncu.err"
 fi
 if has bench; then
     timeout ${BENCH_TIMEOUT:-220} /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 \
@@ -153,7 +164,7 @@ if has profile; then
     # decode steps of the warm-up pass, then time PROFILE_COUNT consecutive kernels.
     timeout ${PROFILE_TIMEOUT:-300} ncu --clock-control none --cache-control none --launch-skip ${PROFILE_SKIP:-3000} --launch-count ${PROFILE_COUNT:-700} \
         --metrics gpu__time_duration.sum --csv --page raw \
-        /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size 1 --input-output-len 60,40 \
+        /tmp/petrel bench --device cuda --dummy-weights llama-2-7b --dtype f16 --batch-size 1 --input-output-len 60,40 ${PROFILE_ARGS:-} \
         > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
     python3 scripts/ncu_summary.py "$OUT/ncu.csv" 2>&1 | tee "$OUT/profile.md"
 fi

@@ -184,17 +184,17 @@ constexpr int kWoGemvWarps = 8;   // K slices of a block, one warp each
 // the same order whatever n is: the mma's columns are independent, so a row's result does not
 // depend on the others. NORM: every block first normalises the n rows into shared memory, like
 // gemv.cu's kernel (x * rsqrt(mean(x^2) + eps) * norm_w, rounded to T; n x k x 2 bytes).
-template <typename T, int BITS, int MODE, bool NORM>
-__global__ void __launch_bounds__(kWoGemvWarps * 32) wo_gemv_kernel(const T *__restrict__ x, const uint8_t *__restrict__ w,
+template <typename T, int BITS, int MODE, bool NORM, int W = kWoGemvWarps, int UR = 0>
+__global__ void __launch_bounds__(W * 32) wo_gemv_kernel(const T *__restrict__ x, const uint8_t *__restrict__ w,
                                                                    WoMatrix q, const T *__restrict__ bias, int n, int64_t k,
                                                                    int64_t cols, T *__restrict__ out,
                                                                    const T *__restrict__ norm_w, float eps) {
     constexpr int MT = MODE == kGemvSwiGLU ? 2 : 1;   // 16-row tiles a warp multiplies (gate, up)
     constexpr int CH = BITS == 8 ? 16 : 32;           // columns a chunk
     constexpr int XV = CH / 8;                        // activation vectors a chunk
-    constexpr int U = 4 / MT;                         // rounds of code loads in flight
-    __shared__ float partial[kWoGemvWarps][MT][16][8];
-    __shared__ float squares[kWoGemvWarps][kWoGemvMaxRows];
+    constexpr int U = (UR ? UR : 4) / MT;             // rounds of code loads in flight
+    __shared__ float partial[W][MT][16][8];
+    __shared__ float squares[W][kWoGemvMaxRows];
     extern __shared__ uint4 normed[];   // NORM: n x k / 8 vectors
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
     const int64_t col0 = (int64_t)blockIdx.x * 16;
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(kWoGemvWarps * 32) wo_gemv_kernel(const T *__r
             rows[t][h] = w + ((r < cols ? r : cols - 1) + t * cols) * q.row_bytes;   // rows past the end: results dropped
         }
     const int64_t chunks = k / CH;
-    const int64_t per = (chunks + 4 * kWoGemvWarps - 1) / (4 * kWoGemvWarps) * 4;   // whole rounds a slice
+    const int64_t per = (chunks + 4 * W - 1) / (4 * W) * 4;   // whole rounds a slice
     const int64_t begin = warp * per, end = begin + per < chunks ? begin + per : chunks;
 
     uint4 wv[U][MT][2];
@@ -240,7 +240,7 @@ __global__ void __launch_bounds__(kWoGemvWarps * 32) wo_gemv_kernel(const T *__r
     if constexpr (NORM) {
         // Sums of squares per row: thread t takes vectors t, t + 256, ...; then the warps' sums
         // in warp order: the same order whatever n is.
-        constexpr int kThreads = kWoGemvWarps * 32;
+        constexpr int kThreads = W * 32;
         for (int r = 0; r < n; r++) {
             float ss = 0.f;
             for (int64_t i = threadIdx.x; i < row_vectors; i += kThreads) {
@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(kWoGemvWarps * 32) wo_gemv_kernel(const T *__r
         for (int r = 0; r < n; r++) {
             float total = 0.f;
 #pragma unroll
-            for (int i = 0; i < kWoGemvWarps; i++) total += squares[i][r];
+            for (int i = 0; i < W; i++) total += squares[i][r];
             const float scale = rsqrtf(total / (float)k + eps);
             for (int64_t i = threadIdx.x; i < row_vectors; i += kThreads) {
                 const uint4 v = __ldg(xs + r * row_vectors + i), gw = __ldg(reinterpret_cast<const uint4 *>(norm_w) + i);
@@ -317,7 +317,7 @@ __global__ void __launch_bounds__(kWoGemvWarps * 32) wo_gemv_kernel(const T *__r
     for (int t = 0; t < MT; t++) {
         v[t] = 0.f;
 #pragma unroll
-        for (int i = 0; i < kWoGemvWarps; i++) v[t] += partial[i][t][r][tok];
+        for (int i = 0; i < W; i++) v[t] += partial[i][t][r][tok];
     }
     store_output<T, MODE>(out, tok * cols + col, v[0], v[MT - 1], bias, col);
 }

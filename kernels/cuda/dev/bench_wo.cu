@@ -7,13 +7,14 @@
 //                    fp16 / bf16 through the public entry points, odd row counts, k not a multiple
 //                    of the group, n from 1 to 600; the GEMV's row-count independence; exits 1 on
 //                    any failure (tolerance: max |gpu - cpu| / max |cpu| <= 5e-3, bf16 4e-2)
+//   bench_wo profile the bench's launches once each, untimed, for `ncu` (the device run's woprof stage)
 //   bench_wo [bench] Llama-2-7B's matrices (qkv, o, gate_up + SwiGLU, down), n = 1 ... 4096, int8
 //                    per-channel and int4 g128 beside fp16 (the product's gemv / cuBLAS), and the
 //                    variants around the product's cut-overs: the GEMV and the GEMM for n <= 8, the
 //                    GEMM with one K split, the GEMM and dequantize + cuBLAS for large n; and
 //                    dev/wo_gemv_rows.cuh's warp-per-row GEMV (a candidate, n <= 4).
 //
-// Timing: CUDA events around one launch, the median of 30 after 5, the weights rotating over enough
+// Timing: CUDA events around 20 back-to-back launches, the median of 30 after 5, the weights rotating over enough
 // copies (>= 192 MiB) that none is served from L2. GB/s counts the bytes a matmul must move
 // (weights, activations in, outputs out); % is of the device-to-device copy bandwidth measured here
 // (bytes read + written). Prints markdown tables.
@@ -30,6 +31,34 @@
 #include <thread>
 
 namespace {
+
+constexpr int kBatch = 20;   // launches timed together
+bool g_profile = false;      // `bench_wo profile`: every launch of the bench once, untimed (for Nsight Compute)
+
+// Holds the stream for ns nanoseconds, so that the host has queued the timed launches before the
+// first one starts: the events then time the card, not the launch rate.
+__global__ void hold_stream(long long ns) {
+    long long t0;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    for (;;) {
+        long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        if (t - t0 > ns) break;
+        __nanosleep(1000);
+    }
+}
+
+// weight_only.cu's GEMV with W warps a block and UR rounds of codes in flight (plain or SwiGLU).
+template <typename T, int BITS, int W, int UR>
+cudaError_t wo_gemv_variant(const petrel_context *ctx, bool swiglu, const T *x, const uint8_t *w, const WoMatrix &q, int64_t n,
+                            int64_t k, int64_t cols, T *out) {
+    const dim3 grid((unsigned)((cols + 15) / 16)), block(W * 32);
+    if (swiglu)
+        return launch_dependent(ctx, grid, block, 0, wo_gemv_kernel<T, BITS, kGemvSwiGLU, false, W, UR>, x, w, q, (const T *)nullptr,
+                                (int)n, k, cols, out, (const T *)nullptr, 0.f);
+    return launch_dependent(ctx, grid, block, 0, wo_gemv_kernel<T, BITS, kGemvBias, false, W, UR>, x, w, q, (const T *)nullptr, (int)n,
+                            k, cols, out, (const T *)nullptr, 0.f);
+}
 
 int64_t row_bytes(int bits, int gs, bool zeros, int64_t k) {
     const int64_t groups = gs ? (k + gs - 1) / gs : 1;
@@ -280,16 +309,23 @@ int bench() {
     cudaEvent_t start, stop;
     check_cuda(cudaEventCreate(&start), "event");
     check_cuda(cudaEventCreate(&stop), "event");
-    auto time_us = [&](const std::function<cudaError_t()> &run, int reps = 30) {
+    // Back-to-back launches between the events (as a decode step's graph runs them), per launch.
+    auto time_us = [&](const std::function<cudaError_t()> &run, int reps = 30, int batch = kBatch) {
         std::vector<float> times;
-        for (int it = 0; it < reps + 5; it++) {
-            cudaEventRecord(start, ctx->stream);
+        if (g_profile) {
             check_cuda(run(), "launch");
+            check_cuda(cudaStreamSynchronize(ctx->stream), "sync");
+            return 1.0;
+        }
+        for (int it = 0; it < reps + 5; it++) {
+            hold_stream<<<1, 1, 0, ctx->stream>>>(batch > 1 ? 200000 : 0);
+            cudaEventRecord(start, ctx->stream);
+            for (int b = 0; b < batch; b++) check_cuda(run(), "launch");
             cudaEventRecord(stop, ctx->stream);
             check_cuda(cudaEventSynchronize(stop), "sync");
             float ms = 0;
             cudaEventElapsedTime(&ms, start, stop);
-            if (it >= 5) times.push_back(ms);
+            if (it >= 5) times.push_back(ms / batch);
         }
         std::sort(times.begin(), times.end());
         return times[times.size() / 2] * 1000.0;
@@ -302,7 +338,7 @@ int bench() {
         check(petrel_buffer_alloc(ctx, bytes, &a), ctx, "alloc");
         check(petrel_buffer_alloc(ctx, bytes, &b), ctx, "alloc");
         check(petrel_buffer_fill(ctx, a, 1, bytes), ctx, "fill");
-        const double us = time_us([&] { return cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, ctx->stream); }, 10);
+        const double us = time_us([&] { return cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, ctx->stream); }, 10, 1);
         copy_gbs = 2.0 * bytes / (us * 1e-6) / 1e9;
         petrel_buffer_free(ctx, a);
         petrel_buffer_free(ctx, b);
@@ -412,6 +448,23 @@ int bench() {
                         }});
                     }
                     if (n <= kWoGemvMaxRows) {
+                        // The product's GEMV with other block shapes: warps a block x code rounds in flight.
+                        auto variant = [&, n, q](auto launch) {
+                            return [&, n, q, launch](int c) {
+                                const uint8_t *w = (const uint8_t *)ws.copies[c];
+                                return ws.bits == 8 ? launch(std::integral_constant<int, 8>(), w) : launch(std::integral_constant<int, 4>(), w);
+                            };
+                        };
+#define WO_VARIANT(WARPS, ROUNDS)                                                                                                 \
+    runs.push_back({"gemv " #WARPS " warps x " #ROUNDS " rounds", variant([&, n, q](auto bits, const uint8_t *w) {                \
+                        return wo_gemv_variant<half, decltype(bits)::value, WARPS, ROUNDS>(ctx, s.swiglu, (const half *)x, w, q, n, \
+                                                                                          s.k, s.cols, (half *)out);              \
+                    })})
+                        WO_VARIANT(4, 8);
+                        WO_VARIANT(8, 8);
+                        WO_VARIANT(16, 4);
+                        WO_VARIANT(4, 4);
+#undef WO_VARIANT
                         runs.push_back({"rows (dev candidate)", [&, n, q](int c) {
                             const uint8_t *w = (const uint8_t *)ws.copies[c];
                             return ws.bits == 8 ? wo_gemv_rows<half, 8>(ctx, s.swiglu, (const half *)x, w, q, n, s.k, s.cols, (half *)out)
@@ -462,6 +515,10 @@ int main(int argc, char **argv) {
     const std::string mode = argc > 1 ? argv[1] : "bench";
     if (mode == "check") return check_all();
     if (mode == "bench") return bench();
-    fprintf(stderr, "usage: bench_wo [check | bench]\n");
+    if (mode == "profile") {
+        g_profile = true;
+        return bench();
+    }
+    fprintf(stderr, "usage: bench_wo [check | bench | profile]\n");
     return 2;
 }
