@@ -340,6 +340,8 @@ def main():
     p.add_argument("--model", default=os.path.expanduser("~/.cache/petrel/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     p.add_argument("--concurrency", default="1;32")
     p.add_argument("--num-requests", type=int, default=32)
+    p.add_argument("--requests-per-client", type=int, default=0,
+                   help="if set, each point runs concurrency x this many requests instead of --num-requests")
     p.add_argument("--input-len", type=int, default=64)
     p.add_argument("--output-len", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
@@ -350,12 +352,15 @@ def main():
     paths = a.paths.split(";")
     names = {"offline": "offline engine", "generate": "HTTP generate", "stream-http": "HTTP generate_stream",
              "stream-async": "HTTP generate_stream (asyncio)", "stream-grpc": "gRPC stream"}
-    print(f"model: {os.path.basename(a.model)}, {a.num_requests} requests per point, "
+    count = f"{a.requests_per_client} requests per client" if a.requests_per_client else f"{a.num_requests} requests"
+    print(f"model: {os.path.basename(a.model)}, {count} per point, "
           f"input {a.input_len} tokens, output exactly {a.output_len} tokens, device {a.device}, {a.repeats} runs per point "
           "(mean, min-max in brackets)")
     print("| path | concurrency | requests/s | output tok/s | vs offline | TTFT p50 ms | TTFT p99 ms | mean latency ms |")
     print("|---|---|---|---|---|---|---|---|")
+    total = a.num_requests
     for c in [int(x) for x in a.concurrency.split(";")]:
+        a.num_requests = c * a.requests_per_client if a.requests_per_client else total
         server = None
         if any(x != "offline" for x in paths):
             server = Server(a.bin, a.model, matched_repo_args(c, a.input_len, a.output_len) + a.repo_args.split(), a.device)

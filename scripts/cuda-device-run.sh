@@ -13,6 +13,7 @@
 # woprof: Nsight Compute metrics of every bench_wo launch (after the wo stage);
 # bf16: a few grid points with --gpu-dtype bf16;
 # serve: scripts/cuda-serve-smoke.sh (petrel serve --device cuda over real sockets);
+# servebench: served (asyncio HTTP streams) against the offline engine on a random 7B-shaped checkpoint;
 # graphs: a few points with decode steps as CUDA graphs (default) and without (--no-cuda-graphs);
 # ab: the batch-1 points with programmatic dependent launch off (--no-pdl) and on;
 # quant: greedy ids of the tiny Llama in every weight-only format on the card and the CPU, then the
@@ -145,6 +146,15 @@ if has before-after; then
 fi
 if has serve; then
     bash scripts/cuda-serve-smoke.sh 2>&1 | tee "$OUT/serve-smoke.md"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if has servebench; then
+    # Served against offline on the card (issue 16): a random Llama-2-7B-shaped checkpoint with the
+    # tiny Llama's tokenizer (scripts/make_dummy_checkpoint.py), then scripts/bench_serving.py.
+    [ -f /tmp/ckpt-7b/config.json ] || python3 scripts/make_dummy_checkpoint.py /tmp/ckpt-7b 2>&1 | tail -1 | tee "$OUT/servebench.md"
+    timeout ${SERVEBENCH_TIMEOUT:-400} python3 scripts/bench_serving.py --bin /tmp/petrel --model /tmp/ckpt-7b --device cuda \
+        --paths "offline;stream-async" --concurrency "${SERVE_CONCURRENCY:-1;16;64;128;256}" --requests-per-client ${SERVE_RPC:-4} \
+        --input-len ${SERVE_IN:-128} --output-len ${SERVE_OUT:-128} --repeats ${SERVE_REPEATS:-1} 2>&1 | tee -a "$OUT/servebench.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if has bf16; then
