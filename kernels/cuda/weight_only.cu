@@ -184,7 +184,7 @@ constexpr int kWoGemvWarps = 8;   // K slices of a block, one warp each
 // the same order whatever n is: the mma's columns are independent, so a row's result does not
 // depend on the others. NORM: every block first normalises the n rows into shared memory, like
 // gemv.cu's kernel (x * rsqrt(mean(x^2) + eps) * norm_w, rounded to T; n x k x 2 bytes).
-template <typename T, int BITS, int MODE, bool NORM, int W = kWoGemvWarps, int UR = 0>
+template <typename T, int BITS, int MODE, bool NORM, int W = kWoGemvWarps, int UR = 0, bool PIPE = false>
 __global__ void __launch_bounds__(W * 32) wo_gemv_kernel(const T *__restrict__ x, const uint8_t *__restrict__ w,
                                                                    WoMatrix q, const T *__restrict__ bias, int n, int64_t k,
                                                                    int64_t cols, T *__restrict__ out,
@@ -210,9 +210,10 @@ __global__ void __launch_bounds__(W * 32) wo_gemv_kernel(const T *__restrict__ x
     const int64_t per = (chunks + 4 * W - 1) / (4 * W) * 4;   // whole rounds a slice
     const int64_t begin = warp * per, end = begin + per < chunks ? begin + per : chunks;
 
-    uint4 wv[U][MT][2];
-    uint32_t sz[U][MT][2];   // scale bits | zero bits << 16
-    auto load = [&](int64_t base) {
+    // PIPE: two sets of registers, the next U rounds asked for before the current ones are used.
+    uint4 wv[U][MT][2], wv2[PIPE ? U : 1][MT][2];
+    uint32_t sz[U][MT][2], sz2[PIPE ? U : 1][MT][2];   // scale bits | zero bits << 16
+    auto load_into = [&](auto &wv, auto &sz, int64_t base) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int64_t ch = base + 4 * u + c;
@@ -229,6 +230,7 @@ __global__ void __launch_bounds__(W * 32) wo_gemv_kernel(const T *__restrict__ x
                 }
         }
     };
+    auto load = [&](int64_t base) { load_into(wv, sz, base); };
     // Launched as a programmatic dependent: the codes are not written by any kernel, so the first
     // round's loads go out while the previous kernel finishes; x and out only after pdl_wait().
     load(begin);
@@ -278,7 +280,7 @@ __global__ void __launch_bounds__(W * 32) wo_gemv_kernel(const T *__restrict__ x
     }
 
     float d[MT][4] = {};
-    for (int64_t base = begin; base < end; base += 4 * U) {
+    auto compute = [&](const auto &wv, const auto &sz, int64_t base) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int64_t ch = base + 4 * u + c;
@@ -296,7 +298,20 @@ __global__ void __launch_bounds__(W * 32) wo_gemv_kernel(const T *__restrict__ x
                 mma_chunk<T, BITS>(d[t], wv[u][t][0], wv[u][t][1], sg, sh, xv);
             }
         }
-        if (base + 4 * U < end) load(base + 4 * U);
+    };
+    if constexpr (PIPE) {
+        for (int64_t base = begin; base < end; base += 8 * U) {
+            if (base + 4 * U < end) load_into(wv2, sz2, base + 4 * U);
+            compute(wv, sz, base);
+            if (base + 4 * U >= end) break;
+            if (base + 8 * U < end) load(base + 8 * U);
+            compute(wv2, sz2, base + 4 * U);
+        }
+    } else {
+        for (int64_t base = begin; base < end; base += 4 * U) {
+            compute(wv, sz, base);
+            if (base + 4 * U < end) load(base + 4 * U);
+        }
     }
 
     // D: lane (g, c) holds rows g (d[0], d[1]) and g + 8 (d[2], d[3]) of activation rows 2c, 2c + 1.

@@ -49,14 +49,14 @@ __global__ void hold_stream(long long ns) {
 }
 
 // weight_only.cu's GEMV with W warps a block and UR rounds of codes in flight (plain or SwiGLU).
-template <typename T, int BITS, int W, int UR>
+template <typename T, int BITS, int W, int UR, bool PIPE = false>
 cudaError_t wo_gemv_variant(const petrel_context *ctx, bool swiglu, const T *x, const uint8_t *w, const WoMatrix &q, int64_t n,
                             int64_t k, int64_t cols, T *out) {
     const dim3 grid((unsigned)((cols + 15) / 16)), block(W * 32);
     if (swiglu)
-        return launch_dependent(ctx, grid, block, 0, wo_gemv_kernel<T, BITS, kGemvSwiGLU, false, W, UR>, x, w, q, (const T *)nullptr,
+        return launch_dependent(ctx, grid, block, 0, wo_gemv_kernel<T, BITS, kGemvSwiGLU, false, W, UR, PIPE>, x, w, q, (const T *)nullptr,
                                 (int)n, k, cols, out, (const T *)nullptr, 0.f);
-    return launch_dependent(ctx, grid, block, 0, wo_gemv_kernel<T, BITS, kGemvBias, false, W, UR>, x, w, q, (const T *)nullptr, (int)n,
+    return launch_dependent(ctx, grid, block, 0, wo_gemv_kernel<T, BITS, kGemvBias, false, W, UR, PIPE>, x, w, q, (const T *)nullptr, (int)n,
                             k, cols, out, (const T *)nullptr, 0.f);
 }
 
@@ -455,15 +455,19 @@ int bench() {
                                 return ws.bits == 8 ? launch(std::integral_constant<int, 8>(), w) : launch(std::integral_constant<int, 4>(), w);
                             };
                         };
-#define WO_VARIANT(WARPS, ROUNDS)                                                                                                 \
-    runs.push_back({"gemv " #WARPS " warps x " #ROUNDS " rounds", variant([&, n, q](auto bits, const uint8_t *w) {                \
-                        return wo_gemv_variant<half, decltype(bits)::value, WARPS, ROUNDS>(ctx, s.swiglu, (const half *)x, w, q, n, \
-                                                                                          s.k, s.cols, (half *)out);              \
+#define WO_VARIANT(WARPS, ROUNDS, PIPE)                                                                                          \
+    runs.push_back({"gemv " #WARPS " warps x " #ROUNDS " rounds" + std::string(PIPE ? ", pipelined" : ""),                     \
+                    variant([&, n, q](auto bits, const uint8_t *w) {                                                              \
+                        return wo_gemv_variant<half, decltype(bits)::value, WARPS, ROUNDS, PIPE>(ctx, s.swiglu, (const half *)x, w, q, \
+                                                                                                n, s.k, s.cols, (half *)out);     \
                     })})
-                        WO_VARIANT(4, 8);
-                        WO_VARIANT(8, 8);
-                        WO_VARIANT(16, 4);
-                        WO_VARIANT(4, 4);
+                        WO_VARIANT(4, 8, false);
+                        WO_VARIANT(8, 8, false);
+                        WO_VARIANT(16, 4, false);
+                        WO_VARIANT(4, 4, false);
+                        WO_VARIANT(8, 4, true);
+                        WO_VARIANT(4, 4, true);
+                        WO_VARIANT(16, 2, true);
 #undef WO_VARIANT
                         runs.push_back({"rows (dev candidate)", [&, n, q](int c) {
                             const uint8_t *w = (const uint8_t *)ws.copies[c];
