@@ -469,6 +469,11 @@ int bench() {
                         WO_VARIANT(4, 4, true);
                         WO_VARIANT(16, 2, true);
 #undef WO_VARIANT
+                        runs.push_back({"rows, half2 (dev candidate)", [&, n, q](int c) {
+                            const uint8_t *w = (const uint8_t *)ws.copies[c];
+                            return ws.bits == 8 ? wo_gemv_rows_h2<8>(ctx, s.swiglu, (const half *)x, w, q, n, s.k, s.cols, (half *)out)
+                                                : wo_gemv_rows_h2<4>(ctx, s.swiglu, (const half *)x, w, q, n, s.k, s.cols, (half *)out);
+                        }});
                         runs.push_back({"rows (dev candidate)", [&, n, q](int c) {
                             const uint8_t *w = (const uint8_t *)ws.copies[c];
                             return ws.bits == 8 ? wo_gemv_rows<half, 8>(ctx, s.swiglu, (const half *)x, w, q, n, s.k, s.cols, (half *)out)
