@@ -22,6 +22,7 @@
 #include "../weight_only.cu"
 #include "dev_common.h"
 #include "wo_gemv_rows.cuh"
+#include "wo_gemm2.cuh"
 
 #include <algorithm>
 #include <cmath>
@@ -248,6 +249,32 @@ int check_all() {
                     ok ? passed++ : failures++;
                     printf("| %s | int%d g%d%s | %lld | %lld | %lld | %s | %.2e | %s |\n", bf16 ? "bf16" : "fp16", f.bits, f.gs,
                            f.zeros ? " z" : "", (long long)p.k, (long long)p.cols, (long long)n, mode_name(p), err, ok ? "ok" : "FAIL");
+                    // The GEMM candidate (dev/wo_gemm2.cuh) on the same inputs, for the epilogues it has.
+                    if (!p.norm) {
+                        void *dout2 = device_floats(ctx, p.mode == kGemvAdd ? acc : std::vector<float>(n * p.cols, NAN));
+                        const WoMatrix q = wo_matrix(d, p.k);
+                        const void *bp = p.mode == kGemvBias ? db : nullptr;
+                        cudaError_t e;
+                        if (bf16)
+                            e = f.bits == 8 ? wo_gemm2<__nv_bfloat16, 8>(ctx, p.mode, (const __nv_bfloat16 *)dx, (const uint8_t *)dw, q,
+                                                                         (const __nv_bfloat16 *)bp, n, p.k, p.cols, (__nv_bfloat16 *)dout2)
+                                            : wo_gemm2<__nv_bfloat16, 4>(ctx, p.mode, (const __nv_bfloat16 *)dx, (const uint8_t *)dw, q,
+                                                                         (const __nv_bfloat16 *)bp, n, p.k, p.cols, (__nv_bfloat16 *)dout2);
+                        else
+                            e = f.bits == 8 ? wo_gemm2<half, 8>(ctx, p.mode, (const half *)dx, (const uint8_t *)dw, q, (const half *)bp, n, p.k,
+                                                                p.cols, (half *)dout2)
+                                            : wo_gemm2<half, 4>(ctx, p.mode, (const half *)dx, (const uint8_t *)dw, q, (const half *)bp, n, p.k,
+                                                                p.cols, (half *)dout2);
+                        check_cuda(e, "gemm2");
+                        const std::vector<float> got2 = download(ctx, dout2, n * p.cols);
+                        const float err2 = rel_error(got2, reference(p, w, x, n, norm, bias, acc, bf16));
+                        const bool ok2 = err2 <= tol;
+                        ok2 ? passed++ : failures++;
+                        printf("| %s | int%d g%d%s | %lld | %lld | %lld | %s, gemm2 (dev candidate) | %.2e | %s |\n", bf16 ? "bf16" : "fp16",
+                               f.bits, f.gs, f.zeros ? " z" : "", (long long)p.k, (long long)p.cols, (long long)n, mode_name(p), err2,
+                               ok2 ? "ok" : "FAIL");
+                        petrel_buffer_free(ctx, dout2);
+                    }
                     // The GEMV's promise: row 0 of n rows is, bit for bit, row 0 multiplied alone.
                     if (n > 1 && n <= kWoGemvMaxRows && p.mode != kGemvAdd) {
                         void *one = device_floats(ctx, std::vector<float>(p.cols, NAN));
@@ -348,7 +375,7 @@ int bench() {
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
     const BenchShape shapes[] = {{"qkv", 4096, 12288, false}, {"o", 4096, 4096, false}, {"gate_up+swiglu", 4096, 11008, true},
                                  {"down", 11008, 4096, false}};
-    const int64_t ns[] = {1, 4, 8, 32, 64, 128, 512, 4096};
+    const int64_t ns[] = {1, 4, 8, 16, 32, 64, 128, 256, 512, 4096};
     int failures = 0;
     std::mt19937 rng(11);
     std::normal_distribution<float> normal(0.f, 1.f);
@@ -478,6 +505,13 @@ int bench() {
                             const uint8_t *w = (const uint8_t *)ws.copies[c];
                             return ws.bits == 8 ? wo_gemv_rows<half, 8>(ctx, s.swiglu, (const half *)x, w, q, n, s.k, s.cols, (half *)out)
                                                 : wo_gemv_rows<half, 4>(ctx, s.swiglu, (const half *)x, w, q, n, s.k, s.cols, (half *)out);
+                        }});
+                    }
+                    if (n >= 4 && n <= 512) {
+                        runs.push_back({"gemm2 (dev candidate)", [&, n, q, mode](int c) {
+                            const uint8_t *w = (const uint8_t *)ws.copies[c];
+                            return ws.bits == 8 ? wo_gemm2<half, 8>(ctx, mode, (const half *)x, w, q, nullptr, n, s.k, s.cols, (half *)out)
+                                                : wo_gemm2<half, 4>(ctx, mode, (const half *)x, w, q, nullptr, n, s.k, s.cols, (half *)out);
                         }});
                     }
                     if (n <= kWoGemvMaxRows || n >= kWoCublasMinRows) runs.push_back({"gemm", gemm(0)});
