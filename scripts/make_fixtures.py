@@ -1559,6 +1559,7 @@ def write_readme(vocab_size, bl_vocab, n_strings, smol_diffs, smol_ref, sp_misma
         "tiny-qwen2/tokenizer.json": "copy of tiny-llama/tokenizer.json",
         "tiny-qwen2/tokenizer_config.json": "copy of tiny-llama/tokenizer_config.json",
         "tiny-qwen2-logits.json": "transformers fp32 logits for the same 5 prompts, greedy and 4-beam continuations",
+        "rope-scaling/": "made by scripts/make_rope_fixtures.py: <kind>/config.json (tiny-llama's config with linear, dynamic, yarn, llama3 or longrope scaling; tiny-llama's weights), logits.json (transformers' last-row logits per prompt and chunking), micro-llama3.gguf (1-layer random Llama with rope_freqs.weight, its llama3 logits in logits.json)",
         "configs/mistral-config.json": "tiny MistralConfig (sliding_window 32), transformers 5 layout",
         "configs/llama-2-7b-config.json": "Llama-2-7B hyperparameters via LlamaConfig.to_json_file (transformers 5 layout)",
         "configs/llama-3-8b-config.json": "Meta-Llama-3-8B hyperparameters via LlamaConfig.to_json_file (transformers 5 layout)",

@@ -144,6 +144,22 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
+    public var rotatesPerSequence: Bool { true }
+
+    public func ropePerSequence(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], sequences: [AttentionSequence],
+                                inverseFrequencies: [[Float]]) {
+        precondition(positions.count == x.rowCount && inverseFrequencies.count == sequences.count)
+        for (s, inv) in zip(sequences, inverseFrequencies) {
+            precondition(inv.count == headDim / 2 && s.tokenBegin + s.tokenCount <= x.rowCount)
+            positions.withUnsafeBufferPointer { pos in
+                inv.withUnsafeBufferPointer { inv in
+                    pk_rope(floats(x) + s.tokenBegin * x.rowLength, Int64(s.tokenCount), Int64(x.rowLength), Int64(headCount),
+                            Int64(headDim), pos.baseAddress! + s.tokenBegin, inv.baseAddress)
+                }
+            }
+        }
+    }
+
     public func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
                           sequences: [AttentionSequence], scale: Float, into out: Tensor) {
         let c = cache as! CPUKVCache

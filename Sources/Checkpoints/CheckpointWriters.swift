@@ -160,10 +160,7 @@ extension TransformerConfig {
             "eos_token_id": eosTokenIDs.count == 1 ? eosTokenIDs[0] as Any : eosTokenIDs as Any,
         ]
         if let bosTokenID { o["bos_token_id"] = bosTokenID }
-        if let s = ropeScaling {
-            o["rope_scaling"] = ["rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.lowFrequencyFactor,
-                                 "high_freq_factor": s.highFrequencyFactor, "original_max_position_embeddings": s.originalMaxPositions]
-        }
+        if let s = ropeScaling { o["rope_scaling"] = s.huggingFaceJSON }
         return o
     }
 }

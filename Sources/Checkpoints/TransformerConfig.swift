@@ -5,21 +5,6 @@ import Foundation
 public struct TransformerConfig: Sendable, Equatable {
     public enum Architecture: String, Sendable { case llama, mistral, qwen2 }
 
-    /// Llama-3.1-style RoPE frequency scaling (`rope_scaling.rope_type == "llama3"`).
-    public struct RopeScaling: Sendable, Equatable {
-        public var factor: Double
-        public var lowFrequencyFactor: Double
-        public var highFrequencyFactor: Double
-        public var originalMaxPositions: Int
-
-        public init(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalMaxPositions: Int) {
-            self.factor = factor
-            self.lowFrequencyFactor = lowFrequencyFactor
-            self.highFrequencyFactor = highFrequencyFactor
-            self.originalMaxPositions = originalMaxPositions
-        }
-    }
-
     public var architecture: Architecture
     public var vocabularySize: Int
     public var hiddenSize: Int
@@ -75,31 +60,7 @@ public struct TransformerConfig: Sendable, Equatable {
         if headDim % 2 != 0 { throw fail("head_dim", "must be even for RoPE, got \(headDim)") }
         if rmsNormEps <= 0 { throw fail("rms_norm_eps", "must be positive") }
         if ropeTheta <= 0 { throw fail("rope_theta", "must be positive") }
-    }
-
-    /// The RoPE inverse frequencies (headDim / 2 values), with Llama-3 scaling applied.
-    /// Computed in float32 the way the reference implementations do (transformers, vLLM:
-    /// `1 / base ** (arange(0, d, 2) / d)`, each step rounded to float32), not once in float64:
-    /// the last bit of a frequency moves every angle by up to 4e-6 rad at position 60, which a
-    /// 32-layer network with sharp attention amplifies past 1e-3 in its logits.
-    public func ropeInverseFrequencies() -> [Float] {
-        let half = headDim / 2
-        var inv = (0..<half).map { i -> Double in
-            let exponent = Float(2 * i) / Float(headDim)
-            return Double(Float(1) / powf(Float(ropeTheta), exponent))
-        }
-        if let s = ropeScaling {
-            let lowWavelen = Double(s.originalMaxPositions) / s.lowFrequencyFactor
-            let highWavelen = Double(s.originalMaxPositions) / s.highFrequencyFactor
-            inv = inv.map { f in
-                let wavelen = 2 * Double.pi / f
-                if wavelen < highWavelen { return f }
-                if wavelen > lowWavelen { return f / s.factor }
-                let smooth = (Double(s.originalMaxPositions) / wavelen - s.lowFrequencyFactor) / (s.highFrequencyFactor - s.lowFrequencyFactor)
-                return (1 - smooth) * f / s.factor + smooth * f
-            }
-        }
-        return inv.map(Float.init)
+        try validateRopeScaling(path: path, field: "rope_scaling")
     }
 
     // MARK: Hugging Face config.json
@@ -132,17 +93,12 @@ public struct TransformerConfig: Sendable, Equatable {
         // files have top-level "rope_theta" and an optional "rope_scaling".
         let ropeParameters = o["rope_parameters"] as? [String: Any]
         let ropeTheta = (o["rope_theta"] as? NSNumber)?.doubleValue ?? (ropeParameters?["rope_theta"] as? NSNumber)?.doubleValue ?? 10000
-        var scaling: RopeScaling?
-        if let rs = (o["rope_scaling"] as? [String: Any]) ?? ropeParameters {
-            let type = (rs["rope_type"] ?? rs["type"]) as? String ?? ""
-            if type == "llama3" {
-                scaling = RopeScaling(factor: (rs["factor"] as? NSNumber)?.doubleValue ?? 8,
-                                      lowFrequencyFactor: (rs["low_freq_factor"] as? NSNumber)?.doubleValue ?? 1,
-                                      highFrequencyFactor: (rs["high_freq_factor"] as? NSNumber)?.doubleValue ?? 4,
-                                      originalMaxPositions: (rs["original_max_position_embeddings"] as? NSNumber)?.intValue ?? 8192)
-            } else if type != "default" && !type.isEmpty {
-                throw CheckpointError(path, "rope_scaling.rope_type: \"\(type)\" is not supported (llama3 and default are)")
-            }
+        if let p = o["partial_rotary_factor"] as? NSNumber, p.doubleValue != 1 {
+            throw CheckpointError(path, "partial_rotary_factor: \(p) is not supported (Petrel rotates whole heads)")
+        }
+        let scalingField = o["rope_scaling"] is [String: Any] ? "rope_scaling" : "rope_parameters"
+        let scaling = try ((o["rope_scaling"] as? [String: Any]) ?? ropeParameters).flatMap {
+            try RopeScaling.huggingFace($0, field: scalingField, config: o, path: path)
         }
         var eos: [Int] = []
         if let n = o["eos_token_id"] as? NSNumber { eos = [n.intValue] }
@@ -165,6 +121,7 @@ public struct TransformerConfig: Sendable, Equatable {
                   bosTokenID: optInt("bos_token_id"),
                   eosTokenIDs: eos)
         self.quantization = quantization
+        try validateRopeScaling(path: path, field: scalingField)
         try validate(path: path)
     }
 
@@ -189,14 +146,8 @@ public struct TransformerConfig: Sendable, Equatable {
         let heads = try int("attention.head_count")
         let vocab = m["\(arch).vocab_size"]?.int ?? m["tokenizer.ggml.tokens"]?.array?.count
             ?? gguf.tensorInfo("token_embd.weight")?.shape.first ?? 0
-        var scaling: RopeScaling?
-        if m["\(arch).rope.scaling.type"]?.string == "llama3" || m["\(arch).rope.scaling.factor"] != nil && gguf.tensorInfo("rope_freqs.weight") != nil {
-            // GGUF llama-3.1 files usually store precomputed rope_freqs; we recompute from the factors.
-            scaling = RopeScaling(factor: m["\(arch).rope.scaling.factor"]?.double ?? 8,
-                                  lowFrequencyFactor: m["\(arch).rope.scaling.low_freq_factor"]?.double ?? 1,
-                                  highFrequencyFactor: m["\(arch).rope.scaling.high_freq_factor"]?.double ?? 4,
-                                  originalMaxPositions: m["\(arch).rope.scaling.original_context_length"]?.int ?? 8192)
-        }
+        let headDim = m["\(arch).attention.key_length"]?.int ?? m["\(arch).rope.dimension_count"]?.int ?? hidden / max(heads, 1)
+        let scaling = try RopeScaling.gguf(gguf, arch: arch, headDim: headDim)
         var eos: [Int] = []
         if let e = m["tokenizer.ggml.eos_token_id"]?.int { eos.append(e) }
         if let e = m["tokenizer.ggml.eot_token_id"]?.int, !eos.contains(e) { eos.append(e) }
@@ -207,7 +158,7 @@ public struct TransformerConfig: Sendable, Equatable {
                   layerCount: try int("block_count"),
                   headCount: heads,
                   kvHeadCount: m["\(arch).attention.head_count_kv"]?.int ?? heads,
-                  headDim: m["\(arch).attention.key_length"]?.int ?? m["\(arch).rope.dimension_count"]?.int ?? hidden / max(heads, 1),
+                  headDim: headDim,
                   ropeTheta: m["\(arch).rope.freq_base"]?.double ?? 10000,
                   ropeScaling: scaling,
                   rmsNormEps: m["\(arch).attention.layer_norm_rms_epsilon"]?.double ?? 1e-5,
@@ -216,6 +167,7 @@ public struct TransformerConfig: Sendable, Equatable {
                   attentionBias: gguf.tensorInfo("blk.0.attn_q.bias") != nil,
                   bosTokenID: m["tokenizer.ggml.bos_token_id"]?.int,
                   eosTokenIDs: eos)
+        try validateRopeScaling(path: path, field: "\(arch).rope.scaling")
         try validate(path: path)
     }
 }

@@ -69,6 +69,13 @@ public protocol ComputeBackend: AnyObject, Sendable {
     func matmul(_ x: Tensor, weight: Tensor, bias: Tensor?, into out: Tensor)
     /// Rotate-half RoPE, in place, on the first `headCount` heads of every row of x.
     func rope(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float])
+    /// Whether `ropePerSequence` works here. A backend that leaves the default (false) is never
+    /// given a model whose frequencies depend on the sequence length (dynamic NTK, LongRoPE).
+    var rotatesPerSequence: Bool { get }
+    /// `rope` with frequencies of each sequence's own: the rows of sequences[i] turn by
+    /// inverseFrequencies[i] (headDim / 2 values each).
+    func ropePerSequence(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], sequences: [AttentionSequence],
+                         inverseFrequencies: [[Float]])
     /// Writes new K/V (from the fused qkv rows) into the cache, then causal attention over
     /// each sequence's context. qkv (n, (heads + 2 kvHeads) headDim) → out (n, heads headDim).
     func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
@@ -153,6 +160,11 @@ public struct DeviceFault: Error, Sendable, Equatable, CustomStringConvertible {
 
 extension ComputeBackend {
     public var nativeBlockTypes: Set<DType> { [] }
+    public var rotatesPerSequence: Bool { false }
+    public func ropePerSequence(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], sequences: [AttentionSequence],
+                                inverseFrequencies: [[Float]]) {
+        preconditionFailure("the \(name) backend does not rotate with frequencies per sequence (rotatesPerSequence is false)")
+    }
     public func takeFault() -> DeviceFault? { nil }
 
     /// The order kept on the host only, for a backend that gathers from `columns` (the CPU).

@@ -128,7 +128,13 @@ public final class LlamaStage: Sendable {
     let embedding: Tensor?          // first stage: (vocabulary.count [+ 1 zero row], hidden)
     let finalNorm: Tensor?          // last stage: (hidden)
     let head: Tensor?               // last stage: (head rows, hidden)
+    /// RoPE inverse frequencies of a sequence within the trained context (headDim / 2); a model
+    /// whose frequencies depend on the length (config.ropeDependsOnSequenceLength) computes each
+    /// step's own.
     public let inverseFrequencies: [Float] // (headDim / 2)
+    /// The softmax scale: 1 / sqrt(headDim), times the square of the RoPE attention factor (YaRN,
+    /// LongRoPE multiply cos and sin, so both the rotated query and key, by it).
+    let attentionScale: Float
     /// This rank's member of its tensor-parallel group; nil when the stage is not sharded.
     let collective: Collective?
     /// Bytes of weights read by one decode step (every matrix once, the embedding row aside).
@@ -153,6 +159,17 @@ public final class LlamaStage: Sendable {
         self.collective = collective
         self.weightBytes = weightBytes
         inverseFrequencies = config.ropeInverseFrequencies()
+        let factor = config.ropeAttentionFactor
+        attentionScale = 1 / Float(config.headDim).squareRoot() * Float(factor * factor)
+    }
+
+    /// Refuses a model `backend` cannot rotate as the checkpoint asks.
+    static func checkRope(_ config: TransformerConfig, on backend: ComputeBackend) throws {
+        if config.ropeDependsOnSequenceLength && !backend.rotatesPerSequence {
+            throw BackendLimitation("rope_scaling \"\(config.ropeScaling!.typeName)\" makes the RoPE frequencies depend on each "
+                + "sequence's length, which the \(backend.name) backend does not do (it rotates a step with one table): "
+                + "run this model on the CPU")
+        }
     }
 
     /// Uploads `weights` to `backend`, each matrix prepared by `prepareMatrix` (quantized when
@@ -160,6 +177,7 @@ public final class LlamaStage: Sendable {
     /// not sharded); every rank of the group must run the same batches together.
     public convenience init(config: TransformerConfig, weights w: LlamaStageWeights, backend: ComputeBackend,
                             quantization: WeightQuantization? = nil, collective: Collective? = nil) throws {
+        try Self.checkRope(config, on: backend)
         func matrix(_ m: HostTensor, _ name: String) throws -> Tensor {
             try backend.upload(try prepareMatrix(m, quantization: quantization, nativeBlockTypes: backend.nativeBlockTypes, name: name))
         }
@@ -197,6 +215,7 @@ public final class LlamaStage: Sendable {
     /// embedding and the head keep the element type, as a quantized checkpoint's do).
     public convenience init(config c: TransformerConfig, randomWeightsOn backend: RandomWeightFilling, seed: UInt64 = 1,
                             format: WeightOnlyFormat? = nil) throws {
+        try Self.checkRope(c, on: backend)
         var next = seed &* 0x9E37_79B9_7F4A_7C15
         func matrix(_ rows: Int, _ cols: Int, _ format: WeightOnlyFormat? = nil) throws -> Tensor {
             next = next &+ 0x632B_E59B_D9B4_E019
@@ -252,8 +271,20 @@ public final class LlamaStage: Sendable {
         let b = backend, c = config
         let (x, h, qkv, attn, act) = (a.x, a.h, a.qkv, a.attn, a.act)
         precondition(x.rowCount == batch.tokens.count && batch.positions.count == batch.tokens.count)
-        let scale = 1 / Float(c.headDim).squareRoot()
+        let scale = attentionScale
         let eps = Float(c.rmsNormEps)
+        // Length-dependent RoPE (dynamic NTK, LongRoPE): each sequence's table for its highest
+        // position + 1, as transformers picks one for max(position_ids) + 1; nil when one table
+        // serves the whole batch.
+        var frequencies = inverseFrequencies
+        var perSequence: [[Float]]?
+        if c.ropeDependsOnSequenceLength {
+            let tables = batch.sequences.map { s in
+                let rows = batch.positions[s.tokenBegin..<s.tokenBegin + s.tokenCount]
+                return c.ropeInverseFrequencies(sequenceLength: Int(rows.max() ?? 0) + 1)
+            }
+            if let first = tables.first, tables.allSatisfy({ $0 == first }) { frequencies = first } else { perSequence = tables }
+        }
 
         // x is the residual stream. Each RMSNorm is fused with the matmul after it (rmsNormMatmul:
         // for a few rows the GPU's GEMV normalises its own copy, no norm kernel; h is scratch) and
@@ -277,9 +308,16 @@ public final class LlamaStage: Sendable {
                 b.rmsNorm(x, weight: layer.attentionNorm, eps: eps, into: h)
                 b.matmul(inOrder(h, layer.qkvInputOrder), weight: layer.qkv, bias: layer.qkvBias, into: qkv)
             }
-            b.ropeAttention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: c.headDim,
-                            positions: batch.positions, inverseFrequencies: inverseFrequencies,
-                            cache: cache, layer: i, sequences: batch.sequences, scale: scale, into: attn)
+            if let perSequence {
+                b.ropePerSequence(qkv, headCount: headCount + kvHeadCount, headDim: c.headDim, positions: batch.positions,
+                                  sequences: batch.sequences, inverseFrequencies: perSequence)
+                b.attention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: c.headDim, cache: cache,
+                            layer: i, sequences: batch.sequences, scale: scale, into: attn)
+            } else {
+                b.ropeAttention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: c.headDim,
+                                positions: batch.positions, inverseFrequencies: frequencies,
+                                cache: cache, layer: i, sequences: batch.sequences, scale: scale, into: attn)
+            }
             addRowParallel(inOrder(attn, layer.outputInputOrder), weight: layer.output, into: x, scratch: h)
             if layer.gateUpInputOrder == nil {
                 b.rmsNormMatmulSwiGLU(x, norm: layer.ffnNorm, eps: eps, gateUp: layer.gateUp, normed: h, into: act)
@@ -316,4 +354,10 @@ public final class LlamaStage: Sendable {
         let lo = Int32(vocabulary.lowerBound), hi = Int32(vocabulary.upperBound), zero = Int32(vocabulary.count)
         return ids.map { $0 >= lo && $0 < hi ? $0 - lo : zero }
     }
+}
+
+/// A model the chosen backend cannot run as its checkpoint asks (found at load).
+public struct BackendLimitation: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -175,7 +175,7 @@ import Testing
         var c = TransformerConfig(vocabularySize: 10, hiddenSize: 4096, intermediateSize: 1, layerCount: 1, headCount: 32, kvHeadCount: 8,
                                   ropeTheta: 500000)
         let plain = c.ropeInverseFrequencies()
-        c.ropeScaling = .init(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalMaxPositions: 8192)
+        c.ropeScaling = .llama3(.init(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalMaxPositions: 8192))
         let scaled = c.ropeInverseFrequencies()
         #expect(scaled.first == plain.first)                    // high frequencies unchanged
         #expect(abs(scaled.last! - plain.last! / 8) < 1e-12)    // low frequencies divided by the factor
@@ -241,5 +241,109 @@ import Testing
             .write(toFile: path, atomically: true, encoding: .utf8)
         #expect(try TransformerConfig(huggingFaceConfigAt: path).quantization
                 == CheckpointQuantization(method: .gptq, bits: 8, groupSize: 0, symmetric: true, zeroOffset: 0))
+    }
+}
+
+/// RoPE scaling fields: unknown kinds and missing or bad numbers are refused at load, naming the
+/// file and the field.
+@Suite struct RopeScalingConfigTests {
+    static let base = #""hidden_size": 64, "num_attention_heads": 4, "vocab_size": 8, "intermediate_size": 8, "num_hidden_layers": 1"#
+
+    @Test func badScalingNamesTheFileAndField() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-rope-cfg-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("config.json").path
+        let cases: [(String, String)] = [
+            (#"{\#(Self.base), "rope_scaling": {"rope_type": "su", "factor": 2}}"#, "rope_scaling.rope_type"),
+            (#"{\#(Self.base), "rope_scaling": {"type": "ntk-by-parts", "factor": 2}}"#, "rope_scaling.type"),
+            (#"{\#(Self.base), "rope_parameters": {"rope_type": "mrope", "rope_theta": 10000}}"#, "rope_parameters.rope_type"),
+            (#"{\#(Self.base), "rope_scaling": {"rope_type": "linear"}}"#, "rope_scaling.factor"),
+            (#"{\#(Self.base), "rope_scaling": {"rope_type": "dynamic", "factor": "2"}}"#, "rope_scaling.factor"),
+            (#"{\#(Self.base), "rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 1}}"#, "rope_scaling.high_freq_factor"),
+            (#"{\#(Self.base), "rope_scaling": {"rope_type": "yarn", "factor": -4, "original_max_position_embeddings": 8}}"#, "rope_scaling.factor"),
+            (#"{\#(Self.base), "rope_scaling": {"rope_type": "longrope", "short_factor": [1, 1], "long_factor": [2, 2, 2, 2, 2, 2, 2, 2], "original_max_position_embeddings": 8}}"#, "rope_scaling.short_factor"),
+            (#"{\#(Self.base), "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5}}"#, "rope_parameters.partial_rotary_factor"),
+        ]
+        for (text, field) in cases {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let e = #expect(throws: CheckpointError.self) { try TransformerConfig(huggingFaceConfigAt: path) }
+            #expect(e?.message.contains(field) == true, "\(e?.description ?? "") should mention \(field)")
+            #expect(e?.path == path)
+        }
+    }
+
+    @Test func legacyAndNewKeysAgree() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-rope-keys-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("config.json").path
+        // Qwen2.5-style yarn in the old key with "type", Phi-3's top-level original_max_position_embeddings.
+        try #"{\#(Self.base), "max_position_embeddings": 131072, "rope_theta": 1000000, "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let old = try TransformerConfig(huggingFaceConfigAt: path)
+        try #"{\#(Self.base), "max_position_embeddings": 131072, "original_max_position_embeddings": 32768, "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1000000}}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let new = try TransformerConfig(huggingFaceConfigAt: path)
+        #expect(old.ropeScaling == new.ropeScaling && old.ropeTheta == new.ropeTheta)
+        #expect(old.ropeScaling == .yarn(.init(factor: 4, originalMaxPositions: 32768)))
+        #expect(abs(old.ropeAttentionFactor - (0.1 * log(4.0) + 1)) < 1e-12)
+    }
+
+    /// GGUF: linear and yarn are read, llama.cpp-only knobs and unknown types refused by key.
+    @Test func ggufScalingKeys() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-rope-gguf-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("m.gguf").path
+        func config(_ scaling: [(String, GGUFValue)]) throws -> TransformerConfig {
+            let base: [(String, GGUFValue)] = [("general.architecture", .string("llama")), ("llama.embedding_length", .uint32(64)),
+                                               ("llama.attention.head_count", .uint32(4)), ("llama.feed_forward_length", .uint32(8)),
+                                               ("llama.block_count", .uint32(1)), ("llama.vocab_size", .uint32(8))]
+            try GGUFWriter.writeMetadata(base + scaling, to: path)
+            return try TransformerConfig(gguf: try GGUFFile(path: path))
+        }
+        #expect(try config([]).ropeScaling == nil)
+        #expect(try config([("llama.rope.scaling.type", .string("linear")), ("llama.rope.scaling.factor", .float32(4))]).ropeScaling
+                == .linear(factor: 4))
+        #expect(try config([("llama.rope.scaling.type", .string("yarn")), ("llama.rope.scaling.factor", .float32(4)),
+                            ("llama.rope.scaling.original_context_length", .uint32(4096))]).ropeScaling
+                == .yarn(.init(factor: 4, originalMaxPositions: 4096)))
+        let bad: [([(String, GGUFValue)], String)] = [
+            ([("llama.rope.scaling.type", .string("su"))], "llama.rope.scaling.type"),
+            ([("llama.rope.scaling.type", .string("linear"))], "llama.rope.scaling.factor"),
+            ([("llama.rope.scaling.type", .string("yarn")), ("llama.rope.scaling.factor", .float32(4))],
+             "llama.rope.scaling.original_context_length"),
+            ([("llama.rope.scaling.type", .string("yarn")), ("llama.rope.scaling.factor", .float32(4)),
+              ("llama.rope.scaling.original_context_length", .uint32(4096)), ("llama.rope.scaling.yarn_log_multiplier", .float32(0.1))],
+             "llama.rope.scaling.yarn_log_multiplier"),
+        ]
+        for (keys, field) in bad {
+            let e = #expect(throws: CheckpointError.self) { try config(keys) }
+            #expect(e?.message.contains(field) == true, "\(e?.description ?? "") should mention \(field)")
+            #expect(e?.path == path)
+        }
+    }
+
+    /// Each kind's frequencies against transformers' formulas at a Llama-3-8B-like head.
+    @Test func frequenciesFollowTheirFormulas() throws {
+        var c = TransformerConfig(vocabularySize: 10, hiddenSize: 4096, intermediateSize: 1, layerCount: 1, headCount: 32,
+                                  kvHeadCount: 8, ropeTheta: 500000, maxPositions: 8192)
+        let plain = c.ropeInverseFrequencies()
+        c.ropeScaling = .linear(factor: 4)
+        #expect(zip(c.ropeInverseFrequencies(), plain).allSatisfy { $0 == $1 / 4 })
+        c.ropeScaling = .dynamic(factor: 2)
+        #expect(c.ropeInverseFrequencies(sequenceLength: 8192) == plain)
+        let base = 500000 * pow(2.0 * 16384 / 8192 - 1, 128.0 / 126)
+        for (got, i) in zip(c.ropeInverseFrequencies(sequenceLength: 16384), 0...) {
+            let want = 1 / pow(base, Double(2 * i) / 128)
+            #expect(abs(Double(got) - want) <= 1e-5 * want)
+        }
+        #expect(c.ropeDependsOnSequenceLength && c.ropeAttentionFactor == 1)
+        c.ropeScaling = .longRoPE(.init(shortFactor: Array(repeating: 1, count: 64), longFactor: Array(repeating: 2, count: 64),
+                                        originalMaxPositions: 4096))
+        #expect(c.ropeInverseFrequencies(sequenceLength: 4096) == plain)
+        #expect(zip(c.ropeInverseFrequencies(sequenceLength: 4097), plain).allSatisfy { abs($0 - $1 / 2) <= 1e-7 * $1 })
+        #expect(abs(c.ropeAttentionFactor - (1 + log(2.0) / log(4096.0)).squareRoot()) < 1e-12)
     }
 }

@@ -1,0 +1,19 @@
+// A backend that rotates a step with one table is refused a length-dependent RoPE at load.
+import Checkpoints
+import Compute
+import Models
+import TestFixtures
+import Testing
+
+@Test func lengthDependentRopeIsRefusedWhereTheBackendCannotRotatePerSequence() throws {
+    let weights = try LoadedCheckpoint.open(Fixtures.path("tiny-llama")).weights
+    for kind in ["dynamic", "longrope"] {
+        let config = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("rope-scaling/\(kind)/config.json"))
+        let backend = SelectingCPUBackend()   // rotatesPerSequence: the protocol's default, false
+        let e = #expect(throws: BackendLimitation.self) { try LlamaModel(config: config, weights: weights, backend: backend) }
+        #expect(e?.description.contains("\"\(kind)\"") == true && e?.description.contains(backend.name) == true,
+                "\(e?.description ?? "")")
+    }
+    let yarn = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("rope-scaling/yarn/config.json"))
+    _ = try LlamaModel(config: yarn, weights: weights, backend: SelectingCPUBackend())
+}
