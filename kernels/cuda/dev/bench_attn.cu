@@ -194,11 +194,12 @@ std::vector<float> reference(const Batch &b, const std::vector<float> &qkv, cons
             }
             for (int j = 0; j <= last; j++) sum += p[j] = std::exp(p[j] - mx);
             float *o = out.data() + (b.begin[s] + t) * b.out_cols() + (int64_t)h * hd;
-            for (int e = 0; e < hd; e++) {
-                double acc = 0;
-                for (int j = 0; j <= last; j++) acc += p[j] * V[j * kvs + kvh * hd + e];
-                o[e] = round_to((float)(acc / sum), bf16);
+            std::vector<double> acc(hd, 0.0);
+            for (int j = 0; j <= last; j++) {
+                const float *vv = V.data() + j * kvs + kvh * hd;
+                for (int e = 0; e < hd; e++) acc[e] += p[j] * vv[e];
             }
+            for (int e = 0; e < hd; e++) o[e] = round_to((float)(acc[e] / sum), bf16);
         });
     }
     return out;
