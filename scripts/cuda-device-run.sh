@@ -8,6 +8,9 @@
 # checked against the CPU and timed beside cuBLAS (GEMV_MODES: product rows slices norm; default product);
 # wo: kernels/cuda/dev/bench_wo, the weight-only matmuls checked against the CPU (every format, epilogue and
 # element type), then timed at Llama-2-7B's shapes beside fp16;
+# attn: kernels/cuda/dev/bench_attn, the FlashAttention-2-style prefill candidate checked against the CPU
+# and the product (head_dims, GQA groups, cached prefixes, ragged batches), then timed at Llama-2-7B's
+# prefill shapes beside petrel_attention_enqueue (ATTN_BENCH_ARGS: e.g. bf16);
 # profile: Nsight Compute times every kernel of one batch-1 decode step (scripts/ncu_summary.py;
 # PROFILE_ARGS: extra bench flags, e.g. --quantization int8_wo);
 # woprof: Nsight Compute metrics of every bench_wo launch (after the wo stage);
@@ -82,6 +85,13 @@ if has wo; then
     kernels/cuda/bench_wo check > "$OUT/wo-check.md" 2>&1 || status=1
     grep -E "FAIL|check:" "$OUT/wo-check.md"
     kernels/cuda/bench_wo bench 2>&1 | tee "$OUT/wo-bench.md"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
+if has attn; then
+    if [ -x .device/bench_attn ]; then cp .device/bench_attn kernels/cuda/bench_attn; else make -j 8 -C kernels/cuda bench_attn >/dev/null; fi
+    timeout ${ATTN_CHECK_TIMEOUT:-300} kernels/cuda/bench_attn check > "$OUT/attn-check.md" 2>&1 || status=1
+    grep -E "FAIL|check:" "$OUT/attn-check.md"
+    timeout ${ATTN_BENCH_TIMEOUT:-300} kernels/cuda/bench_attn bench ${ATTN_BENCH_ARGS:-} 2>&1 | tee "$OUT/attn-bench.md"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 fi
 if has woprof; then

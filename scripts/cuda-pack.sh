@@ -5,7 +5,7 @@
 #
 #   scripts/cuda-pack.sh                    a static-stdlib build, stripped, as .device/petrel.gz; the
 #                                           CUDA library is built there (make -C kernels/cuda)
-#   scripts/cuda-pack.sh --with-library     also libpetrel_cuda.so, kernels/cuda/bench_gemv and bench_wo, built
+#   scripts/cuda-pack.sh --with-library     also libpetrel_cuda.so, kernels/cuda/bench_gemv, bench_wo and bench_attn, built
 #                                           here (nvcc on PATH: `eval "$(scripts/setup-nvcc.sh)"`
 #                                           installs CUDA 13.0's nvcc and cuBLAS from NVIDIA's wheels),
 #                                           saving the GPU machine's build time
@@ -38,10 +38,11 @@ if [ -z "$baseline" ]; then
     strip -o .device/petrel .build/release/petrel
     gzip -9 -f .device/petrel
     if [ $with_library = 1 ]; then
-        make -j 2 -C kernels/cuda libpetrel_cuda.so bench_gemv bench_wo
+        make -j 2 -C kernels/cuda libpetrel_cuda.so bench_gemv bench_wo bench_attn
         cp kernels/cuda/libpetrel_cuda.so .device/libpetrel_cuda.so
         cp kernels/cuda/bench_gemv .device/bench_gemv
         cp kernels/cuda/bench_wo .device/bench_wo
+        cp kernels/cuda/bench_attn .device/bench_attn
     fi
     ls -l .device/
     exit 0

@@ -36,19 +36,6 @@ namespace {
 constexpr int kBatch = 20;   // launches timed together
 bool g_profile = false;      // `bench_wo profile`: every launch of the bench once, untimed (for Nsight Compute)
 
-// Holds the stream for ns nanoseconds, so that the host has queued the timed launches before the
-// first one starts: the events then time the card, not the launch rate.
-__global__ void hold_stream(long long ns) {
-    long long t0;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
-    for (;;) {
-        long long t;
-        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-        if (t - t0 > ns) break;
-        __nanosleep(1000);
-    }
-}
-
 // weight_only.cu's GEMV with W warps a block and UR rounds of codes in flight (plain or SwiGLU).
 template <typename T, int BITS, int W, int UR, bool PIPE = false>
 cudaError_t wo_gemv_variant(const petrel_context *ctx, bool swiglu, const T *x, const uint8_t *w, const WoMatrix &q, int64_t n,
@@ -115,18 +102,6 @@ std::vector<uint8_t> random_matrix(std::mt19937 &rng, int bits, int gs, bool zer
     return m;
 }
 
-float round_to(float v, bool bf16) { return bf16 ? __bfloat162float(__float2bfloat16_rn(v)) : __half2float(__float2half(v)); }
-
-template <typename F> void parallel_for(int64_t count, F f) {
-    const int threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; t++)
-        pool.emplace_back([&, t] {
-            for (int64_t i = t; i < count; i += threads) f(i);
-        });
-    for (auto &th : pool) th.join();
-}
-
 // The matmul's inputs on the host, and its reference on the CPU for `rows` rows of x.
 struct Problem {
     int bits, gs;
@@ -167,19 +142,6 @@ std::vector<float> reference(const Problem &p, const std::vector<uint8_t> &w, co
             out[r * p.cols + c] = round_to(v, bf16);
         }
     return out;
-}
-
-void *device_floats(petrel_context *ctx, const std::vector<float> &v) {   // uploaded as the context's type
-    void *p = nullptr;
-    check(petrel_buffer_alloc(ctx, std::max<size_t>(v.size(), 1) * 2, &p), ctx, "alloc");
-    if (!v.empty()) check(petrel_weights_upload(ctx, PETREL_DTYPE_F32, v.data(), (int64_t)v.size(), p), ctx, "upload");
-    return p;
-}
-
-std::vector<float> download(petrel_context *ctx, const void *p, int64_t count) {
-    std::vector<float> v(count);
-    check(petrel_tensor_download(ctx, p, count, v.data()), ctx, "download");
-    return v;
 }
 
 // One product call through the public entry points.

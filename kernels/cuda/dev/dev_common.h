@@ -1,9 +1,12 @@
-// dev/dev_common.h: what the dev/ programs share: exits on a failed call, and the comparison with
-// the CPU reference (max |gpu - cpu| / max |cpu|; a non-finite value is infinitely wrong).
+// dev/dev_common.h: what the dev/ programs share: exits on a failed call, the comparison with the
+// CPU reference (max |gpu - cpu| / max |cpu|; a non-finite value is infinitely wrong), rounding to
+// the element type, a host thread pool, uploads and downloads, and the stream hold for timing.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 #include "../internal.h"
@@ -31,3 +34,47 @@ inline float rel_error(const std::vector<float> &got, const std::vector<float> &
     }
     return diff / fmaxf(ref, 1e-20f);
 }
+
+// v rounded to the element type (fp16, or bf16), as the device stores it.
+inline float round_to(float v, bool bf16) { return bf16 ? __bfloat162float(__float2bfloat16_rn(v)) : __half2float(__float2half(v)); }
+
+// f(i) for i in [0, count) on up to 16 host threads.
+template <typename F> void parallel_for(int64_t count, F f) {
+    const int threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; t++)
+        pool.emplace_back([&, t] {
+            for (int64_t i = t; i < count; i += threads) f(i);
+        });
+    for (auto &th : pool) th.join();
+}
+
+// v on the device as the context's element type (a new buffer the caller frees).
+inline void *device_floats(petrel_context *ctx, const std::vector<float> &v) {
+    void *p = nullptr;
+    check(petrel_buffer_alloc(ctx, std::max<size_t>(v.size(), 1) * 2, &p), ctx, "alloc");
+    if (!v.empty()) check(petrel_weights_upload(ctx, PETREL_DTYPE_F32, v.data(), (int64_t)v.size(), p), ctx, "upload");
+    return p;
+}
+
+// count elements of the context's element type at p, as floats (waits for the stream).
+inline std::vector<float> download(petrel_context *ctx, const void *p, int64_t count) {
+    std::vector<float> v(count);
+    check(petrel_tensor_download(ctx, p, count, v.data()), ctx, "download");
+    return v;
+}
+
+namespace {
+// Holds the stream for ns nanoseconds, so that the host has queued the timed launches before the
+// first one starts: the events then time the card, not the launch rate.
+__global__ void hold_stream(long long ns) {
+    long long t0;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    for (;;) {
+        long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        if (t - t0 > ns) break;
+        __nanosleep(1000);
+    }
+}
+}  // namespace
