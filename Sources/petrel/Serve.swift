@@ -11,7 +11,7 @@ import Telemetry
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve a Triton model repository (HTTP 8000, gRPC 8001, metrics 8002).")
 
-    @Option(name: .customLong("model-repository"), help: "Triton model repository (default: the default model's, generated on first use).")
+    @Option(name: .customLong("model-repository"), help: "Triton model repository (default: PETREL_MODEL_REPOSITORY, else the default model's, generated on first use).")
     var modelRepository: [String] = []
     @Option(name: .customLong("model-control-mode"), help: "none | poll | explicit") var modelControlMode = "none"
     @Option(name: .customLong("load-model"), help: "With explicit control: models to load at start (repeatable).") var loadModels: [String] = []
@@ -28,7 +28,7 @@ struct Serve: AsyncParsableCommand {
     var restrictedAPIs: [String] = []
     @Option(name: .customLong("exit-timeout-secs"), help: "Grace period for in-flight requests at shutdown.") var exitTimeout = 30
     @Option(name: .customLong("kv-cache-bytes"), help: "CPU KV-cache budget per LLM model instance, in bytes.") var kvCacheBytes = 512 << 20
-    @Option(help: "Device for LLM models: cpu or cuda.") var device: Device = .cpu
+    @Option(name: .customLong("device"), help: "Device for LLM models: cpu or cuda (default: PETREL_DEVICE, else cpu).") var deviceFlag: Device?
     @Option(help: GPUDType.help) var gpuDtype: GPUDType = .f16
     @OptionGroup var cuda: CUDAFlags
     @Flag(name: .customLong("host-sampling"), help: "Bring every step's logits to the host and pick tokens there, also where the device could.")
@@ -42,6 +42,16 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-error"), help: "Write errors (true / false).") var logError = true
     @Option(name: .customLong("log-format"), help: "default | ISO8601") var logFormat = "default"
 
+    /// --device, else PETREL_DEVICE, else the CPU.
+    var device: Device {
+        get throws {
+            if let deviceFlag { return deviceFlag }
+            guard let name = Environment.current.device else { return .cpu }
+            guard let device = Device(rawValue: name) else { throw ValidationError("PETREL_DEVICE must be cpu or cuda, got '\(name)'") }
+            return device
+        }
+    }
+
     func validate() throws {
         guard ServerOptions.ModelControlMode(rawValue: modelControlMode) != nil else {
             throw ValidationError("--model-control-mode must be none, poll or explicit, got '\(modelControlMode)'")
@@ -52,7 +62,7 @@ struct Serve: AsyncParsableCommand {
         if maxInputSize < 1024 { throw ValidationError("--http-max-input-size must be at least 1024 bytes") }
         for r in restrictedAPIs { _ = try RestrictedAPI(parsing: r) }
         // Sharded serving runs its ranks in this process (CPU); several GPUs need the NCCL path.
-        try parallel.check(device)
+        try parallel.check(try device)
         guard LogSettings.Format(rawValue: logFormat) != nil else {
             throw ValidationError("--log-format must be default or ISO8601, got '\(logFormat)'")
         }
@@ -60,8 +70,9 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         var repositories = modelRepository
+        if repositories.isEmpty { repositories = Environment.current.modelRepositories }
         if repositories.isEmpty { repositories = [try DefaultModel.repository()] }
-        let device = self.device, threads = self.threads, gpuDtype = self.gpuDtype, cudaOptions = cuda.options
+        let device = try self.device, threads = self.threads, gpuDtype = self.gpuDtype, cudaOptions = cuda.options
         let gpuMetrics = GPUMetrics()
         var logSettings = LogSettings()
         logSettings.info = logInfo
