@@ -1,5 +1,6 @@
-// GPU figures on the metrics endpoint (Triton's nv_gpu_memory_total_bytes and
-// nv_gpu_memory_used_bytes, labelled gpu_uuid) for the CUDA backends the served models run on.
+// GPU figures on the metrics endpoint, labelled gpu_uuid: Triton's six from NVML where the driver
+// has it (Telemetry/NVML.swift), else nv_gpu_memory_total_bytes and nv_gpu_memory_used_bytes for
+// the CUDA backends the served models run on.
 // The backends are held weakly: an unloaded model's GPU memory is not kept alive by metrics.
 import CUDACompute
 import Compute
@@ -25,7 +26,15 @@ final class GPUMetrics: MetricsSource {
         return backend
     }
 
+    /// The driver's NVML where there is one: then every GPU's figures come from it (Triton's six),
+    /// else only the memory of the GPUs the served models use, from their backends.
+    private let nvml = NVMLMetrics.load()
+
     func collect(into registry: MetricsRegistry) {
+        if let nvml {
+            nvml.collect(into: registry)
+            return
+        }
         let live = entries.withLock { $0.compactMap(\.backend) }
         var seen = Set<String>()
         for gpu in live where seen.insert(gpu.uuid).inserted {
