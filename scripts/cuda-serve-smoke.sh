@@ -21,8 +21,17 @@ oai=$(curl -s localhost:8000/v1/completions -H 'Content-Type: application/json' 
 echo "openai: $oai"
 check "openai completion has choices" '[[ "$oai" == *choices* ]]'
 metrics=$(curl -s localhost:8002/metrics)
-grep -E "^nv_gpu_memory|^nv_inference_request_success" <<<"$metrics"
+grep -E "^nv_gpu_|^nv_energy|^nv_inference_request_success" <<<"$metrics"
 check "nv_gpu_memory_used_bytes exported" 'grep -q "^nv_gpu_memory_used_bytes{gpu_uuid=\"GPU-" <<<"$metrics"'
+for family in nv_gpu_utilization nv_gpu_power_usage nv_gpu_power_limit nv_energy_consumption; do
+    check "$family exported (NVML)" 'grep -q "^$family{gpu_uuid=\"GPU-" <<<"$metrics"'
+done
+# Under load: a 64-token generation running while a second scrape is taken, to see the figures move.
+curl -s -X POST localhost:8000/v2/models/ensemble/generate -d '{"text_input": "What is machine learning?", "max_tokens": 64}' >/dev/null &
+load=$!
+sleep 0.3
+curl -s localhost:8002/metrics | grep -E "^nv_gpu_utilization|^nv_gpu_power_usage|^nv_energy" | sed 's/^/under load: /'
+wait $load
 kill -TERM $pid; wait $pid; rc=$?
 check "SIGTERM exits 0" '[ $rc = 0 ]'
 exit $status
