@@ -94,8 +94,21 @@ struct Serve: AsyncParsableCommand {
         options.device = device == .cuda ? .cuda : .cpu
         let server = InferenceServer(options: options)
         try await server.start()
-        serverLog.info("repository \(repositories.joined(separator: ", ")): " +
-            server.repositoryIndex(readyOnly: false).map { "\($0.name) \($0.state)\($0.reason.isEmpty ? "" : " (\($0.reason))")" }.joined(separator: "; "))
+        // Triton's start-up tables: the models, then the options.
+        let models = server.repositoryIndex(readyOnly: false).map { m in
+            [m.name, m.version.isEmpty ? "-" : m.version, m.reason.isEmpty ? m.state : "\(m.state): \(m.reason)"]
+        }
+        serverLog.info("\n" + textTable(["Model", "Version", "Status"], models))
+        let metadata = server.serverMetadata()
+        var rows: [[String]] = [["server_id", metadata.name], ["server_version", metadata.version],
+                                ["server_extensions", metadata.extensions.joined(separator: " ")]]
+        for (i, path) in repositories.enumerated() { rows.append(["model_repository_path[\(i)]", path]) }
+        rows += [["model_control_mode", "MODE_" + modelControlMode.uppercased()],
+                 ["device", device == .cuda ? "cuda (\(gpuDtype.rawValue))" : "cpu"],
+                 ["http_address", "\(httpAddress):\(httpPort)"], ["grpc_address", noGRPC ? "off" : "\(grpcAddress):\(grpcPort)"],
+                 ["metrics_address", "\(metricsAddress):\(metricsPort)"], ["exit_timeout", "\(exitTimeout)"],
+                 ["kv_cache_bytes (cpu)", "\(kvCacheBytes)"]]
+        serverLog.info("\n" + textTable(["Option", "Value"], rows))
         for s in server.loadSummaries() { serverLog.info("\(s.model) v\(s.version): \(s.summary)") }
 
         let exporter = MetricsExporter(sources: [ServingMetrics(server), ProcessMetrics(), gpuMetrics])

@@ -264,3 +264,18 @@ final class Counting: Sendable {
     }
     #endif
 }
+
+@Suite struct TextTableTests {
+    @Test func columnsAreAsWideAsTheirWidestCell() {
+        let t = textTable(["Model", "Version", "Status"], [["ensemble", "1", "READY"], ["tensorrt_llm", "1", "UNAVAILABLE: no GPU"], ["x"]])
+        #expect(t == """
+            +--------------+---------+---------------------+
+            | Model        | Version | Status              |
+            +--------------+---------+---------------------+
+            | ensemble     | 1       | READY               |
+            | tensorrt_llm | 1       | UNAVAILABLE: no GPU |
+            | x            |         |                     |
+            +--------------+---------+---------------------+
+            """)
+    }
+}
