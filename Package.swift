@@ -46,7 +46,7 @@ let package = Package(
         // Tensor and pipeline parallelism: the model cut over ranks, each with its own backend; Collective
         // (shared-memory ranks in one process now, NCCL later).
         .target(name: "Parallel", dependencies: ["Compute", "Checkpoints", "Models"]),
-        .target(name: "Runtime", dependencies: ["Engine", "Compute", "Checkpoints", "Tokenization", "Models"]),
+        .target(name: "Runtime", dependencies: ["Engine", "Compute", "Checkpoints", "Tokenization", "Models", "JSONCore"]),
         // Triton / KServe v2 protocol messages, generated from protos/ by scripts/generate-protos.sh.
         .target(name: "TritonProtos", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]),
         // Triton's core: model repository, lifecycle, schedulers, built-in backends (see docs/ARCHITECTURE.md).
@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["TestFixtures", "Models", "CPUCompute", "Checkpoints", "Compute"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "ParallelTests", dependencies: ["TestFixtures", "Parallel", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Compute"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["TestFixtures", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Tokenization"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["TestFixtures", "Runtime", "Engine", "Models", "CPUCompute", "Checkpoints", "Tokenization", "JSONCore"]),
         .testTarget(name: "GRPCFrontendTests", dependencies: [
             "GRPCFrontend", "Serving", "TritonProtos", "Compute", "Telemetry",
             .product(name: "GRPCCore", package: "grpc-swift-2"),

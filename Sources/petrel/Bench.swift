@@ -49,6 +49,12 @@ struct Bench: AsyncParsableCommand {
     var runs: Int?
     @OptionGroup var parallel: ParallelOptions
     @OptionGroup var quantization: QuantizationOptions
+    @Option(name: .customLong("json"), help: "Static mode: also write the table as JSON to this file.") var jsonPath: String?
+    @Option(name: .customLong("chart"), help: "Static mode: draw output tokens/s by batch size as an SVG chart to this file.") var chartPath: String?
+    @Option(name: .customLong("compare"), help: "Static mode: another run's --json (e.g. a peer's) drawn beside this one in --chart (repeatable).")
+    var comparePaths: [String] = []
+    @Option(name: .customLong("label"), help: "This run's name in --json and --chart (default: petrel, the model and the quantization).")
+    var label: String?
 
     func validate() throws {
         if model != nil && dummyWeights != nil { throw ValidationError("give --model or --dummy-weights, not both") }
@@ -61,6 +67,11 @@ struct Bench: AsyncParsableCommand {
         _ = try parseGrid()
         if numRequests < 1 || inputLength < 1 || outputLength < 1 { throw ValidationError("--num-requests, --input-len and --output-len must be >= 1") }
         if let c = concurrency, c < 1 { throw ValidationError("--concurrency must be >= 1") }
+        if mode != .static && (jsonPath != nil || chartPath != nil || !comparePaths.isEmpty) {
+            throw ValidationError("--json, --chart and --compare are for --mode static")
+        }
+        if !comparePaths.isEmpty && chartPath == nil { throw ValidationError("--compare needs --chart") }
+        for path in comparePaths { _ = try readReport(path) }
         try parallel.check(device)
     }
 
@@ -101,7 +112,14 @@ struct Bench: AsyncParsableCommand {
         print("model: \(name), device: \(describe(backend))\(parallel.summary), quantization: \(quantization.map { "\($0)" } ?? "none"), "
               + "weights read per decode step: \(describeBytes(llama.weightBytes)), loaded in \(String(format: "%.1f", loadSeconds)) s")
         switch mode {
-        case .static: try await runStatic(llama)
+        case .static:
+            let report = try await runStatic(llama, label: label ?? "petrel \(name)\(quantization.map { " \($0)" } ?? "")")
+            if let jsonPath { try Data(report.json().utf8).write(to: URL(fileURLWithPath: jsonPath)) }
+            if let chartPath {
+                let reports = [report] + (try comparePaths.map(readReport))
+                let title = "\(name) on \(describe(backend))"
+                try Data(BenchReport.chartSVG(reports, title: title).utf8).write(to: URL(fileURLWithPath: chartPath))
+            }
         case .serving: try await runServing(llama)
         }
         if let gpu = backend as? CUDABackend {
@@ -134,7 +152,15 @@ struct Bench: AsyncParsableCommand {
         return (0..<count).map { _ in (0..<length).map { _ in Int32(3 + rng.next() % UInt64(vocab - 3)) } }
     }
 
-    func runStatic(_ llama: any CausalLM) async throws {
+    func readReport(_ path: String) throws -> BenchReport {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("--compare: cannot read \(path)") }
+        do { return try BenchReport(json: [UInt8](data), source: path) } catch let e as BenchReportError {
+            throw ValidationError("--compare: \(e.description)")
+        }
+    }
+
+    func runStatic(_ llama: any CausalLM, label: String) async throws -> BenchReport {
+        var report = BenchReport(label: label)
         let (batches, pairs) = try parseGrid()
         // Each point is run `warmUps` times unreported first (the first use of a kernel or a
         // cuBLAS algorithm loads its module; a shape's first decode steps capture its CUDA
@@ -165,13 +191,18 @@ struct Bench: AsyncParsableCommand {
                 let (latency, ttft, peak) = timed.sorted { $0.0 < $1.0 }[timed.count / 2]
                 var row = String(format: "| %d | %d | %d | %.1f | %.1f | %.1f | %d |", batch, input, output, latency,
                                  Double(batch * output) / latency * 1000, ttft, peak)
+                var point = BenchPoint(batch: batch, input: input, output: output, latencyMs: latency,
+                                       tokensPerSecond: Double(batch * output) / latency * 1000, ttftMs: ttft, peakKVBlocks: peak)
                 if let roofline {
                     let ceiling = roofline.staticLatency(batch: batch, input: input, output: output) * 1000
                     row += String(format: " %.1f | %.0f%% |", ceiling, ceiling / latency * 100)
+                    point.ceilingMs = ceiling
                 }
                 print(row)
+                report.points.append(point)
             }
         }
+        return report
     }
 
     /// One static point: `batch` requests of `input` random tokens, `output` tokens each.
