@@ -6,7 +6,7 @@ MAX_TOKENS ?= 64
 RELEASE_FLAGS := -c release
 BIN := .build/release/petrel
 
-.PHONY: setup model build release generate serve test test-swift test-clients test-deploy fixtures clean
+.PHONY: setup model build release generate serve test test-swift test-clients test-deploy test-aiperf fixtures clean
 
 setup:
 	@scripts/setup.sh
@@ -26,7 +26,7 @@ generate: model release
 serve: model release
 	$(BIN) serve
 
-test: test-swift test-clients test-deploy
+test: test-swift test-clients test-deploy test-aiperf
 
 test-swift: model
 	swift build --build-tests
@@ -37,6 +37,11 @@ test-clients: model
 	scripts/setup-clients.sh
 	swift build --product petrel
 	python3 -m pytest -q Tests/clients
+
+# NVIDIA's aiperf against /v1/completions and /v1/chat/completions, streaming and not (CPU server).
+test-aiperf: model
+	swift build --product petrel
+	scripts/aiperf-smoke.sh
 
 # deploy/: Kubernetes manifests and the KServe runtime against the API schemas, the Helm chart
 # linted and rendered by Helm's SDK (scripts/validate_deploy.py says what is checked).
