@@ -234,13 +234,11 @@ public struct QuantizationError: Error, CustomStringConvertible {
 }
 
 extension HostTensor {
-    /// This float matrix quantized to `format`, round to nearest (no calibration data). 8 bits:
+    /// This float matrix quantized to `format` (no calibration data). INT8 per channel:
     /// s = max|w| / 127 and u = round(w / s) + 128 (TensorRT-LLM's int8 weight-only recipe).
-    /// 4 bits, symmetric: of s = max|w| / 7 and the scale that maps the group's largest-magnitude
-    /// value to the end code −8 (all 16 codes in use, as llama.cpp's Q4_0), the one with the least
-    /// squared error. With zero points: s = (max − min) / maxCode over the group with 0 included,
-    /// z = round(−min / s). (Clipping the range to lower the squared error measured worse:
-    /// docs/BENCHMARKS.md.) Scales and zeros are rounded to fp16 before the codes are chosen.
+    /// Groups (int4_wo): each group's scale (and integral zero point) searched by GroupFitter
+    /// (WeightOnlyQuantizer.swift) for the least weighted squared error. Scales are rounded to
+    /// fp16 before the codes are chosen; each code is the nearest to w / s + z.
     public func quantized(_ format: WeightOnlyFormat) throws -> HostTensor {
         guard shape.count == 2, !dtype.isQuantized else {
             throw QuantizationError("only float matrices can be quantized, not \(dtype) \(shape)")
@@ -256,14 +254,23 @@ extension HostTensor {
                 zeros.withUnsafeMutableBufferPointer { zp in
                     nonisolated(unsafe) let (c, s, z) = (cp, sp, zp)
                     DispatchQueue.concurrentPerform(iterations: (rows + 63) / 64) { block in
+                        var fitter = GroupFitter(format: format, maxColumns: columns)
                         for r in (block * 64)..<min(rows, block * 64 + 64) {
                             let w = source.floatElements(r * columns..<(r + 1) * columns)
-                            for g in 0..<groups {
-                                let range = format.group(g, columns: columns)
-                                let (scale, zero) = Self.groupParameters(w[range], format: format)
-                                s[r * groups + g] = scale
-                                z[r * groups + g] = zero
-                                for k in range { c[r * columns + k] = Self.code(w[k], scale: scale, zero: zero, format: format) }
+                            w.withUnsafeBufferPointer { wp in
+                                for g in 0..<groups {
+                                    let range = format.group(g, columns: columns)
+                                    let (scale, zero): (Float, Float)
+                                    if format.bits == 8 && !format.hasZeros {
+                                        scale = GroupFitter.fp16(wp[range].reduce(0) { max($0, abs($1)) } / 127)
+                                        zero = format.symmetricZero
+                                    } else {
+                                        (scale, zero) = fitter.fit(wp.baseAddress! + range.lowerBound, range.count)
+                                    }
+                                    s[r * groups + g] = scale
+                                    z[r * groups + g] = zero
+                                    for k in range { c[r * columns + k] = Self.code(wp[k], scale: scale, zero: zero, format: format) }
+                                }
                             }
                         }
                     }
@@ -273,40 +280,8 @@ extension HostTensor {
         return format.pack(rows: rows, columns: columns, codes: codes, scales: scales, zeros: format.hasZeros ? zeros : nil)
     }
 
-    /// fp16-rounded (scale, zero) of one group.
-    static func groupParameters(_ w: ArraySlice<Float>, format: WeightOnlyFormat) -> (Float, Float) {
-        func fp16(_ v: Float) -> Float { halfToFloat(halfBits(v)) }
-        let top = Float(format.maxCode)
-        if format.bits == 8 && !format.hasZeros {
-            return (fp16(w.reduce(0) { max($0, abs($1)) } / 127), format.symmetricZero)
-        }
-        var candidates: [(Float, Float)] = []
-        if format.hasZeros {
-            let lo = min(w.min() ?? 0, 0), hi = max(w.max() ?? 0, 0)
-            let s = fp16((hi - lo) / top)
-            if s > 0 { candidates.append((s, min(max((-lo / s).rounded(), 0), top))) }
-        } else {
-            // The value of largest magnitude, with its sign.
-            let extreme = w.reduce(Float(0)) { abs($1) > abs($0) ? $1 : $0 }
-            candidates.append((fp16(-extreme / format.symmetricZero), format.symmetricZero))
-            candidates.append((fp16(abs(extreme) / (format.symmetricZero - 1)), format.symmetricZero))
-        }
-        var best: (Float, Float) = format.hasZeros ? (0, 0) : (0, format.symmetricZero)
-        var bestError = Float.infinity
-        for (s, z) in candidates where s != 0 {
-            var e: Float = 0
-            for v in w {
-                let d = (Float(code(v, scale: s, zero: z, format: format)) - z) * s - v
-                e += d * d
-            }
-            if e < bestError { bestError = e; best = (s, z) }
-        }
-        return best
-    }
-
     static func code(_ w: Float, scale s: Float, zero z: Float, format: WeightOnlyFormat) -> UInt8 {
         guard s != 0 else { return UInt8(z) }
-        let u = (w / s).rounded() + z
-        return UInt8(min(max(u, 0), Float(format.maxCode)))
+        return UInt8(GroupFitter.code(w, inverse: 1 / s, zero: z, top: Float(format.maxCode)))
     }
 }

@@ -5,11 +5,11 @@ import ArgumentParser
 import Compute
 
 struct QuantizationOptions: ParsableArguments {
-    @Option(help: "Quantize the checkpoint's matrices at load: int8_wo (INT8 per output channel, W8A16) or int4_wo (INT4 groups, W4A16). Pre-quantized checkpoints need none.")
+    @Option(help: "Quantize the checkpoint's matrices at load: int8_wo (INT8 per output channel, W8A16) or int4_wo (INT4 groups, W4A16; default: symmetric groups of 128, each scale searched for the least weighted squared error). Pre-quantized checkpoints need none.")
     var quantization: String?
     @Option(name: .customLong("group-size"), help: "int4_wo: input columns per scale, 128 (default) or 64.")
     var groupSize: Int?
-    @Flag(name: .customLong("zero-points"), help: "int4_wo: asymmetric groups with a zero point each (default: symmetric).")
+    @Flag(name: .customLong("zero-points"), help: "int4_wo: asymmetric groups with an integral zero point each (default: symmetric, zero 8).")
     var zeroPoints = false
 
     /// What was asked, or nil for no quantization at load.
