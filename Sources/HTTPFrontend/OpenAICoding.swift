@@ -160,6 +160,22 @@ enum OpenAICoding {
         g.topP = try number(o, "top_p", in: 0...1) ?? 1
         g.presencePenalty = try number(o, "presence_penalty", in: -2...2) ?? 0
         g.frequencyPenalty = try number(o, "frequency_penalty", in: -2...2) ?? 0
+        // vLLM's extensions (what benchmark clients and vLLM users send): top_k (-1 or 0: off),
+        // min_p, repetition_penalty, min_tokens, ignore_eos.
+        if let k = try int(o, "top_k") {
+            guard k >= -1 else { throw OpenAIError("'top_k' must be -1 (off) or a positive integer, got \(k)", param: "top_k") }
+            g.topK = max(k, 0)
+        }
+        g.minP = try number(o, "min_p", in: 0...1) ?? 0
+        if let r = try number(o, "repetition_penalty", in: 0...Double.greatestFiniteMagnitude) {
+            guard r > 0 else { throw OpenAIError("'repetition_penalty' must be > 0", param: "repetition_penalty") }
+            g.repetitionPenalty = r
+        }
+        if let m = try int(o, "min_tokens") {
+            guard m >= 0 else { throw OpenAIError("'min_tokens' must be >= 0, got \(m)", param: "min_tokens") }
+            g.minTokens = m
+        }
+        g.ignoreEOS = try bool(o, "ignore_eos") ?? false
         if let seed = o["seed"], seed != .null {
             switch seed {
             case .int(let v): g.seed = UInt64(bitPattern: v)

@@ -410,6 +410,15 @@ public struct TextGenerationRequest: Sendable, Equatable {
     /// Each generated token's log probability, and that many most likely alternatives.
     public var logProbs: Bool
     public var topLogProbs: Int
+    /// vLLM's sampling extensions, which load tools and vLLM clients send: the k most likely
+    /// tokens only (0: all), tokens below min_p times the most likely one's probability dropped,
+    /// the repetition penalty (1: none), tokens before a stop may end a choice, and generation
+    /// past the end-of-sequence token.
+    public var topK: Int = 0
+    public var minP: Double = 0
+    public var repetitionPenalty: Double = 1
+    public var minTokens: Int = 0
+    public var ignoreEOS: Bool = false
 
     public init(model: String, prompts: [Prompt], choicesPerPrompt: Int = 1, maxTokens: Int? = nil, temperature: Double = 1,
                 topP: Double = 1, seed: UInt64? = nil, presencePenalty: Double = 0, frequencyPenalty: Double = 0,

@@ -106,6 +106,13 @@ extension InferenceServer: TextGenerationService {
         guard r.topP >= 0 && r.topP <= 1 else { throw bad("top_p must be in [0, 1], got \(r.topP)") }
         guard r.presencePenalty.isFinite else { throw bad("presence_penalty must be finite") }
         guard r.frequencyPenalty.isFinite else { throw bad("frequency_penalty must be finite") }
+        guard r.topK >= 0 else { throw bad("top_k must be >= 0 (0: every token), got \(r.topK)") }
+        guard r.minP >= 0 && r.minP <= 1 else { throw bad("min_p must be in [0, 1], got \(r.minP)") }
+        guard r.repetitionPenalty.isFinite && r.repetitionPenalty > 0 else {
+            throw bad("repetition_penalty must be a finite number > 0, got \(r.repetitionPenalty)")
+        }
+        guard r.minTokens >= 0 else { throw bad("min_tokens must be >= 0, got \(r.minTokens)") }
+        if let m = r.maxTokens, r.minTokens > m { throw bad("min_tokens (\(r.minTokens)) must not exceed max_tokens (\(m))") }
         guard r.topLogProbs >= 0 && r.topLogProbs <= maxTopLogProbs else {
             throw bad("top_logprobs must be in [0, \(maxTopLogProbs)], got \(r.topLogProbs)")
         }
@@ -123,7 +130,10 @@ extension InferenceServer: TextGenerationService {
             if request.temperature > 0 && request.topP > 0 {
                 p.temperature = Float(request.temperature)
                 p.topP = Float(request.topP)
+                p.topK = request.topK
+                p.minP = Float(request.minP)
             }
+            p.repetitionPenalty = Float(request.repetitionPenalty)
             p.presencePenalty = Float(request.presencePenalty)
             p.frequencyPenalty = Float(request.frequencyPenalty)
             p.returnLogProbs = request.logProbs
@@ -138,7 +148,9 @@ extension InferenceServer: TextGenerationService {
                     if case .chat = request.prompts[i] { prompt = "messages" }
                     throw ServingError(.badRequest, LLMModel.contextExceeded(limit: context, promptTokens: ids.count, maxTokens: m, prompt: prompt))
                 }
-                var stop = StopConditions(maxTokens: request.maxTokens ?? context - ids.count, endID: route.endID)
+                var stop = StopConditions(maxTokens: request.maxTokens ?? context - ids.count, minTokens: request.minTokens,
+                                          endID: route.endID)
+                stop.ignoreEOS = request.ignoreEOS
                 if case .chat = request.prompts[i] { stop.stopTokenIDs = route.encoder.stopIDs }
                 for _ in 0..<request.choicesPerPrompt {
                     var parameters = p

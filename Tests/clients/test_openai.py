@@ -203,6 +203,42 @@ def test_penalties_are_accepted(client):
     assert c.choices[0].finish_reason in ("stop", "length")
 
 
+def test_vllm_sampling_extensions(client):
+    """vLLM's body extensions that load tools send: ignore_eos with min_tokens gives exactly the
+    asked length; top_k 1 and min_p 1 make sampling greedy whatever the seed; repetition_penalty
+    is applied (accepted here; the engine's tests check its arithmetic)."""
+    c = client.completions.create(model="ensemble", prompt=PROMPT, max_tokens=16, temperature=0,
+                                  extra_body={"min_tokens": 16, "ignore_eos": True})
+    assert c.usage.completion_tokens == 16 and c.choices[0].finish_reason == "length"
+    greedy = client.completions.create(model="ensemble", prompt=PROMPT, max_tokens=8, temperature=0).choices[0].text
+    for seed in (1, 2, 3):
+        for extra in ({"top_k": 1}, {"min_p": 1.0}):
+            c = client.completions.create(model="ensemble", prompt=PROMPT, max_tokens=8, temperature=1, seed=seed, extra_body=extra)
+            assert c.choices[0].text == greedy, (seed, extra)
+    c = client.chat.completions.create(model="ensemble", messages=[{"role": "user", "content": "Hi!"}], max_tokens=6,
+                                       temperature=0, extra_body={"repetition_penalty": 1.3, "top_k": -1})
+    assert c.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"top_k": -2}, "top_k"),
+    ({"min_p": 1.5}, "min_p"),
+    ({"repetition_penalty": 0}, "repetition_penalty"),
+    ({"min_tokens": -1}, "min_tokens"),
+    ({"ignore_eos": "yes"}, "ignore_eos"),
+])
+def test_bad_vllm_extensions_are_400(client, extra, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="ensemble", prompt=PROMPT, max_tokens=4, extra_body=extra)
+    assert e.value.body["param"] == param
+
+
+def test_min_tokens_past_max_tokens_is_400(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="ensemble", prompt=PROMPT, max_tokens=4, extra_body={"min_tokens": 5})
+    assert "min_tokens" in e.value.body["message"]
+
+
 @pytest.mark.parametrize("kwargs,param", [
     (dict(temperature=5), "temperature"),
     (dict(top_p=1.5), "top_p"),
