@@ -42,7 +42,7 @@ public enum EngineFolder {
     /// matrices. Returns the bytes of the matrices written.
     @discardableResult
     public static func build(_ checkpoint: LoadedCheckpoint, quantization: WeightQuantization?, to directory: String,
-                             shardBytes: Int = 4 << 30) throws -> Int {
+                             shardBytes: Int = 4 << 30, progress: LoadProgress = .none) throws -> Int {
         let fm = FileManager.default
         if fm.fileExists(atPath: directory), !((try? fm.contentsOfDirectory(atPath: directory))?.isEmpty ?? true) {
             throw CheckpointError(directory, "the output folder exists and is not empty")
@@ -68,6 +68,7 @@ public enum EngineFolder {
             add(name, m)
         }
         for (i, l) in w.layers.enumerated() {
+            defer { progress.step(i + 1, of: w.layers.count) }
             let p = "layers.\(i)."
             add(p + "attention_norm", l.attentionNorm.toFloat32())
             try matrix(p + "qkv", l.qkv, quantization)

@@ -34,10 +34,10 @@ public final class LlamaModel: Sendable {
 
     /// `quantization`: the checkpoint's float matrices quantized at load (--quantization).
     public init(config: TransformerConfig, weights: LlamaWeights, backend: ComputeBackend,
-                quantization: WeightQuantization? = nil) throws {
+                quantization: WeightQuantization? = nil, progress: LoadProgress = .none) throws {
         self.config = config
         stage = try LlamaStage(config: config, weights: LlamaStageWeights(whole: weights, config: config), backend: backend,
-                               quantization: quantization)
+                               quantization: quantization, progress: progress)
         useLock = backend is StepRecording ? NSLock() : nil
     }
 

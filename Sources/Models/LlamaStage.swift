@@ -176,7 +176,7 @@ public final class LlamaStage: Sendable {
     /// `quantization` asks). `collective` is this rank's member of its tensor-parallel group (nil:
     /// not sharded); every rank of the group must run the same batches together.
     public convenience init(config: TransformerConfig, weights w: LlamaStageWeights, backend: ComputeBackend,
-                            quantization: WeightQuantization? = nil, collective: Collective? = nil) throws {
+                            quantization: WeightQuantization? = nil, collective: Collective? = nil, progress: LoadProgress = .none) throws {
         try Self.checkRope(config, on: backend)
         func matrix(_ m: HostTensor, _ name: String) throws -> Tensor {
             try backend.upload(try prepareMatrix(m, quantization: quantization, nativeBlockTypes: backend.nativeBlockTypes, name: name))
@@ -184,11 +184,13 @@ public final class LlamaStage: Sendable {
         func order(_ columns: [Int32]?) throws -> ColumnOrder? { try columns.map { try backend.makeColumnOrder($0) } }
         let layers = try w.layers.enumerated().map { i, l in
             let at = " of layer \(w.layerRange.lowerBound + i)"
-            return Layer(attentionNorm: try backend.upload(l.attentionNorm), qkv: try matrix(l.qkv, "qkv" + at),
+            let layer = Layer(attentionNorm: try backend.upload(l.attentionNorm), qkv: try matrix(l.qkv, "qkv" + at),
                          qkvBias: try l.qkvBias.map { try backend.upload($0) }, output: try matrix(l.output, "output" + at),
                          ffnNorm: try backend.upload(l.ffnNorm), gateUp: try matrix(l.gateUp, "gate/up" + at),
                          down: try matrix(l.down, "down" + at), qkvInputOrder: try order(l.qkvInputOrder),
                          outputInputOrder: try order(l.outputInputOrder), gateUpInputOrder: try order(l.gateUpInputOrder))
+            progress.step(i + 1, of: w.layers.count)
+            return layer
         }
         // The head keeps its precision under --quantization (as TensorRT-LLM and vLLM leave
         // lm_head alone); a GGML head the backend does not run natively still converts.

@@ -20,7 +20,8 @@ struct Build: ParsableCommand {
         let start = DispatchTime.now().uptimeNanoseconds
         let checkpoint = try LoadedCheckpoint.open(path)
         let q = try quantization.value()
-        let bytes = try EngineFolder.build(checkpoint, quantization: q, to: output)
+        let bytes = try EngineFolder.build(checkpoint, quantization: q, to: output,
+                                           progress: ProgressBar.layers(q == nil ? "writing" : "quantizing"))
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         print("engine: \(output) from \(path) (\(checkpoint.quantizationSummary)), quantization: \(q.map { "\($0)" } ?? "none"), "
               + "matrices \(describeBytes(bytes)), built in \(String(format: "%.1f", seconds)) s")

@@ -33,7 +33,10 @@ struct ParallelOptions: ParsableArguments {
     /// The model over one backend (`backend`) or, when sharded, over one new backend per rank.
     func makeModel(config c: TransformerConfig, weights: LlamaWeights, backend: ComputeBackend, device: Device,
                    threads: Int, exact: Bool = false, quantization: WeightQuantization? = nil) throws -> any CausalLM {
-        guard isSharded else { return try LlamaModel(config: c, weights: weights, backend: backend, quantization: quantization) }
+        guard isSharded else {
+            return try LlamaModel(config: c, weights: weights, backend: backend, quantization: quantization,
+                                  progress: ProgressBar.layers(quantization == nil ? "loading weights" : "loading and quantizing weights"))
+        }
         try check(device)
         do {
             return try ParallelLlamaModel(config: c, weights: weights, parallel: config, quantization: quantization,
