@@ -162,6 +162,14 @@ public final class CPUBackend: ComputeBackend {
 
     public func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
                           sequences: [AttentionSequence], scale: Float, into out: Tensor) {
+        attention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: headDim, cache: cache, layer: layer,
+                  sequences: sequences, scale: scale, window: 0, into: out)
+    }
+
+    public var attendsWithinWindows: Bool { true }
+
+    public func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
+                          sequences: [AttentionSequence], scale: Float, window: Int, into out: Tensor) {
         let c = cache as! CPUKVCache
         precondition(qkv.rowLength == (headCount + 2 * kvHeadCount) * headDim)
         for s in sequences {
@@ -178,9 +186,9 @@ public final class CPUBackend: ComputeBackend {
                             context_before: Int64(s.contextBefore), block_table: tb.baseAddress.map { $0 + offsets[i] })
             }
             seqs.withUnsafeBufferPointer { sp in
-                pk_attention(floats(qkv), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
-                             c.keys[layer], c.values[layer], Int64(c.layout.blockSize),
-                             sp.baseAddress, Int64(sequences.count), scale, floats(out))
+                pk_attention_window(floats(qkv), Int64(headCount), Int64(kvHeadCount), Int64(headDim),
+                                    c.keys[layer], c.values[layer], Int64(c.layout.blockSize),
+                                    sp.baseAddress, Int64(sequences.count), scale, Int64(max(window, 0)), floats(out))
             }
         }
     }

@@ -772,6 +772,7 @@ typedef struct {
     const float *k_cache, *v_cache; int64_t block_size;
     const pk_attn_seq *seqs; int64_t seq_count; float scale; float *out;
     const int64_t *work_seq;   // for each work item (seq, head): the sequence index
+    int64_t window;            // > 0: a query at position p sees keys p - window + 1 .. p
 } attn_ctx;
 
 static void attn_items(void *p, int64_t b, int64_t e) {
@@ -786,19 +787,20 @@ static void attn_items(void *p, int64_t b, int64_t e) {
             int64_t row = sq->token_begin + i;
             const float *q = c->qkv + row * c->stride + h * hd;
             int64_t visible = sq->context_before + i + 1;   // causal
+            int64_t first = c->window > 0 && visible > c->window ? visible - c->window : 0;   // sliding window
             float mx = -FLT_MAX;
-            for (int64_t j = 0; j < visible; j++) {
+            for (int64_t j = first; j < visible; j++) {
                 int64_t blk = sq->block_table[j / c->block_size], off = j % c->block_size;
                 const float *kr = c->k_cache + ((size_t)blk * c->block_size + off) * kvs + kvh * hd;
                 float sc = dot_f32(q, kr, hd) * c->scale;
                 scores[j] = sc; if (sc > mx) mx = sc;
             }
             float sum = 0;
-            for (int64_t j = 0; j < visible; j++) { scores[j] = expf(scores[j] - mx); sum += scores[j]; }
+            for (int64_t j = first; j < visible; j++) { scores[j] = expf(scores[j] - mx); sum += scores[j]; }
             float inv = 1.0f / sum;
             float *o = c->out + row * (c->heads * hd) + h * hd;
             for (int64_t d = 0; d < hd; d++) o[d] = 0;
-            for (int64_t j = 0; j < visible; j++) {
+            for (int64_t j = first; j < visible; j++) {
                 int64_t blk = sq->block_table[j / c->block_size], off = j % c->block_size;
                 const float *vr = c->v_cache + ((size_t)blk * c->block_size + off) * kvs + kvh * hd;
                 float wgt = scores[j] * inv;
@@ -818,6 +820,12 @@ static void attn_items(void *p, int64_t b, int64_t e) {
 void pk_attention(const float *qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                   float *k_cache, float *v_cache, int64_t block_size,
                   const pk_attn_seq *seqs, int64_t seq_count, float scale, float *out) {
+    pk_attention_window(qkv, heads, kv_heads, head_dim, k_cache, v_cache, block_size, seqs, seq_count, scale, 0, out);
+}
+
+void pk_attention_window(const float *qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                         float *k_cache, float *v_cache, int64_t block_size,
+                         const pk_attn_seq *seqs, int64_t seq_count, float scale, int64_t window, float *out) {
     int64_t stride = (heads + 2 * kv_heads) * head_dim, kvs = kv_heads * head_dim;
     // 1. write the new K / V rows into their slots
     for (int64_t s = 0; s < seq_count; s++) {
@@ -831,7 +839,7 @@ void pk_attention(const float *qkv, int64_t heads, int64_t kv_heads, int64_t hea
         }
     }
     // 2. attend: one work item per (sequence, query head)
-    attn_ctx c = { qkv, heads, kv_heads, head_dim, stride, k_cache, v_cache, block_size, seqs, seq_count, scale, out, NULL };
+    attn_ctx c = { qkv, heads, kv_heads, head_dim, stride, k_cache, v_cache, block_size, seqs, seq_count, scale, out, NULL, window };
     int64_t work = 0; for (int64_t s = 0; s < seq_count; s++) work += seqs[s].token_count * (seqs[s].context_before + seqs[s].token_count);
     int64_t items = seq_count * heads;
     if (work * heads * head_dim < 65536) attn_items(&c, 0, items);

@@ -25,6 +25,14 @@ public struct TransformerConfig: Sendable, Equatable {
     /// How the checkpoint's projections are stored when it is pre-quantized (config.json's
     /// `quantization_config`); nil: float weights.
     public var quantization: CheckpointQuantization? = nil
+    /// Sliding-window attention per layer: a query at position p sees keys p - w + 1 ... p
+    /// (transformers' sliding_window mask); 0 or an empty array: every earlier key. Mistral's
+    /// `sliding_window`, Qwen2's `use_sliding_window` / `max_window_layers`, transformers'
+    /// `layer_types`, GGUF's `{arch}.attention.sliding_window`.
+    public var slidingWindows: [Int] = []
+
+    /// The window of layer `layer` (0: none).
+    public func slidingWindow(layer: Int) -> Int { layer < slidingWindows.count ? slidingWindows[layer] : 0 }
 
     public init(architecture: Architecture = .llama, vocabularySize: Int, hiddenSize: Int, intermediateSize: Int,
                 layerCount: Int, headCount: Int, kvHeadCount: Int, headDim: Int? = nil, ropeTheta: Double = 10000,
@@ -121,8 +129,40 @@ public struct TransformerConfig: Sendable, Equatable {
                   bosTokenID: optInt("bos_token_id"),
                   eosTokenIDs: eos)
         self.quantization = quantization
+        slidingWindows = try Self.huggingFaceWindows(o, architecture: architecture, layers: layerCount, path: path)
         try validateRopeScaling(path: path, field: scalingField)
         try validate(path: path)
+    }
+
+    /// Each layer's window from config.json, as transformers reads it: none for Llama; Qwen2 only
+    /// with `use_sliding_window`; then `layer_types` where given ("sliding_attention" layers get
+    /// `sliding_window`), else Qwen2's layers from `max_window_layers` on and every Mistral layer;
+    /// a null or absent `sliding_window` means none.
+    static func huggingFaceWindows(_ o: [String: Any], architecture: Architecture, layers: Int, path: String) throws -> [Int] {
+        // transformers' Llama has no sliding window; Qwen2 drops it unless use_sliding_window.
+        if architecture == .llama || (architecture == .qwen2 && o["use_sliding_window"] as? Bool != true) { return [] }
+        guard let raw = o["sliding_window"], !(raw is NSNull) else { return [] }
+        guard let n = raw as? NSNumber, n.doubleValue == n.doubleValue.rounded(), n.intValue >= 1 else {
+            throw CheckpointError(path, "sliding_window: must be a positive integer or null, got \(raw)")
+        }
+        let w = n.intValue
+        if let types = o["layer_types"] as? [String] {
+            guard types.count == layers else {
+                throw CheckpointError(path, "layer_types: \(types.count) entries for \(layers) layers")
+            }
+            return try types.enumerated().map { i, t in
+                switch t {
+                case "sliding_attention": return w
+                case "full_attention": return 0
+                default: throw CheckpointError(path, "layer_types[\(i)]: \"\(t)\" is not supported (full_attention, sliding_attention are)")
+                }
+            }
+        }
+        if architecture == .qwen2 {
+            let first = (o["max_window_layers"] as? NSNumber)?.intValue ?? layers
+            return (0..<layers).map { $0 >= first ? w : 0 }
+        }
+        return Array(repeating: w, count: layers)
     }
 
     // MARK: GGUF metadata
@@ -167,6 +207,7 @@ public struct TransformerConfig: Sendable, Equatable {
                   attentionBias: gguf.tensorInfo("blk.0.attn_q.bias") != nil,
                   bosTokenID: m["tokenizer.ggml.bos_token_id"]?.int,
                   eosTokenIDs: eos)
+        if let w = m["\(arch).attention.sliding_window"]?.int, w > 0 { slidingWindows = Array(repeating: w, count: layerCount) }
         try validateRopeScaling(path: path, field: "\(arch).rope.scaling")
         try validate(path: path)
     }

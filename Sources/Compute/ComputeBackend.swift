@@ -80,6 +80,12 @@ public protocol ComputeBackend: AnyObject, Sendable {
     /// each sequence's context. qkv (n, (heads + 2 kvHeads) headDim) → out (n, heads headDim).
     func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
                    sequences: [AttentionSequence], scale: Float, into out: Tensor)
+    /// Whether `attention(..., window:)` works here. A backend that leaves the default (false) is
+    /// never given a model with sliding-window layers (Mistral, Qwen2 with use_sliding_window).
+    var attendsWithinWindows: Bool { get }
+    /// `attention` where a query at position p sees only keys p - window + 1 ... p (window > 0).
+    func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
+                   sequences: [AttentionSequence], scale: Float, window: Int, into out: Tensor)
     /// out (n, f) = silu(gateUp[:, :f]) * gateUp[:, f:].
     func swiglu(_ gateUp: Tensor, into out: Tensor)
     /// accumulator += x, elementwise.
@@ -166,6 +172,13 @@ extension ComputeBackend {
         preconditionFailure("the \(name) backend does not rotate with frequencies per sequence (rotatesPerSequence is false)")
     }
     public func takeFault() -> DeviceFault? { nil }
+    public var attendsWithinWindows: Bool { false }
+    public func attention(qkv: Tensor, headCount: Int, kvHeadCount: Int, headDim: Int, cache: KVCache, layer: Int,
+                          sequences: [AttentionSequence], scale: Float, window: Int, into out: Tensor) {
+        precondition(window <= 0, "the \(name) backend does not attend within sliding windows (attendsWithinWindows is false)")
+        attention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: headDim, cache: cache, layer: layer,
+                  sequences: sequences, scale: scale, into: out)
+    }
 
     /// The order kept on the host only, for a backend that gathers from `columns` (the CPU).
     public func makeColumnOrder(_ columns: [Int32]) throws -> ColumnOrder { ColumnOrder(columns: columns) }

@@ -170,6 +170,10 @@ public final class LlamaStage: Sendable {
                 + "sequence's length, which the \(backend.name) backend does not do (it rotates a step with one table): "
                 + "run this model on the CPU")
         }
+        if let w = config.slidingWindows.first(where: { $0 > 0 }), !backend.attendsWithinWindows {
+            throw BackendLimitation("this model attends within a sliding window of \(w) tokens (sliding_window), which the "
+                + "\(backend.name) backend's attention kernels do not do yet: run this model on the CPU")
+        }
     }
 
     /// Uploads `weights` to `backend`, each matrix prepared by `prepareMatrix` (quantized when
@@ -310,11 +314,17 @@ public final class LlamaStage: Sendable {
                 b.rmsNorm(x, weight: layer.attentionNorm, eps: eps, into: h)
                 b.matmul(inOrder(h, layer.qkvInputOrder), weight: layer.qkv, bias: layer.qkvBias, into: qkv)
             }
+            let window = c.slidingWindow(layer: layerRange.lowerBound + i)
             if let perSequence {
                 b.ropePerSequence(qkv, headCount: headCount + kvHeadCount, headDim: c.headDim, positions: batch.positions,
                                   sequences: batch.sequences, inverseFrequencies: perSequence)
                 b.attention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: c.headDim, cache: cache,
-                            layer: i, sequences: batch.sequences, scale: scale, into: attn)
+                            layer: i, sequences: batch.sequences, scale: scale, window: window, into: attn)
+            } else if window > 0 {
+                b.rope(qkv, headCount: headCount + kvHeadCount, headDim: c.headDim, positions: batch.positions,
+                       inverseFrequencies: frequencies)
+                b.attention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: c.headDim, cache: cache,
+                            layer: i, sequences: batch.sequences, scale: scale, window: window, into: attn)
             } else {
                 b.ropeAttention(qkv: qkv, headCount: headCount, kvHeadCount: kvHeadCount, headDim: c.headDim,
                                 positions: batch.positions, inverseFrequencies: frequencies,

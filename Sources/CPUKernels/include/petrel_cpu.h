@@ -86,6 +86,11 @@ typedef struct {
 void pk_attention(const float *qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
                   float *k_cache, float *v_cache, int64_t block_size,
                   const pk_attn_seq *seqs, int64_t seq_count, float scale, float *out);
+/// pk_attention with a sliding window: window > 0 lets a query at position p see keys
+/// p - window + 1 .. p only (0: every earlier key).
+void pk_attention_window(const float *qkv, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                         float *k_cache, float *v_cache, int64_t block_size,
+                         const pk_attn_seq *seqs, int64_t seq_count, float scale, int64_t window, float *out);
 
 #ifdef __cplusplus
 }
