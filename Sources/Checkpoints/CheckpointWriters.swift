@@ -161,6 +161,18 @@ extension TransformerConfig {
         ]
         if let bosTokenID { o["bos_token_id"] = bosTokenID }
         if let s = ropeScaling { o["rope_scaling"] = s.huggingFaceJSON }
+        if let w = slidingWindows.first(where: { $0 > 0 }) {
+            // transformers' per-layer form; Llama has no window in transformers, so a windowed
+            // Llama-shaped model (a GGUF with the key) is written as the Mistral it then is.
+            precondition(slidingWindows.allSatisfy { $0 == 0 || $0 == w }, "one window size per model")
+            o["sliding_window"] = w
+            o["layer_types"] = (0..<layerCount).map { slidingWindow(layer: $0) > 0 ? "sliding_attention" : "full_attention" }
+            if architecture == .qwen2 { o["use_sliding_window"] = true }
+            if architecture == .llama {
+                o["architectures"] = ["MistralForCausalLM"]
+                o["model_type"] = "mistral"
+            }
+        }
         return o
     }
 }

@@ -57,4 +57,16 @@ import Testing
             try windows(["use_sliding_window": true, "sliding_window": 4, "layer_types": ["sliding_attention", "chunked_attention"]])
         }
     }
+
+    /// Engine folders keep the windows: the config.json Petrel writes reads back the same.
+    @Test(arguments: ["mistral", "qwen2"])
+    func windowsSurviveTheConfigWriter(name: String) throws {
+        let config = try TransformerConfig(huggingFaceConfigAt: Fixtures.path("sliding-window/\(name)/config.json"))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("petrel-window-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("config.json")
+        try JSONSerialization.data(withJSONObject: config.huggingFaceJSON()).write(to: file)
+        #expect(try TransformerConfig(huggingFaceConfigAt: file.path).slidingWindows == config.slidingWindows)
+    }
 }
