@@ -83,7 +83,7 @@ let package = Package(
         // Fixture paths and loaders shared by the test targets.
         .target(name: "TestFixtures", path: "Sources/TestFixtures"),
         .testTarget(name: "CUDAComputeTests", dependencies: ["CUDACompute", "Compute"]),
-        .testTarget(name: "CPUComputeTests", dependencies: ["CPUCompute", "CPUKernels", "Compute"]),
+        .testTarget(name: "CPUComputeTests", dependencies: ["TestFixtures", "CPUCompute", "CPUKernels", "Compute"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["TestFixtures", "Checkpoints", "Compute"]),
         .testTarget(name: "JSONCoreTests", dependencies: ["JSONCore"]),
         .testTarget(name: "TokenizationTests", dependencies: ["TestFixtures", "Tokenization", "Checkpoints", "Compute"]),

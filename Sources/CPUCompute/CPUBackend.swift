@@ -72,6 +72,9 @@ public final class CPUBackend: ComputeBackend {
 
     public var threadCount: Int { Int(pk_get_threads()) }
 
+    /// FP8 W8A8 emulated exactly: E4M3 activations and weights, fp32 sums (FP8.swift).
+    public var multipliesFP8: Bool { true }
+
     private func storage(_ t: Tensor) -> CPUStorage { t.storage as! CPUStorage }
     private func floats(_ t: Tensor) -> UnsafeMutablePointer<Float> {
         precondition(t.dtype == .f32, "expected a float32 activation")
@@ -82,7 +85,7 @@ public final class CPUBackend: ComputeBackend {
         // Weights stay where they are (mmapped or owned by the HostTensor): zero copy; .w8 / .w4 keep
         // their format and are computed with as they are.
         let s = CPUStorage(borrowing: host.bytes, owner: host.owner)
-        return Tensor(dtype: host.dtype, shape: host.shape, storage: s, weightOnly: host.weightOnly)
+        return Tensor(dtype: host.dtype, shape: host.shape, storage: s, weightOnly: host.weightOnly, fp8: host.fp8)
     }
 
     public func makeActivation(_ shape: [Int]) -> Tensor {
@@ -94,9 +97,9 @@ public final class CPUBackend: ComputeBackend {
 
     public func download(_ tensor: Tensor) -> [Float] {
         let s = storage(tensor)
-        if let format = tensor.weightOnly {   // the reference dequantization (tests)
+        if tensor.weightOnly != nil || tensor.fp8 != nil {   // the reference dequantization (tests)
             return HostTensor(dtype: tensor.dtype, shape: tensor.shape, bytes: UnsafeRawBufferPointer(start: s.pointer, count: s.byteCount),
-                              owner: s, weightOnly: format).floatValues()
+                              owner: s, weightOnly: tensor.weightOnly, fp8: tensor.fp8).floatValues()
         }
         var out = [Float](repeating: 0, count: tensor.elementCount)
         out.withUnsafeMutableBufferPointer { dst in
@@ -111,7 +114,7 @@ public final class CPUBackend: ComputeBackend {
 
     public func embed(_ ids: [Int32], table: Tensor, into out: Tensor) {
         precondition(out.rowLength == table.rowLength && out.rowCount >= ids.count)
-        precondition(table.weightOnly == nil, "embed: a \(table.dtype) table is not supported on the CPU; keep embeddings in float")
+        precondition(table.weightOnly == nil && table.fp8 == nil, "embed: a \(table.dtype) table is not supported on the CPU; keep embeddings in float")
         ids.withUnsafeBufferPointer {
             pk_embed($0.baseAddress, Int64(ids.count), storage(table).pointer, Int32(table.dtype.rawValue), Int64(table.rowLength), floats(out))
         }
@@ -129,6 +132,20 @@ public final class CPUBackend: ComputeBackend {
             pk_matmul_wo(floats(x), Int64(x.rowCount), Int64(x.rowLength), storage(weight).pointer, Int32(f.bits), Int64(f.groupSize),
                          f.hasZeros ? 1 : 0, f.rowBytes(columns: weight.rowLength), Int64(weight.rowCount), bias.map { floats($0) },
                          floats(out), exactQuantizedMath ? 1 : 0)
+            return
+        }
+        if let f = weight.fp8 {
+            // Activations to E4M3 with Compute's encoder (FP8.swift), then decode · dot · scale in C.
+            let n = x.rowCount, k = x.rowLength
+            var codes = [Float](repeating: 0, count: n * k), scales = [Float](repeating: 0, count: n)
+            codes.withUnsafeMutableBufferPointer { q in
+                scales.withUnsafeMutableBufferPointer { s in
+                    FP8E4M3.quantizeActivations(floats(x), rows: n, columns: k, inputScale: f.inputScale, codes: q.baseAddress!,
+                                                scales: s.baseAddress!)
+                    pk_matmul_fp8(q.baseAddress, s.baseAddress, Int64(n), Int64(k), storage(weight).pointer, f.rowBytes(columns: k),
+                                  Int64(weight.rowCount), bias.map { floats($0) }, floats(out))
+                }
+            }
             return
         }
         pk_matmul(floats(x), Int64(x.rowCount), Int64(x.rowLength), storage(weight).pointer, Int32(weight.dtype.rawValue),

@@ -718,6 +718,63 @@ void pk_matmul_wo(const float *x, int64_t n, int64_t k, const void *w, int bits,
     free(c.xg); free(buffer); free(half_group);
 }
 
+// ---------------------------------------------------------------- FP8 W8A8 matrices (.e4m3)
+//
+// The layout and the math are defined in Sources/Compute/FP8.swift: a row is k E4M3 codes, its fp32
+// scale, padding to 16 bytes; no code is NaN. The activations arrive quantized (Swift does it, with
+// the one E4M3 encoder every backend is checked against), so this is decode, dot, scale.
+
+// E4M3 → fp32 through fp16: the code's bits shifted into an fp16 (sign at bit 15, exponent and
+// mantissa at bits 7…13) are its value · 2⁻⁸, subnormals included; ·256 restores it exactly.
+static inline float e4m3_to_f32(uint8_t b) {
+    return fp16_to_f32((uint16_t)(((b & 0x80) << 8) | ((b & 0x7F) << 7))) * 256.0f;
+}
+
+static void e4m3_decode_row(const uint8_t *codes, int64_t k, float *dst) {
+    int64_t i = 0;
+#if defined(PK_AVX2) && defined(__F16C__)
+    const __m128i sign = _mm_set1_epi16(0x80), rest = _mm_set1_epi16(0x7F);
+    const __m256 unit = _mm256_set1_ps(256.0f);
+    for (; i + 8 <= k; i += 8) {
+        const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(codes + i)));
+        const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, sign), 8), _mm_slli_epi16(_mm_and_si128(b, rest), 7));
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_cvtph_ps(h), unit));
+    }
+#endif
+    for (; i < k; i++) dst[i] = e4m3_to_f32(codes[i]);
+}
+
+typedef struct {
+    const float *xq, *sx; int64_t n, k; const char *w; size_t row_bytes; int64_t m; const float *bias; float *out;
+} fp8_ctx;
+
+#define PK_FP8_TOKEN_TILE 64
+
+static void fp8_rows(void *p, int64_t r0, int64_t r1) {
+    const fp8_ctx *c = p;
+    float *wf = malloc(sizeof(float) * (size_t)c->k);
+    for (int64_t t0 = 0; t0 < c->n; t0 += PK_FP8_TOKEN_TILE) {
+        const int64_t t1 = t0 + PK_FP8_TOKEN_TILE < c->n ? t0 + PK_FP8_TOKEN_TILE : c->n;
+        for (int64_t r = r0; r < r1; r++) {
+            const char *row = c->w + (size_t)r * c->row_bytes;
+            float sw; memcpy(&sw, row + c->k, 4);
+            e4m3_decode_row((const uint8_t *)row, c->k, wf);
+            const float b = c->bias ? c->bias[r] : 0.0f;
+            for (int64_t t = t0; t < t1; t++) c->out[t * c->m + r] = dot_f32(wf, c->xq + t * c->k, c->k) * (c->sx[t] * sw) + b;
+        }
+    }
+    free(wf);
+}
+
+void pk_matmul_fp8(const float *xq, const float *sx, int64_t n, int64_t k, const void *w, size_t row_bytes, int64_t m,
+                   const float *bias, float *out) {
+    fp8_ctx c = { xq, sx, n, k, w, row_bytes, m, bias, out };
+    int threads = pk_get_threads();
+    int64_t grain = m / (threads * 8); if (grain < 4) grain = 4;
+    if (n * m * k < 32768) grain = m;  // too small to be worth waking the pool
+    pk_parallel_for(m, grain, fp8_rows, &c);
+}
+
 // ---------------------------------------------------------------- elementwise ops
 
 void pk_embed(const int32_t *ids, int64_t count, const void *table, int type, int64_t dim, float *out) {

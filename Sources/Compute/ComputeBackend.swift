@@ -53,6 +53,10 @@ public protocol ComputeBackend: AnyObject, Sendable {
     /// block matrix reaches it converted to a .w8 / .w4 weight-only matrix, which every backend runs.
     var nativeBlockTypes: Set<DType> { get }
 
+    /// Whether `matmul` takes .e4m3 weights (FP8 W8A8, FP8.swift). A backend that leaves the
+    /// default (false) is never given one: loading refuses them (LlamaStage.checkFP8).
+    var multipliesFP8: Bool { get }
+
     /// Copies (or adopts) a weight; quantized types stay quantized.
     func upload(_ host: HostTensor) throws -> Tensor
     /// A float32 activation tensor of the given shape (contents undefined).
@@ -167,6 +171,7 @@ public struct DeviceFault: Error, Sendable, Equatable, CustomStringConvertible {
 extension ComputeBackend {
     public var nativeBlockTypes: Set<DType> { [] }
     public var rotatesPerSequence: Bool { false }
+    public var multipliesFP8: Bool { false }
     public func ropePerSequence(_ x: Tensor, headCount: Int, headDim: Int, positions: [Int32], sequences: [AttentionSequence],
                                 inverseFrequencies: [[Float]]) {
         preconditionFailure("the \(name) backend does not rotate with frequencies per sequence (rotatesPerSequence is false)")

@@ -1,7 +1,8 @@
 // DType: element types of tensors and weights. Raw values match GGML's type ids so GGUF
 // tensor types map one to one; float activations are always .f32 on the CPU. .w8 and .w4 are
-// Petrel's own weight-only matrices (WeightOnly.swift): their rows also hold scales, so their
-// byte counts come from the tensor's WeightOnlyFormat, not from here.
+// Petrel's own weight-only matrices (WeightOnly.swift), .e4m3 its FP8 W8A8 matrices (FP8.swift):
+// their rows also hold scales, so their byte counts come from the tensor's WeightOnlyFormat or
+// FP8Format, not from here.
 
 public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
     case f32 = 0
@@ -17,11 +18,12 @@ public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
     case bf16 = 30
     case w8 = 1008
     case w4 = 1004
+    case e4m3 = 1010
 
     /// Elements per quantization block (1 for plain float types).
     public var blockSize: Int {
         switch self {
-        case .f32, .f16, .bf16, .w8: return 1
+        case .f32, .f16, .bf16, .w8, .e4m3: return 1
         case .w4: return 2
         case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1: return 32
         case .q4_K, .q5_K, .q6_K: return 256
@@ -41,11 +43,11 @@ public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .q4_K: return 144
         case .q5_K: return 176
         case .q6_K: return 210
-        case .w8, .w4: return 1   // the codes only; see WeightOnlyFormat.rowBytes
+        case .w8, .w4, .e4m3: return 1   // the codes only; see WeightOnlyFormat.rowBytes, FP8Format.rowBytes
         }
     }
 
-    public var isQuantized: Bool { blockSize > 1 || isWeightOnly }
+    public var isQuantized: Bool { blockSize > 1 || isWeightOnly || self == .e4m3 }
     /// Petrel's weight-only matrices (a HostTensor / Tensor of these carries its WeightOnlyFormat).
     public var isWeightOnly: Bool { self == .w8 || self == .w4 }
     /// GGML block formats (GGUF files), which the backends convert to weight-only matrices or floats.
@@ -53,7 +55,7 @@ public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
 
     /// Bytes needed for `count` elements; nil when count is not a whole number of blocks.
     public func byteCount(elements count: Int) -> Int? {
-        guard count % blockSize == 0, !isWeightOnly else { return nil }
+        guard count % blockSize == 0, !isWeightOnly, self != .e4m3 else { return nil }
         return count / blockSize * blockBytes
     }
 
@@ -72,6 +74,7 @@ public enum DType: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .q6_K: return "Q6_K"
         case .w8: return "W8"
         case .w4: return "W4"
+        case .e4m3: return "FP8"
         }
     }
 }

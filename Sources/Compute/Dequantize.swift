@@ -23,6 +23,11 @@ extension HostTensor {
                 let v = WeightOnlyRow(self, row: r).values()
                 for k in 0..<rowLength { out[r * rowLength + k] = v[k] }
             }
+        case .e4m3:   // decode(code) · s_w (FP8.swift)
+            for r in 0..<rowCount {
+                let (codes, scale) = fp8Row(r)
+                for k in 0..<rowLength { out[r * rowLength + k] = FP8E4M3.decode(codes[k]) * scale }
+            }
         case .q4_0, .q4_1:
             let bs = dtype.blockBytes, q = dtype == .q4_1 ? 4 : 2
             for b in 0..<(n / 32) {

@@ -23,7 +23,7 @@ extension DType {
         case .q4_1, .q4_K: return WeightOnlyFormat(bits: 4, groupSize: 32, hasZeros: true)
         case .q5_1, .q5_K: return WeightOnlyFormat(bits: 8, groupSize: 32, hasZeros: true)
         case .q6_K: return WeightOnlyFormat(bits: 8, groupSize: 16, hasZeros: false)
-        case .f32, .f16, .bf16, .w8, .w4: return nil
+        case .f32, .f16, .bf16, .w8, .w4, .e4m3: return nil
         }
     }
 }
@@ -102,7 +102,7 @@ enum GGMLBlockDecoder {
                 }
             }
             return GGMLBlock(codes: codes, scales: scales, offsets: scales.map { 128 * $0 })
-        case .f32, .f16, .bf16, .w8, .w4:
+        case .f32, .f16, .bf16, .w8, .w4, .e4m3:
             preconditionFailure("\(type) is not a GGML block format")
         }
     }

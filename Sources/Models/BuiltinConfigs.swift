@@ -58,7 +58,7 @@ extension LlamaWeights {
                     raw.storeBytes(of: scale, toByteOffset: b * dtype.blockBytes, as: UInt16.self)
                     if dtype == .q4_1 { raw.storeBytes(of: UInt16(0x9E66), toByteOffset: b * dtype.blockBytes + 2, as: UInt16.self) }
                 }
-            case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .w8, .w4:
+            case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .w8, .w4, .e4m3:
                 preconditionFailure("random weights of \(dtype): make F16 ones and quantize them")
             }
             return HostTensor(dtype: dtype, shape: [rows, cols], bytes: UnsafeRawBufferPointer(raw), owner: buffer)

@@ -133,7 +133,7 @@ struct OpCheck {
                 raw.storeBytes(of: halfBits(Float(rng.uniform()) * 0.01 + 0.001), toByteOffset: base, as: UInt16.self)
                 if dtype == .q4_1 { raw.storeBytes(of: halfBits(-Float(rng.uniform()) * 0.05), toByteOffset: base + 2, as: UInt16.self) }
             }
-        case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .w8, .w4:
+        case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .w8, .w4, .e4m3:
             preconditionFailure("randomWeight(\(dtype)): the self-test makes these by converting or quantizing")
         }
         return HostTensor(dtype: dtype, shape: [rows, cols], bytes: UnsafeRawBufferPointer(raw), owner: buffer)

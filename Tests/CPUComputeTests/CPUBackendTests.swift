@@ -57,7 +57,7 @@ enum Quantize {
                     out.append(lo | hi << 4)
                 }
             }
-        case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .w8, .w4:
+        case .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .w8, .w4, .e4m3:
             preconditionFailure("bytes(_:_:) makes float and Q8_0/Q4_0/Q4_1 blocks only, not \(type)")
         }
         return out

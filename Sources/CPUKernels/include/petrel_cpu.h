@@ -52,6 +52,13 @@ void pk_matmul(const float *x, int64_t n, int64_t k, const void *w, int wtype, i
 void pk_matmul_wo(const float *x, int64_t n, int64_t k, const void *w, int bits, int64_t group_size, int has_zeros,
                   size_t row_bytes, int64_t m, const float *bias, float *out, int exact);
 
+/// out (n, m) = (xq (n, k) · decode(W)^T) * (sx[t] * s_w[r]) [+ bias (m)] for an FP8 W8A8 matrix W
+/// (Sources/Compute/FP8.swift): m rows of `row_bytes`, each k E4M3 codes (none NaN) then its fp32
+/// scale s_w. xq: the activations already quantized to E4M3 and decoded (unscaled); sx (n): each
+/// token's activation scale. Sums in fp32; each output in the same order whatever n.
+void pk_matmul_fp8(const float *xq, const float *sx, int64_t n, int64_t k, const void *w, size_t row_bytes, int64_t m,
+                   const float *bias, float *out);
+
 /// Gathers rows of a (vocab, dim) table of any weight type into out (count, dim).
 void pk_embed(const int32_t *ids, int64_t count, const void *table, int type, int64_t dim, float *out);
 
