@@ -117,6 +117,8 @@ public final class CUDABackend: ComputeBackend, RandomWeightFilling, DeviceToken
     // MARK: memory
 
     public func upload(_ host: HostTensor) throws -> Tensor {
+        // Loading refuses FP8 before this (LlamaStage.checkFP8); any other caller is told here.
+        if host.fp8 != nil { throw CUDABackendError("FP8 (E4M3) weights: the CUDA backend has no FP8 kernels yet") }
         if let f = host.weightOnly {   // the bytes as they are: the kernels read this layout
             precondition(host.bytes.count == host.rowCount * f.rowBytes(columns: host.rowLength), "upload: a short \(host.dtype) matrix")
             let storage = try CUDABuffer(context: context, byteCount: host.bytes.count)

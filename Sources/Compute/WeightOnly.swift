@@ -193,24 +193,31 @@ public enum WeightQuantization: Sendable, Hashable, CustomStringConvertible {
     case int8WeightOnly
     /// INT4 with one scale (and zero point, when asked) per group of columns (W4A16).
     case int4WeightOnly(groupSize: Int, zeroPoints: Bool)
+    /// FP8 E4M3 weights with one scale per output channel, activations quantized to E4M3 per
+    /// token at run time (W8A8; FP8.swift).
+    case fp8
 
-    public var format: WeightOnlyFormat {
+    /// The weight-only layout of the weight-only modes (nil for fp8).
+    public var weightOnlyFormat: WeightOnlyFormat? {
         switch self {
         case .int8WeightOnly: return .int8PerChannel
         case .int4WeightOnly(let g, let z): return WeightOnlyFormat(bits: 4, groupSize: g, hasZeros: z)
+        case .fp8: return nil
         }
     }
 
-    /// TensorRT-LLM's names: int8_wo, int4_wo (with the group size and zero points when asked).
+    /// TensorRT-LLM's names: int8_wo, int4_wo (with the group size and zero points when asked), fp8.
     public var description: String {
         switch self {
         case .int8WeightOnly: return "int8_wo"
         case .int4WeightOnly(let g, let z): return "int4_wo (group \(g)\(z ? ", zero points" : ""))"
+        case .fp8: return "fp8"
         }
     }
 
-    /// Parses "int8_wo" / "int4_wo" (TensorRT-LLM's names; also "int8" / "int4"); int4 groups
-    /// are 128 columns unless `groupSize` says 64. A group size or zero points for int8 are refused.
+    /// Parses "int8_wo" / "int4_wo" / "fp8" (TensorRT-LLM's names; also "int8" / "int4"); int4
+    /// groups are 128 columns unless `groupSize` says 64. A group size or zero points for int8 or
+    /// fp8 are refused.
     public init(name: String, groupSize: Int? = nil, zeroPoints: Bool = false) throws {
         switch name.lowercased() {
         case "int8_wo", "int8", "w8a16":
@@ -222,8 +229,13 @@ public enum WeightQuantization: Sendable, Hashable, CustomStringConvertible {
             let g = groupSize ?? 128
             guard g == 128 || g == 64 else { throw QuantizationError("int4_wo groups are 128 or 64 columns, not \(g)") }
             self = .int4WeightOnly(groupSize: g, zeroPoints: zeroPoints)
+        case "fp8", "fp8_e4m3", "w8a8_fp8":
+            guard !zeroPoints, groupSize == nil else {
+                throw QuantizationError("fp8 has one scale per output channel and per token: group sizes and zero points are for int4_wo")
+            }
+            self = .fp8
         default:
-            throw QuantizationError("unknown quantization '\(name)': int8_wo or int4_wo")
+            throw QuantizationError("unknown quantization '\(name)': int8_wo, int4_wo or fp8")
         }
     }
 }

@@ -176,12 +176,28 @@ public final class LlamaStage: Sendable {
         }
     }
 
+    /// Refuses FP8 matrices (asked for, or the checkpoint's) on a backend without FP8 GEMMs: no
+    /// silent fallback to another precision.
+    public static func checkFP8(quantization: WeightQuantization?, weights: [HostTensor], on backend: ComputeBackend) throws {
+        guard !backend.multipliesFP8 else { return }
+        if quantization == .fp8 {
+            throw BackendLimitation("--quantization fp8: the \(backend.name) backend has no FP8 kernels yet; run with --device cpu, "
+                + "or use int8_wo / int4_wo")
+        }
+        if weights.contains(where: { $0.fp8 != nil }) {
+            throw BackendLimitation("this checkpoint's matrices are FP8 (E4M3): the \(backend.name) backend has no FP8 kernels yet; "
+                + "run with --device cpu")
+        }
+    }
+
     /// Uploads `weights` to `backend`, each matrix prepared by `prepareMatrix` (quantized when
     /// `quantization` asks). `collective` is this rank's member of its tensor-parallel group (nil:
     /// not sharded); every rank of the group must run the same batches together.
     public convenience init(config: TransformerConfig, weights w: LlamaStageWeights, backend: ComputeBackend,
                             quantization: WeightQuantization? = nil, collective: Collective? = nil, progress: LoadProgress = .none) throws {
         try Self.checkRope(config, on: backend)
+        try Self.checkFP8(quantization: quantization, weights: w.layers.flatMap { [$0.qkv, $0.output, $0.gateUp, $0.down] },
+                          on: backend)
         func matrix(_ m: HostTensor, _ name: String) throws -> Tensor {
             try backend.upload(try prepareMatrix(m, quantization: quantization, nativeBlockTypes: backend.nativeBlockTypes, name: name))
         }

@@ -77,7 +77,10 @@ func prepareMatrix(_ m: HostTensor, quantization: WeightQuantization?, nativeBlo
     do {
         if let q = quantization {
             if let f = m.weightOnly { throw QuantizationError("the checkpoint is already quantized (\(f)): leave out --quantization") }
-            return try (m.dtype.isGGMLBlock ? m.toFloat32() : m).quantized(q.format)
+            if let f = m.fp8 { throw QuantizationError("the checkpoint is already quantized (\(f)): leave out --quantization") }
+            let float = m.dtype.isGGMLBlock ? m.toFloat32() : m
+            guard let format = q.weightOnlyFormat else { return try float.quantizedFP8() }
+            return try float.quantized(format)
         }
         if m.dtype.isGGMLBlock && !nativeBlockTypes.contains(m.dtype) { return try m.convertedToWeightOnly() }
         return m

@@ -58,6 +58,12 @@ public final class ParallelLlamaModel: CausalLM {
                 makeCollectives: CollectiveFactory = HostCollectiveGroup.make,
                 microBatchCount: Int? = nil, observer: PipelineObserver? = nil) throws {
         try p.validate(for: c)
+        // A row-parallel shard would take its per-token activation scales over its own columns
+        // only: not the FP8 GEMM of one device. Refused rather than computed differently.
+        if p.tensorParallelSize > 1 && (quantization == .fp8 || weights.layers.contains { $0.qkv.fp8 != nil || $0.down.fp8 != nil }) {
+            throw BackendLimitation("fp8 (--quantization fp8 or an FP8 checkpoint) with tensor parallelism: FP8 matrices are not "
+                + "sharded yet; use tensor_parallel_size 1")
+        }
         config = c
         parallel = p
         self.microBatchCount = microBatchCount ?? p.pipelineParallelSize

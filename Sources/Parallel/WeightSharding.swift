@@ -71,7 +71,7 @@ extension HostTensor {
         let rb = rowBytes
         return HostTensor(dtype: dtype, shape: [r.count, rowLength],
                           bytes: UnsafeRawBufferPointer(rebasing: bytes[r.lowerBound * rb ..< r.upperBound * rb]), owner: owner,
-                          weightOnly: weightOnly)
+                          weightOnly: weightOnly, fp8: fp8)
     }
 
     /// Columns `r` of a matrix, copied. A quantized matrix cut inside one of its 32-element
@@ -80,6 +80,7 @@ extension HostTensor {
         precondition(r.lowerBound >= 0 && r.upperBound <= rowLength)
         if r == 0..<rowLength { return self }
         if let format = weightOnly { return weightOnlyColumns(r, format) }
+        precondition(fp8 == nil, "FP8 matrices are not cut by columns (ParallelLlamaModel refuses them)")
         let bs = dtype.blockSize
         guard r.lowerBound % bs == 0 && r.upperBound % bs == 0 else { return toFloat32().columns(r) }
         let rb = rowBytes, begin = r.lowerBound / bs * dtype.blockBytes, width = r.count / bs * dtype.blockBytes

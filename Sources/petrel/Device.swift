@@ -56,8 +56,9 @@ func describe(_ backend: ComputeBackend) -> String {
 /// when given), otherwise generated on the host as `dtype`, quantized when asked, and uploaded.
 func makeDummyModel(_ shape: BuiltinConfig, dtype: DType, seed: UInt64, backend: ComputeBackend,
                     quantization: WeightQuantization? = nil) throws -> LlamaModel {
+    try LlamaStage.checkFP8(quantization: quantization, weights: [], on: backend)
     if dtype == .f16 || dtype == .bf16, let filler = backend as? RandomWeightFilling {
-        return try LlamaModel(config: shape.config, randomWeightsOn: filler, seed: seed, format: quantization?.format)
+        return try LlamaModel(config: shape.config, randomWeightsOn: filler, seed: seed, format: quantization?.weightOnlyFormat)
     }
     return try LlamaModel(config: shape.config, weights: .random(config: shape.config, dtype: dtype, seed: seed), backend: backend,
                           quantization: quantization)

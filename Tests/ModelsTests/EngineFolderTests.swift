@@ -39,14 +39,14 @@ import Testing
 
     @Test(arguments: [WeightQuantization.int8WeightOnly, .int4WeightOnly(groupSize: 64, zeroPoints: true)])
     func quantizedEngineHoldsWhatQuantizingAtLoadMakes(q: WeightQuantization) throws {
-        let dir = temporaryFolder("q-\(q.format.bits)")
+        let dir = temporaryFolder("q-\(q.weightOnlyFormat!.bits)")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let checkpoint = try LoadedCheckpoint.open(Fixtures.path("tiny-llama"))
         try EngineFolder.build(checkpoint, quantization: q, to: dir)
         let engine = try LoadedCheckpoint.open(dir)
         for (built, source) in zip(matrices(engine.weights), matrices(checkpoint.weights)).dropLast() {
-            let atLoad = try source.quantized(q.format)
-            #expect(built.weightOnly == q.format && built.shape == source.shape)
+            let atLoad = try source.quantized(q.weightOnlyFormat!)
+            #expect(built.weightOnly == q.weightOnlyFormat && built.shape == source.shape)
             #expect(Array(built.bytes) == Array(atLoad.bytes))
         }
         // The head keeps its precision.
