@@ -213,10 +213,12 @@ public struct TransformerConfig: Sendable, Equatable {
     }
 }
 
-/// A pre-quantized Hugging Face checkpoint's `quantization_config`: AutoAWQ's GEMM layout or
-/// AutoGPTQ / GPTQModel's "gptq" layout (Models/QuantizedCheckpoints.swift reads the tensors).
+/// A pre-quantized Hugging Face checkpoint's `quantization_config`: AutoAWQ's GEMM layout,
+/// AutoGPTQ / GPTQModel's "gptq" layout, or FP8 E4M3 weights with per-tensor or per-channel scales
+/// (compressed-tensors "float-quantized", quant_method "fp8", ModelOpt quant_algo "FP8")
+/// (Models/QuantizedCheckpoints.swift reads the tensors).
 public struct CheckpointQuantization: Sendable, Equatable {
-    public enum Method: String, Sendable { case awq, gptq }
+    public enum Method: String, Sendable { case awq, gptq, fp8 }
 
     public var method: Method
     /// 4 (AWQ); 4 or 8 (GPTQ).
@@ -230,14 +232,84 @@ public struct CheckpointQuantization: Sendable, Equatable {
     /// What a stored zero is short of the zero point: 1 for GPTQ's v1 "gptq" format (it stores
     /// z - 1), 0 for AWQ and "gptq_v2".
     public var zeroOffset: Int
+    /// FP8: the config says activations have static scales (every quantized projection then needs
+    /// its input_scale); false: per token at run time (an input_scale present is still used).
+    public var staticActivations: Bool
 
-    public init(method: Method, bits: Int, groupSize: Int, actOrder: Bool = false, symmetric: Bool = false, zeroOffset: Int = 0) {
+    public init(method: Method, bits: Int, groupSize: Int, actOrder: Bool = false, symmetric: Bool = false, zeroOffset: Int = 0,
+                staticActivations: Bool = false) {
         self.method = method
         self.bits = bits
         self.groupSize = groupSize
         self.actOrder = actOrder
         self.symmetric = symmetric
         self.zeroOffset = zeroOffset
+        self.staticActivations = staticActivations
+    }
+
+    /// FP8 checkpoints' three dialects; errors name the field.
+    static func fp8(_ o: [String: Any], method name: String, fail: (String, String) -> CheckpointError) throws -> CheckpointQuantization {
+        func fp8(static s: Bool) -> CheckpointQuantization {
+            CheckpointQuantization(method: .fp8, bits: 8, groupSize: 0, symmetric: true, staticActivations: s)
+        }
+        switch name {
+        case "compressed-tensors":
+            let format = (o["format"] as? String) ?? "float-quantized"
+            guard format == "float-quantized" else {
+                throw fail("format", "\"\(format)\" is not supported (compressed-tensors FP8, \"float-quantized\", is)")
+            }
+            guard let groups = o["config_groups"] as? [String: Any], !groups.isEmpty else {
+                throw fail("config_groups", "missing or empty")
+            }
+            var isStatic: Bool?
+            for key in groups.keys.sorted() {
+                let field = "config_groups.\(key)"
+                guard let g = groups[key] as? [String: Any], let w = g["weights"] as? [String: Any] else {
+                    throw fail(field + ".weights", "missing or not an object")
+                }
+                if let f = g["format"] as? String, f != "float-quantized" {
+                    throw fail(field + ".format", "\"\(f)\" is not supported (\"float-quantized\" is)")
+                }
+                guard (w["type"] as? String) == "float", (w["num_bits"] as? NSNumber)?.intValue == 8 else {
+                    throw fail(field + ".weights", "only 8-bit float (FP8 E4M3) weights are supported")
+                }
+                let strategy = (w["strategy"] as? String) ?? "tensor"
+                guard strategy == "channel" || strategy == "tensor" else {
+                    throw fail(field + ".weights.strategy", "\"\(strategy)\" is not supported (channel and tensor are)")
+                }
+                guard let a = g["input_activations"] as? [String: Any] else {
+                    throw fail(field + ".input_activations", "missing: FP8 weight-only (W8A16) checkpoints are not supported (W8A8 is)")
+                }
+                guard (a["type"] as? String) == "float", (a["num_bits"] as? NSNumber)?.intValue == 8 else {
+                    throw fail(field + ".input_activations", "only 8-bit float (FP8 E4M3) activations are supported")
+                }
+                let dynamic = a["dynamic"] as? Bool ?? false
+                let aStrategy = (a["strategy"] as? String) ?? (dynamic ? "token" : "tensor")
+                guard dynamic ? aStrategy == "token" : aStrategy == "tensor" else {
+                    throw fail(field + ".input_activations.strategy",
+                               "\"\(aStrategy)\" with dynamic \(dynamic) is not supported (dynamic per token, or static per tensor)")
+                }
+                if let s = isStatic, s != !dynamic { throw fail(field + ".input_activations.dynamic", "groups disagree") }
+                isStatic = !dynamic
+            }
+            return fp8(static: isStatic ?? false)
+        case "fp8":
+            if let b = o["weight_block_size"], !(b is NSNull) {
+                throw fail("weight_block_size", "block-wise FP8 scales are not supported (per-tensor and per-channel are)")
+            }
+            let scheme = (o["activation_scheme"] as? String) ?? "dynamic"
+            guard scheme == "dynamic" || scheme == "static" else {
+                throw fail("activation_scheme", "\"\(scheme)\" is not supported (dynamic and static are)")
+            }
+            return fp8(static: scheme == "static")
+        default:   // modelopt: quant_algo at the top, or in a "quantization" object (hf_quant_config.json's layout)
+            let algo = (o["quant_algo"] as? String) ?? ((o["quantization"] as? [String: Any])?["quant_algo"] as? String) ?? "(missing)"
+            switch algo {
+            case "FP8": return fp8(static: true)
+            case "FP8_PER_CHANNEL_PER_TOKEN": return fp8(static: false)
+            default: throw fail("quant_algo", "\"\(algo)\" is not supported (FP8 and FP8_PER_CHANNEL_PER_TOKEN are)")
+            }
+        }
     }
 
     /// Parses config.json's `quantization_config` object; errors name `path` and the field.
@@ -250,13 +322,19 @@ public struct CheckpointQuantization: Sendable, Equatable {
         }
         func string(_ key: String) -> String? { (o[key] as? String)?.lowercased() }
         let name = o["quant_method"] as? String ?? "(missing)"
+        if ["compressed-tensors", "fp8", "modelopt"].contains(name.lowercased()) {
+            self = try Self.fp8(o, method: name.lowercased(), fail: fail)
+            return
+        }
         guard let method = Method(rawValue: name.lowercased()) else {
-            throw fail("quant_method", "\"\(name)\" is not supported (awq and gptq are)")
+            throw fail("quant_method", "\"\(name)\" is not supported (awq, gptq, compressed-tensors, fp8 and modelopt are)")
         }
         let bits = try int("bits")
         let group = try int("group_size")
         guard group == -1 || group > 0 else { throw fail("group_size", "must be positive or -1, got \(group)") }
         switch method {
+        case .fp8:
+            throw fail("quant_method", "\"fp8\" is read above")
         case .awq:
             let version = string("version") ?? "gemm"
             guard version == "gemm" else {

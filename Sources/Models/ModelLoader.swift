@@ -15,7 +15,7 @@ public struct LoadedCheckpoint: Sendable {
 
     /// The checkpoint's own types of its layer matrices: "F16", "Q4_1, Q6_K", "int4 group 128 with zero points".
     public var quantizationSummary: String {
-        let types = Set(weights.layers.flatMap { [$0.qkv, $0.output, $0.gateUp, $0.down] }.map { $0.weightOnly.map { "\($0)" } ?? "\($0.dtype)" })
+        let types = Set(weights.layers.flatMap { [$0.qkv, $0.output, $0.gateUp, $0.down] }.map { $0.weightOnly.map { "\($0)" } ?? $0.fp8.map { $0.inputScale == nil ? "fp8 dynamic" : "fp8 static" } ?? "\($0.dtype)" })
         return types.sorted().joined(separator: ", ")
     }
 

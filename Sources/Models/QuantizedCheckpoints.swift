@@ -12,6 +12,10 @@
 // Scales are rounded to fp16 (they are fp16 in both layouts); zero points are stored unless every
 // zero of the fused parts is the symmetric one (128 or 8: GPTQ with sym true).
 //
+//   FP8   weight F8_E4M3 [out, in] (kept byte for byte); weight_scale [] / [1] (per tensor) or
+//         [out, 1] / [out] (per channel), F32 / F16 / BF16; input_scale [] / [1], when present the
+//         static activation scale (compressed-tensors, quant_method "fp8", ModelOpt). w = code·s.
+//
 // GPTQ act-order (desc_act) checkpoints number their groups in an activation order: g_idx is not
 // i / group. Their columns are sorted by group here (stably) so that groups are contiguous, and
 // the matrix records that input order: column j reads input feature inputOrder[j].
@@ -67,6 +71,8 @@ struct QuantizedLinear: Sendable {
 enum CheckpointLinear: Sendable {
     case float(HostTensor)
     case quantized(QuantizedLinear)
+    /// A .e4m3 matrix (FP8Format), the checkpoint's codes as they are.
+    case fp8(HostTensor)
 
     var inputOrder: [Int32]? {
         if case .quantized(let q) = self { return q.inputOrder }
@@ -76,6 +82,7 @@ enum CheckpointLinear: Sendable {
     func reorderingRows(_ order: [Int32]) -> CheckpointLinear {
         switch self {
         case .float(let t): return .float(t.reorderingRows(order.map(Int.init)))
+        case .fp8(let t): return .fp8(t.reorderingRows(order.map(Int.init)))
         case .quantized(let q): return .quantized(q.reorderingRows(order))
         }
     }
@@ -93,11 +100,49 @@ extension CheckpointLinear {
     /// of (rows, columns); float when the file has `prefix.weight` (modules_to_not_convert).
     static func read(_ source: WeightSource, _ prefix: String, rows: Int, columns: Int,
                      quantization: CheckpointQuantization?) throws -> CheckpointLinear {
-        guard let q = quantization, !source.has(prefix + ".weight") else {
+        if let q = quantization, q.method == .fp8, source.has(prefix + ".weight"),
+           try source.rawTensor(prefix + ".weight").dtypeName == "F8_E4M3" {
+            return .fp8(try readFP8(source, prefix, rows: rows, columns: columns, staticActivations: q.staticActivations))
+        }
+        guard let q = quantization, q.method != .fp8, !source.has(prefix + ".weight") else {
             return .float(try expect(source.tensor(prefix + ".weight"), [rows, columns], prefix + ".weight", source.path))
         }
         let d = QuantizedDecoder(source: source, prefix: prefix, rows: rows, columns: columns, q: q)
         return .quantized(try q.method == .awq ? d.awq() : d.gptq())
+    }
+
+    /// An FP8 projection: its E4M3 codes with per-row scales (a per-tensor scale repeated), and
+    /// its static input scale when it has one.
+    static func readFP8(_ source: WeightSource, _ prefix: String, rows: Int, columns: Int, staticActivations: Bool) throws -> HostTensor {
+        func fail(_ tensor: String, _ why: String) -> CheckpointError { CheckpointError(source.path, "tensor '\(prefix).\(tensor)': \(why)") }
+        let raw = try source.rawTensor(prefix + ".weight")
+        guard raw.shape == [rows, columns] else { throw fail("weight", "shape \(raw.shape), expected \([rows, columns])") }
+        guard source.has(prefix + ".weight_scale") else { throw fail("weight_scale", "missing (FP8 weights need their scale)") }
+        let ws = try source.tensor(prefix + ".weight_scale")
+        let scaleValues = ws.floatValues()
+        let scales: [Float]
+        if scaleValues.count == 1 && ws.shape.count <= 1 {
+            scales = Array(repeating: scaleValues[0], count: rows)
+        } else if ws.shape == [rows, 1] || ws.shape == [rows] {
+            scales = scaleValues
+        } else {
+            throw fail("weight_scale", "shape \(ws.shape): expected [] or [1] (per tensor) or [\(rows), 1] (per channel)")
+        }
+        var inputScale: Float?
+        if source.has(prefix + ".input_scale") {
+            let t = try source.tensor(prefix + ".input_scale")
+            let v = t.floatValues()
+            guard v.count == 1, t.shape.count <= 1 else { throw fail("input_scale", "shape \(t.shape): expected [] or [1] (per tensor)") }
+            guard v[0] > 0 && v[0].isFinite else { throw fail("input_scale", "\(v[0]) is not a positive finite scale") }
+            inputScale = v[0]
+        } else if staticActivations {
+            throw fail("input_scale", "missing, but quantization_config says the activations have static scales")
+        }
+        do {
+            return try FP8Format(inputScale: inputScale).pack(rows: rows, columns: columns, codes: raw.bytes, scales: scales)
+        } catch let e as QuantizationError {
+            throw fail("weight", "\(e)")
+        }
     }
 
     /// Matrices that read the same input, fused by rows (q; k; v or gate; up), and their shared
@@ -112,9 +157,14 @@ extension CheckpointLinear {
         let hasZeros = parts.contains { if case .quantized(let q) = $0 { return !q.isSymmetric } else { return false } }
         let packed = parts.map { p -> HostTensor in
             switch p {
-            case .float(let t): return t
+            case .float(let t), .fp8(let t): return t
             case .quantized(let q): return q.packed(hasZeros: hasZeros)
             }
+        }
+        let fp8 = packed.compactMap(\.fp8)
+        if !fp8.isEmpty && (fp8.count < packed.count || Set(fp8.map { $0.inputScale == nil }).count > 1) {
+            throw CheckpointError(path, "projections that read the same input must all be FP8 with static input scales, or all "
+                                  + "FP8 without (found \(packed.map { $0.fp8.map { "\($0)" } ?? "\($0.dtype)" }))")
         }
         return (fuseRows(packed), order)
     }
