@@ -6,7 +6,8 @@
 //   model*.safetensors  LlamaWeights under Petrel's names (`layers.N.qkv`, …): norms F32, the
 //                       embedding F16 / BF16 / F32, matrices as the backends compute with them:
 //                       floats, or weight-only rows as U8 [rows, rowBytes] whose format the shard's
-//                       __metadata__ gives ("petrel.format.<name>": "bits,groupSize,zeros,columns");
+//                       __metadata__ gives ("petrel.format.<name>": "bits,groupSize,zeros,columns"),
+//                       or FP8 rows (FP8.swift) the same way ("fp8,columns,inputScale|dynamic");
 //                       `layers.N.qkv_input_order` (output_, gate_up_) I32 where a matrix's columns
 //                       are in another order than its input's (GPTQ act-order; format version 2)
 //   tokenizer.json …    the source's tokenizer files, or tokenizer.gguf (a GGUF source's
@@ -53,7 +54,11 @@ public enum EngineFolder {
         let metadata = ["format": "pt", "petrel.format_version": "\(formatVersion)"]
         var matrixBytes = 0
         func add(_ name: String, _ t: HostTensor) {
-            if let f = t.weightOnly {
+            if let f = t.fp8 {
+                let format = ["petrel.format.\(name)": "fp8,\(t.rowLength),\(f.inputScale.map { "\($0)" } ?? "dynamic")"]
+                tensors.append(TensorToWrite(name: name, dtypeName: "U8", shape: [t.rowCount, t.rowBytes], bytes: t.bytes, owner: t.owner,
+                                             metadata: format))
+            } else if let f = t.weightOnly {
                 let format = ["petrel.format.\(name)": "\(f.bits),\(f.groupSize),\(f.hasZeros ? 1 : 0),\(t.rowLength)"]
                 tensors.append(TensorToWrite(name: name, dtypeName: "U8", shape: [t.rowCount, t.rowBytes], bytes: t.bytes, owner: t.owner,
                                              metadata: format))
@@ -132,6 +137,7 @@ extension LlamaWeights {
             guard let spec = source.metadata(ofShardHolding: name)[field] else {
                 throw CheckpointError(raw.file, "tensor '\(name)' is U8 but the shard's __metadata__ has no \(field)")
             }
+            if spec.hasPrefix("fp8,") { return try fp8(raw, spec, field, shape) }
             let parts = spec.split(separator: ",").compactMap { Int($0) }
             guard parts.count == 4, [8, 4].contains(parts[0]), parts[1] >= 0, parts[1] % (parts[0] == 8 ? 16 : 32) == 0,
                   parts[2] == 0 || parts[2] == 1 else {
@@ -144,6 +150,20 @@ extension LlamaWeights {
                 throw CheckpointError(raw.file, "tensor '\(name)': shape \(raw.shape) does not hold \(shape) as \(f) (expected [\(shape[0]), \(f.rowBytes(columns: columns))])")
             }
             return HostTensor(dtype: f.dtype, shape: shape, bytes: raw.bytes, owner: raw.owner, weightOnly: f)
+        }
+        /// An FP8 matrix: "fp8,columns,inputScale|dynamic".
+        func fp8(_ raw: RawTensor, _ spec: String, _ field: String, _ shape: [Int]) throws -> HostTensor {
+            let parts = spec.split(separator: ",").map(String.init)
+            let scale = parts.count == 3 ? (parts[2] == "dynamic" ? Float?.none : Float(parts[2]).map { Float?.some($0) }) : nil
+            guard parts.count == 3, let columns = Int(parts[1]), let inputScale = scale,
+                  inputScale.map({ $0 > 0 && $0.isFinite }) ?? true else {
+                throw CheckpointError(raw.file, "__metadata__.\(field): '\(spec)' is not fp8,columns,inputScale (or dynamic)")
+            }
+            let f = FP8Format(inputScale: inputScale)
+            guard raw.shape.count == 2, [raw.shape[0], columns] == shape, raw.shape[1] == f.rowBytes(columns: columns) else {
+                throw CheckpointError(raw.file, "tensor '\(raw.name)': shape \(raw.shape) does not hold \(shape) as \(f) (expected [\(shape[0]), \(f.rowBytes(columns: columns))])")
+            }
+            return HostTensor(dtype: .e4m3, shape: shape, bytes: raw.bytes, owner: raw.owner, fp8: f)
         }
         /// An optional input order: `count` I32 values, each a column below `count`.
         func order(_ name: String, _ count: Int) throws -> [Int32]? {
