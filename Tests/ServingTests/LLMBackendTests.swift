@@ -94,6 +94,10 @@ final class FakeDeviceMemory: DeviceMemoryReporting {
     @Test func weightOnlyPrecisionComesFromTheConfigElseTheServer() throws {
         #expect(try Self.settings("").quantization == nil)
         #expect(try Self.settings(Self.parameter("weight_only_precision", "int8")).quantization == .int8WeightOnly)
+        #expect(try Self.settings(Self.parameter("weight_only_precision", "fp8")).quantization == .fp8)
+        #expect(throws: (any Error).self) {
+            try Self.settings(Self.parameter("weight_only_precision", "fp8") + Self.parameter("weight_only_group_size", "128"))
+        }
         let int4 = try Self.settings(Self.parameter("weight_only_precision", "int4_wo") + Self.parameter("weight_only_group_size", "64")
                                      + Self.parameter("weight_only_zero_points", "true"))
         #expect(int4.quantization == .int4WeightOnly(groupSize: 64, zeroPoints: true))
