@@ -56,7 +56,6 @@ final class NoFP8Backend: ComputeBackend, @unchecked Sendable {
         let ckpt = try LoadedCheckpoint.open(dir)
         #expect(ckpt.config.quantization?.method == .fp8)
         #expect(ckpt.config.quantization?.staticActivations == (kind == "modelopt"))
-        let c = ckpt.config, q = c.headCount * c.headDim, kv = c.kvHeadCount * c.headDim
         for (i, l) in ckpt.weights.layers.enumerated() {
             let p = "model.layers.\(i)."
             let parts: [(HostTensor, [String])] = [(l.qkv, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
@@ -79,7 +78,6 @@ final class NoFP8Backend: ComputeBackend, @unchecked Sendable {
                 }
                 #expect(t.fp8?.inputScale == inputScales.max(), "a fused matrix takes the largest static input scale")
             }
-            _ = (q, kv)
         }
         #expect(ckpt.weights.head.dtype == .bf16, "lm_head stays as the file has it")
         #expect(ckpt.quantizationSummary == (kind == "modelopt" ? "fp8 static" : "fp8 dynamic"))
