@@ -10,7 +10,7 @@ import TestFixtures
 import Testing
 
 /// A CPU backend that says it has no FP8 GEMM (what the CUDA backend says today).
-final class NoFP8Backend: ComputeBackend, @unchecked Sendable {
+final class NoFP8Backend: ComputeBackend, Sendable {
     let cpu = CPUBackend()
     var name: String { "cuda" }
     func upload(_ host: HostTensor) throws -> Tensor { try cpu.upload(host) }

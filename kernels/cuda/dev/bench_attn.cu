@@ -40,7 +40,6 @@
 
 namespace {
 
-constexpr int kBatch = 20;              // launches timed together
 constexpr int kWarpVariants[] = {4, 8};  // the candidate's tiles: 64 or 128 query rows
 
 struct SeqSpec {
@@ -331,24 +330,9 @@ int bench(bool bf16) {
     int64_t total = 0, free_b = 0;
     int32_t sms = 0;
     check(petrel_device_describe(ctx, name, sizeof name, &total, &free_b, &sms), ctx, "describe");
-    cudaEvent_t start, stop;
-    check_cuda(cudaEventCreate(&start), "event");
-    check_cuda(cudaEventCreate(&stop), "event");
-    // Back-to-back launches between the events, per launch (µs).
+    // Back-to-back launches between the events, per launch (µs; dev_common.h).
     auto time_us = [&](const std::function<void()> &run, int reps = 30, int batch = kBatch) {
-        std::vector<float> times;
-        for (int it = 0; it < reps + 5; it++) {
-            hold_stream<<<1, 1, 0, ctx->stream>>>(batch > 1 ? 200000 : 0);
-            cudaEventRecord(start, ctx->stream);
-            for (int i = 0; i < batch; i++) run();
-            cudaEventRecord(stop, ctx->stream);
-            check_cuda(cudaEventSynchronize(stop), "sync");
-            float ms = 0;
-            cudaEventElapsedTime(&ms, start, stop);
-            if (it >= 5) times.push_back(ms / batch);
-        }
-        std::sort(times.begin(), times.end());
-        return times[times.size() / 2] * 1000.0;
+        return median_launch_us(ctx->stream, run, reps, batch);
     };
     // The matrix ceiling: an 8192^3 GEMM through cuBLAS in the context's element type, fp32 accumulation.
     double peak = 0;

@@ -33,7 +33,6 @@
 
 namespace {
 
-constexpr int kBatch = 20;   // launches timed together
 bool g_profile = false;      // `bench_wo profile`: every launch of the bench once, untimed (for Nsight Compute)
 
 // weight_only.cu's GEMV with W warps a block and UR rounds of codes in flight (plain or SwiGLU).
@@ -295,29 +294,14 @@ int bench() {
     int64_t total = 0, free_b = 0;
     int32_t sms = 0;
     check(petrel_device_describe(ctx, name, sizeof name, &total, &free_b, &sms), ctx, "describe");
-    cudaEvent_t start, stop;
-    check_cuda(cudaEventCreate(&start), "event");
-    check_cuda(cudaEventCreate(&stop), "event");
-    // Back-to-back launches between the events (as a decode step's graph runs them), per launch.
+    // Per launch, back to back (dev_common.h); `bench_wo profile`: one launch, untimed.
     auto time_us = [&](const std::function<cudaError_t()> &run, int reps = 30, int batch = kBatch) {
-        std::vector<float> times;
         if (g_profile) {
             check_cuda(run(), "launch");
             check_cuda(cudaStreamSynchronize(ctx->stream), "sync");
             return 1.0;
         }
-        for (int it = 0; it < reps + 5; it++) {
-            hold_stream<<<1, 1, 0, ctx->stream>>>(batch > 1 ? 200000 : 0);
-            cudaEventRecord(start, ctx->stream);
-            for (int b = 0; b < batch; b++) check_cuda(run(), "launch");
-            cudaEventRecord(stop, ctx->stream);
-            check_cuda(cudaEventSynchronize(stop), "sync");
-            float ms = 0;
-            cudaEventElapsedTime(&ms, start, stop);
-            if (it >= 5) times.push_back(ms / batch);
-        }
-        std::sort(times.begin(), times.end());
-        return times[times.size() / 2] * 1000.0;
+        return median_launch_us(ctx->stream, [&] { check_cuda(run(), "launch"); }, reps, batch);
     };
     // The copy ceiling: 1 GiB device to device, bytes read + written.
     double copy_gbs = 0;

@@ -77,4 +77,30 @@ __global__ void hold_stream(long long ns) {
         __nanosleep(1000);
     }
 }
+
+constexpr int kBatch = 20;   // launches timed together
+
+// The median time of one launch of `run` in µs: `batch` launches queued behind hold_stream between
+// two events (as a decode step's graph runs them back to back), reps + 5 times, the first 5 dropped.
+template <typename Run>
+double median_launch_us(cudaStream_t stream, Run &&run, int reps = 30, int batch = kBatch) {
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    std::vector<float> times;
+    for (int it = 0; it < reps + 5; it++) {
+        hold_stream<<<1, 1, 0, stream>>>(batch > 1 ? 200000 : 0);
+        cudaEventRecord(start, stream);
+        for (int b = 0; b < batch; b++) run();
+        cudaEventRecord(stop, stream);
+        cudaEventSynchronize(stop);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, start, stop);
+        if (it >= 5) times.push_back(ms / batch);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2] * 1000.0;
+}
 }  // namespace
